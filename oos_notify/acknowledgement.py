@@ -1,0 +1,275 @@
+"""Acknowledgement by signed link: tokens, the confirmation page's facts, and recording the answer.
+
+A token names one notification, its incident and its recipient, and carries its expiry; it is
+signed with the service's secret key, so it cannot be forged or moved. Reading a token never
+changes anything: mail scanners open every link, and only the page's POST acknowledges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Annotated
+
+from itsdangerous import BadSignature, URLSafeSerializer
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from oos_notify import audit, outbox
+from oos_notify.agreements import EffectiveAgreement
+from oos_notify.errors import ServiceError
+from oos_notify.ids import new_id
+from oos_notify.lifecycle import IncidentStatus
+from oos_notify.models import Acknowledgement, Incident, Notification
+from oos_notify.planning import (
+    Condition,
+    IncidentFacts,
+    NotificationKind,
+    PlannedNotification,
+    plan_acknowledged,
+)
+from oos_notify.vocabulary import (
+    MANUFACTURER_PREFIX,
+    AckResponse,
+    Disposition,
+    EventType,
+    KeyDate,
+    ManufacturerRole,
+    Severity,
+)
+
+MAX_TOKEN_LENGTH = 512
+RECEIPT_TEMPLATE = "acknowledgement_receipt"
+
+
+class LinkError(ServiceError):
+    """An acknowledgement link that cannot be used; the page says why in plain words."""
+
+
+class InvalidLink(LinkError):
+    status_code = 400
+
+
+class ExpiredLink(LinkError):
+    status_code = 410
+
+
+class UnknownLink(LinkError):
+    status_code = 404
+
+
+@dataclass(frozen=True)
+class Claims:
+    notification_id: str
+    incident_id: str
+    contact_id: str
+    expires_at: datetime
+
+
+class AckTokens:
+    """Issues and reads acknowledgement tokens signed with the service's secret key."""
+
+    def __init__(self, secret_key: str) -> None:
+        self._serializer = URLSafeSerializer(secret_key, salt="oos-notify.ack.v1")
+
+    def issue(self, notification: Notification, expires_at: datetime) -> str:
+        payload = {
+            "n": notification.id,
+            "i": notification.incident_id,
+            "c": notification.contact_id,
+            "x": int(expires_at.timestamp()),
+        }
+        token = self._serializer.dumps(payload)
+        assert isinstance(token, str)
+        return token
+
+    def read(self, token: str, now: datetime) -> Claims:
+        """The claims of a genuine, unexpired token; raise a LinkError otherwise."""
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise InvalidLink("This acknowledgement link is not valid.")
+        try:
+            payload = self._serializer.loads(token)
+            claims = Claims(
+                notification_id=str(payload["n"]),
+                incident_id=str(payload["i"]),
+                contact_id=str(payload["c"]),
+                expires_at=datetime.fromtimestamp(int(payload["x"]), UTC),
+            )
+        except (BadSignature, KeyError, TypeError, ValueError, OverflowError):
+            raise InvalidLink(
+                "This acknowledgement link is not valid. Open the link from the email again, "
+                "or reply to the email to reach the manufacturer."
+            ) from None
+        if claims.expires_at <= now:
+            raise ExpiredLink(
+                "This acknowledgement link has expired. Reply to the email or call the "
+                "manufacturer's QA contact to confirm."
+            )
+        return claims
+
+
+class AckForm(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    response: AckResponse = AckResponse.RECEIVED
+    comment: Annotated[str, Field(max_length=2000)] | None = None
+
+
+def response_choices(disposition: str | None) -> list[AckResponse]:
+    """The answers the page offers; a physician decision is asked for when OOS release is offered."""
+    if disposition == Disposition.OOS_RELEASE_OFFERED:
+        return [
+            AckResponse.ACCEPT_OOS_PRODUCT,
+            AckResponse.REQUEST_REMANUFACTURE,
+            AckResponse.DECLINE_PRODUCT,
+            AckResponse.CALL_ME,
+        ]
+    return [AckResponse.RECEIVED, AckResponse.CALL_ME, AckResponse.REQUEST_REMANUFACTURE]
+
+
+@dataclass(frozen=True)
+class AckState:
+    """What the acknowledgement page shows."""
+
+    incident: Incident
+    notification: Notification
+    choices: list[AckResponse]
+    acknowledgement: Acknowledgement | None
+    just_acknowledged: bool = False
+
+    @property
+    def closed(self) -> bool:
+        return IncidentStatus(self.incident.status).is_closed
+
+
+def _load(session: Session, tokens: AckTokens, token: str, now: datetime) -> AckState:
+    claims = tokens.read(token, now)
+    notification = session.get(Notification, claims.notification_id)
+    if (
+        notification is None
+        or notification.incident_id != claims.incident_id
+        or notification.contact_id != claims.contact_id
+    ):
+        raise UnknownLink("This acknowledgement link does not match any notification.")
+    incident = session.get(Incident, notification.incident_id)
+    assert incident is not None
+    first = session.exec(
+        select(Acknowledgement)
+        .where(Acknowledgement.incident_id == incident.id)
+        .order_by(col(Acknowledgement.at))
+    ).first()
+    return AckState(incident, notification, response_choices(incident.disposition), first)
+
+
+def view(session: Session, tokens: AckTokens, token: str, now: datetime) -> AckState:
+    """What the link shows. Reads only: a GET must never acknowledge."""
+    return _load(session, tokens, token, now)
+
+
+def acknowledge(
+    session: Session,
+    tokens: AckTokens,
+    token: str,
+    form: AckForm,
+    *,
+    client_address: str | None,
+    user_agent: str | None,
+    now: datetime,
+    mail_domain: str,
+) -> AckState:
+    """Record the acknowledgement, stop the escalation and start what acknowledgement starts."""
+    state = _load(session, tokens, token, now)
+    incident, notification = state.incident, state.notification
+    if state.closed or state.acknowledgement is not None:
+        return state
+    if form.response not in state.choices:
+        raise InvalidLink("That answer is not one of the choices for this incident.")
+    # The conditional update makes two simultaneous acknowledgements settle on one winner.
+    won = session.execute(
+        update(Incident)
+        .where(
+            col(Incident.id) == incident.id,
+            col(Incident.status).in_([IncidentStatus.NOTIFYING, IncidentStatus.ESCALATED]),
+        )
+        .values(status=IncidentStatus.ACKNOWLEDGED.value, acknowledged_at=now, updated_at=now)
+    )
+    if won.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        return _load(session, tokens, token, now)
+    ack = Acknowledgement(
+        id=new_id("ack"),
+        incident_id=incident.id,
+        notification_id=notification.id,
+        contact_id=notification.contact_id,
+        email=notification.recipient_email,
+        role=notification.role,
+        response=form.response,
+        comment=form.comment or None,
+        client_address=client_address,
+        user_agent=(user_agent or "")[:300] or None,
+        at=now,
+    )
+    session.add(ack)
+    audit.record(
+        session,
+        now,
+        "acknowledged",
+        notification.recipient_email,
+        incident_id=incident.id,
+        notification_id=notification.id,
+        response=form.response,
+        comment=ack.comment,
+        client_address=client_address,
+        user_agent=ack.user_agent,
+    )
+    audit.record(
+        session,
+        now,
+        "incident_status_changed",
+        notification.recipient_email,
+        incident_id=incident.id,
+        status_from=incident.status,
+        status_to=IncidentStatus.ACKNOWLEDGED.value,
+    )
+    outbox.cancel_pending(session, incident.id, now, "acknowledged", Condition.UNACKNOWLEDGED)
+    agreement = EffectiveAgreement.model_validate(incident.agreement)
+    facts = IncidentFacts(
+        EventType(incident.opening_type),
+        Severity(incident.severity),
+        {KeyDate(k): date.fromisoformat(v) for k, v in incident.key_dates.items()},
+    )
+    started = plan_acknowledged(agreement, facts, now)
+    receipts = _receipts(incident, agreement, now)
+    outbox.schedule(session, incident.id, [*started.notifications, *receipts], now, mail_domain)
+    session.flush()
+    session.refresh(incident)
+    return AckState(incident, notification, state.choices, ack, just_acknowledged=True)
+
+
+def _receipts(
+    incident: Incident, agreement: EffectiveAgreement, now: datetime
+) -> list[PlannedNotification]:
+    """The manufacturer hears of the answer at once: the event's QA contact, else the QA desk."""
+    if incident.qa_contact:
+        people = [("qa_contact", incident.qa_contact["name"], incident.qa_contact["email"])]
+    else:
+        people = [
+            (c.id, c.name, c.email)
+            for c in agreement.manufacturer_contacts.get(ManufacturerRole.QA, [])
+        ]
+    return [
+        PlannedNotification(
+            kind=NotificationKind.RECEIPT,
+            level=0,
+            role=f"{MANUFACTURER_PREFIX}{ManufacturerRole.QA}",
+            contact_id=contact_id,
+            recipient_name=name,
+            recipient_email=email,
+            template=RECEIPT_TEMPLATE,
+            due_at=now,
+            condition=Condition.ACKNOWLEDGED,
+            with_ack_link=False,
+        )
+        for contact_id, name, email in people
+    ]

@@ -1,0 +1,630 @@
+"""Notification agreements and escalation plans: the config models, their loading and merging.
+
+A health system's file sets defaults and system-level contacts for its sites; a site overrides
+what it needs. ``Agreements.effective(center_id)`` merges both into the agreement an incident
+is planned with, and that merged value is what gets snapshotted on the incident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import date, time
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
+
+from oos_notify.durations import Duration, DurationField, parse_duration
+from oos_notify.vocabulary import (
+    MANUFACTURER_PREFIX,
+    CenterRole,
+    EventType,
+    KeyDate,
+    ManufacturerRole,
+    Severity,
+)
+
+MAX_CONFIG_FILE_BYTES = 1024 * 1024
+_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
+
+Identifier = Annotated[str, Field(pattern=_ID)]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _check_email(value: str) -> str:
+    if not _EMAIL.match(value):
+        raise ValueError(f"{value!r} is not an email address")
+    return value
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r}: use an IANA name such as America/Chicago"
+        ) from None
+    return value
+
+
+Email = Annotated[str, AfterValidator(_check_email)]
+TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- people -------------------------------------------------------------------------------
+
+
+class Contact(_Strict):
+    """A person or shared mailbox at a treatment center or its health system."""
+
+    id: Identifier
+    name: str = Field(min_length=1, max_length=200)
+    email: Email
+    roles: list[CenterRole] = Field(min_length=1)
+
+
+class ManufacturerContact(_Strict):
+    id: Identifier
+    name: str = Field(min_length=1, max_length=200)
+    email: Email
+    roles: list[ManufacturerRole] = Field(min_length=1)
+
+
+class Product(_Strict):
+    code: str = Field(pattern=r"^[A-Za-z0-9._-]{1,40}$")
+    name: str = Field(min_length=1, max_length=200)
+
+
+class Manufacturer(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    products: list[Product] = Field(min_length=1)
+    contacts: list[ManufacturerContact] = Field(default_factory=list)
+
+
+# --- calendar -----------------------------------------------------------------------------
+
+
+class BusinessHours(_Strict):
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS[:5]), min_length=1)
+    start: time = time(8, 0)
+    end: time = time(17, 0)
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> Self:
+        if self.start >= self.end:
+            raise ValueError(f"start {self.start:%H:%M} must be before end {self.end:%H:%M}")
+        if len(set(self.days)) != len(self.days):
+            raise ValueError("a day is listed twice")
+        return self
+
+
+def _holidays_shorthand(value: Any) -> Any:
+    return {"dates": value} if isinstance(value, list) else value
+
+
+class Holidays(_Strict):
+    """Public holidays by country (the ``holidays`` package, later) plus explicit closure dates."""
+
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    subdivision: str | None = None
+    dates: list[date] = Field(default_factory=list)
+
+
+HolidaysField = Annotated[Holidays, BeforeValidator(_holidays_shorthand)]
+
+
+# --- plans --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A role a step notifies: a center role, or a manufacturer role (``manufacturer:qa``)."""
+
+    role: str
+    manufacturer: bool
+
+    def __str__(self) -> str:
+        return f"{MANUFACTURER_PREFIX}{self.role}" if self.manufacturer else self.role
+
+
+def _parse_recipient(value: Any) -> Recipient:
+    if isinstance(value, Recipient):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a recipient is a role name such as 'coordinator'")
+    if value.startswith(MANUFACTURER_PREFIX):
+        role = value.removeprefix(MANUFACTURER_PREFIX)
+        if role not in ManufacturerRole.__members__.values():
+            known = ", ".join(MANUFACTURER_PREFIX + r for r in ManufacturerRole)
+            raise ValueError(f"unknown manufacturer role {value!r}; known: {known}")
+        return Recipient(role, manufacturer=True)
+    if value not in CenterRole.__members__.values():
+        known = ", ".join(CenterRole)
+        raise ValueError(
+            f"unknown role {value!r}; known: {known} "
+            f"(or {MANUFACTURER_PREFIX}<role> for the manufacturer's people)"
+        )
+    return Recipient(value, manufacturer=False)
+
+
+RecipientField = Annotated[
+    Recipient,
+    BeforeValidator(_parse_recipient),
+    PlainSerializer(str, return_type=str),
+]
+
+
+class Timing(_Strict):
+    """When a step is due: ``after`` the trigger, or ``by`` a duration ``before`` a key date."""
+
+    after: DurationField | None = None
+    before: KeyDate | None = None
+    by: DurationField | None = None
+    business_hours: bool = False
+
+    @model_validator(mode="after")
+    def _one_anchor(self) -> Self:
+        if self.after is not None and self.before is not None:
+            raise ValueError("a step has either 'after' or 'before', not both")
+        if self.after is None and self.before is None:
+            raise ValueError("a step needs 'after' (e.g. after: 2h) or 'before' with 'by'")
+        if self.before is not None and self.by is None:
+            raise ValueError("'before' needs 'by', e.g. before: lymphodepletion_start, by: 48h")
+        if self.by is not None and self.before is None:
+            raise ValueError("'by' goes with 'before'")
+        return self
+
+
+class Step(Timing):
+    notify: list[RecipientField] = Field(min_length=1)
+    template: Identifier
+
+
+class PatientStep(Timing):
+    when: Literal["acknowledged", "unacknowledged"]
+    notify: list[RecipientField] = Field(min_length=1)
+    template: Identifier
+
+
+class Plan(_Strict):
+    id: Identifier
+    description: str = ""
+    steps: list[Step] = Field(min_length=1)
+    patient_communication: list[PatientStep] = Field(default_factory=list)
+
+
+# --- health systems and sites ---------------------------------------------------------------
+
+
+class Defaults(_Strict):
+    ack_link_valid_for: DurationField | None = None
+    notify_within: dict[Severity, DurationField] = Field(default_factory=dict)
+
+
+class _CenterSettings(_Strict):
+    timezone: TimeZoneName | None = None
+    business_hours: BusinessHours | None = None
+    holidays: HolidaysField | None = None
+    contacts: list[Contact] = Field(default_factory=list)
+    defaults: Defaults = Defaults()
+    plans: dict[EventType, Identifier] = Field(default_factory=dict)
+    manufacturer_contacts: dict[ManufacturerRole, Identifier] = Field(default_factory=dict)
+
+
+class Site(_CenterSettings):
+    id: Identifier
+    name: str = Field(min_length=1, max_length=200)
+
+
+class HealthSystem(_CenterSettings):
+    id: Identifier
+    name: str = Field(min_length=1, max_length=200)
+    timezone: TimeZoneName
+    sites: list[Site] = Field(min_length=1)
+
+
+DEFAULT_ACK_LINK_VALID_FOR = parse_duration("14d")
+
+
+class EffectiveAgreement(_Strict):
+    """One site's agreement with its health system's defaults merged in: what planning reads."""
+
+    center_id: str
+    center_name: str
+    health_system_id: str
+    health_system_name: str
+    timezone: str
+    business_hours: BusinessHours
+    holidays: Holidays
+    contacts: list[Contact]
+    system_contacts: list[Contact]
+    manufacturer_name: str
+    products: list[Product]
+    manufacturer_contacts: dict[ManufacturerRole, list[ManufacturerContact]]
+    ack_link_valid_for: DurationField
+    notify_within: dict[Severity, DurationField]
+    plans: dict[EventType, Plan]
+
+    def contacts_for(self, recipient: Recipient) -> list[Contact | ManufacturerContact]:
+        """The people a step's recipient means here: site contacts first, else system-level ones."""
+        if recipient.manufacturer:
+            return list(self.manufacturer_contacts.get(ManufacturerRole(recipient.role), []))
+        role = CenterRole(recipient.role)
+        site = [c for c in self.contacts if role in c.roles]
+        return list(site or [c for c in self.system_contacts if role in c.roles])
+
+    def version(self) -> str:
+        """A content hash: the same agreement always has the same version."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    file: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.field}" if self.field else self.file
+        return f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The config folder is invalid; ``problems`` lists each one with its file and field."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """A safe loader that refuses YAML aliases: agreements need none, and they enable bombs."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.MarkedYAMLError(
+                problem="aliases (*name) are not allowed in agreement files", problem_mark=mark
+            )
+        return super().compose_node(parent, index)
+
+
+def format_location(loc: tuple[int | str, ...]) -> str:
+    """Render a pydantic error location as a field path: ``sites[0].contacts[2].email``."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _read_yaml(path: Path, shown: str, problems: list[ConfigProblem]) -> Any:
+    try:
+        if path.stat().st_size > MAX_CONFIG_FILE_BYTES:
+            problems.append(ConfigProblem(shown, "", "file is larger than 1 MiB"))
+            return None
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)
+    except UnicodeDecodeError:
+        problems.append(ConfigProblem(shown, "", "file is not UTF-8 text"))
+        return None
+    except yaml.YAMLError as exc:
+        problems.append(ConfigProblem(shown, "", f"not valid YAML: {exc}"))
+        return None
+    if not isinstance(data, dict):
+        problems.append(ConfigProblem(shown, "", "expected a mapping of fields at the top level"))
+        return None
+    return data
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _validate(model: type[_M], data: Any, shown: str, problems: list[ConfigProblem]) -> _M | None:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(ConfigProblem(shown, format_location(error["loc"]), message))
+        return None
+
+
+@dataclass(frozen=True)
+class Agreements:
+    """Everything in ``config/``: the manufacturer, the health systems with their sites, the plans."""
+
+    manufacturer: Manufacturer
+    health_systems: dict[str, HealthSystem]
+    plans: dict[str, Plan]
+    files: dict[str, str]
+    """Which file each health system and plan came from, for messages."""
+
+    def site(self, center_id: str) -> tuple[HealthSystem, Site] | None:
+        for system in self.health_systems.values():
+            for site in system.sites:
+                if site.id == center_id:
+                    return system, site
+        return None
+
+    def center_ids(self) -> list[str]:
+        return [site.id for system in self.health_systems.values() for site in system.sites]
+
+    def product(self, code: str) -> Product | None:
+        return next((p for p in self.manufacturer.products if p.code == code), None)
+
+    def effective(self, center_id: str) -> EffectiveAgreement:
+        """Merge a site with its health system; raises KeyError for an unknown center."""
+        found = self.site(center_id)
+        if found is None:
+            raise KeyError(center_id)
+        system, site = found
+        pins = {**system.manufacturer_contacts, **site.manufacturer_contacts}
+        manufacturer_contacts: dict[ManufacturerRole, list[ManufacturerContact]] = {}
+        for role in ManufacturerRole:
+            pinned = pins.get(role)
+            manufacturer_contacts[role] = [
+                c
+                for c in self.manufacturer.contacts
+                if role in c.roles and (pinned is None or c.id == pinned)
+            ]
+        plan_ids = {**system.plans, **site.plans}
+        return EffectiveAgreement(
+            center_id=site.id,
+            center_name=site.name,
+            health_system_id=system.id,
+            health_system_name=system.name,
+            timezone=site.timezone or system.timezone,
+            business_hours=site.business_hours or system.business_hours or BusinessHours(),
+            holidays=site.holidays or system.holidays or Holidays(),
+            contacts=site.contacts,
+            system_contacts=system.contacts,
+            manufacturer_name=self.manufacturer.name,
+            products=self.manufacturer.products,
+            manufacturer_contacts=manufacturer_contacts,
+            ack_link_valid_for=site.defaults.ack_link_valid_for
+            or system.defaults.ack_link_valid_for
+            or DEFAULT_ACK_LINK_VALID_FOR,
+            notify_within={**system.defaults.notify_within, **site.defaults.notify_within},
+            plans={event_type: self.plans[plan_id] for event_type, plan_id in plan_ids.items()},
+        )
+
+
+def load_agreements(config_dir: Path) -> Agreements:
+    """Load and cross-check ``config/``; raise ConfigError listing every problem found."""
+    problems: list[ConfigProblem] = []
+    if not config_dir.is_dir():
+        raise ConfigError([ConfigProblem(str(config_dir), "", "config folder not found")])
+
+    def shown(path: Path) -> str:
+        return str(Path(config_dir.name) / path.relative_to(config_dir))
+
+    manufacturer_path = config_dir / "manufacturer.yaml"
+    manufacturer: Manufacturer | None = None
+    if manufacturer_path.is_file():
+        data = _read_yaml(manufacturer_path, shown(manufacturer_path), problems)
+        if data is not None:
+            manufacturer = _validate(Manufacturer, data, shown(manufacturer_path), problems)
+    else:
+        problems.append(ConfigProblem(shown(manufacturer_path), "", "file not found"))
+
+    files: dict[str, str] = {}
+    plans: dict[str, Plan] = {}
+    for path in sorted((config_dir / "plans").glob("*.y*ml")):
+        data = _read_yaml(path, shown(path), problems)
+        plan = _validate(Plan, data, shown(path), problems) if data is not None else None
+        if plan is None:
+            continue
+        if plan.id in plans:
+            problems.append(
+                ConfigProblem(shown(path), "id", f"plan {plan.id!r} is also in {files[plan.id]}")
+            )
+            continue
+        plans[plan.id] = plan
+        files[plan.id] = shown(path)
+
+    systems: dict[str, HealthSystem] = {}
+    system_paths = sorted((config_dir / "health_systems").glob("*.y*ml"))
+    if not system_paths:
+        problems.append(
+            ConfigProblem(shown(config_dir / "health_systems"), "", "no health system file found")
+        )
+    for path in system_paths:
+        data = _read_yaml(path, shown(path), problems)
+        system = _validate(HealthSystem, data, shown(path), problems) if data is not None else None
+        if system is None:
+            continue
+        if system.id in systems:
+            problems.append(
+                ConfigProblem(
+                    shown(path), "id", f"health system {system.id!r} is also in {files[system.id]}"
+                )
+            )
+            continue
+        systems[system.id] = system
+        files[system.id] = shown(path)
+
+    if manufacturer is not None:
+        problems.extend(_cross_check(manufacturer, systems, plans, files))
+    if problems or manufacturer is None:
+        raise ConfigError(problems)
+    return Agreements(manufacturer=manufacturer, health_systems=systems, plans=plans, files=files)
+
+
+def _cross_check(
+    manufacturer: Manufacturer,
+    systems: dict[str, HealthSystem],
+    plans: dict[str, Plan],
+    files: dict[str, str],
+) -> list[ConfigProblem]:
+    """Checks that span files: references resolve and every step reaches somebody."""
+    problems: list[ConfigProblem] = []
+    manufacturer_ids = {c.id for c in manufacturer.contacts}
+    seen_sites: dict[str, str] = {}
+    for system in systems.values():
+        file = files[system.id]
+        ids = [c.id for c in system.contacts] + [c.id for s in system.sites for c in s.contacts]
+        for duplicate in sorted({i for i in ids if ids.count(i) > 1}):
+            problems.append(
+                ConfigProblem(file, "contacts", f"contact id {duplicate!r} is repeated")
+            )
+        for role, contact_id in system.manufacturer_contacts.items():
+            if contact_id not in manufacturer_ids:
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        f"manufacturer_contacts.{role}",
+                        f"no manufacturer contact {contact_id!r} in manufacturer.yaml",
+                    )
+                )
+        for event_type, plan_id in system.plans.items():
+            if plan_id not in plans:
+                problems.append(
+                    ConfigProblem(file, f"plans.{event_type}", f"no plan {plan_id!r} in plans/")
+                )
+        for index, site in enumerate(system.sites):
+            where = f"sites[{index}]"
+            if site.id in seen_sites:
+                problems.append(
+                    ConfigProblem(
+                        file, f"{where}.id", f"site {site.id!r} is also in {seen_sites[site.id]}"
+                    )
+                )
+            seen_sites[site.id] = file
+            problems.extend(
+                _check_site(file, where, manufacturer, system, site, plans, manufacturer_ids)
+            )
+    return problems
+
+
+def _check_site(
+    file: str,
+    where: str,
+    manufacturer: Manufacturer,
+    system: HealthSystem,
+    site: Site,
+    plans: dict[str, Plan],
+    manufacturer_ids: set[str],
+) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    for role, contact_id in site.manufacturer_contacts.items():
+        if contact_id not in manufacturer_ids:
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"{where}.manufacturer_contacts.{role}",
+                    f"no manufacturer contact {contact_id!r} in manufacturer.yaml",
+                )
+            )
+        elif role not in next(c for c in manufacturer.contacts if c.id == contact_id).roles:
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"{where}.manufacturer_contacts.{role}",
+                    f"manufacturer contact {contact_id!r} does not have the role {role}",
+                )
+            )
+    plan_ids = {**system.plans, **site.plans}
+    for event_type, plan_id in site.plans.items():
+        if plan_id not in plans:
+            problems.append(
+                ConfigProblem(file, f"{where}.plans.{event_type}", f"no plan {plan_id!r} in plans/")
+            )
+    for event_type in (EventType.RELEASE_FAILURE, EventType.LATE_RESULT):
+        if event_type not in plan_ids:
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"{where}.plans",
+                    f"site {site.id!r} has no plan for {event_type} (set it here or on the system)",
+                )
+            )
+    if problems:
+        return problems
+    pins = {**system.manufacturer_contacts, **site.manufacturer_contacts}
+    center_roles = {r for c in [*site.contacts, *system.contacts] for r in c.roles}
+    for event_type, plan_id in plan_ids.items():
+        plan = plans[plan_id]
+        recipients = [r for s in plan.steps for r in s.notify]
+        recipients += [r for s in plan.patient_communication for r in s.notify]
+        for recipient in dict.fromkeys(recipients):
+            field = f"{where}.plans.{event_type}"
+            if not recipient.manufacturer:
+                if recipient.role not in center_roles:
+                    problems.append(
+                        ConfigProblem(
+                            file,
+                            field,
+                            f"plan {plan_id!r} notifies {recipient} but no contact of site "
+                            f"{site.id!r} or of {system.id!r} has that role",
+                        )
+                    )
+                continue
+            holders = [c for c in manufacturer.contacts if recipient.role in c.roles]
+            if not holders:
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        field,
+                        f"plan {plan_id!r} notifies {recipient} but no manufacturer contact "
+                        "has that role",
+                    )
+                )
+            elif len(holders) > 1 and recipient.role not in pins:
+                names = ", ".join(c.id for c in holders)
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        f"{where}.manufacturer_contacts",
+                        f"plan {plan_id!r} notifies {recipient}, which {len(holders)} manufacturer "
+                        f"contacts have ({names}): pin one with "
+                        f"manufacturer_contacts: {{{recipient.role}: <id>}}",
+                    )
+                )
+    return problems
+
+
+__all__ = [
+    "Agreements",
+    "BusinessHours",
+    "ConfigError",
+    "ConfigProblem",
+    "Contact",
+    "Duration",
+    "EffectiveAgreement",
+    "HealthSystem",
+    "Holidays",
+    "Manufacturer",
+    "ManufacturerContact",
+    "PatientStep",
+    "Plan",
+    "Recipient",
+    "Site",
+    "Step",
+    "load_agreements",
+]

@@ -1,0 +1,1 @@
+"""HTTP routers: thin, each parses input, calls one service function and shapes the answer."""

@@ -1,0 +1,91 @@
+"""``/ack/{token}``: the no-login confirmation page. GET only shows; POST acknowledges."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Form, Request
+from fastapi.responses import HTMLResponse
+from pydantic import ValidationError
+
+from oos_notify import acknowledgement
+from oos_notify.acknowledgement import AckForm, AckState, LinkError
+from oos_notify.agreements import EffectiveAgreement
+from oos_notify.api.deps import ServicesDep, SessionDep
+from oos_notify.app import Services
+from oos_notify.pages import page
+from oos_notify.rendering import disposition_label, local_time
+from oos_notify.vocabulary import AckResponse
+
+router = APIRouter(tags=["acknowledgement"], include_in_schema=False)
+
+
+def _render(state: AckState, services: Services) -> HTMLResponse:
+    agreement = EffectiveAgreement.model_validate(state.incident.agreement)
+    ack = state.acknowledgement
+    return page(
+        "ack.html",
+        incident=state.incident,
+        manufacturer=agreement.manufacturer_name,
+        center_name=agreement.center_name,
+        recipient=f"{state.notification.recipient_name} <{state.notification.recipient_email}>",
+        disposition=disposition_label(state.incident.disposition),
+        choices=state.choices,
+        closed=state.closed,
+        just_acknowledged=state.just_acknowledged,
+        acknowledgement=ack,
+        acknowledged_at=local_time(ack.at, agreement.timezone) if ack else None,
+        acknowledgement_label=AckResponse(ack.response).label if ack else None,
+    )
+
+
+def _refusal(error: LinkError) -> HTMLResponse:
+    return page(
+        "message.html", error.status_code, title="This link cannot be used", message=error.message
+    )
+
+
+@router.get("/ack/{token}", response_class=HTMLResponse)
+def show(token: str, session: SessionDep, services: ServicesDep) -> HTMLResponse:
+    try:
+        state = acknowledgement.view(session, services.tokens, token, services.clock.now())
+    except LinkError as error:
+        return _refusal(error)
+    return _render(state, services)
+
+
+@router.post("/ack/{token}", response_class=HTMLResponse)
+def confirm(
+    token: str,
+    request: Request,
+    background: BackgroundTasks,
+    session: SessionDep,
+    services: ServicesDep,
+    response: Annotated[str, Form(max_length=100)] = AckResponse.RECEIVED.value,
+    comment: Annotated[str, Form(max_length=10_000)] = "",
+) -> HTMLResponse:
+    try:
+        form = AckForm(response=response, comment=comment)  # type: ignore[arg-type]
+    except ValidationError:
+        return page(
+            "message.html",
+            422,
+            title="Please check your answer",
+            message="Choose one of the listed answers; comments are limited to 2000 characters.",
+        )
+    try:
+        state = acknowledgement.acknowledge(
+            session,
+            services.tokens,
+            token,
+            form,
+            client_address=request.client.host if request.client else None,
+            user_agent=request.headers.get("user-agent"),
+            now=services.clock.now(),
+            mail_domain=services.settings.mail_domain,
+        )
+    except LinkError as error:
+        return _refusal(error)
+    if state.just_acknowledged and services.dispatcher is not None:
+        background.add_task(services.dispatcher.wake)
+    return _render(state, services)

@@ -1,0 +1,42 @@
+"""``POST /v1/events``: one event about one incident, idempotent on ``event_id``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, BackgroundTasks, Response, status
+
+from oos_notify import events
+from oos_notify.api.deps import ApiKeyDep, ServicesDep, SessionDep
+from oos_notify.events import EventAccepted, EventIn
+
+router = APIRouter(prefix="/v1", tags=["events"])
+
+
+@router.post(
+    "/events",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        200: {"model": EventAccepted, "description": "The same event was received before"},
+        409: {
+            "description": "The event_id was used for a different body, or the incident is closed"
+        },
+        422: {"description": "Invalid fields; every one is named"},
+    },
+)
+def post_event(
+    event: EventIn,
+    response: Response,
+    background: BackgroundTasks,
+    session: SessionDep,
+    services: ServicesDep,
+    _key: ApiKeyDep,
+) -> EventAccepted:
+    """Open an incident with a release_failure or late_result, or follow one up."""
+    result = events.ingest(
+        session, event, services.agreements, services.clock.now(), services.settings.mail_domain
+    )
+    if result.answer.duplicate:
+        response.status_code = status.HTTP_200_OK
+    if result.schedules_now and services.dispatcher is not None:
+        # Runs after the transaction committed: the dispatcher must find the new rows.
+        background.add_task(services.dispatcher.wake)
+    return result.answer

@@ -1,0 +1,45 @@
+"""``GET /v1/incidents...``: what the manufacturer sees of each incident."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime
+
+from oos_notify import incidents
+from oos_notify.api.deps import ApiKeyDep, SessionDep
+from oos_notify.incidents import IncidentDetail, IncidentPage, TimelineEntry
+from oos_notify.lifecycle import IncidentStatus
+
+router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
+
+
+@router.get("")
+def list_incidents(
+    session: SessionDep,
+    _key: ApiKeyDep,
+    center_id: Annotated[str | None, Query(max_length=100)] = None,
+    status: IncidentStatus | None = None,
+    since: AwareDatetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
+) -> IncidentPage:
+    """Incidents, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    since_at: datetime | None = since
+    return incidents.list_incidents(
+        session, center_id=center_id, status=status, since=since_at, limit=limit, cursor=cursor
+    )
+
+
+@router.get("/{incident_id}")
+def get_incident(incident_id: str, session: SessionDep, _key: ApiKeyDep) -> IncidentDetail:
+    """The incident with its events, notifications, acknowledgements and escalation level."""
+    return incidents.detail(session, incident_id)
+
+
+@router.get("/{incident_id}/timeline")
+def get_timeline(incident_id: str, session: SessionDep, _key: ApiKeyDep) -> list[TimelineEntry]:
+    """The incident's audit trail, in order."""
+    return incidents.timeline(session, incident_id)

@@ -1,0 +1,131 @@
+"""The FastAPI application: wiring of settings, database, agreements, renderer and dispatcher."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.engine import Engine
+
+from oos_notify import __version__
+from oos_notify.acknowledgement import AckTokens
+from oos_notify.agreements import Agreements, ConfigError, ConfigProblem
+from oos_notify.capture import CaptureServer
+from oos_notify.clock import Clock, SystemClock
+from oos_notify.config_check import load_checked
+from oos_notify.db import create_schema, make_engine, transaction
+from oos_notify.dispatch import Dispatcher
+from oos_notify.errors import ServiceError
+from oos_notify.limits import BodySizeLimit
+from oos_notify.models import ServiceValue
+from oos_notify.rendering import Renderer
+from oos_notify.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """What the routes and the dispatcher share for the life of the app."""
+
+    settings: Settings
+    engine: Engine
+    agreements: Agreements
+    renderer: Renderer
+    tokens: AckTokens
+    clock: Clock
+    dispatcher: Dispatcher | None = None
+    capture: CaptureServer | None = field(default=None)
+
+
+def secret_key(settings: Settings, engine: Engine) -> str:
+    """The signing key: configured, or generated once and kept in the database for local use."""
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    if not settings.uses_capture_server:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "environment",
+                    "OOS_NOTIFY_SECRET_KEY",
+                    "required when a real SMTP server is configured",
+                )
+            ]
+        )
+    with transaction(engine) as session:
+        stored = session.get(ServiceValue, "secret_key")
+        if stored is None:
+            stored = ServiceValue(name="secret_key", value=secrets.token_urlsafe(48))
+            session.add(stored)
+        return stored.value
+
+
+def build_services(settings: Settings, clock: Clock) -> Services:
+    """Check the config and open the database; raise ConfigError before anything starts."""
+    agreements, renderer = load_checked(settings.config_dir, settings.templates_dir)
+    engine = make_engine(settings.database_url)
+    create_schema(engine)
+    tokens = AckTokens(secret_key(settings, engine))
+    return Services(settings, engine, agreements, renderer, tokens, clock)
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+    """The app; config errors raise here, before the server accepts a connection."""
+    settings = settings or Settings()
+    services = build_services(settings, clock or SystemClock())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.uses_capture_server:
+            services.capture = CaptureServer().start()
+            host, port = services.capture.host, services.capture.port
+            log.info(
+                "no SMTP server configured: capturing mail on %s:%d, see /dev/mailbox", host, port
+            )
+        else:
+            assert settings.smtp_host is not None
+            host, port = settings.smtp_host, settings.effective_smtp_port
+        services.dispatcher = Dispatcher(
+            services.engine,
+            services.clock,
+            settings,
+            services.renderer,
+            services.tokens,
+            host,
+            port,
+        )
+        await services.dispatcher.start()
+        try:
+            yield
+        finally:
+            await services.dispatcher.stop()
+            if services.capture is not None:
+                services.capture.stop()
+            services.engine.dispose()
+
+    app = FastAPI(
+        title="oos-notify",
+        version=__version__,
+        summary="Out-of-specification notifications for cell and gene therapy lots.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail()}, status_code=exc.status_code)
+
+    from oos_notify.api import ack, events, health, incidents, mailbox
+
+    app.include_router(events.router)
+    app.include_router(incidents.router)
+    app.include_router(ack.router)
+    app.include_router(health.router)
+    app.include_router(mailbox.router)
+    return app

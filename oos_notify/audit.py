@@ -1,0 +1,33 @@
+"""The audit trail: one append-only entry for everything that happened to an incident."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session
+
+from oos_notify.models import AuditEntry
+
+
+def record(
+    session: Session,
+    at: datetime,
+    action: str,
+    actor: str,
+    *,
+    incident_id: str | None = None,
+    notification_id: str | None = None,
+    **detail: Any,
+) -> None:
+    """Append an entry in the caller's transaction, so the trail and the change commit together."""
+    session.add(
+        AuditEntry(
+            at=at,
+            action=action,
+            actor=actor,
+            incident_id=incident_id,
+            notification_id=notification_id,
+            detail=detail,
+        )
+    )

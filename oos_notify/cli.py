@@ -1,0 +1,111 @@
+"""The ``oos-notify`` command: serve, check-config, apikey."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from oos_notify import apikeys
+from oos_notify.agreements import ConfigError
+from oos_notify.clock import SystemClock
+from oos_notify.config_check import load_checked
+from oos_notify.db import create_schema, make_engine, transaction
+from oos_notify.errors import ServiceError
+from oos_notify.settings import Settings
+
+
+def _print_problems(error: ConfigError) -> int:
+    print(f"config is invalid ({len(error.problems)} problems):", file=sys.stderr)
+    for problem in error.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return 2
+
+
+def _serve(settings: Settings, _args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from oos_notify.app import create_app
+
+    try:
+        app = create_app(settings)
+    except ConfigError as error:
+        return _print_problems(error)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def _check_config(settings: Settings, _args: argparse.Namespace) -> int:
+    try:
+        agreements, _ = load_checked(settings.config_dir, settings.templates_dir)
+    except ConfigError as error:
+        return _print_problems(error)
+    sites = agreements.center_ids()
+    print(
+        f"config is valid: {len(agreements.health_systems)} health systems, {len(sites)} sites, "
+        f"{len(agreements.plans)} plans, templates render for every site"
+    )
+    return 0
+
+
+def _apikey(settings: Settings, args: argparse.Namespace) -> int:
+    engine = make_engine(settings.database_url)
+    create_schema(engine)
+    now = SystemClock().now()
+    try:
+        with transaction(engine) as session:
+            if args.action == "create":
+                key = apikeys.create(session, args.name, now)
+                print(key)
+                print(f"(API key {args.name!r}: shown once, store it now)", file=sys.stderr)
+            elif args.action == "revoke":
+                apikeys.revoke(session, args.name, now)
+                print(f"revoked {args.name!r}")
+            else:
+                for key_row in apikeys.list_keys(session):
+                    state = (
+                        f"revoked {key_row.revoked_at:%Y-%m-%d}" if key_row.revoked_at else "active"
+                    )
+                    print(
+                        f"{key_row.name}\toosk_{key_row.prefix}_…\t"
+                        f"created {key_row.created_at:%Y-%m-%d}\t{state}"
+                    )
+    except ServiceError as error:
+        print(error.message, file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="oos-notify",
+        description="Out-of-specification notifications for cell and gene therapy lots. "
+        "Settings come from OOS_NOTIFY_* environment variables (see README).",
+    )
+    commands = root.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the HTTP API and the scheduler").set_defaults(run=_serve)
+    commands.add_parser(
+        "check-config", help="validate config/ and templates/ and print every problem"
+    ).set_defaults(run=_check_config)
+    keys = commands.add_parser("apikey", help="manage API keys for manufacturer systems")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    create = key_actions.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", required=True)
+    key_actions.add_parser("list", help="list keys (never the keys themselves)")
+    revoke = key_actions.add_parser("revoke", help="revoke a key by name")
+    revoke.add_argument("name")
+    keys.set_defaults(run=_apikey)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return int(args.run(Settings(), args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""``check-config``: agreements and templates checked together, every problem with file and field."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from oos_notify.acknowledgement import RECEIPT_TEMPLATE
+from oos_notify.agreements import (
+    Agreements,
+    ConfigError,
+    ConfigProblem,
+    EffectiveAgreement,
+    load_agreements,
+)
+from oos_notify.rendering import (
+    AckLinkView,
+    AcknowledgementView,
+    CenterView,
+    FailedAttributeView,
+    IncidentView,
+    MessageContext,
+    PersonView,
+    Renderer,
+    RenderError,
+    disposition_label,
+    key_date_views,
+    local_time,
+)
+from oos_notify.vocabulary import AckResponse, Disposition
+
+SAMPLE_INSTANT = datetime(2026, 11, 24, 15, 12, tzinfo=UTC)
+
+
+def sample_context(agreement: EffectiveAgreement, with_ack_link: bool = True) -> MessageContext:
+    """A realistic context for a center, to check and preview templates without an incident."""
+    product = agreement.products[0]
+    disposition = Disposition.UNDER_INVESTIGATION
+    contact = (agreement.contacts or agreement.system_contacts)[0]
+    return MessageContext(
+        incident=IncidentView(
+            id="inc_SAMPLE",
+            ref="OOS-SAMPLE-0001",
+            status="notifying",
+            severity="major",
+            disposition=disposition,
+            disposition_label=disposition_label(disposition),
+            product_code=product.code,
+            product_name=product.name,
+            lot_number="LOT-SAMPLE-01",
+            chain_of_identity="COI-SAMPLE-0001",
+            summary="Final product viability below specification. Investigation opened.",
+            failed_attributes=[
+                FailedAttributeView(
+                    attribute="viability",
+                    specification=">= 80 %",
+                    result="71 %",
+                    method="flow cytometry 7-AAD",
+                )
+            ],
+            key_dates=key_date_views(
+                {"lymphodepletion_start": "2026-11-30", "planned_infusion": "2026-12-03"}
+            ),
+            opened_at=local_time(SAMPLE_INSTANT, agreement.timezone),
+        ),
+        center=CenterView(
+            id=agreement.center_id,
+            name=agreement.center_name,
+            health_system=agreement.health_system_name,
+            timezone=agreement.timezone,
+        ),
+        recipient=PersonView(name=contact.name, email=contact.email, role=str(contact.roles[0])),
+        manufacturer=agreement.manufacturer_name,
+        qa_contact=PersonView(
+            name="QA Release Desk", email="qa@manufacturer.example", phone="+1 555 0100"
+        ),
+        step_level=0,
+        ack=AckLinkView(
+            url="http://127.0.0.1:8000/ack/SAMPLE-TOKEN",
+            expires_at=local_time(SAMPLE_INSTANT, agreement.timezone),
+        )
+        if with_ack_link
+        else None,
+        acknowledgement=AcknowledgementView(
+            by=f"{contact.name} <{contact.email}>",
+            role=str(contact.roles[0]),
+            at=local_time(SAMPLE_INSTANT, agreement.timezone),
+            response=AckResponse.RECEIVED.label,
+            comment="Physician informed.",
+        ),
+    )
+
+
+def _template_problems(agreements: Agreements, renderer: Renderer) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    known_ids = set(agreements.health_systems) | set(agreements.center_ids())
+    overrides = renderer.templates_dir / "centers"
+    if overrides.is_dir():
+        for folder in sorted(p for p in overrides.iterdir() if p.is_dir()):
+            if folder.name not in known_ids:
+                problems.append(
+                    ConfigProblem(str(folder), "", "no site or health system has this id")
+                )
+    for center_id in agreements.center_ids():
+        agreement = agreements.effective(center_id)
+        chain = (agreement.center_id, agreement.health_system_id)
+        names = {RECEIPT_TEMPLATE}
+        for plan in agreement.plans.values():
+            names |= {s.template for s in plan.steps}
+            names |= {s.template for s in plan.patient_communication}
+        for name in sorted(names):
+            if not renderer.exists(name, chain):
+                problems.append(
+                    ConfigProblem(
+                        str(renderer.templates_dir / name),
+                        "",
+                        f"template {name!r} (used for {center_id}) needs subject.txt, body.txt "
+                        "and body.html",
+                    )
+                )
+                continue
+            try:
+                renderer.render(name, sample_context(agreement), chain)
+            except RenderError as exc:
+                problems.append(ConfigProblem(exc.file, "", f"{exc.message} (for {center_id})"))
+    return problems
+
+
+def load_checked(config_dir: Path, templates_dir: Path) -> tuple[Agreements, Renderer]:
+    """Agreements and a renderer whose every template renders for every center, or ConfigError."""
+    agreements = load_agreements(config_dir)
+    if not templates_dir.is_dir():
+        raise ConfigError([ConfigProblem(str(templates_dir), "", "templates folder not found")])
+    renderer = Renderer(templates_dir)
+    problems = _template_problems(agreements, renderer)
+    if problems:
+        raise ConfigError(problems)
+    return agreements, renderer

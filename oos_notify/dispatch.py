@@ -1,0 +1,239 @@
+"""Sending what is due: APScheduler arms a timer for the next due row and sweeps periodically;
+each run claims due rows from the outbox, renders and sends them over one SMTP connection, and
+settles each row with its outcome. The database, not this process, remembers what is pending."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.engine import Engine
+
+from oos_notify import messaging, outbox
+from oos_notify.acknowledgement import AckTokens
+from oos_notify.agreements import EffectiveAgreement
+from oos_notify.clock import Clock
+from oos_notify.db import transaction
+from oos_notify.mail import SendOutcome, SmtpBatch, build_message
+from oos_notify.models import Incident, Notification
+from oos_notify.rendering import Renderer, RenderError
+from oos_notify.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CLAIM_LEASE = timedelta(minutes=10)
+"""How long a claimed row is left to its sender before another may take it over."""
+MAX_RETRY_DELAY = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    message: EmailMessage
+    template_version: str
+
+
+def retry_delay(attempt: int, base_seconds: float) -> timedelta:
+    """Exponential backoff with jitter, so a recovering server is not hit by every retry at once."""
+    delay = base_seconds * 2 ** max(attempt - 1, 0) * random.uniform(0.5, 1.5)
+    return min(timedelta(seconds=delay), MAX_RETRY_DELAY)
+
+
+class Dispatcher:
+    """Claims, sends and settles due notifications; one run at a time per process."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        settings: Settings,
+        renderer: Renderer,
+        tokens: AckTokens,
+        smtp_host: str,
+        smtp_port: int,
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._settings = settings
+        self._renderer = renderer
+        self._tokens = tokens
+        self._smtp_host = smtp_host
+        self._smtp_port = smtp_port
+        self._scheduler: AsyncIOScheduler | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wanted = False
+        self._stopping = False
+
+    @property
+    def running(self) -> bool:
+        return self._scheduler is not None and self._scheduler.running and not self._stopping
+
+    async def start(self) -> None:
+        """Take over what a dead process left mid-send, start the sweep, and send what is due."""
+        self._loop = asyncio.get_running_loop()
+        if self._engine.dialect.name == "sqlite":
+            # One process owns a SQLite file, so anything still 'sending' was left by a crash.
+            released = await asyncio.to_thread(self._release_abandoned)
+            if released:
+                log.warning("resending %d notifications interrupted by a stop", released)
+        self._scheduler = AsyncIOScheduler(event_loop=self._loop, timezone=UTC)
+        self._scheduler.add_job(
+            self._on_timer,
+            "interval",
+            seconds=self._settings.sweep_interval_seconds,
+            id="sweep",
+            coalesce=True,
+            max_instances=1,
+        )
+        self._scheduler.start()
+        self._request_run()
+
+    async def stop(self) -> None:
+        """Stop timers and let the run in progress finish its sends."""
+        self._stopping = True
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        if self._task is not None:
+            await self._task
+
+    def wake(self) -> None:
+        """Ask for a run now (thread-safe): something became due, e.g. a new incident's first step."""
+        if self._loop is not None and not self._stopping:
+            self._loop.call_soon_threadsafe(self._request_run)
+
+    async def run_until_idle(self) -> None:
+        """Run now and wait until nothing due is left (for tests and the CLI)."""
+        self._request_run()
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    async def _on_timer(self) -> None:
+        self._request_run()
+
+    def _request_run(self) -> None:
+        self._wanted = True
+        if not self._stopping and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while self._wanted and not self._stopping:
+            self._wanted = False
+            try:
+                await self._dispatch_due()
+            except Exception:
+                log.exception("dispatch run failed; the sweep will retry")
+
+    async def _dispatch_due(self) -> None:
+        while not self._stopping:
+            batch = await asyncio.to_thread(self._claim)
+            if not batch:
+                break
+            await self._send(batch)
+        self._arm(await asyncio.to_thread(self._next_due))
+
+    def _arm(self, due_at: datetime | None) -> None:
+        """Set the one timer for the next due row, translating the service clock to real time."""
+        if due_at is None or self._scheduler is None or self._stopping:
+            return
+        delay = due_at - self._clock.now()
+        if delay <= timedelta(0):
+            self._wanted = True
+            return
+        self._scheduler.add_job(
+            self._on_timer,
+            "date",
+            run_date=datetime.now(UTC) + delay,
+            id="next-due",
+            replace_existing=True,
+            misfire_grace_time=None,
+        )
+
+    async def _send(self, batch: list[Notification]) -> None:
+        async with SmtpBatch(self._settings, self._smtp_host, self._smtp_port) as smtp:
+            for notification in batch:
+                prepared = await asyncio.to_thread(self._prepare, notification)
+                if isinstance(prepared, RenderError):
+                    outcome = SendOutcome(False, True, None, f"template error: {prepared}", 0)
+                    await asyncio.to_thread(self._settle, notification, outcome, None)
+                    continue
+                outcome = await smtp.send(prepared.message)
+                await asyncio.to_thread(
+                    self._settle, notification, outcome, prepared.template_version
+                )
+
+    # --- database work, run in a worker thread -------------------------------------------
+
+    def _release_abandoned(self) -> int:
+        with transaction(self._engine) as session:
+            return outbox.release_abandoned(session)
+
+    def _claim(self) -> list[Notification]:
+        with transaction(self._engine) as session:
+            return outbox.claim_due(
+                session, self._clock.now(), self._settings.send_batch_size, CLAIM_LEASE
+            )
+
+    def _next_due(self) -> datetime | None:
+        with transaction(self._engine) as session:
+            return outbox.next_due(session)
+
+    def _prepare(self, notification: Notification) -> Prepared | RenderError:
+        now = self._clock.now()
+        with transaction(self._engine) as session:
+            incident = session.get(Incident, notification.incident_id)
+            assert incident is not None
+            agreement = EffectiveAgreement.model_validate(incident.agreement)
+            context = messaging.build_context(
+                session, notification, incident, agreement, self._tokens, self._settings, now
+            )
+        try:
+            rendered = self._renderer.render(
+                notification.template, context, messaging.center_ids(agreement)
+            )
+        except RenderError as exc:
+            log.error("cannot render %s for %s: %s", notification.template, notification.id, exc)
+            return exc
+        envelope = messaging.envelope(
+            notification, incident, self._settings, now, agreement.manufacturer_name
+        )
+        return Prepared(build_message(rendered, envelope), rendered.version)
+
+    def _settle(
+        self, notification: Notification, outcome: SendOutcome, template_version: str | None
+    ) -> None:
+        now = self._clock.now()
+        with transaction(self._engine) as session:
+            if outcome.accepted:
+                outbox.settle_sent(
+                    session,
+                    notification,
+                    now,
+                    outcome.reply,
+                    outcome.duration_ms,
+                    template_version or "",
+                )
+                log.info("sent %s to %s", notification.id, notification.recipient_email)
+                return
+            retry_at = None
+            if not outcome.permanent and notification.attempts < self._settings.max_send_attempts:
+                retry_at = now + retry_delay(
+                    notification.attempts, self._settings.retry_base_seconds
+                )
+            outbox.settle_failure(
+                session,
+                notification,
+                now,
+                permanent=outcome.permanent,
+                code=outcome.code,
+                reply=outcome.reply,
+                duration_ms=outcome.duration_ms,
+                retry_at=retry_at,
+            )
+            log.warning(
+                "delivery of %s failed (%s): %s", notification.id, outcome.code, outcome.reply
+            )

@@ -1,0 +1,349 @@
+"""Release-spec failure events and their follow-ups: validation, idempotency, opening and updating
+incidents, and scheduling what the agreement says, all in the caller's one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from oos_notify import audit, outbox
+from oos_notify.agreements import Agreements, EffectiveAgreement
+from oos_notify.errors import Conflict, InvalidFields
+from oos_notify.ids import new_id
+from oos_notify.lifecycle import IncidentStatus
+from oos_notify.models import Event, Incident
+from oos_notify.planning import IncidentFacts, derive_severity, plan_opening
+from oos_notify.vocabulary import (
+    OPENING_EVENT_TYPES,
+    Disposition,
+    EventType,
+    KeyDate,
+    Severity,
+)
+
+Reference = Annotated[
+    str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+]
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class FailedAttribute(_Input):
+    attribute: ShortText
+    specification: ShortText
+    result: ShortText
+    method: ShortText | None = None
+
+
+class QaContact(_Input):
+    name: ShortText
+    email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")]
+    phone: Annotated[str, Field(max_length=40, pattern=r"^[0-9+()./ -]+$")] | None = None
+
+
+class EventIn(_Input):
+    """One event about one incident, as manufacturer QA posts it. Identifiers only: no patient data."""
+
+    event_id: Reference
+    type: EventType
+    incident_ref: Reference
+    occurred_at: AwareDatetime
+    center_id: Reference
+    product_code: Reference | None = None
+    lot_number: Reference | None = None
+    chain_of_identity: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{3,64}$")] | None = None
+    severity: Severity | None = None
+    failed_attributes: Annotated[list[FailedAttribute], Field(max_length=50)] = []
+    disposition: Disposition | None = None
+    key_dates: dict[KeyDate, date] = {}
+    summary: Annotated[str, Field(max_length=4000)] | None = None
+    qa_contact: QaContact | None = None
+
+    def body_hash(self) -> str:
+        """The same event, however its JSON was spaced or ordered, hashes the same."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ScheduledOut(BaseModel):
+    notification_id: str
+    recipient: str
+    role: str
+    template: str
+    due_at: datetime
+
+
+class EventAccepted(BaseModel):
+    incident_id: str
+    event_id: str
+    duplicate: bool
+    status: IncidentStatus
+    scheduled: list[ScheduledOut]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    answer: EventAccepted
+    schedules_now: bool
+    """Whether a notification is due at once, so the dispatcher should be woken."""
+
+
+def _shape_errors(event: EventIn) -> list[tuple[str, str, str]]:
+    """Fields a given event type needs, beyond what the schema alone can say."""
+    errors: list[tuple[str, str, str]] = []
+    if event.type in OPENING_EVENT_TYPES:
+        for name in ("product_code", "lot_number", "chain_of_identity"):
+            if getattr(event, name) is None:
+                errors.append((name, f"required for a {event.type} event", "missing"))
+        if not event.failed_attributes:
+            errors.append(
+                ("failed_attributes", f"a {event.type} event names at least one", "missing")
+            )
+    if event.type is EventType.DISPOSITION and event.disposition in (
+        None,
+        Disposition.UNDER_INVESTIGATION,
+    ):
+        choices = ", ".join(d for d in Disposition if d is not Disposition.UNDER_INVESTIGATION)
+        errors.append(("disposition", f"a disposition event says which one: {choices}", "missing"))
+    return errors
+
+
+def ingest(
+    session: Session, event: EventIn, agreements: Agreements, now: datetime, mail_domain: str
+) -> IngestResult:
+    """Record an event; open or update its incident; schedule what the agreement says."""
+    body_hash = event.body_hash()
+    earlier = session.get(Event, event.event_id)
+    if earlier is not None:
+        return _repeat(earlier, body_hash)
+
+    errors = _shape_errors(event)
+    if event.center_id not in agreements.center_ids():
+        errors.append(("center_id", f"unknown center {event.center_id!r}", "unknown_center"))
+    if event.product_code is not None and agreements.product(event.product_code) is None:
+        errors.append(
+            ("product_code", f"unknown product {event.product_code!r}", "unknown_product")
+        )
+    incident = session.exec(
+        select(Incident).where(Incident.incident_ref == event.incident_ref)
+    ).first()
+    if incident is None and event.type not in OPENING_EVENT_TYPES:
+        errors.append(
+            (
+                "incident_ref",
+                f"no incident {event.incident_ref!r}: an incident opens with a "
+                "release_failure or late_result event",
+                "unknown_incident",
+            )
+        )
+    if errors:
+        raise InvalidFields(errors)
+
+    try:
+        answer = _apply(session, event, incident, agreements, now, mail_domain, body_hash)
+    except IntegrityError:
+        # A concurrent request with the same event_id or incident_ref committed first.
+        session.rollback()
+        earlier = session.get(Event, event.event_id)
+        if earlier is not None:
+            return _repeat(earlier, body_hash)
+        raise Conflict(
+            f"incident {event.incident_ref!r} was opened by a concurrent event; send this one again"
+        ) from None
+    return IngestResult(answer, schedules_now=any(s.due_at <= now for s in answer.scheduled))
+
+
+def _apply(
+    session: Session,
+    event: EventIn,
+    incident: Incident | None,
+    agreements: Agreements,
+    now: datetime,
+    mail_domain: str,
+    body_hash: str,
+) -> EventAccepted:
+    if incident is None:
+        incident, scheduled = _open(
+            session, event, agreements.effective(event.center_id), now, mail_domain
+        )
+    else:
+        scheduled = _follow_up(session, incident, event, now)
+    answer = EventAccepted(
+        incident_id=incident.id,
+        event_id=event.event_id,
+        duplicate=False,
+        status=IncidentStatus(incident.status),
+        scheduled=scheduled,
+    )
+    session.add(
+        Event(
+            event_id=event.event_id,
+            incident_id=incident.id,
+            type=event.type,
+            occurred_at=event.occurred_at,
+            received_at=now,
+            body_hash=body_hash,
+            payload=event.model_dump(mode="json"),
+            response=answer.model_dump(mode="json"),
+        )
+    )
+    audit.record(
+        session,
+        now,
+        "event_received",
+        "manufacturer",
+        incident_id=incident.id,
+        event_id=event.event_id,
+        type=event.type,
+    )
+    session.flush()
+    return answer
+
+
+def _repeat(earlier: Event, body_hash: str) -> IngestResult:
+    if earlier.body_hash != body_hash:
+        raise Conflict(
+            f"event_id {earlier.event_id!r} was already received with a different body; "
+            "use a new event_id for a new event"
+        )
+    answer = EventAccepted.model_validate({**earlier.response, "duplicate": True})
+    return IngestResult(answer, schedules_now=False)
+
+
+def _open(
+    session: Session,
+    event: EventIn,
+    agreement: EffectiveAgreement,
+    now: datetime,
+    mail_domain: str,
+) -> tuple[Incident, list[ScheduledOut]]:
+    assert event.product_code and event.lot_number and event.chain_of_identity
+    if event.severity is not None:
+        severity, rule = event.severity, None
+    else:
+        severity, rule = derive_severity(event.type, (a.attribute for a in event.failed_attributes))
+    incident = Incident(
+        id=new_id("inc"),
+        incident_ref=event.incident_ref,
+        center_id=event.center_id,
+        product_code=event.product_code,
+        lot_number=event.lot_number,
+        chain_of_identity=event.chain_of_identity,
+        opening_type=event.type,
+        severity=severity,
+        severity_rule=rule,
+        status=IncidentStatus.NOTIFYING,
+        disposition=event.disposition,
+        failed_attributes=[a.model_dump(mode="json") for a in event.failed_attributes],
+        key_dates={k.value: v.isoformat() for k, v in event.key_dates.items()},
+        summary=event.summary,
+        qa_contact=event.qa_contact.model_dump(mode="json") if event.qa_contact else None,
+        agreement_version=agreement.version(),
+        agreement=agreement.model_dump(mode="json"),
+        opened_at=now,
+        updated_at=now,
+    )
+    session.add(incident)
+    session.flush()  # the incident row must exist before rows that reference it
+    audit.record(
+        session,
+        now,
+        "incident_opened",
+        "manufacturer",
+        incident_id=incident.id,
+        incident_ref=incident.incident_ref,
+        center_id=incident.center_id,
+        severity=severity,
+        severity_rule=rule,
+        agreement_version=incident.agreement_version,
+    )
+    facts = IncidentFacts(EventType(event.type), severity, event.key_dates)
+    result = plan_opening(agreement, facts, now)
+    for skipped in result.skipped:
+        audit.record(
+            session,
+            now,
+            "step_skipped",
+            "planner",
+            incident_id=incident.id,
+            kind=skipped.kind,
+            level=skipped.level,
+            reason=skipped.reason,
+        )
+    rows = outbox.schedule(session, incident.id, result.notifications, now, mail_domain)
+    return incident, [
+        ScheduledOut(
+            notification_id=row.id,
+            recipient=row.recipient_email,
+            role=row.role,
+            template=row.template,
+            due_at=row.due_at,
+        )
+        for row in rows
+    ]
+
+
+def _follow_up(
+    session: Session, incident: Incident, event: EventIn, now: datetime
+) -> list[ScheduledOut]:
+    """Apply a follow-up to an open incident (re-planning on follow-ups comes with the lifecycle)."""
+    status = IncidentStatus(incident.status)
+    if status.is_closed:
+        raise Conflict(
+            f"incident {incident.incident_ref!r} is {status}; it accepts no further events"
+        )
+    if event.center_id != incident.center_id:
+        raise Conflict(
+            f"incident {incident.incident_ref!r} belongs to center {incident.center_id!r}, "
+            f"not {event.center_id!r}"
+        )
+    if event.type is EventType.RELEASE_FAILURE:
+        raise Conflict(
+            f"incident {incident.incident_ref!r} is already open; "
+            "send an update or late_result event for new facts"
+        )
+    if event.disposition is not None:
+        incident.disposition = event.disposition
+    if event.key_dates:
+        incident.key_dates = {
+            **incident.key_dates,
+            **{k.value: v.isoformat() for k, v in event.key_dates.items()},
+        }
+    if event.failed_attributes:
+        incident.failed_attributes = [
+            *incident.failed_attributes,
+            *(a.model_dump(mode="json") for a in event.failed_attributes),
+        ]
+    if event.summary is not None:
+        incident.summary = event.summary
+    closing = {
+        EventType.RESOLVED: IncidentStatus.RESOLVED,
+        EventType.WITHDRAWN: IncidentStatus.WITHDRAWN,
+    }
+    if event.type in closing:
+        target = closing[event.type]
+        audit.record(
+            session,
+            now,
+            "incident_status_changed",
+            "manufacturer",
+            incident_id=incident.id,
+            status_from=incident.status,
+            status_to=target,
+        )
+        incident.status = target
+        incident.closed_at = now
+        outbox.cancel_pending(session, incident.id, now, reason=f"incident {target}")
+    incident.updated_at = now
+    session.add(incident)
+    return []

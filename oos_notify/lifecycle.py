@@ -1,0 +1,74 @@
+"""Incident and notification statuses, with every allowed transition written down in one place."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class IncidentStatus(StrEnum):
+    NOTIFYING = "notifying"
+    ESCALATED = "escalated"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    WITHDRAWN = "withdrawn"
+
+    @property
+    def is_closed(self) -> bool:
+        return self in CLOSED_INCIDENT_STATUSES
+
+    @property
+    def awaits_acknowledgement(self) -> bool:
+        return self in (IncidentStatus.NOTIFYING, IncidentStatus.ESCALATED)
+
+
+CLOSED_INCIDENT_STATUSES = frozenset({IncidentStatus.RESOLVED, IncidentStatus.WITHDRAWN})
+
+INCIDENT_TRANSITIONS: dict[IncidentStatus, frozenset[IncidentStatus]] = {
+    IncidentStatus.NOTIFYING: frozenset(
+        {
+            IncidentStatus.ESCALATED,
+            IncidentStatus.ACKNOWLEDGED,
+            IncidentStatus.RESOLVED,
+            IncidentStatus.WITHDRAWN,
+        }
+    ),
+    IncidentStatus.ESCALATED: frozenset(
+        {IncidentStatus.ACKNOWLEDGED, IncidentStatus.RESOLVED, IncidentStatus.WITHDRAWN}
+    ),
+    IncidentStatus.ACKNOWLEDGED: frozenset({IncidentStatus.RESOLVED, IncidentStatus.WITHDRAWN}),
+    IncidentStatus.RESOLVED: frozenset(),
+    IncidentStatus.WITHDRAWN: frozenset(),
+}
+
+
+class NotificationStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+NOTIFICATION_TRANSITIONS: dict[NotificationStatus, frozenset[NotificationStatus]] = {
+    NotificationStatus.SCHEDULED: frozenset(
+        {NotificationStatus.SENDING, NotificationStatus.CANCELLED}
+    ),
+    # SENDING -> SCHEDULED is a retry after a transient failure; SENDING -> SENDING is a claim
+    # taken over after the claimer's lease ran out (it crashed mid-send).
+    NotificationStatus.SENDING: frozenset(
+        {
+            NotificationStatus.SENT,
+            NotificationStatus.SCHEDULED,
+            NotificationStatus.FAILED,
+            NotificationStatus.SENDING,
+        }
+    ),
+    NotificationStatus.SENT: frozenset(),
+    NotificationStatus.FAILED: frozenset(),
+    NotificationStatus.CANCELLED: frozenset(),
+}
+
+
+def can_move(current: IncidentStatus, target: IncidentStatus) -> bool:
+    """Whether an incident may go from ``current`` to ``target``."""
+    return target in INCIDENT_TRANSITIONS[current]

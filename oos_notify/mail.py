@@ -1,0 +1,126 @@
+"""MIME messages and SMTP delivery: one connection reused for a batch, every reply classified."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr
+from types import TracebackType
+
+import aiosmtplib
+
+from oos_notify.rendering import RenderedMessage
+from oos_notify.settings import Settings, SmtpSecurity
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Who a message goes to and how it threads with the incident's other messages."""
+
+    sender: str
+    sender_name: str
+    recipient: str
+    recipient_name: str
+    message_id: str
+    thread_id: str
+    incident_ref: str
+    sent_at: datetime
+
+
+def build_message(rendered: RenderedMessage, envelope: Envelope) -> EmailMessage:
+    """A ``multipart/alternative`` message (text, then HTML) that threads per incident."""
+    message = EmailMessage()
+    message["From"] = formataddr((envelope.sender_name, envelope.sender))
+    message["To"] = formataddr((envelope.recipient_name, envelope.recipient))
+    message["Subject"] = rendered.subject
+    message["Date"] = format_datetime(envelope.sent_at)
+    message["Message-ID"] = envelope.message_id
+    # Every message of an incident points at the same thread root, so mail clients group them.
+    message["In-Reply-To"] = envelope.thread_id
+    message["References"] = envelope.thread_id
+    message["Auto-Submitted"] = "auto-generated"
+    message["X-Auto-Response-Suppress"] = "All"
+    message["X-OOS-Incident"] = envelope.incident_ref
+    message.set_content(rendered.text)
+    message.add_alternative(rendered.html, subtype="html")
+    return message
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    accepted: bool
+    permanent: bool
+    code: int | None
+    reply: str
+    duration_ms: int
+
+
+class SmtpBatch:
+    """One SMTP connection for a batch of messages; reconnects once if the server drops it."""
+
+    def __init__(self, settings: Settings, host: str, port: int) -> None:
+        self._settings = settings
+        self._host = host
+        self._port = port
+        self._client: aiosmtplib.SMTP | None = None
+
+    async def __aenter__(self) -> SmtpBatch:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._client is not None and self._client.is_connected:
+            try:
+                await self._client.quit()
+            except aiosmtplib.SMTPException:
+                self._client.close()
+        self._client = None
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        settings = self._settings
+        client = aiosmtplib.SMTP(
+            hostname=self._host,
+            port=self._port,
+            timeout=settings.smtp_timeout_seconds,
+            use_tls=settings.smtp_security is SmtpSecurity.TLS,
+            start_tls=settings.smtp_security is SmtpSecurity.STARTTLS,
+        )
+        await client.connect()
+        if settings.smtp_username:
+            password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
+            await client.login(settings.smtp_username, password)
+        return client
+
+    async def send(self, message: EmailMessage) -> SendOutcome:
+        """Send one message and say how it went; never raises for an SMTP or network failure."""
+        started = time.perf_counter()
+
+        def outcome(accepted: bool, permanent: bool, code: int | None, reply: str) -> SendOutcome:
+            elapsed = int((time.perf_counter() - started) * 1000)
+            return SendOutcome(accepted, permanent, code, reply, elapsed)
+
+        try:
+            if self._client is None or not self._client.is_connected:
+                self._client = await self._connect()
+            _, reply = await self._client.send_message(message)
+            return outcome(True, False, 250, reply)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            refusal = exc.recipients[0]
+            return outcome(False, refusal.code >= 500, refusal.code, refusal.message)
+        except aiosmtplib.SMTPResponseException as exc:
+            self._drop()
+            return outcome(False, exc.code >= 500, exc.code, exc.message)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            self._drop()
+            return outcome(False, False, None, f"{type(exc).__name__}: {exc}")
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._client = None

@@ -1,0 +1,139 @@
+"""From outbox rows to email: the template context of a notification, and its envelope."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from oos_notify.acknowledgement import AckTokens
+from oos_notify.agreements import EffectiveAgreement
+from oos_notify.business_time import CenterCalendar
+from oos_notify.business_time import add as add_duration
+from oos_notify.mail import Envelope
+from oos_notify.models import Acknowledgement, Incident, Notification
+from oos_notify.rendering import (
+    AckLinkView,
+    AcknowledgementView,
+    CenterView,
+    FailedAttributeView,
+    IncidentView,
+    MessageContext,
+    PersonView,
+    disposition_label,
+    key_date_views,
+    local_time,
+)
+from oos_notify.settings import Settings
+from oos_notify.vocabulary import AckResponse
+
+
+def center_ids(agreement: EffectiveAgreement) -> tuple[str, str]:
+    """The template override chain of a center: the site first, then its health system."""
+    return (agreement.center_id, agreement.health_system_id)
+
+
+def incident_view(incident: Incident, agreement: EffectiveAgreement) -> IncidentView:
+    product = next(
+        (p.name for p in agreement.products if p.code == incident.product_code),
+        incident.product_code,
+    )
+    return IncidentView(
+        id=incident.id,
+        ref=incident.incident_ref,
+        status=incident.status,
+        severity=incident.severity,
+        disposition=incident.disposition,
+        disposition_label=disposition_label(incident.disposition),
+        product_code=incident.product_code,
+        product_name=product,
+        lot_number=incident.lot_number,
+        chain_of_identity=incident.chain_of_identity,
+        summary=incident.summary,
+        failed_attributes=[FailedAttributeView(**a) for a in incident.failed_attributes],
+        key_dates=key_date_views(incident.key_dates),
+        opened_at=local_time(incident.opened_at, agreement.timezone),
+    )
+
+
+def build_context(
+    session: Session,
+    notification: Notification,
+    incident: Incident,
+    agreement: EffectiveAgreement,
+    tokens: AckTokens,
+    settings: Settings,
+    now: datetime,
+) -> MessageContext:
+    """The facts a template may show, in the center's time zone, with a link where one is due."""
+    ack_link = None
+    if notification.with_ack_link:
+        expires_at = add_duration(
+            now, agreement.ack_link_valid_for, CenterCalendar.of(agreement), business_hours=False
+        )
+        token = tokens.issue(notification, expires_at)
+        ack_link = AckLinkView(
+            url=f"{settings.public_base_url.rstrip('/')}/ack/{token}",
+            expires_at=local_time(expires_at, agreement.timezone),
+        )
+    first_ack = session.exec(
+        select(Acknowledgement)
+        .where(Acknowledgement.incident_id == incident.id)
+        .order_by(col(Acknowledgement.at))
+    ).first()
+    qa = incident.qa_contact
+    return MessageContext(
+        incident=incident_view(incident, agreement),
+        center=CenterView(
+            id=agreement.center_id,
+            name=agreement.center_name,
+            health_system=agreement.health_system_name,
+            timezone=agreement.timezone,
+        ),
+        recipient=PersonView(
+            name=notification.recipient_name,
+            email=notification.recipient_email,
+            role=notification.role,
+        ),
+        manufacturer=agreement.manufacturer_name,
+        qa_contact=PersonView(name=qa["name"], email=qa["email"], phone=qa.get("phone"))
+        if qa
+        else None,
+        step_level=notification.level,
+        ack=ack_link,
+        acknowledgement=acknowledgement_view(first_ack, agreement) if first_ack else None,
+    )
+
+
+def acknowledgement_view(
+    ack: Acknowledgement, agreement: EffectiveAgreement
+) -> AcknowledgementView:
+    contact = next(
+        (c for c in agreement.contacts + agreement.system_contacts if c.id == ack.contact_id), None
+    )
+    return AcknowledgementView(
+        by=f"{contact.name} <{ack.email}>" if contact else ack.email,
+        role=ack.role,
+        at=local_time(ack.at, agreement.timezone),
+        response=AckResponse(ack.response).label,
+        comment=ack.comment,
+    )
+
+
+def envelope(
+    notification: Notification,
+    incident: Incident,
+    settings: Settings,
+    now: datetime,
+    manufacturer_name: str,
+) -> Envelope:
+    return Envelope(
+        sender=settings.mail_from,
+        sender_name=f"{manufacturer_name} OOS notifications",
+        recipient=notification.recipient_email,
+        recipient_name=notification.recipient_name,
+        message_id=notification.message_id,
+        thread_id=f"<{incident.id.lower()}@{settings.mail_domain}>",
+        incident_ref=incident.incident_ref,
+        sent_at=now,
+    )

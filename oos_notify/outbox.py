@@ -1,0 +1,276 @@
+"""The outbox: notifications as rows with a due time and a status, claimed before they are sent.
+
+A claim is a conditional update (``... WHERE id = ? AND status = 'scheduled'``) whose row count
+says who won, so several service replicas on one database never send the same row twice. A claim
+holds a lease; a sender that dies mid-send leaves the row to be taken over when the lease runs out,
+and the resend reuses the row's Message-ID so receivers can drop a duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, update
+from sqlmodel import Session, col, select
+
+from oos_notify import audit
+from oos_notify.ids import new_id
+from oos_notify.lifecycle import IncidentStatus, NotificationStatus
+from oos_notify.models import DeliveryAttempt, Incident, Notification
+from oos_notify.planning import Condition, NotificationKind, PlannedNotification
+
+SCHEDULED = NotificationStatus.SCHEDULED.value
+SENDING = NotificationStatus.SENDING.value
+
+
+def schedule(
+    session: Session,
+    incident_id: str,
+    planned: Sequence[PlannedNotification],
+    now: datetime,
+    mail_domain: str,
+) -> list[Notification]:
+    """Write planned notifications as outbox rows, each with its Message-ID fixed once."""
+    rows = []
+    for item in planned:
+        notification_id = new_id("ntf")
+        row = Notification(
+            id=notification_id,
+            incident_id=incident_id,
+            kind=item.kind,
+            level=item.level,
+            condition=item.condition,
+            role=item.role,
+            contact_id=item.contact_id,
+            recipient_name=item.recipient_name,
+            recipient_email=item.recipient_email,
+            template=item.template,
+            with_ack_link=item.with_ack_link,
+            due_at=item.due_at,
+            status=SCHEDULED,
+            message_id=f"<{notification_id.lower()}@{mail_domain}>",
+            created_at=now,
+        )
+        session.add(row)
+        audit.record(
+            session,
+            now,
+            "notification_scheduled",
+            "planner",
+            incident_id=incident_id,
+            notification_id=row.id,
+            recipient=row.recipient_email,
+            role=row.role,
+            template=row.template,
+            due_at=row.due_at.isoformat(),
+            kind=row.kind,
+            level=row.level,
+        )
+        rows.append(row)
+    return rows
+
+
+def cancel_pending(
+    session: Session,
+    incident_id: str,
+    now: datetime,
+    reason: str,
+    condition: Condition | None = None,
+) -> int:
+    """Cancel the incident's notifications not yet claimed for sending; return how many."""
+    query = select(Notification).where(
+        Notification.incident_id == incident_id, Notification.status == SCHEDULED
+    )
+    if condition is not None:
+        query = query.where(Notification.condition == condition)
+    cancelled = 0
+    for row in session.exec(query):
+        claimed = session.execute(
+            update(Notification)
+            .where(col(Notification.id) == row.id, col(Notification.status) == SCHEDULED)
+            .values(status=NotificationStatus.CANCELLED.value)
+        )
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            cancelled += 1
+            audit.record(
+                session,
+                now,
+                "notification_cancelled",
+                "system",
+                incident_id=incident_id,
+                notification_id=row.id,
+                recipient=row.recipient_email,
+                reason=reason,
+            )
+    return cancelled
+
+
+def release_abandoned(session: Session) -> int:
+    """Return rows left 'sending' by a process that died to the queue (single-process databases)."""
+    result = session.execute(
+        update(Notification)
+        .where(col(Notification.status) == SENDING)
+        .values(status=SCHEDULED, lease_until=None)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> list[Notification]:
+    """Claim up to ``limit`` due notifications for this sender; each claim is won by one sender."""
+    due = or_(
+        (col(Notification.status) == SCHEDULED) & (col(Notification.due_at) <= now),
+        (col(Notification.status) == SENDING) & (col(Notification.lease_until) < now),
+    )
+    candidates = session.exec(
+        select(Notification.id).where(due).order_by(col(Notification.due_at)).limit(limit)
+    ).all()
+    claimed = []
+    for notification_id in candidates:
+        result = session.execute(
+            update(Notification)
+            .where(col(Notification.id) == notification_id, due)
+            .values(
+                status=SENDING,
+                lease_until=now + lease,
+                attempts=Notification.attempts + 1,
+            )
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            claimed.append(notification_id)
+    if not claimed:
+        return []
+    return list(session.exec(select(Notification).where(col(Notification.id).in_(claimed))).all())
+
+
+def next_due(session: Session) -> datetime | None:
+    """The earliest due time of a scheduled notification, to arm the dispatch timer."""
+    return session.exec(
+        select(func.min(Notification.due_at)).where(Notification.status == SCHEDULED)
+    ).one()
+
+
+def settle_sent(
+    session: Session,
+    notification: Notification,
+    now: datetime,
+    reply: str,
+    duration_ms: int,
+    template_version: str,
+) -> None:
+    """Record a delivery the mail server accepted, and escalate the incident if this was a later step."""
+    session.execute(
+        update(Notification)
+        .where(col(Notification.id) == notification.id, col(Notification.status) == SENDING)
+        .values(
+            status=NotificationStatus.SENT.value,
+            sent_at=now,
+            lease_until=None,
+            last_error=None,
+            template_version=template_version,
+        )
+    )
+    _attempt(session, notification, now, "sent", 250, reply, duration_ms)
+    audit.record(
+        session,
+        now,
+        "notification_sent",
+        "dispatcher",
+        incident_id=notification.incident_id,
+        notification_id=notification.id,
+        recipient=notification.recipient_email,
+        template=notification.template,
+        template_version=template_version,
+        message_id=notification.message_id,
+        attempt=notification.attempts,
+    )
+    if notification.kind == NotificationKind.ESCALATION and notification.level > 0:
+        _escalate(session, notification, now)
+
+
+def settle_failure(
+    session: Session,
+    notification: Notification,
+    now: datetime,
+    *,
+    permanent: bool,
+    code: int | None,
+    reply: str,
+    duration_ms: int,
+    retry_at: datetime | None,
+) -> None:
+    """Record a failed attempt: back to the queue for ``retry_at``, or failed for good."""
+    give_up = permanent or retry_at is None
+    status = NotificationStatus.FAILED if give_up else NotificationStatus.SCHEDULED
+    values: dict[str, object] = {"status": status.value, "lease_until": None, "last_error": reply}
+    if not give_up:
+        values["due_at"] = retry_at
+    session.execute(
+        update(Notification)
+        .where(col(Notification.id) == notification.id, col(Notification.status) == SENDING)
+        .values(**values)
+    )
+    _attempt(
+        session,
+        notification,
+        now,
+        "permanent" if permanent else "transient",
+        code,
+        reply,
+        duration_ms,
+    )
+    audit.record(
+        session,
+        now,
+        "notification_failed" if give_up else "notification_retry",
+        "dispatcher",
+        incident_id=notification.incident_id,
+        notification_id=notification.id,
+        recipient=notification.recipient_email,
+        smtp_code=code,
+        reply=reply,
+        attempt=notification.attempts,
+        retry_at=retry_at.isoformat() if retry_at and not give_up else None,
+    )
+
+
+def _attempt(
+    session: Session,
+    notification: Notification,
+    now: datetime,
+    outcome: str,
+    code: int | None,
+    reply: str,
+    duration_ms: int,
+) -> None:
+    session.add(
+        DeliveryAttempt(
+            notification_id=notification.id,
+            at=now,
+            outcome=outcome,
+            smtp_code=code,
+            smtp_reply=reply[:1000],
+            duration_ms=duration_ms,
+        )
+    )
+
+
+def _escalate(session: Session, notification: Notification, now: datetime) -> None:
+    incident = session.get(Incident, notification.incident_id)
+    if incident is None or notification.level <= incident.escalation_level:
+        return
+    incident.escalation_level = notification.level
+    if incident.status == IncidentStatus.NOTIFYING:
+        audit.record(
+            session,
+            now,
+            "incident_status_changed",
+            "dispatcher",
+            incident_id=incident.id,
+            status_from=incident.status,
+            status_to=IncidentStatus.ESCALATED.value,
+            level=notification.level,
+        )
+        incident.status = IncidentStatus.ESCALATED
+    incident.updated_at = now
+    session.add(incident)

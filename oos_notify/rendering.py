@@ -1,0 +1,234 @@
+"""Email content from Jinja2 templates: one folder per message, overridable per center.
+
+``templates/<name>/subject.txt``, ``body.txt`` and ``body.html``; a center overrides any of them
+under ``templates/centers/<site-or-system-id>/<name>/``. Rendering is sandboxed, HTML is
+autoescaped, and an undefined variable is an error (caught by ``check-config``, not at 3 a.m.).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from jinja2 import (
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    TemplateNotFound,
+    select_autoescape,
+)
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import BaseModel
+
+from oos_notify.vocabulary import Disposition, KeyDate
+
+PARTS = ("subject.txt", "body.txt", "body.html")
+LAYOUTS = ("_layout.txt", "_layout.html")
+"""Shared layouts the message parts extend; part of every message's template version."""
+MAX_SUBJECT_LENGTH = 250
+
+
+class RenderError(Exception):
+    """A template is missing or fails to render; ``file`` names the template file."""
+
+    def __init__(self, file: str, message: str) -> None:
+        self.file = file
+        self.message = message
+        super().__init__(f"{file}: {message}")
+
+
+# --- the context every template sees --------------------------------------------------------
+
+
+class FailedAttributeView(BaseModel):
+    attribute: str
+    specification: str
+    result: str
+    method: str | None = None
+
+
+class KeyDateView(BaseModel):
+    name: str
+    label: str
+    date: str
+
+
+class IncidentView(BaseModel):
+    id: str
+    ref: str
+    status: str
+    severity: str
+    disposition: str | None
+    disposition_label: str | None
+    product_code: str
+    product_name: str
+    lot_number: str
+    chain_of_identity: str
+    summary: str | None
+    failed_attributes: list[FailedAttributeView]
+    key_dates: list[KeyDateView]
+    opened_at: str
+
+
+class CenterView(BaseModel):
+    id: str
+    name: str
+    health_system: str
+    timezone: str
+
+
+class PersonView(BaseModel):
+    name: str
+    email: str | None = None
+    phone: str | None = None
+    role: str | None = None
+
+
+class AckLinkView(BaseModel):
+    url: str
+    expires_at: str
+
+
+class AcknowledgementView(BaseModel):
+    by: str
+    role: str
+    at: str
+    response: str
+    comment: str | None
+
+
+class MessageContext(BaseModel):
+    """Everything a template may use. Identifiers only: the chain-of-identity is the patient."""
+
+    incident: IncidentView
+    center: CenterView
+    recipient: PersonView
+    manufacturer: str
+    qa_contact: PersonView | None
+    step_level: int
+    ack: AckLinkView | None
+    acknowledgement: AcknowledgementView | None
+
+
+DISPOSITION_LABELS = {
+    Disposition.UNDER_INVESTIGATION: "Under investigation",
+    Disposition.REMANUFACTURE: "Re-manufacture planned",
+    Disposition.OOS_RELEASE_OFFERED: "Out-of-specification release offered for physician decision",
+    Disposition.CANCELLED: "Lot cancelled",
+    Disposition.RELEASED_WITHIN_SPEC: "Released within specification",
+}
+
+KEY_DATE_LABELS = {
+    KeyDate.APHERESIS: "Apheresis",
+    KeyDate.LYMPHODEPLETION_START: "Lymphodepletion start",
+    KeyDate.PLANNED_INFUSION: "Planned infusion",
+    KeyDate.PRODUCT_SHIPMENT: "Product shipment",
+}
+
+
+def local_time(instant: datetime, timezone: str) -> str:
+    """An instant as the center reads it: ``Tue 24 Nov 2026, 03:12 CST``."""
+    return instant.astimezone(ZoneInfo(timezone)).strftime("%a %d %b %Y, %H:%M %Z")
+
+
+def key_date_views(key_dates: dict[str, str]) -> list[KeyDateView]:
+    order = list(KeyDate)
+    views = []
+    for name in sorted(key_dates, key=lambda k: order.index(KeyDate(k))):
+        day = date.fromisoformat(key_dates[name])
+        views.append(
+            KeyDateView(
+                name=name, label=KEY_DATE_LABELS[KeyDate(name)], date=day.strftime("%a %d %b %Y")
+            )
+        )
+    return views
+
+
+def disposition_label(disposition: str | None) -> str | None:
+    return DISPOSITION_LABELS[Disposition(disposition)] if disposition else None
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    subject: str
+    text: str
+    html: str
+    version: str
+    """A hash of the template sources used, recorded with each delivery for the audit trail."""
+
+
+class Renderer:
+    """Renders messages for a center; keeps one sandboxed environment per override chain."""
+
+    def __init__(self, templates_dir: Path) -> None:
+        self.templates_dir = templates_dir
+        self._environments: dict[tuple[str, ...], ImmutableSandboxedEnvironment] = {}
+
+    def search_path(self, center_ids: tuple[str, ...]) -> list[Path]:
+        """Where a center's templates are looked up: the site, its health system, the defaults."""
+        overrides = [self.templates_dir / "centers" / cid for cid in center_ids]
+        return [*(p for p in overrides if p.is_dir()), self.templates_dir]
+
+    def _environment(self, center_ids: tuple[str, ...]) -> ImmutableSandboxedEnvironment:
+        environment = self._environments.get(center_ids)
+        if environment is None:
+            environment = ImmutableSandboxedEnvironment(
+                loader=FileSystemLoader([str(p) for p in self.search_path(center_ids)]),
+                autoescape=select_autoescape(
+                    enabled_extensions=("html",), default_for_string=False
+                ),
+                undefined=StrictUndefined,
+                trim_blocks=True,
+                lstrip_blocks=True,
+                keep_trailing_newline=True,
+            )
+            self._environments[center_ids] = environment
+        return environment
+
+    def exists(self, name: str, center_ids: tuple[str, ...] = ()) -> bool:
+        environment = self._environment(center_ids)
+        available = set(environment.list_templates())
+        return all(f"{name}/{part}" in available for part in PARTS)
+
+    def render(
+        self, name: str, context: MessageContext, center_ids: tuple[str, ...] = ()
+    ) -> RenderedMessage:
+        """Render the three parts of message ``name`` as the center would receive it."""
+        environment = self._environment(center_ids)
+        values = context.model_dump()
+        rendered: list[str] = []
+        digest = hashlib.sha256()
+        for part in PARTS:
+            template_name = f"{name}/{part}"
+            try:
+                template = environment.get_template(template_name)
+                rendered.append(template.render(values))
+            except TemplateError as exc:
+                where = getattr(exc, "filename", None) or template_name
+                line = getattr(exc, "lineno", None)
+                at = f"line {line}: " if line else ""
+                raise RenderError(where, f"{at}{exc.message or type(exc).__name__}") from exc
+            assert template.filename is not None
+            digest.update(Path(template.filename).read_bytes())
+        for layout in LAYOUTS:
+            try:
+                filename = environment.get_template(layout).filename
+            except TemplateNotFound:
+                continue
+            assert filename is not None
+            digest.update(Path(filename).read_bytes())
+        subject = " ".join(rendered[0].split())
+        if not subject:
+            raise RenderError(f"{name}/subject.txt", "renders an empty subject")
+        return RenderedMessage(
+            subject=subject[:MAX_SUBJECT_LENGTH],
+            text=rendered[1],
+            html=rendered[2],
+            version=digest.hexdigest()[:16],
+        )

@@ -1,0 +1,65 @@
+"""Service settings from ``OOS_NOTIFY_*`` environment variables and an optional ``.env`` file."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SmtpSecurity(StrEnum):
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set; the defaults run the whole flow on one machine."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OOS_NOTIFY_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str = "sqlite:///./oos_notify.db"
+    config_dir: Path = Path("./config")
+    templates_dir: Path = Path("./templates")
+
+    smtp_host: str | None = None
+    smtp_port: int | None = None
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: SmtpSecurity = SmtpSecurity.NONE
+    smtp_timeout_seconds: float = Field(default=15.0, gt=0)
+
+    mail_from: str = "oos-notify@localhost"
+    public_base_url: str = "http://127.0.0.1:8000"
+    secret_key: SecretStr | None = None
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    send_batch_size: int = Field(default=100, ge=1)
+    max_send_attempts: int = Field(default=8, ge=1)
+    retry_base_seconds: float = Field(default=30.0, gt=0)
+    max_request_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    @property
+    def uses_capture_server(self) -> bool:
+        """No SMTP server configured: mail goes to the embedded capture server."""
+        return self.smtp_host is None
+
+    @property
+    def effective_smtp_port(self) -> int:
+        if self.smtp_port is not None:
+            return self.smtp_port
+        return {SmtpSecurity.NONE: 25, SmtpSecurity.STARTTLS: 587, SmtpSecurity.TLS: 465}[
+            self.smtp_security
+        ]
+
+    @property
+    def mail_domain(self) -> str:
+        """The domain of Message-IDs: the From address's, so replies thread per sender."""
+        return self.mail_from.rpartition("@")[2] or "localhost"

@@ -1,0 +1,169 @@
+"""Fixtures that build the real thing: a SQLite file, an SMTP server on loopback, the app on a port."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from oos_notify import apikeys
+from oos_notify.app import Services, create_app
+from oos_notify.capture import CapturedMessage, CaptureServer, free_port
+from oos_notify.clock import ManualClock
+from oos_notify.db import transaction
+from oos_notify.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "config"
+TEMPLATES_DIR = ROOT / "templates"
+START = datetime(2026, 11, 24, 15, 12, tzinfo=UTC)  # Tuesday 09:12 in Chicago
+ACK_LINK = re.compile(r"https?://[^\s\"'<>]+/ack/[A-Za-z0-9_.\-]+")
+
+
+def release_failure(**overrides: Any) -> dict[str, Any]:
+    """The SPEC's example event, with whatever a test changes."""
+    event: dict[str, Any] = {
+        "event_id": "QA-EVT-2026-000123",
+        "type": "release_failure",
+        "incident_ref": "OOS-2026-0142",
+        "occurred_at": "2026-11-24T15:10:00Z",
+        "center_id": "mercy-general-main",
+        "product_code": "CARTX",
+        "lot_number": "LOT-24-1187",
+        "chain_of_identity": "COI-8K2M-4471",
+        "severity": "major",
+        "failed_attributes": [
+            {
+                "attribute": "viability",
+                "specification": ">= 80 %",
+                "result": "71 %",
+                "method": "flow cytometry 7-AAD",
+            }
+        ],
+        "disposition": "under_investigation",
+        "key_dates": {"lymphodepletion_start": "2026-11-30", "planned_infusion": "2026-12-03"},
+        "summary": "Final product viability below specification. Investigation opened.",
+        "qa_contact": {
+            "name": "A. Rivera",
+            "email": "qa@manufacturer.example",
+            "phone": "+1 555 0100",
+        },
+    }
+    event.update(overrides)
+    return event
+
+
+def ack_link(message: CapturedMessage) -> str:
+    """The acknowledgement link of a received email, taken from its text part."""
+    found = ACK_LINK.findall(message.part("plain"))
+    assert len(set(found)) == 1, f"expected one ack link in {message.subject!r}, found {found}"
+    return str(found[0])
+
+
+@pytest.fixture
+def smtp() -> Iterator[CaptureServer]:
+    with CaptureServer() as server:
+        yield server
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, smtp: CaptureServer) -> Settings:
+    port = free_port()
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'oos.db'}",
+        config_dir=CONFIG_DIR,
+        templates_dir=TEMPLATES_DIR,
+        smtp_host=smtp.host,
+        smtp_port=smtp.port,
+        secret_key="test-secret-key-not-for-production",
+        host="127.0.0.1",
+        port=port,
+        public_base_url=f"http://127.0.0.1:{port}",
+        sweep_interval_seconds=3600,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+@dataclass
+class RunningService:
+    """The real app served by uvicorn on a loopback port, and an HTTP client for it."""
+
+    app: FastAPI
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    client: httpx.AsyncClient
+    api_key: str
+
+    @property
+    def services(self) -> Services:
+        services: Services = self.app.state.services
+        return services
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    async def post_event(self, event: dict[str, Any]) -> httpx.Response:
+        return await self.client.post("/v1/events", json=event, headers=self.auth)
+
+    async def settle(self) -> None:
+        """Let the dispatcher send everything due at the clock's current time."""
+        assert self.services.dispatcher is not None
+        await self.services.dispatcher.run_until_idle()
+
+    async def stop(self) -> None:
+        await self.client.aclose()
+        self.server.should_exit = True
+        await self.task
+
+
+async def start_service(
+    settings: Settings, clock: ManualClock, api_key: str | None = None
+) -> RunningService:
+    app = create_app(settings, clock)
+    services: Services = app.state.services
+    if api_key is None:
+        with transaction(services.engine) as session:
+            api_key = apikeys.create(session, "test-qa-system", clock.now())
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_level="warning", lifespan="on"
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    client = httpx.AsyncClient(base_url=settings.public_base_url, timeout=10)
+    return RunningService(app, server, task, client, api_key)
+
+
+@pytest.fixture
+async def service(settings: Settings, clock: ManualClock) -> AsyncIterator[RunningService]:
+    running = await start_service(settings, clock)
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+async def received(smtp: CaptureServer, count: int, timeout: float = 10.0) -> list[CapturedMessage]:
+    """The messages the SMTP server accepted, once at least ``count`` arrived in all."""
+    messages = await asyncio.to_thread(smtp.handler.wait_for, count, timeout)
+    assert len(messages) >= count, f"expected {count} messages, got {len(messages)}"
+    return messages
