@@ -117,7 +117,7 @@ class AckForm(BaseModel):
 
 
 def response_choices(disposition: str | None) -> list[AckResponse]:
-    """The answers the page offers; a physician decision is asked for when OOS release is offered."""
+    """The answers the page offers; when OOS release is offered, the physician decides."""
     if disposition == Disposition.OOS_RELEASE_OFFERED:
         return [
             AckResponse.ACCEPT_OOS_PRODUCT,

@@ -306,7 +306,7 @@ class _NoAliasLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
             raise yaml.MarkedYAMLError(
                 problem="aliases (*name) are not allowed in agreement files", problem_mark=mark
             )
@@ -357,7 +357,7 @@ def _validate(model: type[_M], data: Any, shown: str, problems: list[ConfigProbl
 
 @dataclass(frozen=True)
 class Agreements:
-    """Everything in ``config/``: the manufacturer, the health systems with their sites, the plans."""
+    """Everything in ``config/``: the manufacturer, the health systems and sites, the plans."""
 
     manufacturer: Manufacturer
     health_systems: dict[str, HealthSystem]
@@ -569,7 +569,9 @@ def _check_site(
     pins = {**system.manufacturer_contacts, **site.manufacturer_contacts}
     center_roles = {r for c in [*site.contacts, *system.contacts] for r in c.roles}
     for event_type, plan_id in plan_ids.items():
-        plan = plans[plan_id]
+        plan = plans.get(plan_id)
+        if plan is None:  # reported where it is referenced, or the plan file itself is invalid
+            continue
         recipients = [r for s in plan.steps for r in s.notify]
         recipients += [r for s in plan.patient_communication for r in s.notify]
         for recipient in dict.fromkeys(recipients):

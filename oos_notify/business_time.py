@@ -1,4 +1,4 @@
-"""Calendar arithmetic in a center's time zone: pure functions over values, the clock is an argument.
+"""Calendar arithmetic in a center's time zone: pure functions, the clock is an argument.
 
 Elapsed durations (``s``, ``m``, ``h``) are exact; ``d`` keeps the local wall-clock time across
 daylight-saving changes; ``bd`` moves to the same local time on a later business day; and a step

@@ -1,4 +1,4 @@
-"""The service's sense of time, passed in so that scheduling logic can be tested without sleeping."""
+"""The service's sense of time, passed in so scheduling logic is tested without sleeping."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``check-config``: agreements and templates checked together, every problem with file and field."""
+"""``check-config``: agreements and templates checked together, each problem with its place."""
 
 from __future__ import annotations
 

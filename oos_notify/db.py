@@ -51,7 +51,7 @@ def make_engine(url: str) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create missing tables (the schema is additive so far; migrations come with the first change)."""
+    """Create missing tables (additive so far; migrations come with the first schema change)."""
     from oos_notify import models  # noqa: F401  (registers the tables)
 
     SQLModel.metadata.create_all(engine)

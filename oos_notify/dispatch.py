@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 from sqlalchemy.engine import Engine
 
 from oos_notify import messaging, outbox
@@ -102,7 +102,7 @@ class Dispatcher:
             await self._task
 
     def wake(self) -> None:
-        """Ask for a run now (thread-safe): something became due, e.g. a new incident's first step."""
+        """Ask for a run now (thread-safe): something became due, e.g. a new first step."""
         if self._loop is not None and not self._stopping:
             self._loop.call_soon_threadsafe(self._request_run)
 

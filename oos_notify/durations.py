@@ -1,4 +1,4 @@
-"""The one place that defines the duration syntax of agreements: ``45s``, ``30m``, ``2h``, ``1d``, ``1bd``."""
+"""The one place that defines duration syntax: ``45s``, ``30m``, ``2h``, ``1d``, ``1bd``."""
 
 from __future__ import annotations
 

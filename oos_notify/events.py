@@ -52,7 +52,7 @@ class QaContact(_Input):
 
 
 class EventIn(_Input):
-    """One event about one incident, as manufacturer QA posts it. Identifiers only: no patient data."""
+    """One event about one incident, as manufacturer QA posts it: identifiers, no patient data."""
 
     event_id: Reference
     type: EventType
@@ -296,7 +296,7 @@ def _open(
 def _follow_up(
     session: Session, incident: Incident, event: EventIn, now: datetime
 ) -> list[ScheduledOut]:
-    """Apply a follow-up to an open incident (re-planning on follow-ups comes with the lifecycle)."""
+    """Apply a follow-up to an open incident (re-planning on follow-ups comes later)."""
     status = IncidentStatus(incident.status)
     if status.is_closed:
         raise Conflict(

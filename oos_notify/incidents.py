@@ -1,4 +1,4 @@
-"""Reading incidents for the manufacturer: listing, detail with everything sent, the audit timeline."""
+"""Incidents as the manufacturer reads them: listing, detail, the audit timeline."""
 
 from __future__ import annotations
 

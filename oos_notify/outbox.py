@@ -158,7 +158,7 @@ def settle_sent(
     duration_ms: int,
     template_version: str,
 ) -> None:
-    """Record a delivery the mail server accepted, and escalate the incident if this was a later step."""
+    """Record a delivery the mail server accepted; a later step escalates the incident."""
     session.execute(
         update(Notification)
         .where(col(Notification.id) == notification.id, col(Notification.status) == SENDING)

@@ -1,4 +1,4 @@
-"""Server-rendered pages (acknowledgement, dev mailbox): autoescaped, with strict security headers."""
+"""Server-rendered pages (acknowledgement, dev mailbox): autoescaped, strict security headers."""
 
 from __future__ import annotations
 

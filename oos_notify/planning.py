@@ -1,4 +1,4 @@
-"""What to send to whom and when: pure functions from an incident's facts and agreement to a plan."""
+"""What to send to whom and when: pure functions from an incident and its agreement."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def plan_opening(
     steps += [
         (NotificationKind.PATIENT, level, step)
         for level, step in enumerate(plan.patient_communication)
-        if step.when == Condition.UNACKNOWLEDGED
+        if step.when == Condition.UNACKNOWLEDGED.value
     ]
     return _plan_steps(agreement, calendar, facts, opened_at, steps, Condition.UNACKNOWLEDGED)
 
@@ -115,7 +115,7 @@ def plan_acknowledged(
     steps: list[tuple[NotificationKind, int, Step | PatientStep]] = [
         (NotificationKind.PATIENT, level, step)
         for level, step in enumerate(plan.patient_communication)
-        if step.when == Condition.ACKNOWLEDGED
+        if step.when == Condition.ACKNOWLEDGED.value
     ]
     return _plan_steps(agreement, calendar, facts, acknowledged_at, steps, Condition.ACKNOWLEDGED)
 

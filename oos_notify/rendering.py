@@ -191,6 +191,19 @@ class Renderer:
             self._environments[center_ids] = environment
         return environment
 
+    def _failing_template(self, exc: BaseException) -> tuple[str, int] | None:
+        """The template file and line a render error happened in (Jinja puts them in the
+        traceback): names a center's override or the shared layout rather than the message."""
+        root = self.templates_dir.resolve()
+        found = None
+        traceback = exc.__traceback__
+        while traceback is not None:
+            filename = traceback.tb_frame.f_code.co_filename
+            if Path(filename).resolve().is_relative_to(root):
+                found = (filename, traceback.tb_lineno)
+            traceback = traceback.tb_next
+        return found
+
     def exists(self, name: str, center_ids: tuple[str, ...] = ()) -> bool:
         environment = self._environment(center_ids)
         available = set(environment.list_templates())
@@ -210,8 +223,9 @@ class Renderer:
                 template = environment.get_template(template_name)
                 rendered.append(template.render(values))
             except TemplateError as exc:
-                where = getattr(exc, "filename", None) or template_name
-                line = getattr(exc, "lineno", None)
+                found = self._failing_template(exc)
+                where = getattr(exc, "filename", None) or (found[0] if found else template_name)
+                line = getattr(exc, "lineno", None) or (found[1] if found else None)
                 at = f"line {line}: " if line else ""
                 raise RenderError(where, f"{at}{exc.message or type(exc).__name__}") from exc
             assert template.filename is not None

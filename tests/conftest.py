@@ -1,4 +1,4 @@
-"""Fixtures that build the real thing: a SQLite file, an SMTP server on loopback, the app on a port."""
+"""Fixtures that build the real thing: a SQLite file, SMTP on loopback, the app on a port."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ def confirm(
     comment: Annotated[str, Form(max_length=10_000)] = "",
 ) -> HTMLResponse:
     try:
-        form = AckForm(response=response, comment=comment)  # type: ignore[arg-type]
+        form = AckForm.model_validate({"response": response, "comment": comment})
     except ValidationError:
         return page(
             "message.html",
