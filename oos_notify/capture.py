@@ -72,6 +72,12 @@ class CaptureHandler:
             self._arrived.notify_all()
         return "250 Message accepted for delivery"
 
+    @property
+    def count(self) -> int:
+        """How many messages arrived since the server started (kept or not)."""
+        with self._lock:
+            return self._count
+
     def messages(self) -> list[CapturedMessage]:
         with self._lock:
             return list(self._messages)
@@ -101,8 +107,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 class CaptureServer:
     """An aiosmtpd server on loopback in its own thread."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
-        self.handler = CaptureHandler()
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        handler: CaptureHandler | None = None,
+    ) -> None:
+        self.handler = handler or CaptureHandler()
         self.host = host
         self.port = port or free_port(host)
         self._controller = Controller(

@@ -1,0 +1,139 @@
+"""The ``oos-notify`` command as an operator runs it: a real process, real files, real ports."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from oos_notify.capture import free_port
+from tests.conftest import CONFIG_DIR, TEMPLATES_DIR, release_failure
+
+COMMAND = str(Path(sys.executable).parent / "oos-notify")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A working directory laid out as the README's quick start expects."""
+    shutil.copytree(CONFIG_DIR, tmp_path / "config")
+    shutil.copytree(TEMPLATES_DIR, tmp_path / "templates")
+    return tmp_path
+
+
+def run(
+    workdir: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OOS_NOTIFY_")}
+    return subprocess.run(
+        [COMMAND, *args],
+        cwd=workdir,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_api_keys_are_shown_once_listed_without_secret_and_revocable(workdir: Path) -> None:
+    created = run(workdir, "apikey", "create", "--name", "qa-system")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert re.fullmatch(r"oosk_[0-9a-f]{10}_[A-Za-z0-9_-]{40,}", key)
+
+    listed = run(workdir, "apikey", "list")
+    assert "qa-system" in listed.stdout and "active" in listed.stdout
+    assert key not in listed.stdout and key.split("_", 2)[2] not in listed.stdout
+
+    again = run(workdir, "apikey", "create", "--name", "qa-system")
+    assert again.returncode == 1 and "exists already" in again.stderr
+
+    revoked = run(workdir, "apikey", "revoke", "qa-system")
+    assert revoked.returncode == 0
+    assert "revoked" in run(workdir, "apikey", "list").stdout
+    assert run(workdir, "apikey", "revoke", "nobody").returncode == 1
+
+    # The database holds a hash, never the key
+    assert key.encode() not in (workdir / "oos_notify.db").read_bytes()
+
+
+@pytest.fixture
+def served(workdir: Path) -> Iterator[tuple[str, str]]:
+    """``oos-notify serve`` on its embedded defaults, as a newcomer starts it."""
+    key = run(workdir, "apikey", "create", "--name", "newcomer").stdout.strip()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OOS_NOTIFY_")}
+    env |= {"OOS_NOTIFY_PORT": str(port), "OOS_NOTIFY_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
+    process = subprocess.Popen(
+        [COMMAND, "serve"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("oos-notify serve did not become ready")
+        yield base, key
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode in (0, -15), output  # uvicorn re-raises SIGTERM after a clean stop
+    assert "Application shutdown complete" in output
+    assert "/ack/" not in output.replace("/ack/…", ""), "an acknowledgement token reached the log"
+
+
+def test_serve_on_embedded_defaults_shows_the_whole_flow_in_the_mailbox(
+    served: tuple[str, str],
+) -> None:
+    base, key = served
+    answer = httpx.post(
+        f"{base}/v1/events", json=release_failure(), headers={"Authorization": f"Bearer {key}"}
+    )
+    assert answer.status_code == 202, answer.text
+
+    # The newcomer finds the initial notice in the capture mailbox, link included
+    for _ in range(100):
+        listing = httpx.get(f"{base}/dev/mailbox").text
+        numbers = re.findall(r'href="/dev/mailbox/(\d+)"', listing)
+        if len(numbers) >= 2:
+            break
+        time.sleep(0.05)
+    assert len(numbers) == 2 and "LOT-24-1187" in listing
+    pages = [httpx.get(f"{base}/dev/mailbox/{n}").text for n in numbers]
+    coordinator = next(p for p in pages if "ct-coord@mercy.example" in p)
+    [link] = re.findall(rf'<a href="({re.escape(base)}/ack/[^"]+)"', coordinator)
+
+    # Following it and confirming acknowledges the incident
+    assert "please confirm" in httpx.get(link).text
+    assert "Thank you" in httpx.post(link, data={"response": "received"}).text
+    incident = httpx.get(
+        f"{base}/v1/incidents/{answer.json()['incident_id']}",
+        headers={"Authorization": f"Bearer {key}"},
+    ).json()
+    assert incident["status"] == "acknowledged"
+
+
+def test_serve_without_a_secret_key_refuses_a_real_smtp_server(workdir: Path) -> None:
+    result = run(
+        workdir,
+        "serve",
+        env={"OOS_NOTIFY_SMTP_HOST": "127.0.0.1", "OOS_NOTIFY_PORT": str(free_port())},
+    )
+    assert result.returncode == 2
+    assert "OOS_NOTIFY_SECRET_KEY" in result.stderr

@@ -1,0 +1,121 @@
+"""Delivery over SMTP: every attempt recorded, transient failures retried, permanent ones shown."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlmodel import Session as DbSession
+from sqlmodel import select
+
+from oos_notify.capture import CaptureHandler, CaptureServer, free_port
+from oos_notify.clock import ManualClock
+from oos_notify.models import DeliveryAttempt, Notification
+from oos_notify.settings import Settings
+from tests.conftest import received, release_failure, start_service
+
+
+class RefusingHandler(CaptureHandler):
+    """Accepts mail except for one mailbox, which it rejects permanently."""
+
+    async def handle_RCPT(  # noqa: N802
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        if address == "celllab@mercy.example":
+            return "550 5.1.1 <celllab@mercy.example>: mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+async def test_server_down_then_back_retries_with_the_same_message_id(
+    settings: Settings, clock: ManualClock, tmp_path: Path
+) -> None:
+    # Given an SMTP server that is not there yet
+    port = free_port()
+    down = settings.model_copy(update={"smtp_port": port})
+    service = await start_service(down, clock)
+    try:
+        answer = await service.post_event(release_failure())
+        assert answer.status_code == 202
+        await service.settle()
+        incident_id = answer.json()["incident_id"]
+        detail = (
+            await service.client.get(f"/v1/incidents/{incident_id}", headers=service.auth)
+        ).json()
+        first = [n for n in detail["notifications"] if n["level"] == 0]
+        # Then the first attempt failed, is recorded, and the step waits for its retry
+        assert {n["status"] for n in first} == {"scheduled"}
+        assert all(n["attempts"] == 1 and n["last_error"] for n in first)
+        assert all(n["due_at"] > "2026-11-24T15:12:00Z" for n in first)
+
+        # When the server comes back and the retry falls due
+        with CaptureServer(port=port) as smtp:
+            clock.advance(timedelta(minutes=2))
+            await service.settle()
+            messages = await received(smtp, 2)
+        # Then each notification arrives once, with the Message-ID it was given at scheduling
+        by_id = {n["message_id"]: n for n in first}
+        assert sorted(m.message_id for m in messages) == sorted(by_id)
+        with DbSession(service.services.engine) as db:
+            attempts = db.exec(select(DeliveryAttempt).order_by(DeliveryAttempt.at)).all()
+        assert [a.outcome for a in attempts] == ["transient", "transient", "sent", "sent"]
+        assert all(a.smtp_reply for a in attempts)
+    finally:
+        await service.stop()
+
+
+async def test_permanent_rejection_is_recorded_and_escalation_goes_on(
+    settings: Settings, clock: ManualClock
+) -> None:
+    with CaptureServer(handler=RefusingHandler()) as smtp:
+        service = await start_service(settings.model_copy(update={"smtp_port": smtp.port}), clock)
+        try:
+            answer = await service.post_event(release_failure())
+            incident_id = answer.json()["incident_id"]
+            [delivered] = await received(smtp, 1)
+            await service.settle()
+            assert delivered.recipients == ("ct-coord@mercy.example",)
+
+            detail = (
+                await service.client.get(f"/v1/incidents/{incident_id}", headers=service.auth)
+            ).json()
+            lab = next(
+                n for n in detail["notifications"] if n["recipient"] == "celllab@mercy.example"
+            )
+            assert lab["status"] == "failed" and lab["attempts"] == 1
+            assert "550" in lab["last_error"] or "mailbox unavailable" in lab["last_error"]
+
+            # The escalation is not held up by the failed delivery
+            clock.advance(timedelta(hours=2))
+            await service.settle()
+            reminders = (await received(smtp, 3))[1:]
+            assert {m.recipients[0] for m in reminders} >= {"ct-coord2@mercy.example"}
+            timeline = (
+                await service.client.get(
+                    f"/v1/incidents/{incident_id}/timeline", headers=service.auth
+                )
+            ).json()
+            assert any(
+                e["action"] == "notification_failed" and e["detail"]["smtp_code"] == 550
+                for e in timeline
+            )
+        finally:
+            await service.stop()
+
+
+async def test_sent_row_is_never_claimed_again(settings: Settings, clock: ManualClock) -> None:
+    with CaptureServer() as smtp:
+        service = await start_service(settings.model_copy(update={"smtp_port": smtp.port}), clock)
+        try:
+            await service.post_event(release_failure())
+            await received(smtp, 2)
+            for _ in range(3):
+                await service.settle()
+            with DbSession(service.services.engine) as db:
+                sent = db.exec(select(Notification).where(Notification.status == "sent")).all()
+            assert len(sent) == 2 and all(n.attempts == 1 for n in sent)
+            assert len(smtp.handler.messages()) == 2
+        finally:
+            await service.stop()
