@@ -502,6 +502,14 @@ def _cross_check(
                         f"no manufacturer contact {contact_id!r} in manufacturer.yaml",
                     )
                 )
+            elif role not in next(c for c in manufacturer.contacts if c.id == contact_id).roles:
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        f"manufacturer_contacts.{role}",
+                        f"manufacturer contact {contact_id!r} does not have the role {role}",
+                    )
+                )
         for event_type, plan_id in system.plans.items():
             if plan_id not in plans:
                 problems.append(

@@ -65,7 +65,8 @@ def add(
         return calendar.at(day, local.time().replace(tzinfo=None))
     if business_hours:
         return _add_business_hours(start, duration.as_timedelta(), calendar)
-    return start + duration.as_timedelta()
+    # in UTC: aware datetimes that share a zone add wall-clock time, not elapsed time
+    return start.astimezone(UTC) + duration.as_timedelta()
 
 
 def subtract(anchor: datetime, duration: Duration, calendar: CenterCalendar) -> datetime:
@@ -84,7 +85,7 @@ def subtract(anchor: datetime, duration: Duration, calendar: CenterCalendar) -> 
         local = calendar.local(anchor)
         day = local.date() - timedelta(days=duration.amount)
         return calendar.at(day, local.time().replace(tzinfo=None))
-    return anchor - duration.as_timedelta()
+    return anchor.astimezone(UTC) - duration.as_timedelta()
 
 
 def _add_business_days(start: datetime, days: int, calendar: CenterCalendar) -> datetime:

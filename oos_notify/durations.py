@@ -50,7 +50,10 @@ def _coerce(value: Any) -> Duration:
         return value
     if isinstance(value, str):
         return parse_duration(value)
-    raise ValueError(f"a duration must be text such as '2h', not {type(value).__name__}")
+    raise ValueError(
+        f"a duration must be text, not {type(value).__name__}: write a whole number and a unit, "
+        "e.g. 45s, 30m, 2h, 1d or 1bd (business days)"
+    )
 
 
 DurationField = Annotated[

@@ -222,12 +222,13 @@ class Renderer:
             try:
                 template = environment.get_template(template_name)
                 rendered.append(template.render(values))
-            except TemplateError as exc:
+            except Exception as exc:  # a template can raise anything (1 + 'a'): it is its error
                 found = self._failing_template(exc)
                 where = getattr(exc, "filename", None) or (found[0] if found else template_name)
                 line = getattr(exc, "lineno", None) or (found[1] if found else None)
                 at = f"line {line}: " if line else ""
-                raise RenderError(where, f"{at}{exc.message or type(exc).__name__}") from exc
+                detail = exc.message if isinstance(exc, TemplateError) else str(exc)
+                raise RenderError(where, f"{at}{detail or type(exc).__name__}") from exc
             assert template.filename is not None
             digest.update(Path(template.filename).read_bytes())
         for layout in LAYOUTS:

@@ -1,0 +1,197 @@
+"""The ``oos-notify`` command as an operator runs it: check-config and serve on bad config."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from oos_notify.capture import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+OOS_NOTIFY = str(Path(sys.executable).parent / "oos-notify")
+OVERRIDE = Path("centers/mercy-general-main/release_failure_initial/body.html")
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """A working directory with private copies of the example config and templates."""
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    shutil.copytree(ROOT / "templates", tmp_path / "templates")
+    return tmp_path
+
+
+def run(workspace: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OOS_NOTIFY_")}
+    env |= {
+        "OOS_NOTIFY_CONFIG_DIR": str(workspace / "config"),
+        "OOS_NOTIFY_TEMPLATES_DIR": str(workspace / "templates"),
+        "OOS_NOTIFY_DATABASE_URL": f"sqlite:///{workspace / 'oos.db'}",
+        "OOS_NOTIFY_PORT": str(free_port()),
+    }
+    return subprocess.run(
+        [OOS_NOTIFY, *args],
+        cwd=workspace,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) == 1, f"{old!r} should occur once in {path}"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def problem_lines(stderr: str) -> list[str]:
+    return [line.strip() for line in stderr.splitlines() if line.startswith("  ")]
+
+
+def test_a_valid_config_passes(workspace: Path) -> None:
+    result = run(workspace, "check-config")
+    assert result.returncode == 0, result.stderr
+    assert "config is valid: 2 health systems, 3 sites, 2 plans" in result.stdout
+    assert "invalid" not in result.stderr
+
+
+def test_a_broken_plan_is_reported_with_file_and_field(workspace: Path) -> None:
+    edit(
+        workspace / "config/plans/standard.yaml",
+        "notify: [coordinator_backup, physician]",
+        "notify: [nurse, physician]",
+    )
+    edit(workspace / "config/plans/urgent.yaml", "{after: 30m,", "{after: 30x,")
+    result = run(workspace, "check-config")
+    assert result.returncode == 2
+    assert result.stderr.startswith("config is invalid")
+    lines = problem_lines(result.stderr)
+    assert any(
+        line.startswith("config/plans/standard.yaml: steps[1].notify[0]: unknown role 'nurse'")
+        for line in lines
+    ), lines
+    assert any(
+        line.startswith("config/plans/urgent.yaml: steps[1].after: invalid duration '30x'")
+        for line in lines
+    ), lines
+    assert "Traceback" not in result.stderr
+
+
+def test_a_jinja_syntax_error_in_a_center_override_names_the_file(workspace: Path) -> None:
+    write(
+        workspace / "templates" / OVERRIDE,
+        '{% extends "_layout.html" %}\n{% block intro %}\n<p>{{ recipient.name </p>\n'
+        "{% endblock %}\n",
+    )
+    result = run(workspace, "check-config")
+    assert result.returncode != 0
+    [line] = problem_lines(result.stderr)
+    assert str(OVERRIDE) in line
+    assert "line 3" in line
+    assert "(for mercy-general-main)" in line
+
+
+def test_an_undefined_variable_is_refused(workspace: Path) -> None:
+    subject = workspace / "templates/escalation_reminder/subject.txt"
+    subject.write_text(subject.read_text() + " {{ incident.patient_name }}\n")
+    result = run(workspace, "check-config")
+    assert result.returncode != 0
+    lines = problem_lines(result.stderr)
+    assert len(lines) == 3  # every site uses the reminder
+    for center in ("mercy-general-main", "mercy-west", "rhein-uk-bonn"):
+        assert any(
+            "escalation_reminder/subject.txt" in line
+            and "patient_name" in line
+            and f"(for {center})" in line
+            for line in lines
+        ), lines
+
+
+def test_an_undefined_variable_in_an_override_names_the_override(workspace: Path) -> None:
+    write(
+        workspace / "templates" / OVERRIDE,
+        '{% extends "_layout.html" %}\n{% block intro %}\n<p>{{ incident.patient_name }}</p>\n'
+        "{% endblock %}\n",
+    )
+    result = run(workspace, "check-config")
+    assert result.returncode != 0
+    [line] = problem_lines(result.stderr)
+    assert str(OVERRIDE) in line
+    assert "line 3" in line
+    assert "patient_name" in line
+
+
+def test_a_template_that_fails_while_rendering_is_reported_not_a_crash(workspace: Path) -> None:
+    write(
+        workspace / "templates" / OVERRIDE,
+        '{% extends "_layout.html" %}\n{% block intro %}<p>{{ incident.severity + 1 }}</p>'
+        "{% endblock %}\n",
+    )
+    result = run(workspace, "check-config")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    [line] = problem_lines(result.stderr)
+    assert str(OVERRIDE) in line
+
+
+def test_a_plan_naming_a_missing_template_is_refused(workspace: Path) -> None:
+    edit(
+        workspace / "config/plans/standard.yaml",
+        "template: escalation_final}",
+        "template: escalation_finale}",
+    )
+    result = run(workspace, "check-config")
+    assert result.returncode != 0
+    lines = problem_lines(result.stderr)
+    assert lines
+    assert all("template 'escalation_finale'" in line for line in lines), lines
+    assert all("needs subject.txt, body.txt and body.html" in line for line in lines)
+
+
+def test_an_override_folder_for_an_unknown_center_is_refused(workspace: Path) -> None:
+    subject = (workspace / "templates/release_failure_initial/subject.txt").read_text()
+    write(
+        workspace / "templates/centers/mercy-nowhere/release_failure_initial/subject.txt", subject
+    )
+    result = run(workspace, "check-config")
+    assert result.returncode != 0
+    [line] = problem_lines(result.stderr)
+    assert "centers/mercy-nowhere" in line
+    assert "no site or health system has this id" in line
+
+
+def test_a_missing_templates_folder_is_refused(workspace: Path) -> None:
+    shutil.rmtree(workspace / "templates")
+    result = run(workspace, "check-config")
+    assert result.returncode != 0
+    assert "templates folder not found" in result.stderr
+
+
+def test_serve_refuses_a_broken_config_quickly_with_the_same_messages(workspace: Path) -> None:
+    edit(
+        workspace / "config/plans/standard.yaml",
+        "notify: [coordinator_backup, physician]",
+        "notify: [nurse, physician]",
+    )
+    edit(workspace / "config/health_systems/mercy-health.yaml", "America/Chicago", "Mars/Base")
+    checked = run(workspace, "check-config")
+    served = run(workspace, "serve", timeout=20)
+    assert served.returncode != 0
+    assert checked.returncode != 0
+    assert problem_lines(served.stderr) == problem_lines(checked.stderr)
+    lines = problem_lines(served.stderr)
+    assert any(line.startswith("config/plans/standard.yaml: steps[1].notify[0]:") for line in lines)
+    assert any(
+        line.startswith("config/health_systems/mercy-health.yaml: timezone:") for line in lines
+    )
