@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Engine
 
 from oos_notify import __version__
@@ -27,6 +32,12 @@ from oos_notify.rendering import Renderer
 from oos_notify.settings import Settings
 
 log = logging.getLogger(__name__)
+
+_ECHO_ENCODERS: dict[Any, Callable[[Any], Any]] = {
+    bytes: lambda raw: raw.decode("utf-8", "replace"),
+    float: lambda number: number if math.isfinite(number) else str(number),
+}
+"""How a 422 echoes input that JSON cannot carry: a raw non-UTF-8 body, NaN and infinities."""
 
 
 @dataclass
@@ -120,6 +131,14 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail()}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        """FastAPI's usual 422, encodable whatever the client sent: NaN, lone surrogates, bytes."""
+        detail = jsonable_encoder(exc.errors(), custom_encoder=_ECHO_ENCODERS)
+        # ensure_ascii writes a lone surrogate as \udXXX instead of failing to encode it as UTF-8
+        content = json.dumps({"detail": detail}, ensure_ascii=True, allow_nan=False)
+        return Response(content, status_code=422, media_type="application/json")
 
     from oos_notify.api import ack, events, health, incidents, mailbox
 

@@ -23,13 +23,14 @@ class InvalidFields(ServiceError):
 
     status_code = 422
 
-    def __init__(self, errors: list[tuple[str, str, str]]) -> None:
+    def __init__(self, errors: list[tuple[str, str, str]], location: str = "body") -> None:
         self.errors = errors
+        self.location = location
         super().__init__("; ".join(f"{field}: {msg}" for field, msg, _ in errors))
 
     def detail(self) -> Any:
         return [
-            {"type": kind, "loc": ["body", *field.split(".")], "msg": msg}
+            {"type": kind, "loc": [self.location, *field.split(".")], "msg": msg}
             for field, msg, kind in self.errors
         ]
 

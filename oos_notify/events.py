@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from oos_notify import audit, outbox
 from oos_notify.agreements import Agreements, EffectiveAgreement
+from oos_notify.db import UtcInstant
 from oos_notify.errors import Conflict, InvalidFields
 from oos_notify.ids import new_id
 from oos_notify.lifecycle import IncidentStatus
@@ -57,7 +58,7 @@ class EventIn(_Input):
     event_id: Reference
     type: EventType
     incident_ref: Reference
-    occurred_at: AwareDatetime
+    occurred_at: UtcInstant
     center_id: Reference
     product_code: Reference | None = None
     lot_number: Reference | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -119,10 +119,13 @@ def _encode_cursor(incident: Incident) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         opened_at, incident_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(opened_at), incident_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        instant = datetime.fromisoformat(opened_at)
+        if instant.tzinfo is None:  # every cursor given out carries an aware UTC instant
+            raise ValueError("naive cursor time")
+        return instant.astimezone(UTC), incident_id
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise InvalidFields(
-            [("cursor", "not a cursor this service gave out", "invalid_cursor")]
+            [("cursor", "not a cursor this service gave out", "invalid_cursor")], "query"
         ) from None
 
 

@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from oos_notify import incidents
 from oos_notify.api.deps import ApiKeyDep, SessionDep
+from oos_notify.db import UtcInstant
 from oos_notify.incidents import IncidentDetail, IncidentPage, TimelineEntry
 from oos_notify.lifecycle import IncidentStatus
 
@@ -22,7 +22,7 @@ def list_incidents(
     _key: ApiKeyDep,
     center_id: Annotated[str | None, Query(max_length=100)] = None,
     status: IncidentStatus | None = None,
-    since: AwareDatetime | None = None,
+    since: UtcInstant | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=400)] = None,
 ) -> IncidentPage:
