@@ -148,8 +148,9 @@ def main() -> None:
         finally:
             process.terminate()
             process.wait(timeout=30)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores"
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": f"{machine}, Python {platform.python_version()}",
         "ingest": rate,
         "post_to_first_email": latency,
     }

@@ -46,6 +46,8 @@ RECEIPT_TEMPLATE = "acknowledgement_receipt"
 class LinkError(ServiceError):
     """An acknowledgement link that cannot be used; the page says why in plain words."""
 
+    title = "This link cannot be used"
+
 
 class InvalidLink(LinkError):
     status_code = 400
@@ -57,6 +59,13 @@ class ExpiredLink(LinkError):
 
 class UnknownLink(LinkError):
     status_code = 404
+
+
+class InvalidAnswer(LinkError):
+    """The link is fine but the answer posted is not one the page offers."""
+
+    status_code = 422
+    title = "Please check your answer"
 
 
 @dataclass(frozen=True)
@@ -184,7 +193,7 @@ def acknowledge(
     if state.closed or state.acknowledgement is not None:
         return state
     if form.response not in state.choices:
-        raise InvalidLink("That answer is not one of the choices for this incident.")
+        raise InvalidAnswer("That answer is not one of the choices for this incident.")
     # The conditional update makes two simultaneous acknowledgements settle on one winner.
     won = session.execute(
         update(Incident)

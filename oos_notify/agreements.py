@@ -312,6 +312,15 @@ class _NoAliasLoader(yaml.SafeLoader):
             )
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        for key in {k for k in keys if keys.count(k) > 1}:
+            raise yaml.MarkedYAMLError(
+                problem=f"the key {key!r} appears twice in one mapping",
+                problem_mark=node.start_mark,
+            )
+        return super().construct_mapping(node, deep=deep)
+
 
 def format_location(loc: tuple[int | str, ...]) -> str:
     """Render a pydantic error location as a field path: ``sites[0].contacts[2].email``."""
@@ -484,7 +493,6 @@ def _cross_check(
 ) -> list[ConfigProblem]:
     """Checks that span files: references resolve and every step reaches somebody."""
     problems: list[ConfigProblem] = []
-    manufacturer_ids = {c.id for c in manufacturer.contacts}
     seen_sites: dict[str, str] = {}
     for system in systems.values():
         file = files[system.id]
@@ -493,28 +501,7 @@ def _cross_check(
             problems.append(
                 ConfigProblem(file, "contacts", f"contact id {duplicate!r} is repeated")
             )
-        for role, contact_id in system.manufacturer_contacts.items():
-            if contact_id not in manufacturer_ids:
-                problems.append(
-                    ConfigProblem(
-                        file,
-                        f"manufacturer_contacts.{role}",
-                        f"no manufacturer contact {contact_id!r} in manufacturer.yaml",
-                    )
-                )
-            elif role not in next(c for c in manufacturer.contacts if c.id == contact_id).roles:
-                problems.append(
-                    ConfigProblem(
-                        file,
-                        f"manufacturer_contacts.{role}",
-                        f"manufacturer contact {contact_id!r} does not have the role {role}",
-                    )
-                )
-        for event_type, plan_id in system.plans.items():
-            if plan_id not in plans:
-                problems.append(
-                    ConfigProblem(file, f"plans.{event_type}", f"no plan {plan_id!r} in plans/")
-                )
+        problems.extend(_reference_problems(file, "", system, manufacturer, plans))
         for index, site in enumerate(system.sites):
             where = f"sites[{index}]"
             if site.id in seen_sites:
@@ -524,9 +511,32 @@ def _cross_check(
                     )
                 )
             seen_sites[site.id] = file
-            problems.extend(
-                _check_site(file, where, manufacturer, system, site, plans, manufacturer_ids)
-            )
+            problems.extend(_check_site(file, where, manufacturer, system, site, plans))
+    return problems
+
+
+def _reference_problems(
+    file: str,
+    prefix: str,
+    settings: _CenterSettings,
+    manufacturer: Manufacturer,
+    plans: dict[str, Plan],
+) -> list[ConfigProblem]:
+    """A health system's or site's pins and plans must name what exists, with the right role."""
+    problems: list[ConfigProblem] = []
+    holders = {c.id: c for c in manufacturer.contacts}
+    for role, contact_id in settings.manufacturer_contacts.items():
+        field = f"{prefix}manufacturer_contacts.{role}"
+        if contact_id not in holders:
+            message = f"no manufacturer contact {contact_id!r} in manufacturer.yaml"
+            problems.append(ConfigProblem(file, field, message))
+        elif role not in holders[contact_id].roles:
+            message = f"manufacturer contact {contact_id!r} does not have the role {role}"
+            problems.append(ConfigProblem(file, field, message))
+    for event_type, plan_id in settings.plans.items():
+        if plan_id not in plans:
+            message = f"no plan {plan_id!r} in plans/"
+            problems.append(ConfigProblem(file, f"{prefix}plans.{event_type}", message))
     return problems
 
 
@@ -537,32 +547,10 @@ def _check_site(
     system: HealthSystem,
     site: Site,
     plans: dict[str, Plan],
-    manufacturer_ids: set[str],
 ) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
-    for role, contact_id in site.manufacturer_contacts.items():
-        if contact_id not in manufacturer_ids:
-            problems.append(
-                ConfigProblem(
-                    file,
-                    f"{where}.manufacturer_contacts.{role}",
-                    f"no manufacturer contact {contact_id!r} in manufacturer.yaml",
-                )
-            )
-        elif role not in next(c for c in manufacturer.contacts if c.id == contact_id).roles:
-            problems.append(
-                ConfigProblem(
-                    file,
-                    f"{where}.manufacturer_contacts.{role}",
-                    f"manufacturer contact {contact_id!r} does not have the role {role}",
-                )
-            )
+    problems.extend(_reference_problems(file, f"{where}.", site, manufacturer, plans))
     plan_ids = {**system.plans, **site.plans}
-    for event_type, plan_id in site.plans.items():
-        if plan_id not in plans:
-            problems.append(
-                ConfigProblem(file, f"{where}.plans.{event_type}", f"no plan {plan_id!r} in plans/")
-            )
     for event_type in (EventType.RELEASE_FAILURE, EventType.LATE_RESULT):
         if event_type not in plan_ids:
             problems.append(

@@ -155,8 +155,10 @@ def _plan_steps(
                         template=step.template,
                         due_at=due_at,
                         condition=condition,
+                        # Only the escalation's own center contacts can stop it: a patient
+                        # liaison's confirmation must not silence the clinical team's notice.
                         with_ack_link=(
-                            condition is Condition.UNACKNOWLEDGED and not recipient.manufacturer
+                            kind is NotificationKind.ESCALATION and not recipient.manufacturer
                         ),
                     )
                 )

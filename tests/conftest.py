@@ -94,7 +94,7 @@ def settings(tmp_path: Path, smtp: CaptureServer) -> Settings:
         port=port,
         public_base_url=f"http://127.0.0.1:{port}",
         sweep_interval_seconds=3600,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
 
 

@@ -20,7 +20,7 @@ from tests.conftest import received, release_failure, start_service
 class RefusingHandler(CaptureHandler):
     """Accepts mail except for one mailbox, which it rejects permanently."""
 
-    async def handle_RCPT(  # noqa: N802
+    async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
         if address == "celllab@mercy.example":

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from oos_notify import acknowledgement
-from oos_notify.acknowledgement import AckForm, AckState, LinkError
+from oos_notify.acknowledgement import AckForm, AckState, InvalidAnswer, LinkError
 from oos_notify.agreements import EffectiveAgreement
 from oos_notify.api.deps import ServicesDep, SessionDep
 from oos_notify.app import Services
@@ -61,17 +61,18 @@ def confirm(
     background: BackgroundTasks,
     session: SessionDep,
     services: ServicesDep,
-    response: Annotated[str, Form(max_length=100)] = AckResponse.RECEIVED.value,
-    comment: Annotated[str, Form(max_length=10_000)] = "",
+    # No limits here: AckForm checks the fields so that a wrong answer gets a page, not JSON;
+    # the request body limit bounds what can arrive at all.
+    response: Annotated[str, Form()] = AckResponse.RECEIVED.value,
+    comment: Annotated[str, Form()] = "",
 ) -> HTMLResponse:
     try:
         form = AckForm.model_validate({"response": response, "comment": comment})
     except ValidationError:
-        return page(
-            "message.html",
-            422,
-            title="Please check your answer",
-            message="Choose one of the listed answers; comments are limited to 2000 characters.",
+        return _refusal(
+            InvalidAnswer(
+                "Choose one of the listed answers; a comment is limited to 2000 characters."
+            )
         )
     try:
         state = acknowledgement.acknowledge(

@@ -957,8 +957,10 @@ async def test_an_expired_link_is_refused_and_does_not_acknowledge(
     ("form", "status"),
     [
         pytest.param({"response": "bogus"}, 422, id="unknown-choice"),
-        pytest.param({"response": "accept_oos_product"}, 400, id="choice-not-offered"),
+        pytest.param({"response": "accept_oos_product"}, 422, id="choice-not-offered"),
         pytest.param({"response": "received", "comment": "c" * 2001}, 422, id="long-comment"),
+        pytest.param({"response": "received", "comment": "c" * 20_000}, 422, id="huge-comment"),
+        pytest.param({"response": "r" * 500}, 422, id="huge-choice"),
     ],
 )
 async def test_an_invalid_answer_on_the_page_does_not_acknowledge(

@@ -285,6 +285,17 @@ def test_yaml_aliases_are_refused_before_they_expand(config: Path) -> None:
     assert "line 3" in problem.message  # where the first alias is
 
 
+def test_a_key_written_twice_is_refused_not_silently_overwritten(config: Path) -> None:
+    # Given a plan whose second 'steps' would silently replace the first
+    text = (config / "plans/standard.yaml").read_text(encoding="utf-8")
+    (config / "plans/standard.yaml").write_text(
+        text
+        + "steps:\n  - {after: 0m, notify: [coordinator], template: release_failure_initial}\n",
+        encoding="utf-8",
+    )
+    find(problems_of(config), STANDARD, "", "the key 'steps' appears twice")
+
+
 def test_a_file_that_is_a_list(config: Path) -> None:
     (config / "plans/list.yaml").write_text("- id: x\n- id: y\n", encoding="utf-8")
     find(problems_of(config), "config/plans/list.yaml", "", "expected a mapping")

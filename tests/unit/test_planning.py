@@ -216,10 +216,11 @@ def test_only_center_contacts_of_escalation_steps_get_an_ack_link(
 ) -> None:
     opening = plan_opening(mercy, facts(), utc(2026, 11, 24, 15, 12))
     for n in opening.notifications:
-        if n.kind is ESCALATION and not n.role.startswith("manufacturer:"):
-            assert n.with_ack_link, n
-        if n.role.startswith("manufacturer:"):
-            assert not n.with_ack_link, n
+        center_escalation = n.kind is ESCALATION and not n.role.startswith("manufacturer:")
+        assert n.with_ack_link is center_escalation, n
+    # the patient liaison's urgent alert carries no link: it must not stop the escalation
+    urgent = [n for n in opening.notifications if n.template == "patient_liaison_urgent"]
+    assert urgent and not any(n.with_ack_link for n in urgent)
     acknowledged = plan_acknowledged(mercy, facts(), utc(2026, 11, 24, 16, 40))
     assert acknowledged.notifications
     assert not any(n.with_ack_link for n in acknowledged.notifications)
