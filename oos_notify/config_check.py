@@ -13,6 +13,7 @@ from oos_notify.agreements import (
     EffectiveAgreement,
     load_agreements,
 )
+from oos_notify.messaging import center_ids
 from oos_notify.rendering import (
     AckLinkView,
     AcknowledgementView,
@@ -103,7 +104,7 @@ def _template_problems(agreements: Agreements, renderer: Renderer) -> list[Confi
                 )
     for center_id in agreements.center_ids():
         agreement = agreements.effective(center_id)
-        chain = (agreement.center_id, agreement.health_system_id)
+        chain = center_ids(agreement)
         names = {RECEIPT_TEMPLATE}
         for plan in agreement.plans.values():
             names |= {s.template for s in plan.steps}

@@ -142,3 +142,36 @@ async def test_step_survives_a_restart_and_is_sent_once(
         assert len(messages) == len(smtp.handler.messages()) == 4
     finally:
         await second.stop()
+
+
+async def test_withdrawn_incident_cancels_what_is_pending_and_its_links_stop_working(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    answer = await service.post_event(release_failure())
+    incident_id = answer.json()["incident_id"]
+    link = ack_link((await received(smtp, 2))[0])
+
+    # When QA withdraws the event that was raised in error
+    withdrawn = await service.post_event(
+        release_failure(event_id="QA-EVT-2026-000124", type="withdrawn", failed_attributes=[])
+    )
+    assert withdrawn.status_code == 202, withdrawn.text
+    assert withdrawn.json()["status"] == "withdrawn"
+
+    # Then nothing else is sent, and the link says the incident is closed without acknowledging
+    clock.advance(timedelta(days=3))
+    await service.settle()
+    assert len(smtp.handler.messages()) == 2
+    page = await service.client.get(link)
+    assert page.status_code == 200 and "This incident is closed" in page.text
+    await service.client.post(link, data={"response": "received"})
+    detail = (await service.client.get(f"/v1/incidents/{incident_id}", headers=service.auth)).json()
+    assert detail["status"] == "withdrawn" and detail["acknowledgements"] == []
+    pending = [n for n in detail["notifications"] if n["status"] not in ("sent", "cancelled")]
+    assert pending == []
+    timeline = (
+        await service.client.get(f"/v1/incidents/{incident_id}/timeline", headers=service.auth)
+    ).json()
+    actions = [e["action"] for e in timeline]
+    assert actions[:2] == ["incident_opened", "notification_scheduled"]
+    assert "notification_cancelled" in actions and actions.count("event_received") == 2
