@@ -7,7 +7,7 @@ import logging
 import math
 import secrets
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from oos_notify.agreements import Agreements, ConfigError, ConfigProblem
 from oos_notify.capture import CaptureServer
 from oos_notify.clock import Clock, SystemClock
 from oos_notify.config_check import load_checked
-from oos_notify.db import create_schema, make_engine, transaction
+from oos_notify.db import create_schema, make_engine, transaction, write_gate
 from oos_notify.dispatch import Dispatcher
 from oos_notify.errors import ServiceError
 from oos_notify.limits import BodySizeLimit
@@ -50,6 +50,7 @@ class Services:
     renderer: Renderer
     tokens: AckTokens
     clock: Clock
+    write_gate: AbstractAsyncContextManager[object]
     dispatcher: Dispatcher | None = None
     capture: CaptureServer | None = field(default=None)
 
@@ -82,7 +83,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     engine = make_engine(settings.database_url)
     create_schema(engine)
     tokens = AckTokens(secret_key(settings, engine))
-    return Services(settings, engine, agreements, renderer, tokens, clock)
+    return Services(settings, engine, agreements, renderer, tokens, clock, write_gate(engine))
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             host, port = settings.smtp_host, settings.effective_smtp_port
         services.dispatcher = Dispatcher(
             services.engine,
+            services.write_gate,
             services.clock,
             settings,
             services.renderer,

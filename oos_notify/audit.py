@@ -9,6 +9,9 @@ from sqlmodel import Session
 
 from oos_notify.models import AuditEntry
 
+_INSERT = AuditEntry.__table__.insert()  # type: ignore[attr-defined]
+"""A Core insert, compiled once: the trail grows on every request's hot path."""
+
 
 def record(
     session: Session,
@@ -20,14 +23,18 @@ def record(
     notification_id: str | None = None,
     **detail: Any,
 ) -> None:
-    """Append an entry in the caller's transaction, so the trail and the change commit together."""
-    session.add(
-        AuditEntry(
-            at=at,
-            action=action,
-            actor=actor,
-            incident_id=incident_id,
-            notification_id=notification_id,
-            detail=detail,
-        )
+    """Append an entry in the caller's transaction, so the trail and the change commit together.
+
+    Written at once (not at the next flush), so entries are numbered in the order things happened.
+    """
+    session.execute(
+        _INSERT,
+        {
+            "at": at,
+            "action": action,
+            "actor": actor,
+            "incident_id": incident_id,
+            "notification_id": notification_id,
+            "detail": detail,
+        },
     )

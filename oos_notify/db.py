@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -69,6 +70,25 @@ def create_schema(engine: Engine) -> None:
     from oos_notify import models  # noqa: F401  (registers the tables)
 
     SQLModel.metadata.create_all(engine)
+
+
+def write_gate(engine: Engine) -> AbstractAsyncContextManager[object]:
+    """What the service's writers queue on before touching the database.
+
+    SQLite takes one writer at a time and makes the others poll with sleeps, or fail when a
+    read snapshot cannot become a write. For SQLite the API and the dispatcher therefore take
+    turns on an asyncio lock: waiting costs no worker thread, so a burst of requests cannot
+    exhaust the thread pool that the lock's holder needs to finish. PostgreSQL needs no gate.
+    """
+    return asyncio.Lock() if engine.dialect.name == "sqlite" else _NoGate()
+
+
+class _NoGate:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
 
 
 @contextmanager

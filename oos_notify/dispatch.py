@@ -7,12 +7,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from typing import Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from oos_notify import messaging, outbox
 from oos_notify.acknowledgement import AckTokens
@@ -21,14 +25,24 @@ from oos_notify.clock import Clock
 from oos_notify.db import transaction
 from oos_notify.mail import SendOutcome, SmtpBatch, build_message
 from oos_notify.models import Incident, Notification
-from oos_notify.rendering import Renderer, RenderError
+from oos_notify.rendering import MessageContext, Renderer, RenderError
 from oos_notify.settings import Settings
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 CLAIM_LEASE = timedelta(minutes=10)
 """How long a claimed row is left to its sender before another may take it over."""
 MAX_RETRY_DELAY = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class _Gathered:
+    notification: Notification
+    incident: Incident
+    agreement: EffectiveAgreement
+    context: MessageContext
+    now: datetime
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,7 @@ class Dispatcher:
     def __init__(
         self,
         engine: Engine,
+        write_gate: AbstractAsyncContextManager[object],
         clock: Clock,
         settings: Settings,
         renderer: Renderer,
@@ -57,6 +72,7 @@ class Dispatcher:
         smtp_port: int,
     ) -> None:
         self._engine = engine
+        self._write_gate = write_gate
         self._clock = clock
         self._settings = settings
         self._renderer = renderer
@@ -78,7 +94,7 @@ class Dispatcher:
         self._loop = asyncio.get_running_loop()
         if self._engine.dialect.name == "sqlite":
             # One process owns a SQLite file, so anything still 'sending' was left by a crash.
-            released = await asyncio.to_thread(self._release_abandoned)
+            released = await self._in_database(self._release_abandoned)
             if released:
                 log.warning("resending %d notifications interrupted by a stop", released)
         self._scheduler = AsyncIOScheduler(event_loop=self._loop, timezone=UTC)
@@ -130,11 +146,11 @@ class Dispatcher:
 
     async def _dispatch_due(self) -> None:
         while not self._stopping:
-            batch = await asyncio.to_thread(self._claim)
+            batch = await self._in_database(self._claim)
             if not batch:
                 break
             await self._send(batch)
-        self._arm(await asyncio.to_thread(self._next_due))
+        self._arm(await self._in_database(self._next_due))
 
     def _arm(self, due_at: datetime | None) -> None:
         """Set the one timer for the next due row, translating the service clock to real time."""
@@ -154,17 +170,28 @@ class Dispatcher:
         )
 
     async def _send(self, batch: list[Notification]) -> None:
+        """Render the batch off the event loop, send it over one connection, settle it at once.
+
+        A crash between sending and settling leaves rows 'sending': they are sent again with
+        the same Message-ID, which receivers use to drop the duplicate.
+        """
+        gathered = await self._in_database(self._gather, batch)
+        prepared = await asyncio.to_thread(lambda: [self._render(item) for item in gathered])
+        results: list[tuple[Notification, SendOutcome, str | None]] = []
         async with SmtpBatch(self._settings, self._smtp_host, self._smtp_port) as smtp:
-            for notification in batch:
-                prepared = await asyncio.to_thread(self._prepare, notification)
-                if isinstance(prepared, RenderError):
-                    outcome = SendOutcome(False, True, None, f"template error: {prepared}", 0)
-                    await asyncio.to_thread(self._settle, notification, outcome, None)
-                    continue
-                outcome = await smtp.send(prepared.message)
-                await asyncio.to_thread(
-                    self._settle, notification, outcome, prepared.template_version
-                )
+            for notification, item in zip(batch, prepared, strict=True):
+                if isinstance(item, RenderError):
+                    outcome = SendOutcome(False, True, None, f"template error: {item}", 0)
+                    results.append((notification, outcome, None))
+                else:
+                    outcome = await smtp.send(item.message)
+                    results.append((notification, outcome, item.template_version))
+        await self._in_database(self._settle, results)
+
+    async def _in_database(self, work: Callable[..., _T], *args: Any) -> _T:
+        """Run database work in a worker thread once it is this writer's turn at the gate."""
+        async with self._write_gate:
+            return await asyncio.to_thread(work, *args)
 
     # --- database work, run in a worker thread -------------------------------------------
 
@@ -182,18 +209,30 @@ class Dispatcher:
         with transaction(self._engine) as session:
             return outbox.next_due(session)
 
-    def _prepare(self, notification: Notification) -> Prepared | RenderError:
+    def _gather(self, batch: list[Notification]) -> list[_Gathered]:
+        """Read what the batch's templates need, in one transaction."""
         now = self._clock.now()
+        agreements: dict[str, EffectiveAgreement] = {}
+        gathered = []
         with transaction(self._engine) as session:
-            incident = session.get(Incident, notification.incident_id)
-            assert incident is not None
-            agreement = EffectiveAgreement.model_validate(incident.agreement)
-            context = messaging.build_context(
-                session, notification, incident, agreement, self._tokens, self._settings, now
-            )
+            for notification in batch:
+                incident = session.get(Incident, notification.incident_id)
+                assert incident is not None
+                if incident.id not in agreements:
+                    agreements[incident.id] = EffectiveAgreement.model_validate(incident.agreement)
+                agreement = agreements[incident.id]
+                context = messaging.build_context(
+                    session, notification, incident, agreement, self._tokens, self._settings, now
+                )
+                gathered.append(_Gathered(notification, incident, agreement, context, now))
+        return gathered
+
+    def _render(self, item: _Gathered) -> Prepared | RenderError:
+        notification, incident, agreement = item.notification, item.incident, item.agreement
+        now = item.now
         try:
             rendered = self._renderer.render(
-                notification.template, context, messaging.center_ids(agreement)
+                notification.template, item.context, messaging.center_ids(agreement)
             )
         except RenderError as exc:
             log.error("cannot render %s for %s: %s", notification.template, notification.id, exc)
@@ -203,37 +242,42 @@ class Dispatcher:
         )
         return Prepared(build_message(rendered, envelope), rendered.version)
 
-    def _settle(
-        self, notification: Notification, outcome: SendOutcome, template_version: str | None
-    ) -> None:
+    def _settle(self, results: list[tuple[Notification, SendOutcome, str | None]]) -> None:
         now = self._clock.now()
         with transaction(self._engine) as session:
-            if outcome.accepted:
-                outbox.settle_sent(
-                    session,
-                    notification,
-                    now,
-                    outcome.reply,
-                    outcome.duration_ms,
-                    template_version or "",
-                )
-                log.info("sent %s to %s", notification.id, notification.recipient_email)
-                return
-            retry_at = None
-            if not outcome.permanent and notification.attempts < self._settings.max_send_attempts:
-                retry_at = now + retry_delay(
-                    notification.attempts, self._settings.retry_base_seconds
-                )
-            outbox.settle_failure(
+            for notification, outcome, template_version in results:
+                self._settle_one(session, notification, outcome, template_version, now)
+
+    def _settle_one(
+        self,
+        session: Session,
+        notification: Notification,
+        outcome: SendOutcome,
+        template_version: str | None,
+        now: datetime,
+    ) -> None:
+        if outcome.accepted:
+            outbox.settle_sent(
                 session,
                 notification,
                 now,
-                permanent=outcome.permanent,
-                code=outcome.code,
-                reply=outcome.reply,
-                duration_ms=outcome.duration_ms,
-                retry_at=retry_at,
+                outcome.reply,
+                outcome.duration_ms,
+                template_version or "",
             )
-            log.warning(
-                "delivery of %s failed (%s): %s", notification.id, outcome.code, outcome.reply
-            )
+            log.info("sent %s to %s", notification.id, notification.recipient_email)
+            return
+        retry_at = None
+        if not outcome.permanent and notification.attempts < self._settings.max_send_attempts:
+            retry_at = now + retry_delay(notification.attempts, self._settings.retry_base_seconds)
+        outbox.settle_failure(
+            session,
+            notification,
+            now,
+            permanent=outcome.permanent,
+            code=outcome.code,
+            reply=outcome.reply,
+            duration_ms=outcome.duration_ms,
+            retry_at=retry_at,
+        )
+        log.warning("delivery of %s failed (%s): %s", notification.id, outcome.code, outcome.reply)

@@ -281,16 +281,16 @@ def _open(
             level=skipped.level,
             reason=skipped.reason,
         )
-    rows = outbox.schedule(session, incident.id, result.notifications, now, mail_domain)
+    scheduled = outbox.schedule(session, incident.id, result.notifications, now, mail_domain)
     return incident, [
         ScheduledOut(
-            notification_id=row.id,
-            recipient=row.recipient_email,
-            role=row.role,
-            template=row.template,
-            due_at=row.due_at,
+            notification_id=notification_id,
+            recipient=item.recipient_email,
+            role=item.role,
+            template=item.template,
+            due_at=item.due_at,
         )
-        for row in rows
+        for notification_id, item in scheduled
     ]
 
 

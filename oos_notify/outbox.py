@@ -30,45 +30,52 @@ def schedule(
     planned: Sequence[PlannedNotification],
     now: datetime,
     mail_domain: str,
-) -> list[Notification]:
-    """Write planned notifications as outbox rows, each with its Message-ID fixed once."""
-    rows = []
-    for item in planned:
-        notification_id = new_id("ntf")
-        row = Notification(
-            id=notification_id,
-            incident_id=incident_id,
-            kind=item.kind,
-            level=item.level,
-            condition=item.condition,
-            role=item.role,
-            contact_id=item.contact_id,
-            recipient_name=item.recipient_name,
-            recipient_email=item.recipient_email,
-            template=item.template,
-            with_ack_link=item.with_ack_link,
-            due_at=item.due_at,
-            status=SCHEDULED,
-            message_id=f"<{notification_id.lower()}@{mail_domain}>",
-            created_at=now,
-        )
-        session.add(row)
+) -> list[tuple[str, PlannedNotification]]:
+    """Write planned notifications as outbox rows, each with its Message-ID fixed once; return
+    each row's id with what was planned."""
+    scheduled = [(new_id("ntf"), item) for item in planned]
+    if not scheduled:
+        return []
+    session.execute(
+        Notification.__table__.insert(),  # type: ignore[attr-defined]
+        [
+            {
+                "id": notification_id,
+                "incident_id": incident_id,
+                "kind": item.kind.value,
+                "level": item.level,
+                "condition": item.condition.value,
+                "role": item.role,
+                "contact_id": item.contact_id,
+                "recipient_name": item.recipient_name,
+                "recipient_email": item.recipient_email,
+                "template": item.template,
+                "with_ack_link": item.with_ack_link,
+                "due_at": item.due_at,
+                "status": SCHEDULED,
+                "attempts": 0,
+                "message_id": f"<{notification_id.lower()}@{mail_domain}>",
+                "created_at": now,
+            }
+            for notification_id, item in scheduled
+        ],
+    )
+    for notification_id, item in scheduled:
         audit.record(
             session,
             now,
             "notification_scheduled",
             "planner",
             incident_id=incident_id,
-            notification_id=row.id,
-            recipient=row.recipient_email,
-            role=row.role,
-            template=row.template,
-            due_at=row.due_at.isoformat(),
-            kind=row.kind,
-            level=row.level,
+            notification_id=notification_id,
+            recipient=item.recipient_email,
+            role=item.role,
+            template=item.template,
+            due_at=item.due_at.isoformat(),
+            kind=item.kind.value,
+            level=item.level,
         )
-        rows.append(row)
-    return rows
+    return scheduled
 
 
 def cancel_pending(

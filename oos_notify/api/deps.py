@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
 from oos_notify import apikeys
 from oos_notify.app import Services
-from oos_notify.db import transaction
 from oos_notify.models import ApiKey
 
 
@@ -23,10 +23,19 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_session(services: ServicesDep) -> Iterator[Session]:
-    """One transaction per request, committed before the response is sent."""
-    with transaction(services.engine) as session:
-        yield session
+async def get_session(services: ServicesDep) -> AsyncIterator[Session]:
+    """One transaction per request, committed before the response is sent.
+
+    The request waits its turn at the write gate here, on the event loop, holding no thread.
+    """
+    async with services.write_gate:
+        with Session(services.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                await run_in_threadpool(session.commit)
+            except BaseException:
+                await run_in_threadpool(session.rollback)
+                raise
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
