@@ -20,7 +20,7 @@ from oos_notify import audit, outbox
 from oos_notify.agreements import EffectiveAgreement
 from oos_notify.errors import ServiceError
 from oos_notify.ids import new_id
-from oos_notify.lifecycle import IncidentStatus
+from oos_notify.lifecycle import IncidentStatus, incident_sources
 from oos_notify.models import Acknowledgement, Incident, Notification
 from oos_notify.planning import (
     Condition,
@@ -199,7 +199,7 @@ def acknowledge(
         update(Incident)
         .where(
             col(Incident.id) == incident.id,
-            col(Incident.status).in_([IncidentStatus.NOTIFYING, IncidentStatus.ESCALATED]),
+            col(Incident.status).in_(incident_sources(IncidentStatus.ACKNOWLEDGED)),
         )
         .values(status=IncidentStatus.ACKNOWLEDGED.value, acknowledged_at=now, updated_at=now)
     )

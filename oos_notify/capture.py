@@ -92,10 +92,6 @@ class CaptureHandler:
             self._arrived.wait_for(lambda: self._count >= count, timeout=timeout)
             return list(self._messages)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._messages.clear()
-
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:

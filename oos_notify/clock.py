@@ -38,10 +38,3 @@ class ManualClock:
         with self._lock:
             self._now += delta
             return self._now
-
-    def set(self, instant: datetime) -> None:
-        """Jump to an instant (forward only: time does not run backwards)."""
-        with self._lock:
-            if instant < self._now:
-                raise ValueError("a ManualClock does not run backwards")
-            self._now = instant.astimezone(UTC)

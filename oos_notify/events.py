@@ -18,7 +18,7 @@ from oos_notify.agreements import Agreements, EffectiveAgreement
 from oos_notify.db import UtcInstant
 from oos_notify.errors import Conflict, InvalidFields
 from oos_notify.ids import new_id
-from oos_notify.lifecycle import IncidentStatus
+from oos_notify.lifecycle import IncidentStatus, can_move
 from oos_notify.models import Event, Incident
 from oos_notify.planning import IncidentFacts, derive_severity, plan_opening
 from oos_notify.vocabulary import (
@@ -333,6 +333,7 @@ def _follow_up(
     }
     if event.type in closing:
         target = closing[event.type]
+        assert can_move(status, target)  # every open status may close
         audit.record(
             session,
             now,

@@ -14,14 +14,9 @@ class IncidentStatus(StrEnum):
 
     @property
     def is_closed(self) -> bool:
-        return self in CLOSED_INCIDENT_STATUSES
+        """A closed incident goes nowhere: it takes no further events or acknowledgements."""
+        return not INCIDENT_TRANSITIONS[self]
 
-    @property
-    def awaits_acknowledgement(self) -> bool:
-        return self in (IncidentStatus.NOTIFYING, IncidentStatus.ESCALATED)
-
-
-CLOSED_INCIDENT_STATUSES = frozenset({IncidentStatus.RESOLVED, IncidentStatus.WITHDRAWN})
 
 INCIDENT_TRANSITIONS: dict[IncidentStatus, frozenset[IncidentStatus]] = {
     IncidentStatus.NOTIFYING: frozenset(
@@ -72,3 +67,13 @@ NOTIFICATION_TRANSITIONS: dict[NotificationStatus, frozenset[NotificationStatus]
 def can_move(current: IncidentStatus, target: IncidentStatus) -> bool:
     """Whether an incident may go from ``current`` to ``target``."""
     return target in INCIDENT_TRANSITIONS[current]
+
+
+def incident_sources(target: IncidentStatus) -> list[str]:
+    """The incident statuses that may move to ``target``: the guard of a conditional update."""
+    return [s.value for s, targets in INCIDENT_TRANSITIONS.items() if target in targets]
+
+
+def notification_sources(target: NotificationStatus) -> list[str]:
+    """The notification statuses that may move to ``target``: the guard of a conditional update."""
+    return [s.value for s, targets in NOTIFICATION_TRANSITIONS.items() if target in targets]

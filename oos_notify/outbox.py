@@ -16,7 +16,12 @@ from sqlmodel import Session, col, select
 
 from oos_notify import audit
 from oos_notify.ids import new_id
-from oos_notify.lifecycle import IncidentStatus, NotificationStatus
+from oos_notify.lifecycle import (
+    IncidentStatus,
+    NotificationStatus,
+    can_move,
+    notification_sources,
+)
 from oos_notify.models import DeliveryAttempt, Incident, Notification
 from oos_notify.planning import Condition, NotificationKind, PlannedNotification
 
@@ -95,7 +100,10 @@ def cancel_pending(
     for row in session.exec(query):
         claimed = session.execute(
             update(Notification)
-            .where(col(Notification.id) == row.id, col(Notification.status) == SCHEDULED)
+            .where(
+                col(Notification.id) == row.id,
+                col(Notification.status).in_(notification_sources(NotificationStatus.CANCELLED)),
+            )
             .values(status=NotificationStatus.CANCELLED.value)
         )
         if claimed.rowcount == 1:  # type: ignore[attr-defined]
@@ -267,7 +275,7 @@ def _escalate(session: Session, notification: Notification, now: datetime) -> No
     if incident is None or notification.level <= incident.escalation_level:
         return
     incident.escalation_level = notification.level
-    if incident.status == IncidentStatus.NOTIFYING:
+    if can_move(IncidentStatus(incident.status), IncidentStatus.ESCALATED):
         audit.record(
             session,
             now,
