@@ -119,3 +119,35 @@ async def test_sent_row_is_never_claimed_again(settings: Settings, clock: Manual
             assert len(smtp.handler.messages()) == 2
         finally:
             await service.stop()
+
+
+async def test_a_send_interrupted_by_a_crash_is_resent_with_its_message_id(
+    settings: Settings, clock: ManualClock
+) -> None:
+    # Given notifications claimed for sending when the process died (no SMTP server took them)
+    port = free_port()
+    service = await start_service(settings.model_copy(update={"smtp_port": port}), clock)
+    await service.post_event(release_failure())
+    await service.stop()
+    with DbSession(service.services.engine) as db:
+        first = db.exec(select(Notification).where(Notification.level == 0)).all()
+        for row in first:
+            row.status, row.lease_until = "sending", clock.now() + timedelta(minutes=10)
+            row.due_at = clock.now()  # it was due when it was claimed
+            db.add(row)
+        db.commit()
+        expected = sorted(row.message_id for row in first)
+
+    # When the service starts again with the mail server up
+    with CaptureServer(port=port) as smtp:
+        again = await start_service(
+            settings.model_copy(update={"smtp_port": port}), clock, api_key=service.api_key
+        )
+        try:
+            messages = await received(smtp, 2)
+            await again.settle()
+            # Then each is sent at once, once, under the Message-ID it was given
+            assert sorted(m.message_id for m in smtp.handler.messages()) == expected
+            assert len(messages) == 2
+        finally:
+            await again.stop()
