@@ -175,3 +175,10 @@ async def test_withdrawn_incident_cancels_what_is_pending_and_its_links_stop_wor
     actions = [e["action"] for e in timeline]
     assert actions[:2] == ["incident_opened", "notification_scheduled"]
     assert "notification_cancelled" in actions and actions.count("event_received") == 2
+
+
+async def test_the_mailbox_exists_only_while_mail_is_captured(service: RunningService) -> None:
+    # This service sends to a configured SMTP server, so there is nothing of its mail to show
+    response = await service.client.get("/dev/mailbox")
+    assert response.status_code == 404
+    assert "capture server" in response.json()["detail"]
