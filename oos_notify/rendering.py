@@ -169,6 +169,17 @@ class Renderer:
     def __init__(self, templates_dir: Path) -> None:
         self.templates_dir = templates_dir
         self._environments: dict[tuple[str, ...], ImmutableSandboxedEnvironment] = {}
+        self._digests: dict[tuple[str, int, int], bytes] = {}
+
+    def _source_digest(self, filename: str) -> bytes:
+        """A template file's hash, read again only when the file changes (not on every send)."""
+        stat = Path(filename).stat()
+        key = (filename, stat.st_mtime_ns, stat.st_size)
+        digest = self._digests.get(key)
+        if digest is None:
+            digest = hashlib.sha256(Path(filename).read_bytes()).digest()
+            self._digests[key] = digest
+        return digest
 
     def search_path(self, center_ids: tuple[str, ...]) -> list[Path]:
         """Where a center's templates are looked up: the site, its health system, the defaults."""
@@ -230,14 +241,14 @@ class Renderer:
                 detail = exc.message if isinstance(exc, TemplateError) else str(exc)
                 raise RenderError(where, f"{at}{detail or type(exc).__name__}") from exc
             assert template.filename is not None
-            digest.update(Path(template.filename).read_bytes())
+            digest.update(self._source_digest(template.filename))
         for layout in LAYOUTS:
             try:
                 filename = environment.get_template(layout).filename
             except TemplateNotFound:
                 continue
             assert filename is not None
-            digest.update(Path(filename).read_bytes())
+            digest.update(self._source_digest(filename))
         subject = " ".join(rendered[0].split())
         if not subject:
             raise RenderError(f"{name}/subject.txt", "renders an empty subject")
