@@ -12,10 +12,12 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import date, time
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import holidays
 import yaml
 from pydantic import (
     AfterValidator,
@@ -31,6 +33,7 @@ from pydantic import (
 from oos_notify.durations import Duration, DurationField, parse_duration
 from oos_notify.vocabulary import (
     MANUFACTURER_PREFIX,
+    OPENING_EVENT_TYPES,
     CenterRole,
     EventType,
     KeyDate,
@@ -99,6 +102,7 @@ class Manufacturer(_Strict):
     name: str = Field(min_length=1, max_length=200)
     products: list[Product] = Field(min_length=1)
     contacts: list[ManufacturerContact] = Field(default_factory=list)
+    severity_rules: list[SeverityRule] | None = None
 
 
 # --- calendar -----------------------------------------------------------------------------
@@ -123,11 +127,35 @@ def _holidays_shorthand(value: Any) -> Any:
 
 
 class Holidays(_Strict):
-    """Public holidays by country (the ``holidays`` package, later) plus explicit closure dates."""
+    """Public holidays by country and subdivision (the ``holidays`` package) plus closure dates."""
 
     country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
-    subdivision: str | None = None
+    subdivision: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,10}$")
     dates: list[date] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _known_calendar(self) -> Self:
+        if self.subdivision is not None and self.country is None:
+            raise ValueError("a subdivision needs its country, e.g. {country: DE, subdivision: NW}")
+        known = _holiday_calendars()
+        if self.country is not None and self.country not in known:
+            raise ValueError(
+                f"no public-holiday calendar for country {self.country!r}: "
+                "use an ISO 3166 code that the holidays package knows, such as US or DE"
+            )
+        subdivisions = known.get(self.country or "", [])
+        if self.subdivision is not None and self.subdivision not in subdivisions:
+            choices = ", ".join(subdivisions) or "none"
+            raise ValueError(
+                f"{self.country} has no subdivision {self.subdivision!r}; known: {choices}"
+            )
+        return self
+
+
+@cache
+def _holiday_calendars() -> dict[str, list[str]]:
+    """The countries the holidays package knows, each with its subdivision codes."""
+    return holidays.list_supported_countries()
 
 
 HolidaysField = Annotated[Holidays, BeforeValidator(_holidays_shorthand)]
@@ -209,8 +237,67 @@ class PatientStep(Timing):
 class Plan(_Strict):
     id: Identifier
     description: str = ""
+    critical_uses_business_hours: bool = False
+    """Critical incidents ignore ``business_hours: true`` unless the plan sets this."""
     steps: list[Step] = Field(min_length=1)
     patient_communication: list[PatientStep] = Field(default_factory=list)
+
+
+# --- severity -----------------------------------------------------------------------------
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class SeverityRule(_Strict):
+    """Derives the severity of an event that came without one; the first rule that matches wins.
+
+    Every condition given must hold: the event type is one of ``event_type``, a failed
+    attribute is one of ``failed_attribute`` (case does not matter), a key date is less than
+    ``key_date_within`` away (or already past). A rule with no condition matches everything.
+    """
+
+    name: str = Field(min_length=1, max_length=100)
+    severity: Severity
+    event_type: Annotated[list[EventType], BeforeValidator(_one_or_many)] = Field(
+        default_factory=list
+    )
+    failed_attribute: Annotated[list[str], BeforeValidator(_one_or_many)] = Field(
+        default_factory=list
+    )
+    key_date_within: dict[KeyDate, DurationField] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _opening_types_only(self) -> Self:
+        others = [t for t in self.event_type if t not in OPENING_EVENT_TYPES]
+        if others:
+            raise ValueError(
+                f"severity is derived for release_failure and late_result events, not {others[0]}"
+            )
+        return self
+
+
+DEFAULT_SEVERITY_RULES = (
+    SeverityRule(
+        name="late safety result (sterility, mycoplasma, endotoxin)",
+        severity=Severity.CRITICAL,
+        event_type=[EventType.LATE_RESULT],
+        failed_attribute=["sterility", "mycoplasma", "endotoxin"],
+    ),
+    SeverityRule(
+        name="late result after release",
+        severity=Severity.CRITICAL,
+        event_type=[EventType.LATE_RESULT],
+    ),
+    SeverityRule(
+        name="lymphodepletion starts within 72 hours",
+        severity=Severity.CRITICAL,
+        key_date_within={KeyDate.LYMPHODEPLETION_START: parse_duration("72h")},
+    ),
+    SeverityRule(name="release failure", severity=Severity.MAJOR),
+)
+"""The rules used when neither the manufacturer nor the health system nor the site sets any."""
 
 
 # --- health systems and sites ---------------------------------------------------------------
@@ -219,6 +306,7 @@ class Plan(_Strict):
 class Defaults(_Strict):
     ack_link_valid_for: DurationField | None = None
     notify_within: dict[Severity, DurationField] = Field(default_factory=dict)
+    severity_rules: list[SeverityRule] | None = None
 
 
 class _CenterSettings(_Strict):
@@ -263,6 +351,7 @@ class EffectiveAgreement(_Strict):
     manufacturer_contacts: dict[ManufacturerRole, list[ManufacturerContact]]
     ack_link_valid_for: DurationField
     notify_within: dict[Severity, DurationField]
+    severity_rules: list[SeverityRule]
     plans: dict[EventType, Plan]
 
     def contacts_for(self, recipient: Recipient) -> list[Contact | ManufacturerContact]:
@@ -420,8 +509,20 @@ class Agreements:
             or system.defaults.ack_link_valid_for
             or DEFAULT_ACK_LINK_VALID_FOR,
             notify_within={**system.defaults.notify_within, **site.defaults.notify_within},
+            severity_rules=list(
+                _first_set(
+                    site.defaults.severity_rules,
+                    system.defaults.severity_rules,
+                    self.manufacturer.severity_rules,
+                )
+                or DEFAULT_SEVERITY_RULES
+            ),
             plans={event_type: self.plans[plan_id] for event_type, plan_id in plan_ids.items()},
         )
+
+
+def _first_set(*candidates: list[SeverityRule] | None) -> list[SeverityRule] | None:
+    return next((c for c in candidates if c is not None), None)
 
 
 def load_agreements(config_dir: Path) -> Agreements:
@@ -622,6 +723,7 @@ __all__ = [
     "PatientStep",
     "Plan",
     "Recipient",
+    "SeverityRule",
     "Site",
     "Step",
     "load_agreements",
