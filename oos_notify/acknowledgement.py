@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from enum import StrEnum
 from typing import Annotated
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -32,7 +33,6 @@ from oos_notify.planning import (
 from oos_notify.vocabulary import (
     MANUFACTURER_PREFIX,
     AckResponse,
-    Disposition,
     EventType,
     KeyDate,
     ManufacturerRole,
@@ -41,6 +41,7 @@ from oos_notify.vocabulary import (
 
 MAX_TOKEN_LENGTH = 512
 RECEIPT_TEMPLATE = "acknowledgement_receipt"
+DECISION_RECEIPT_TEMPLATE = "decision_receipt"
 
 
 class LinkError(ServiceError):
@@ -125,9 +126,22 @@ class AckForm(BaseModel):
     comment: Annotated[str, Field(max_length=2000)] | None = None
 
 
-def response_choices(disposition: str | None) -> list[AckResponse]:
+class Purpose(StrEnum):
+    """What an answer on the page is: the acknowledgement of a notice, or a physician's decision."""
+
+    ACKNOWLEDGEMENT = "acknowledgement"
+    DECISION = "decision"
+
+
+def purpose_of(notification: Notification) -> Purpose:
+    if notification.kind == NotificationKind.DECISION:
+        return Purpose.DECISION
+    return Purpose.ACKNOWLEDGEMENT
+
+
+def response_choices(purpose: Purpose) -> list[AckResponse]:
     """The answers the page offers; when OOS release is offered, the physician decides."""
-    if disposition == Disposition.OOS_RELEASE_OFFERED:
+    if purpose is Purpose.DECISION:
         return [
             AckResponse.ACCEPT_OOS_PRODUCT,
             AckResponse.REQUEST_REMANUFACTURE,
@@ -143,13 +157,26 @@ class AckState:
 
     incident: Incident
     notification: Notification
+    purpose: Purpose
     choices: list[AckResponse]
     acknowledgement: Acknowledgement | None
+    """The answer already given for what this link asks, if any."""
     just_acknowledged: bool = False
 
     @property
     def closed(self) -> bool:
         return IncidentStatus(self.incident.status).is_closed
+
+
+def first_answer(session: Session, incident: Incident, purpose: Purpose) -> Acknowledgement | None:
+    """The answer that counts: the first decision, or the first acknowledgement of the current
+    round (a late result starts a new round that needs its own)."""
+    query = select(Acknowledgement).where(
+        Acknowledgement.incident_id == incident.id, Acknowledgement.purpose == purpose.value
+    )
+    if purpose is Purpose.ACKNOWLEDGEMENT:
+        query = query.where(Acknowledgement.round == incident.ack_round)
+    return session.exec(query.order_by(col(Acknowledgement.at))).first()
 
 
 def _load(session: Session, tokens: AckTokens, token: str, now: datetime) -> AckState:
@@ -163,17 +190,22 @@ def _load(session: Session, tokens: AckTokens, token: str, now: datetime) -> Ack
         raise UnknownLink("This acknowledgement link does not match any notification.")
     incident = session.get(Incident, notification.incident_id)
     assert incident is not None
-    first = session.exec(
-        select(Acknowledgement)
-        .where(Acknowledgement.incident_id == incident.id)
-        .order_by(col(Acknowledgement.at))
-    ).first()
-    return AckState(incident, notification, response_choices(incident.disposition), first)
+    purpose = purpose_of(notification)
+    answer = first_answer(session, incident, purpose)
+    return AckState(incident, notification, purpose, response_choices(purpose), answer)
 
 
 def view(session: Session, tokens: AckTokens, token: str, now: datetime) -> AckState:
     """What the link shows. Reads only: a GET must never acknowledge."""
     return _load(session, tokens, token, now)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    form: AckForm
+    client_address: str | None
+    user_agent: str | None
+    now: datetime
 
 
 def acknowledge(
@@ -187,25 +219,48 @@ def acknowledge(
     now: datetime,
     mail_domain: str,
 ) -> AckState:
-    """Record the acknowledgement, stop the escalation and start what acknowledgement starts."""
+    """Record the answer: an acknowledgement stops the escalation and starts what it starts; a
+    decision is recorded once (and acknowledges the notice too). The manufacturer hears of it."""
     state = _load(session, tokens, token, now)
-    incident, notification = state.incident, state.notification
     if state.closed or state.acknowledgement is not None:
         return state
     if form.response not in state.choices:
         raise InvalidAnswer("That answer is not one of the choices for this incident.")
-    # The conditional update makes two simultaneous acknowledgements settle on one winner.
-    won = session.execute(
-        update(Incident)
-        .where(
-            col(Incident.id) == incident.id,
-            col(Incident.status).in_(incident_sources(IncidentStatus.ACKNOWLEDGED)),
-        )
-        .values(status=IncidentStatus.ACKNOWLEDGED.value, acknowledged_at=now, updated_at=now)
+    answer = _Answer(form, client_address, (user_agent or "")[:300] or None, now)
+    incident, notification = state.incident, state.notification
+    agreement = EffectiveAgreement.model_validate(incident.agreement)
+    started: list[PlannedNotification] | None
+    if state.purpose is Purpose.DECISION:
+        recorded = _decide(session, incident, notification, answer)
+        if recorded is None:
+            session.rollback()
+            return _load(session, tokens, token, now)
+        # A decision answers the notice too, unless somebody acknowledged it already.
+        started = _acknowledge_round(session, incident, notification, answer, agreement) or []
+        receipt_template = DECISION_RECEIPT_TEMPLATE
+    else:
+        started = _acknowledge_round(session, incident, notification, answer, agreement)
+        if started is None:
+            session.rollback()
+            return _load(session, tokens, token, now)
+        receipt_template = RECEIPT_TEMPLATE
+    receipts = _receipts(incident, agreement, receipt_template, now)
+    outbox.schedule(session, incident.id, [*started, *receipts], now, mail_domain)
+    session.flush()
+    session.refresh(incident)
+    recorded_answer = first_answer(session, incident, state.purpose)
+    return AckState(
+        incident, notification, state.purpose, state.choices, recorded_answer, True
     )
-    if won.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
-        return _load(session, tokens, token, now)
+
+
+def _record(
+    session: Session,
+    incident: Incident,
+    notification: Notification,
+    answer: _Answer,
+    purpose: Purpose,
+) -> Acknowledgement:
     ack = Acknowledgement(
         id=new_id("ack"),
         incident_id=incident.id,
@@ -213,25 +268,69 @@ def acknowledge(
         contact_id=notification.contact_id,
         email=notification.recipient_email,
         role=notification.role,
-        response=form.response,
-        comment=form.comment or None,
-        client_address=client_address,
-        user_agent=(user_agent or "")[:300] or None,
-        at=now,
+        purpose=purpose.value,
+        round=incident.ack_round,
+        response=answer.form.response,
+        comment=answer.form.comment or None,
+        client_address=answer.client_address,
+        user_agent=answer.user_agent,
+        at=answer.now,
     )
     session.add(ack)
     audit.record(
         session,
-        now,
-        "acknowledged",
+        answer.now,
+        "decided" if purpose is Purpose.DECISION else "acknowledged",
         notification.recipient_email,
         incident_id=incident.id,
         notification_id=notification.id,
-        response=form.response,
+        response=answer.form.response,
         comment=ack.comment,
-        client_address=client_address,
+        client_address=answer.client_address,
         user_agent=ack.user_agent,
+        round=incident.ack_round,
     )
+    return ack
+
+
+def _decide(
+    session: Session, incident: Incident, notification: Notification, answer: _Answer
+) -> Acknowledgement | None:
+    """Record the decision unless another one was recorded first (then None)."""
+    won = session.execute(
+        update(Incident)
+        .where(col(Incident.id) == incident.id, col(Incident.decision).is_(None))
+        .values(decision=answer.form.response.value, decided_at=answer.now, updated_at=answer.now)
+    )
+    if won.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return _record(session, incident, notification, answer, Purpose.DECISION)
+
+
+def _acknowledge_round(
+    session: Session,
+    incident: Incident,
+    notification: Notification,
+    answer: _Answer,
+    agreement: EffectiveAgreement,
+) -> list[PlannedNotification] | None:
+    """Acknowledge the current round: stop its escalation and plan the ``when: acknowledged``
+    steps, which are returned. None when the round was already acknowledged (or is closed)."""
+    now = answer.now
+    # The conditional update makes two simultaneous acknowledgements settle on one winner.
+    won = session.execute(
+        update(Incident)
+        .where(
+            col(Incident.id) == incident.id,
+            col(Incident.ack_round) == incident.ack_round,
+            col(Incident.status).in_(incident_sources(IncidentStatus.ACKNOWLEDGED)),
+        )
+        .values(status=IncidentStatus.ACKNOWLEDGED.value, acknowledged_at=now, updated_at=now)
+    )
+    if won.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    if purpose_of(notification) is Purpose.ACKNOWLEDGEMENT:
+        _record(session, incident, notification, answer, Purpose.ACKNOWLEDGEMENT)
     audit.record(
         session,
         now,
@@ -241,23 +340,23 @@ def acknowledge(
         status_from=incident.status,
         status_to=IncidentStatus.ACKNOWLEDGED.value,
     )
-    outbox.cancel_pending(session, incident.id, now, "acknowledged", Condition.UNACKNOWLEDGED)
-    agreement = EffectiveAgreement.model_validate(incident.agreement)
+    outbox.cancel_pending(
+        session,
+        incident.id,
+        now,
+        "acknowledged",
+        col(Notification.condition) == Condition.UNACKNOWLEDGED.value,
+    )
     facts = IncidentFacts(
-        EventType(incident.opening_type),
+        EventType(incident.plan_type),
         Severity(incident.severity),
         {KeyDate(k): date.fromisoformat(v) for k, v in incident.key_dates.items()},
     )
-    started = plan_acknowledged(agreement, facts, now)
-    receipts = _receipts(incident, agreement, now)
-    outbox.schedule(session, incident.id, [*started.notifications, *receipts], now, mail_domain)
-    session.flush()
-    session.refresh(incident)
-    return AckState(incident, notification, state.choices, ack, just_acknowledged=True)
+    return plan_acknowledged(agreement, facts, now).notifications
 
 
 def _receipts(
-    incident: Incident, agreement: EffectiveAgreement, now: datetime
+    incident: Incident, agreement: EffectiveAgreement, template: str, now: datetime
 ) -> list[PlannedNotification]:
     """The manufacturer hears of the answer at once: the event's QA contact, else the QA desk."""
     if incident.qa_contact:
@@ -275,7 +374,7 @@ def _receipts(
             contact_id=contact_id,
             recipient_name=name,
             recipient_email=email,
-            template=RECEIPT_TEMPLATE,
+            template=template,
             due_at=now,
             condition=Condition.ACKNOWLEDGED,
             with_ack_link=False,

@@ -30,7 +30,9 @@ class CapturedMessage:
 
     @property
     def subject(self) -> str:
-        return str(self.message["Subject"] or "")
+        # A subject folded before its first word arrives as "Subject:\r\n [OOS ...": valid
+        # RFC 5322 that mail clients show without the space, but Python's parser keeps it.
+        return str(self.message["Subject"] or "").strip()
 
     @property
     def message_id(self) -> str:

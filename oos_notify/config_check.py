@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from oos_notify.acknowledgement import RECEIPT_TEMPLATE
+from oos_notify.acknowledgement import DECISION_RECEIPT_TEMPLATE, RECEIPT_TEMPLATE
 from oos_notify.agreements import (
     Agreements,
     ConfigError,
@@ -14,6 +14,7 @@ from oos_notify.agreements import (
     load_agreements,
 )
 from oos_notify.messaging import center_ids
+from oos_notify.planning import DECISION_TEMPLATE, FOLLOW_UP_TEMPLATES
 from oos_notify.rendering import (
     AckLinkView,
     AcknowledgementView,
@@ -31,13 +32,29 @@ from oos_notify.rendering import (
 from oos_notify.vocabulary import AckResponse, Disposition
 
 SAMPLE_INSTANT = datetime(2026, 11, 24, 15, 12, tzinfo=UTC)
+BUILT_IN_TEMPLATES = frozenset(
+    {RECEIPT_TEMPLATE, DECISION_RECEIPT_TEMPLATE, DECISION_TEMPLATE, *FOLLOW_UP_TEMPLATES.values()}
+)
+"""Messages the service sends on its own, whatever the plans say."""
 
 
-def sample_context(agreement: EffectiveAgreement, with_ack_link: bool = True) -> MessageContext:
+def sample_context(
+    agreement: EffectiveAgreement,
+    with_ack_link: bool = True,
+    disposition: Disposition = Disposition.UNDER_INVESTIGATION,
+    asks_decision: bool = False,
+) -> MessageContext:
     """A realistic context for a center, to check and preview templates without an incident."""
     product = agreement.products[0]
-    disposition = Disposition.UNDER_INVESTIGATION
     contact = (agreement.contacts or agreement.system_contacts)[0]
+    answer = AcknowledgementView(
+        by=f"{contact.name} <{contact.email}>",
+        role=str(contact.roles[0]),
+        at=local_time(SAMPLE_INSTANT, agreement.timezone),
+        response=AckResponse.RECEIVED.label,
+        comment="Physician informed.",
+    )
+    decided = disposition is Disposition.OOS_RELEASE_OFFERED and not asks_decision
     return MessageContext(
         incident=IncidentView(
             id="inc_SAMPLE",
@@ -82,14 +99,21 @@ def sample_context(agreement: EffectiveAgreement, with_ack_link: bool = True) ->
         )
         if with_ack_link
         else None,
-        acknowledgement=AcknowledgementView(
-            by=f"{contact.name} <{contact.email}>",
-            role=str(contact.roles[0]),
-            at=local_time(SAMPLE_INSTANT, agreement.timezone),
-            response=AckResponse.RECEIVED.label,
-            comment="Physician informed.",
-        ),
+        asks_decision=asks_decision,
+        acknowledgement=answer,
+        decision=answer.model_copy(update={"response": AckResponse.ACCEPT_OOS_PRODUCT.label})
+        if decided
+        else None,
     )
+
+
+def sample_contexts(agreement: EffectiveAgreement) -> list[MessageContext]:
+    """One sample per disposition, and one asking for a decision: every branch a template has
+    for them is rendered by ``check-config``, not first at 3 a.m."""
+    return [
+        *(sample_context(agreement, disposition=d) for d in Disposition),
+        sample_context(agreement, disposition=Disposition.OOS_RELEASE_OFFERED, asks_decision=True),
+    ]
 
 
 def _template_problems(agreements: Agreements, renderer: Renderer) -> list[ConfigProblem]:
@@ -105,7 +129,7 @@ def _template_problems(agreements: Agreements, renderer: Renderer) -> list[Confi
     for center_id in agreements.center_ids():
         agreement = agreements.effective(center_id)
         chain = center_ids(agreement)
-        names = {RECEIPT_TEMPLATE}
+        names = set(BUILT_IN_TEMPLATES)
         for plan in agreement.plans.values():
             names |= {s.template for s in plan.steps}
             names |= {s.template for s in plan.patient_communication}
@@ -121,7 +145,8 @@ def _template_problems(agreements: Agreements, renderer: Renderer) -> list[Confi
                 )
                 continue
             try:
-                renderer.render(name, sample_context(agreement), chain)
+                for context in sample_contexts(agreement):
+                    renderer.render(name, context, chain)
             except RenderError as exc:
                 problems.append(ConfigProblem(exc.file, "", f"{exc.message} (for {center_id})"))
     return problems

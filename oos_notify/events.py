@@ -5,24 +5,36 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from oos_notify import audit, outbox
+from oos_notify import audit, business_time, outbox
 from oos_notify.agreements import Agreements, EffectiveAgreement
+from oos_notify.business_time import CenterCalendar
 from oos_notify.db import UtcInstant
 from oos_notify.errors import Conflict, InvalidFields
 from oos_notify.ids import new_id
 from oos_notify.lifecycle import IncidentStatus, can_move
-from oos_notify.models import Event, Incident
-from oos_notify.planning import IncidentFacts, derive_severity, plan_opening
+from oos_notify.models import Event, Incident, Notification
+from oos_notify.planning import (
+    Condition,
+    IncidentFacts,
+    PlannedNotification,
+    PlanResult,
+    derive_severity,
+    plan_follow_up,
+    plan_key_date_steps,
+    plan_opening,
+)
 from oos_notify.vocabulary import (
     OPENING_EVENT_TYPES,
+    SEVERITY_ORDER,
     Disposition,
     EventType,
     KeyDate,
@@ -178,7 +190,7 @@ def _apply(
             session, event, agreements.effective(event.center_id), now, mail_domain
         )
     else:
-        scheduled = _follow_up(session, incident, event, now)
+        scheduled = _follow_up(session, incident, event, now, mail_domain)
     answer = EventAccepted(
         incident_id=incident.id,
         event_id=event.event_id,
@@ -229,10 +241,9 @@ def _open(
     mail_domain: str,
 ) -> tuple[Incident, list[ScheduledOut]]:
     assert event.product_code and event.lot_number and event.chain_of_identity
-    if event.severity is not None:
-        severity, rule = event.severity, None
-    else:
-        severity, rule = derive_severity(event.type, (a.attribute for a in event.failed_attributes))
+    calendar = CenterCalendar.of(agreement)
+    severity, rule = _severity(event, agreement, calendar, event.key_dates, now)
+    promise = agreement.notify_within.get(severity)
     incident = Incident(
         id=new_id("inc"),
         incident_ref=event.incident_ref,
@@ -241,6 +252,7 @@ def _open(
         lot_number=event.lot_number,
         chain_of_identity=event.chain_of_identity,
         opening_type=event.type,
+        plan_type=event.type,
         severity=severity,
         severity_rule=rule,
         status=IncidentStatus.NOTIFYING,
@@ -253,6 +265,9 @@ def _open(
         agreement=agreement.model_dump(mode="json"),
         opened_at=now,
         updated_at=now,
+        notify_deadline=(
+            business_time.add(now, promise, calendar, business_hours=False) if promise else None
+        ),
     )
     session.add(incident)
     session.flush()  # the incident row must exist before rows that reference it
@@ -267,9 +282,37 @@ def _open(
         severity=severity,
         severity_rule=rule,
         agreement_version=incident.agreement_version,
+        plan=agreement.plans[EventType(event.type)].id,
+        notify_deadline=incident.notify_deadline.isoformat() if incident.notify_deadline else None,
     )
-    facts = IncidentFacts(EventType(event.type), severity, event.key_dates)
-    result = plan_opening(agreement, facts, now)
+    result = plan_opening(agreement, IncidentFacts(event.type, severity, event.key_dates), now)
+    return incident, _schedule(session, incident, result, now, mail_domain)
+
+
+def _severity(
+    event: EventIn,
+    agreement: EffectiveAgreement,
+    calendar: CenterCalendar,
+    key_dates: Mapping[KeyDate, date],
+    now: datetime,
+) -> tuple[Severity, str | None]:
+    """The event's own severity, else the one the agreement's rules derive (with the rule)."""
+    if event.severity is not None:
+        return event.severity, None
+    attributes = (a.attribute for a in event.failed_attributes)
+    rules = agreement.severity_rules
+    return derive_severity(rules, event.type, attributes, key_dates, calendar, now)
+
+
+def _schedule(
+    session: Session,
+    incident: Incident,
+    result: PlanResult,
+    now: datetime,
+    mail_domain: str,
+    extra: Sequence[PlannedNotification] = (),
+) -> list[ScheduledOut]:
+    """Write what planning produced, and say in the audit trail which steps it had to skip."""
     for skipped in result.skipped:
         audit.record(
             session,
@@ -281,8 +324,9 @@ def _open(
             level=skipped.level,
             reason=skipped.reason,
         )
-    scheduled = outbox.schedule(session, incident.id, result.notifications, now, mail_domain)
-    return incident, [
+    planned = [*result.notifications, *extra]
+    scheduled = outbox.schedule(session, incident.id, planned, now, mail_domain)
+    return [
         ScheduledOut(
             notification_id=notification_id,
             recipient=item.recipient_email,
@@ -295,9 +339,10 @@ def _open(
 
 
 def _follow_up(
-    session: Session, incident: Incident, event: EventIn, now: datetime
+    session: Session, incident: Incident, event: EventIn, now: datetime, mail_domain: str
 ) -> list[ScheduledOut]:
-    """Apply a follow-up to an open incident (re-planning on follow-ups comes later)."""
+    """Apply a follow-up to an open incident: update its facts, re-plan what they change, tell
+    everyone already told, and close the incident where the event ends it."""
     status = IncidentStatus(incident.status)
     if status.is_closed:
         raise Conflict(
@@ -313,39 +358,160 @@ def _follow_up(
             f"incident {incident.incident_ref!r} is already open; "
             "send an update or late_result event for new facts"
         )
-    if event.disposition is not None:
+    agreement = EffectiveAgreement.model_validate(incident.agreement)
+    told = outbox.told(session, incident.id)
+    moved = _update_facts(session, incident, event, now)
+    result = PlanResult([], [])
+    if event.type is EventType.LATE_RESULT:
+        result = _restart_escalation(session, incident, event, agreement, now)
+    elif moved:
+        result = _move_key_date_steps(session, incident, agreement, moved, now)
+    elif event.type in CLOSING:
+        _close(session, incident, CLOSING[event.type], now)
+    starting_now = {n.recipient_email.lower() for n in result.notifications if n.due_at <= now}
+    notices = plan_follow_up(
+        agreement,
+        event.type,
+        Disposition(incident.disposition) if incident.disposition else None,
+        [person for person in told if person.email.lower() not in starting_now],
+        now,
+    )
+    incident.updated_at = now
+    session.add(incident)
+    return _schedule(session, incident, result, now, mail_domain, notices)
+
+
+CLOSING = {
+    EventType.RESOLVED: IncidentStatus.RESOLVED,
+    EventType.WITHDRAWN: IncidentStatus.WITHDRAWN,
+}
+
+
+def _update_facts(
+    session: Session, incident: Incident, event: EventIn, now: datetime
+) -> set[KeyDate]:
+    """Write the event's new facts on the incident; return the key dates that changed."""
+    changed: dict[str, Any] = {}
+    if event.disposition is not None and event.disposition != incident.disposition:
+        changed["disposition"] = event.disposition.value
         incident.disposition = event.disposition
-    if event.key_dates:
+    moved = {
+        key
+        for key, day in event.key_dates.items()
+        if incident.key_dates.get(key.value) != day.isoformat()
+    }
+    if moved:
+        changed["key_dates"] = {k.value: event.key_dates[k].isoformat() for k in sorted(moved)}
         incident.key_dates = {
             **incident.key_dates,
             **{k.value: v.isoformat() for k, v in event.key_dates.items()},
         }
     if event.failed_attributes:
+        changed["failed_attributes"] = len(event.failed_attributes)
         incident.failed_attributes = [
             *incident.failed_attributes,
             *(a.model_dump(mode="json") for a in event.failed_attributes),
         ]
-    if event.summary is not None:
+    if event.summary is not None and event.summary != incident.summary:
+        changed["summary"] = True
         incident.summary = event.summary
-    closing = {
-        EventType.RESOLVED: IncidentStatus.RESOLVED,
-        EventType.WITHDRAWN: IncidentStatus.WITHDRAWN,
-    }
-    if event.type in closing:
-        target = closing[event.type]
-        assert can_move(status, target)  # every open status may close
+    if changed:
         audit.record(
             session,
             now,
-            "incident_status_changed",
+            "incident_updated",
             "manufacturer",
             incident_id=incident.id,
-            status_from=incident.status,
-            status_to=target,
+            event_type=event.type,
+            **changed,
         )
-        incident.status = target
-        incident.closed_at = now
-        outbox.cancel_pending(session, incident.id, now, reason=f"incident {target}")
-    incident.updated_at = now
-    session.add(incident)
-    return []
+    return moved
+
+
+def _facts(incident: Incident) -> IncidentFacts:
+    return IncidentFacts(
+        EventType(incident.plan_type),
+        Severity(incident.severity),
+        {KeyDate(k): date.fromisoformat(v) for k, v in incident.key_dates.items()},
+    )
+
+
+def _restart_escalation(
+    session: Session,
+    incident: Incident,
+    event: EventIn,
+    agreement: EffectiveAgreement,
+    now: datetime,
+) -> PlanResult:
+    """A late result is news the center must confirm again: the escalation starts over under
+    the center's plan for late results, with the severity the result calls for."""
+    facts = _facts(incident)
+    severity, rule = _severity(event, agreement, CenterCalendar.of(agreement), facts.key_dates, now)
+    if SEVERITY_ORDER.index(severity) < SEVERITY_ORDER.index(Severity(incident.severity)):
+        incident.severity, incident.severity_rule = severity, rule
+    outbox.cancel_pending(
+        session,
+        incident.id,
+        now,
+        "a late result restarted the escalation",
+        col(Notification.condition) != Condition.ALWAYS.value,
+    )
+    audit.record(
+        session,
+        now,
+        "escalation_restarted",
+        "manufacturer",
+        incident_id=incident.id,
+        status_from=incident.status,
+        status_to=IncidentStatus.NOTIFYING.value,
+        severity=incident.severity,
+        severity_rule=incident.severity_rule,
+        plan=agreement.plans[EventType.LATE_RESULT].id,
+        round=incident.ack_round + 1,
+    )
+    incident.status = IncidentStatus.NOTIFYING
+    incident.plan_type = EventType.LATE_RESULT
+    incident.escalation_level = 0
+    incident.ack_round += 1
+    return plan_opening(agreement, _facts(incident), now)
+
+
+def _move_key_date_steps(
+    session: Session,
+    incident: Incident,
+    agreement: EffectiveAgreement,
+    moved: set[KeyDate],
+    now: datetime,
+) -> PlanResult:
+    """Steps due before a key date follow it when it moves (or plan once it is known)."""
+    outbox.cancel_pending(
+        session,
+        incident.id,
+        now,
+        "its key date moved",
+        col(Notification.anchor).in_([k.value for k in moved]),
+    )
+    return plan_key_date_steps(
+        agreement,
+        _facts(incident),
+        moved,
+        acknowledged=incident.status == IncidentStatus.ACKNOWLEDGED,
+        sent=outbox.sent_steps(session, incident.id),
+        now=now,
+    )
+
+
+def _close(session: Session, incident: Incident, target: IncidentStatus, now: datetime) -> None:
+    assert can_move(IncidentStatus(incident.status), target)  # every open status may close
+    audit.record(
+        session,
+        now,
+        "incident_status_changed",
+        "manufacturer",
+        incident_id=incident.id,
+        status_from=incident.status,
+        status_to=target,
+    )
+    incident.status = target
+    incident.closed_at = now
+    outbox.cancel_pending(session, incident.id, now, f"incident {target}")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import and_, or_
+from sqlalchemy import ColumnElement, and_, not_, or_
 from sqlmodel import Session, col, select
 
 from oos_notify.errors import InvalidFields, NotFound
@@ -20,6 +21,44 @@ from oos_notify.models import (
     Incident,
     Notification,
 )
+
+
+class PromiseState(StrEnum):
+    MET = "met"
+    BREACHED = "breached"
+    PENDING = "pending"
+    """Nothing delivered yet, and the deadline has not passed."""
+
+
+class NotifyWithin(BaseModel):
+    """The agreement's promise to deliver the first notice by ``deadline``, and how it went."""
+
+    deadline: datetime
+    first_delivered_at: datetime | None
+    state: PromiseState
+
+    @classmethod
+    def of(cls, incident: Incident, now: datetime) -> NotifyWithin | None:
+        deadline, delivered = incident.notify_deadline, incident.first_delivered_at
+        if deadline is None:
+            return None
+        if delivered is not None:
+            state = PromiseState.MET if delivered <= deadline else PromiseState.BREACHED
+        else:
+            state = PromiseState.PENDING if now <= deadline else PromiseState.BREACHED
+        return cls(deadline=deadline, first_delivered_at=delivered, state=state)
+
+
+def breached(now: datetime) -> ColumnElement[bool]:
+    """The SQL twin of ``NotifyWithin.state == BREACHED``, for filtering the listing."""
+    deadline, delivered = col(Incident.notify_deadline), col(Incident.first_delivered_at)
+    return and_(
+        deadline.is_not(None),
+        or_(
+            and_(delivered.is_not(None), delivered > deadline),
+            and_(delivered.is_(None), deadline < now),
+        ),
+    )
 
 
 class IncidentSummary(BaseModel):
@@ -35,9 +74,11 @@ class IncidentSummary(BaseModel):
     opened_at: datetime
     updated_at: datetime
     acknowledged_at: datetime | None
+    notify_within: NotifyWithin | None
+    decision: str | None
 
     @classmethod
-    def of(cls, incident: Incident) -> IncidentSummary:
+    def of(cls, incident: Incident, now: datetime) -> IncidentSummary:
         return cls(
             incident_id=incident.id,
             incident_ref=incident.incident_ref,
@@ -51,6 +92,8 @@ class IncidentSummary(BaseModel):
             opened_at=incident.opened_at,
             updated_at=incident.updated_at,
             acknowledged_at=incident.acknowledged_at,
+            notify_within=NotifyWithin.of(incident, now),
+            decision=incident.decision,
         )
 
 
@@ -83,6 +126,8 @@ class NotificationOut(BaseModel):
 
 class AcknowledgementOut(BaseModel):
     acknowledgement_id: str
+    purpose: str
+    round: int
     by: str
     role: str
     response: str
@@ -93,6 +138,10 @@ class AcknowledgementOut(BaseModel):
 class IncidentDetail(IncidentSummary):
     chain_of_identity: str
     severity_rule: str | None
+    plan: str
+    """The escalation plan in force (a late result switches to the center's plan for those)."""
+    ack_round: int
+    decided_at: datetime | None
     summary: str | None
     failed_attributes: list[dict[str, Any]]
     key_dates: dict[str, str]
@@ -135,11 +184,16 @@ def list_incidents(
     center_id: str | None,
     status: IncidentStatus | None,
     since: datetime | None,
+    breach: bool | None = None,
     limit: int,
     cursor: str | None,
+    now: datetime,
 ) -> IncidentPage:
-    """Newest first; ``cursor`` continues where the previous page ended."""
+    """Newest first; ``cursor`` continues where the previous page ended. ``breach`` keeps the
+    incidents whose ``notify_within`` promise was (True) or was not (False) broken."""
     query = select(Incident)
+    if breach is not None:
+        query = query.where(breached(now) if breach else not_(breached(now)))
     if center_id is not None:
         query = query.where(Incident.center_id == center_id)
     if status is not None:
@@ -159,7 +213,7 @@ def list_incidents(
     ).all()
     page = list(rows[:limit])
     next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
-    return IncidentPage(items=[IncidentSummary.of(i) for i in page], next_cursor=next_cursor)
+    return IncidentPage(items=[IncidentSummary.of(i, now) for i in page], next_cursor=next_cursor)
 
 
 def _get(session: Session, incident_id: str) -> Incident:
@@ -169,7 +223,7 @@ def _get(session: Session, incident_id: str) -> Incident:
     return incident
 
 
-def detail(session: Session, incident_id: str) -> IncidentDetail:
+def detail(session: Session, incident_id: str, now: datetime) -> IncidentDetail:
     incident = _get(session, incident_id)
     events = session.exec(
         select(Event).where(Event.incident_id == incident.id).order_by(col(Event.received_at))
@@ -185,9 +239,12 @@ def detail(session: Session, incident_id: str) -> IncidentDetail:
         .order_by(col(Acknowledgement.at))
     ).all()
     return IncidentDetail(
-        **IncidentSummary.of(incident).model_dump(),
+        **IncidentSummary.of(incident, now).model_dump(),
         chain_of_identity=incident.chain_of_identity,
         severity_rule=incident.severity_rule,
+        plan=incident.agreement["plans"][incident.plan_type]["id"],
+        ack_round=incident.ack_round,
+        decided_at=incident.decided_at,
         summary=incident.summary,
         failed_attributes=incident.failed_attributes,
         key_dates=incident.key_dates,
@@ -221,6 +278,8 @@ def detail(session: Session, incident_id: str) -> IncidentDetail:
         acknowledgements=[
             AcknowledgementOut(
                 acknowledgement_id=a.id,
+                purpose=a.purpose,
+                round=a.round,
                 by=a.email,
                 role=a.role,
                 response=a.response,

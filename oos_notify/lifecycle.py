@@ -27,10 +27,18 @@ INCIDENT_TRANSITIONS: dict[IncidentStatus, frozenset[IncidentStatus]] = {
             IncidentStatus.WITHDRAWN,
         }
     ),
+    # -> NOTIFYING: a late result restarts the escalation under the urgent plan.
     IncidentStatus.ESCALATED: frozenset(
-        {IncidentStatus.ACKNOWLEDGED, IncidentStatus.RESOLVED, IncidentStatus.WITHDRAWN}
+        {
+            IncidentStatus.NOTIFYING,
+            IncidentStatus.ACKNOWLEDGED,
+            IncidentStatus.RESOLVED,
+            IncidentStatus.WITHDRAWN,
+        }
     ),
-    IncidentStatus.ACKNOWLEDGED: frozenset({IncidentStatus.RESOLVED, IncidentStatus.WITHDRAWN}),
+    IncidentStatus.ACKNOWLEDGED: frozenset(
+        {IncidentStatus.NOTIFYING, IncidentStatus.RESOLVED, IncidentStatus.WITHDRAWN}
+    ),
     IncidentStatus.RESOLVED: frozenset(),
     IncidentStatus.WITHDRAWN: frozenset(),
 }

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from oos_notify.acknowledgement import AckTokens
+from oos_notify.acknowledgement import AckTokens, Purpose, first_answer, purpose_of
 from oos_notify.agreements import EffectiveAgreement
 from oos_notify.business_time import CenterCalendar
 from oos_notify.business_time import add as add_duration
@@ -76,11 +76,8 @@ def build_context(
             url=f"{settings.public_base_url.rstrip('/')}/ack/{token}",
             expires_at=local_time(expires_at, agreement.timezone),
         )
-    first_ack = session.exec(
-        select(Acknowledgement)
-        .where(Acknowledgement.incident_id == incident.id)
-        .order_by(col(Acknowledgement.at))
-    ).first()
+    first_ack = first_answer(session, incident, Purpose.ACKNOWLEDGEMENT)
+    decision = first_answer(session, incident, Purpose.DECISION)
     qa = incident.qa_contact
     return MessageContext(
         incident=incident_view(incident, agreement),
@@ -101,7 +98,9 @@ def build_context(
         else None,
         step_level=notification.level,
         ack=ack_link,
+        asks_decision=purpose_of(notification) is Purpose.DECISION,
         acknowledgement=acknowledgement_view(first_ack, agreement) if first_ack else None,
+        decision=acknowledgement_view(decision, agreement) if decision else None,
     )
 
 

@@ -45,11 +45,18 @@ class Incident(SQLModel, table=True):
     lot_number: str
     chain_of_identity: str
     opening_type: str
+    plan_type: str
+    """The event type whose plan the escalation runs under: a late result switches to its own."""
     severity: str
     severity_rule: str | None = None
     status: str = Field(index=True)
     disposition: str | None = None
     escalation_level: int = 0
+    ack_round: int = 1
+    """Raised when a late result restarts the escalation: each round needs its own answer."""
+    decision: str | None = None
+    """The center's answer when an out-of-specification product was offered for release."""
+    decided_at: datetime | None = _utc(default=None)
     failed_attributes: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
     key_dates: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
     summary: str | None = Field(default=None, sa_column=Column(Text))
@@ -60,6 +67,11 @@ class Incident(SQLModel, table=True):
     updated_at: datetime = _utc()
     acknowledged_at: datetime | None = _utc(default=None)
     closed_at: datetime | None = _utc(default=None)
+    notify_deadline: datetime | None = _utc(default=None, index=True)
+    """The agreement's ``notify_within`` promise for the severity, from the opening."""
+    first_delivered_at: datetime | None = _utc(default=None)
+    """When the mail server accepted the first notice: the promise is met if not after the
+    deadline."""
 
 
 class Event(SQLModel, table=True):
@@ -92,6 +104,8 @@ class Notification(SQLModel, table=True):
     recipient_email: str
     template: str
     with_ack_link: bool
+    anchor: str | None = None
+    """The key date a step is due before; moving the date moves the step."""
     due_at: datetime = _utc()
     status: str
     attempts: int = 0
@@ -124,6 +138,9 @@ class Acknowledgement(SQLModel, table=True):
     contact_id: str
     email: str
     role: str
+    purpose: str = "acknowledgement"
+    """``acknowledgement`` of the notice, or the physician's ``decision`` on an OOS product."""
+    round: int = 1
     response: str
     comment: str | None = Field(default=None, sa_column=Column(Text))
     client_address: str | None = None

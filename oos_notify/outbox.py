@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import ColumnElement, func, or_, update
 from sqlmodel import Session, col, select
 
 from oos_notify import audit
@@ -23,7 +23,7 @@ from oos_notify.lifecycle import (
     notification_sources,
 )
 from oos_notify.models import DeliveryAttempt, Incident, Notification
-from oos_notify.planning import Condition, NotificationKind, PlannedNotification
+from oos_notify.planning import Addressee, NotificationKind, PlannedNotification
 
 SCHEDULED = NotificationStatus.SCHEDULED.value
 SENDING = NotificationStatus.SENDING.value
@@ -56,6 +56,7 @@ def schedule(
                 "recipient_email": item.recipient_email,
                 "template": item.template,
                 "with_ack_link": item.with_ack_link,
+                "anchor": item.anchor,
                 "due_at": item.due_at,
                 "status": SCHEDULED,
                 "attempts": 0,
@@ -88,14 +89,13 @@ def cancel_pending(
     incident_id: str,
     now: datetime,
     reason: str,
-    condition: Condition | None = None,
+    *criteria: ColumnElement[bool],
 ) -> int:
-    """Cancel the incident's notifications not yet claimed for sending; return how many."""
+    """Cancel the incident's notifications not yet claimed for sending that meet every
+    criterion (all of them when none is given); return how many."""
     query = select(Notification).where(
-        Notification.incident_id == incident_id, Notification.status == SCHEDULED
+        Notification.incident_id == incident_id, Notification.status == SCHEDULED, *criteria
     )
-    if condition is not None:
-        query = query.where(Notification.condition == condition)
     cancelled = 0
     for row in session.exec(query):
         claimed = session.execute(
@@ -199,8 +199,10 @@ def settle_sent(
         message_id=notification.message_id,
         attempt=notification.attempts,
     )
-    if notification.kind == NotificationKind.ESCALATION and notification.level > 0:
-        _escalate(session, notification, now)
+    if notification.kind == NotificationKind.ESCALATION:
+        _record_first_delivery(session, notification, now)
+        if notification.level > 0:
+            _escalate(session, notification, now)
 
 
 def settle_failure(
@@ -268,6 +270,51 @@ def _attempt(
             duration_ms=duration_ms,
         )
     )
+
+
+def _record_first_delivery(session: Session, notification: Notification, now: datetime) -> None:
+    """The agreement promises the first notice within ``notify_within``: record whether it was."""
+    incident = session.get(Incident, notification.incident_id)
+    if incident is None or incident.first_delivered_at is not None:
+        return
+    incident.first_delivered_at = now
+    session.add(incident)
+    if incident.notify_deadline is not None:
+        audit.record(
+            session,
+            now,
+            "notify_within_breached" if now > incident.notify_deadline else "notify_within_met",
+            "dispatcher",
+            incident_id=incident.id,
+            notification_id=notification.id,
+            deadline=incident.notify_deadline.isoformat(),
+            delivered_at=now.isoformat(),
+        )
+
+
+def told(session: Session, incident_id: str) -> list[Addressee]:
+    """Everyone the incident has told so far (the manufacturer's receipts aside), in order."""
+    rows = session.exec(
+        select(Notification)
+        .where(
+            Notification.incident_id == incident_id,
+            col(Notification.status).in_([NotificationStatus.SENT.value, SENDING]),
+            Notification.kind != NotificationKind.RECEIPT.value,
+        )
+        .order_by(col(Notification.due_at), col(Notification.id))
+    )
+    return [Addressee(n.contact_id, n.role, n.recipient_name, n.recipient_email) for n in rows]
+
+
+def sent_steps(session: Session, incident_id: str) -> set[tuple[NotificationKind, int]]:
+    """The plan steps of an incident that have reached someone."""
+    rows = session.exec(
+        select(Notification.kind, Notification.level).where(
+            Notification.incident_id == incident_id,
+            col(Notification.status).in_([NotificationStatus.SENT.value, SENDING]),
+        )
+    )
+    return {(NotificationKind(kind), level) for kind, level in rows}
 
 
 def _escalate(session: Session, notification: Notification, now: datetime) -> None:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 
 from oos_notify import business_time
-from oos_notify.agreements import EffectiveAgreement, PatientStep, Plan, Step
+from oos_notify.agreements import (
+    EffectiveAgreement,
+    PatientStep,
+    Plan,
+    Recipient,
+    SeverityRule,
+    Step,
+)
 from oos_notify.business_time import CenterCalendar
-from oos_notify.vocabulary import EventType, KeyDate, Severity
+from oos_notify.vocabulary import CenterRole, Disposition, EventType, KeyDate, Severity
 
 
 class NotificationKind(StrEnum):
@@ -20,6 +27,11 @@ class NotificationKind(StrEnum):
     """A patient-communication step for the patient liaison."""
     RECEIPT = "receipt"
     """A message to the manufacturer about the center's answer."""
+    FOLLOW_UP = "follow_up"
+    """News of a follow-up event (disposition, update, late result, closing) for those told."""
+    DECISION = "decision"
+    """Asks the treating physician to decide on an out-of-specification product offered for
+    release; answered on the acknowledgement page."""
 
 
 class Condition(StrEnum):
@@ -27,6 +39,22 @@ class Condition(StrEnum):
     """Sent only while nobody has acknowledged: an acknowledgement cancels it."""
     ACKNOWLEDGED = "acknowledged"
     """Planned when the incident is acknowledged."""
+    ALWAYS = "always"
+    """Sent whatever the center answers; only closing the incident cancels it."""
+
+
+FOLLOW_UP_TEMPLATES: dict[EventType, str] = {
+    EventType.UPDATE: "incident_update",
+    EventType.LATE_RESULT: "late_result_notice",
+    EventType.DISPOSITION: "disposition_notice",
+    EventType.RESOLVED: "incident_resolved",
+    EventType.WITHDRAWN: "incident_withdrawn",
+}
+"""The default message that tells everyone already told about each follow-up event."""
+
+DECISION_TEMPLATE = "oos_release_decision"
+DECISION_ROLES = (CenterRole.PHYSICIAN, CenterRole.COORDINATOR)
+"""Who is asked to decide on an OOS product: the center's physicians, else its coordinators."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +79,18 @@ class PlannedNotification:
     due_at: datetime
     condition: Condition
     with_ack_link: bool
+    anchor: KeyDate | None = None
+    """The key date the step is due before, so that moving the date can move the step."""
+
+
+@dataclass(frozen=True)
+class Addressee:
+    """Someone an incident has already told, as follow-up notices address them."""
+
+    contact_id: str
+    role: str
+    name: str
+    email: str
 
 
 @dataclass(frozen=True)
@@ -69,19 +109,29 @@ class PlanResult:
 
 
 def derive_severity(
-    event_type: EventType, failed_attributes: Iterable[str]
+    rules: Sequence[SeverityRule],
+    event_type: EventType,
+    failed_attributes: Iterable[str],
+    key_dates: Mapping[KeyDate, date],
+    calendar: CenterCalendar,
+    now: datetime,
 ) -> tuple[Severity, str]:
     """The severity of an event that came without one, and the name of the rule that chose it."""
     attributes = {a.strip().lower() for a in failed_attributes}
-    if event_type is EventType.LATE_RESULT and attributes & {
-        "sterility",
-        "mycoplasma",
-        "endotoxin",
-    }:
-        return Severity.CRITICAL, "late safety result (sterility, mycoplasma, endotoxin)"
-    if event_type is EventType.LATE_RESULT:
-        return Severity.CRITICAL, "late result after release"
-    return Severity.MAJOR, "release failure without stated severity"
+    for rule in rules:
+        if rule.event_type and event_type not in rule.event_type:
+            continue
+        if rule.failed_attribute and not attributes & {a.lower() for a in rule.failed_attribute}:
+            continue
+        if rule.key_date_within and not any(
+            key in key_dates
+            and calendar.start_of(key_dates[key])
+            <= business_time.add(now, within, calendar, business_hours=False)
+            for key, within in rule.key_date_within.items()
+        ):
+            continue
+        return rule.severity, rule.name
+    return Severity.MAJOR, "no severity rule matched: major"
 
 
 def plan_for(agreement: EffectiveAgreement, event_type: EventType) -> Plan:
@@ -92,18 +142,10 @@ def plan_for(agreement: EffectiveAgreement, event_type: EventType) -> Plan:
 def plan_opening(
     agreement: EffectiveAgreement, facts: IncidentFacts, opened_at: datetime
 ) -> PlanResult:
-    """The notifications an incident schedules when it opens."""
+    """The notifications an incident schedules when it opens (or when a late result re-opens
+    its escalation under the urgent plan)."""
     plan = plan_for(agreement, facts.event_type)
-    calendar = CenterCalendar.of(agreement)
-    steps: list[tuple[NotificationKind, int, Step | PatientStep]] = [
-        (NotificationKind.ESCALATION, level, step) for level, step in enumerate(plan.steps)
-    ]
-    steps += [
-        (NotificationKind.PATIENT, level, step)
-        for level, step in enumerate(plan.patient_communication)
-        if step.when == Condition.UNACKNOWLEDGED.value
-    ]
-    return _plan_steps(agreement, calendar, facts, opened_at, steps, Condition.UNACKNOWLEDGED)
+    return _plan_steps(agreement, plan, facts, opened_at, _unacknowledged_steps(plan))
 
 
 def plan_acknowledged(
@@ -111,27 +153,135 @@ def plan_acknowledged(
 ) -> PlanResult:
     """The notifications an acknowledgement starts (the ``when: acknowledged`` steps)."""
     plan = plan_for(agreement, facts.event_type)
-    calendar = CenterCalendar.of(agreement)
-    steps: list[tuple[NotificationKind, int, Step | PatientStep]] = [
-        (NotificationKind.PATIENT, level, step)
+    return _plan_steps(agreement, plan, facts, acknowledged_at, _acknowledged_steps(plan))
+
+
+def plan_key_date_steps(
+    agreement: EffectiveAgreement,
+    facts: IncidentFacts,
+    moved: Collection[KeyDate],
+    acknowledged: bool,
+    sent: Collection[tuple[NotificationKind, int]],
+    now: datetime,
+) -> PlanResult:
+    """The steps due before key dates that have just moved (or appeared), planned anew.
+
+    Only the steps the incident's state still calls for are planned (those waiting for an
+    acknowledgement before it, the ``when: acknowledged`` ones after it), and a step already
+    sent is not sent again: its recipients hear of the move through the update notice.
+    """
+    plan = plan_for(agreement, facts.event_type)
+    steps = _acknowledged_steps(plan) if acknowledged else _unacknowledged_steps(plan)
+    steps = [
+        (kind, level, step, condition)
+        for kind, level, step, condition in steps
+        if step.before in moved and (kind, level) not in sent
+    ]
+    return _plan_steps(agreement, plan, facts, now, steps)
+
+
+def plan_follow_up(
+    agreement: EffectiveAgreement,
+    event_type: EventType,
+    disposition: Disposition | None,
+    told: Sequence[Addressee],
+    now: datetime,
+) -> list[PlannedNotification]:
+    """Tell everyone already told about a follow-up event, at once.
+
+    When the manufacturer offers an out-of-specification product for release, the center's
+    physicians (else its coordinators) are asked for a decision, with a link, whether or not
+    they were told before; everyone else already told gets the disposition notice.
+    """
+    deciders: list[Addressee] = []
+    if event_type is EventType.DISPOSITION and disposition is Disposition.OOS_RELEASE_OFFERED:
+        for role in DECISION_ROLES:
+            contacts = agreement.contacts_for(Recipient(role, manufacturer=False))
+            deciders = [Addressee(c.id, role, c.name, c.email) for c in contacts]
+            if deciders:
+                break
+    deciding = {d.email.lower() for d in deciders}
+    notices = [
+        _immediate(
+            NotificationKind.DECISION, person, DECISION_TEMPLATE, now, with_ack_link=True
+        )
+        for person in _distinct(deciders)
+    ]
+    notices += [
+        _immediate(NotificationKind.FOLLOW_UP, person, FOLLOW_UP_TEMPLATES[event_type], now)
+        for person in _distinct(told)
+        if person.email.lower() not in deciding
+    ]
+    return notices
+
+
+def _distinct(people: Iterable[Addressee]) -> list[Addressee]:
+    """One per email address, the first one kept."""
+    by_email: dict[str, Addressee] = {}
+    for person in people:
+        by_email.setdefault(person.email.lower(), person)
+    return list(by_email.values())
+
+
+def _immediate(
+    kind: NotificationKind,
+    person: Addressee,
+    template: str,
+    now: datetime,
+    with_ack_link: bool = False,
+) -> PlannedNotification:
+    return PlannedNotification(
+        kind=kind,
+        level=0,
+        role=person.role,
+        contact_id=person.contact_id,
+        recipient_name=person.name,
+        recipient_email=person.email,
+        template=template,
+        due_at=now,
+        condition=Condition.ALWAYS,
+        with_ack_link=with_ack_link,
+    )
+
+
+_PlanStep = tuple[NotificationKind, int, Step | PatientStep, Condition]
+
+
+def _unacknowledged_steps(plan: Plan) -> list[_PlanStep]:
+    steps: list[_PlanStep] = [
+        (NotificationKind.ESCALATION, level, step, Condition.UNACKNOWLEDGED)
+        for level, step in enumerate(plan.steps)
+    ]
+    return steps + [
+        (NotificationKind.PATIENT, level, step, Condition.UNACKNOWLEDGED)
+        for level, step in enumerate(plan.patient_communication)
+        if step.when == Condition.UNACKNOWLEDGED.value
+    ]
+
+
+def _acknowledged_steps(plan: Plan) -> list[_PlanStep]:
+    return [
+        (NotificationKind.PATIENT, level, step, Condition.ACKNOWLEDGED)
         for level, step in enumerate(plan.patient_communication)
         if step.when == Condition.ACKNOWLEDGED.value
     ]
-    return _plan_steps(agreement, calendar, facts, acknowledged_at, steps, Condition.ACKNOWLEDGED)
 
 
 def _plan_steps(
     agreement: EffectiveAgreement,
-    calendar: CenterCalendar,
+    plan: Plan,
     facts: IncidentFacts,
     trigger_at: datetime,
-    steps: list[tuple[NotificationKind, int, Step | PatientStep]],
-    condition: Condition,
+    steps: list[_PlanStep],
 ) -> PlanResult:
+    calendar = CenterCalendar.of(agreement)
+    business_hours_apply = (
+        facts.severity is not Severity.CRITICAL or plan.critical_uses_business_hours
+    )
     planned: list[PlannedNotification] = []
     skipped: list[SkippedStep] = []
-    for kind, level, step in steps:
-        due_at = _due_at(step, facts, calendar, trigger_at)
+    for kind, level, step, condition in steps:
+        due_at = _due_at(step, facts, calendar, trigger_at, business_hours_apply)
         if due_at is None:
             skipped.append(SkippedStep(kind, level, f"the incident has no key date {step.before}"))
             continue
@@ -160,6 +310,7 @@ def _plan_steps(
                         with_ack_link=(
                             kind is NotificationKind.ESCALATION and not recipient.manufacturer
                         ),
+                        anchor=step.before,
                     )
                 )
     return PlanResult(planned, skipped)
@@ -170,14 +321,15 @@ def _due_at(
     facts: IncidentFacts,
     calendar: CenterCalendar,
     trigger_at: datetime,
+    business_hours_apply: bool,
 ) -> datetime | None:
     """When a step is due; a time already past means 'now' (the promise is to tell, late or not)."""
-    business_hours = step.business_hours and facts.severity is not Severity.CRITICAL
+    business_hours = step.business_hours and business_hours_apply
     if step.after is not None:
         return business_time.add(trigger_at, step.after, calendar, business_hours)
     assert step.before is not None and step.by is not None  # guaranteed by Timing's validator
     key_date = facts.key_dates.get(step.before)
     if key_date is None:
         return None
-    due = business_time.subtract(calendar.start_of(key_date), step.by, calendar)
+    due = business_time.subtract(calendar.start_of(key_date), step.by, calendar, business_hours)
     return max(due, trigger_at)

@@ -110,7 +110,12 @@ class MessageContext(BaseModel):
     qa_contact: PersonView | None
     step_level: int
     ack: AckLinkView | None
+    """The recipient's own link: to acknowledge, or (``asks_decision``) to decide."""
+    asks_decision: bool = False
     acknowledgement: AcknowledgementView | None
+    """The acknowledgement of the current round of notices, once there is one."""
+    decision: AcknowledgementView | None = None
+    """The physician's decision on an out-of-specification product, once there is one."""
 
 
 DISPOSITION_LABELS = {

@@ -24,6 +24,10 @@ class Severity(StrEnum):
     MINOR = "minor"
 
 
+SEVERITY_ORDER = (Severity.CRITICAL, Severity.MAJOR, Severity.MINOR)
+"""Most severe first."""
+
+
 class Disposition(StrEnum):
     UNDER_INVESTIGATION = "under_investigation"
     REMANUFACTURE = "remanufacture"

@@ -158,10 +158,17 @@ async def test_withdrawn_incident_cancels_what_is_pending_and_its_links_stop_wor
     assert withdrawn.status_code == 202, withdrawn.text
     assert withdrawn.json()["status"] == "withdrawn"
 
-    # Then nothing else is sent, and the link says the incident is closed without acknowledging
+    # Then the two people told hear that it was withdrawn, and nothing else is sent
     clock.advance(timedelta(days=3))
     await service.settle()
-    assert len(smtp.handler.messages()) == 2
+    messages = smtp.handler.messages()
+    assert len(messages) == 4
+    withdrawals = messages[2:]
+    assert sorted(m.recipients[0] for m in withdrawals) == sorted(
+        m.recipients[0] for m in messages[:2]
+    )
+    assert all(m.message["Subject"].startswith("[OOS WITHDRAWN] OOS-2026-0142") for m in withdrawals)
+    # And the link says the incident is closed without acknowledging
     page = await service.client.get(link)
     assert page.status_code == 200 and "This incident is closed" in page.text
     await service.client.post(link, data={"response": "received"})

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from oos_notify import acknowledgement
-from oos_notify.acknowledgement import AckForm, AckState, InvalidAnswer, LinkError
+from oos_notify.acknowledgement import AckForm, AckState, InvalidAnswer, LinkError, Purpose
 from oos_notify.agreements import EffectiveAgreement
 from oos_notify.api.deps import ServicesDep, SessionDep
 from oos_notify.app import Services
@@ -31,6 +31,7 @@ def _render(state: AckState, services: Services) -> HTMLResponse:
         recipient=f"{state.notification.recipient_name} <{state.notification.recipient_email}>",
         disposition=disposition_label(state.incident.disposition),
         choices=state.choices,
+        deciding=state.purpose is Purpose.DECISION,
         closed=state.closed,
         just_acknowledged=state.just_acknowledged,
         acknowledgement=ack,

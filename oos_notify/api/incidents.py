@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from oos_notify import incidents
-from oos_notify.api.deps import ApiKeyDep, SessionDep
+from oos_notify.api.deps import ApiKeyDep, ServicesDep, SessionDep
 from oos_notify.db import UtcInstant
 from oos_notify.incidents import IncidentDetail, IncidentPage, TimelineEntry
 from oos_notify.lifecycle import IncidentStatus
@@ -19,24 +19,36 @@ router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
 @router.get("")
 def list_incidents(
     session: SessionDep,
+    services: ServicesDep,
     _key: ApiKeyDep,
     center_id: Annotated[str | None, Query(max_length=100)] = None,
     status: IncidentStatus | None = None,
     since: UtcInstant | None = None,
+    breached: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=400)] = None,
 ) -> IncidentPage:
-    """Incidents, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    """Incidents, newest first; pass ``next_cursor`` back as ``cursor`` for the next page.
+    ``breached=true`` lists those whose first notice missed the agreement's ``notify_within``."""
     since_at: datetime | None = since
     return incidents.list_incidents(
-        session, center_id=center_id, status=status, since=since_at, limit=limit, cursor=cursor
+        session,
+        center_id=center_id,
+        status=status,
+        since=since_at,
+        breach=breached,
+        limit=limit,
+        cursor=cursor,
+        now=services.clock.now(),
     )
 
 
 @router.get("/{incident_id}")
-def get_incident(incident_id: str, session: SessionDep, _key: ApiKeyDep) -> IncidentDetail:
+def get_incident(
+    incident_id: str, session: SessionDep, services: ServicesDep, _key: ApiKeyDep
+) -> IncidentDetail:
     """The incident with its events, notifications, acknowledgements and escalation level."""
-    return incidents.detail(session, incident_id)
+    return incidents.detail(session, incident_id, services.clock.now())
 
 
 @router.get("/{incident_id}/timeline")

@@ -634,9 +634,12 @@ async def test_any_event_after_the_incident_is_closed_is_a_conflict(
     closing: str,
     next_event: dict[str, Any],
 ) -> None:
-    # Given an incident the manufacturer closed
+    # Given an incident the manufacturer closed, and everyone told has heard it is closed
     closed = await service.post_event(follow_up(closing, "QA-EVT-2026-000500"))
     assert closed.status_code == 202, closed.text
+    await service.settle()
+    mails = await mail_count(service, smtp)
+    assert mails == opened.mails * 2  # each recipient of the first notice got the closing one
     before, incident = stored(service), await incident_detail(service, opened.incident_id)
     assert incident["status"] == closing
 
@@ -646,7 +649,7 @@ async def test_any_event_after_the_incident_is_closed_is_a_conflict(
     response = await service.post_event(event)
 
     # Then it is refused and the closed incident stays as it was
-    await assert_conflict_changed_nothing(service, smtp, response, before, incident, opened.mails)
+    await assert_conflict_changed_nothing(service, smtp, response, before, incident, mails)
     assert closing in response.json()["detail"]
 
 

@@ -1,0 +1,518 @@
+"""An incident's life after its first notice, over real SMTP: escalation, dispositions and the
+physician's decision, updates that move key dates, late results, closing, and the promises kept."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from oos_notify.capture import CapturedMessage, CaptureServer, free_port
+from oos_notify.clock import ManualClock
+from oos_notify.settings import Settings
+from tests.conftest import (
+    CONFIG_DIR,
+    TEMPLATES_DIR,
+    RunningService,
+    ack_link,
+    received,
+    release_failure,
+    start_service,
+)
+
+QA = "qa@manufacturer.example"
+COORDINATOR = "ct-coord@mercy.example"
+BACKUP = "ct-coord2@mercy.example"
+PHYSICIAN = "ct-md@mercy.example"
+CELL_LAB = "celllab@mercy.example"
+PHARMACY_DIRECTOR = "rx-director@mercy.example"
+ACCOUNT_LEAD = "al-midwest@manufacturer.example"
+PROGRAM_DIRECTOR = "ct-director@mercy.example"
+NAVIGATOR = "navigator@mercy.example"
+
+
+def follow_up(event_type: str, number: int, **fields: Any) -> dict[str, Any]:
+    """A follow-up event about the SPEC's example incident."""
+    return {
+        "event_id": f"QA-EVT-2026-{number:06d}",
+        "type": event_type,
+        "incident_ref": "OOS-2026-0142",
+        "occurred_at": "2026-11-24T15:10:00Z",
+        "center_id": "mercy-general-main",
+        **fields,
+    }
+
+
+def sent_to(messages: list[CapturedMessage]) -> Counter[str]:
+    return Counter(m.recipients[0] for m in messages)
+
+
+def subjects(messages: list[CapturedMessage]) -> dict[str, str]:
+    return {m.recipients[0]: m.subject for m in messages}
+
+
+async def detail(service: RunningService, incident_id: str) -> dict[str, Any]:
+    response = await service.client.get(f"/v1/incidents/{incident_id}", headers=service.auth)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def timeline(service: RunningService, incident_id: str) -> list[dict[str, Any]]:
+    response = await service.client.get(
+        f"/v1/incidents/{incident_id}/timeline", headers=service.auth
+    )
+    assert response.status_code == 200, response.text
+    result: list[dict[str, Any]] = response.json()
+    return result
+
+
+async def advance(service: RunningService, clock: ManualClock, **delta: float) -> None:
+    clock.advance(timedelta(**delta))
+    await service.settle()
+
+
+async def post(service: RunningService, event: dict[str, Any]) -> dict[str, Any]:
+    response = await service.post_event(event)
+    assert response.status_code == 202, response.text
+    answer: dict[str, Any] = response.json()
+    await service.settle()
+    return answer
+
+
+# --- the full incident the issue asks for ----------------------------------------------------
+
+
+async def test_a_full_incident_from_failure_to_physician_decision_to_closing(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given a release failure nobody at the center acknowledges (Tuesday 09:12 in Chicago)
+    opened = await post(service, release_failure())
+    incident_id = opened["incident_id"]
+    first = await received(smtp, 2)
+    assert sent_to(first) == {COORDINATOR: 1, CELL_LAB: 1}
+
+    # Then the escalation goes on at 11:12 and 13:12 local time, as the standard plan says
+    await advance(service, clock, hours=2)
+    reminders = smtp.handler.messages()[2:]
+    assert sent_to(reminders) == {BACKUP: 1, PHYSICIAN: 1}
+    await advance(service, clock, hours=2)
+    finals = smtp.handler.messages()[4:]
+    assert sent_to(finals) == {PHARMACY_DIRECTOR: 1, ACCOUNT_LEAD: 1}
+    assert (await detail(service, incident_id))["status"] == "escalated"
+
+    # When the manufacturer offers the out-of-specification product for release
+    clock.advance(timedelta(minutes=18))
+    await post(service, follow_up("disposition", 200, disposition="oos_release_offered"))
+
+    # Then the physician is asked for a decision, and everyone else told hears the disposition
+    offered = smtp.handler.messages()[6:]
+    assert sent_to(offered) == {
+        PHYSICIAN: 1,
+        COORDINATOR: 1,
+        CELL_LAB: 1,
+        BACKUP: 1,
+        PHARMACY_DIRECTOR: 1,
+        ACCOUNT_LEAD: 1,
+    }
+    by_recipient = {m.recipients[0]: m for m in offered}
+    decision_mail = by_recipient[PHYSICIAN]
+    assert decision_mail.subject.startswith("[OOS DECISION NEEDED] OOS-2026-0142")
+    assert "RECORD THE PHYSICIAN'S DECISION" in decision_mail.part("plain")
+    notice = by_recipient[COORDINATOR]
+    assert "Out-of-specification release offered" in notice.subject
+    assert "/ack/" not in notice.part("plain")
+
+    # And the decision page offers the physician's choices, changing nothing when opened
+    link = ack_link(decision_mail)
+    page = await service.client.get(link)
+    assert page.status_code == 200
+    assert "Decision needed" in page.text and 'value="accept_oos_product"' in page.text
+    assert (await detail(service, incident_id))["decision"] is None
+
+    # When the physician accepts the product
+    clock.advance(timedelta(minutes=30))
+    answer = await service.client.post(
+        link, data={"response": "accept_oos_product", "comment": "Benefit outweighs risk."}
+    )
+    assert answer.status_code == 200 and "your decision is recorded" in answer.text
+    await service.settle()
+
+    # Then QA receives the decision, the incident is acknowledged and the liaison is briefed
+    decided = smtp.handler.messages()[12:]
+    assert sent_to(decided) == {QA: 1, NAVIGATOR: 1}
+    receipt = {m.recipients[0]: m for m in decided}[QA]
+    assert receipt.subject.startswith("[OOS DECISION] Mercy General")
+    assert "Accept the out-of-specification product" in receipt.subject
+    assert "Benefit outweighs risk." in receipt.part("plain")
+    state = await detail(service, incident_id)
+    assert state["decision"] == "accept_oos_product"
+    assert state["status"] == "acknowledged"
+    [decision] = state["acknowledgements"]
+    assert (decision["purpose"], decision["by"]) == ("decision", PHYSICIAN)
+
+    # When the manufacturer closes the investigation
+    await post(service, follow_up("resolved", 201))
+
+    # Then everyone told hears it once, and nothing at all is sent afterwards
+    closing = smtp.handler.messages()[14:]
+    assert sent_to(closing) == {
+        COORDINATOR: 1,
+        CELL_LAB: 1,
+        BACKUP: 1,
+        PHYSICIAN: 1,
+        PHARMACY_DIRECTOR: 1,
+        ACCOUNT_LEAD: 1,
+        NAVIGATOR: 1,
+    }
+    assert all(m.subject.startswith("[OOS CLOSED] OOS-2026-0142") for m in closing)
+    await advance(service, clock, days=10)
+    assert len(smtp.handler.messages()) == 21
+    state = await detail(service, incident_id)
+    assert state["status"] == "resolved"
+    assert {n["status"] for n in state["notifications"]} == {"sent", "cancelled"}
+    again = await service.client.post(link, data={"response": "decline_product"})
+    assert "This incident is closed" in again.text
+    assert (await detail(service, incident_id))["decision"] == "accept_oos_product"
+
+
+async def test_a_second_decision_is_not_recorded_and_says_who_decided(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    await post(service, release_failure())
+    await post(service, follow_up("disposition", 200, disposition="oos_release_offered"))
+    [decision_mail] = [m for m in smtp.handler.messages() if m.recipients[0] == PHYSICIAN]
+    link = ack_link(decision_mail)
+
+    first = await service.client.post(link, data={"response": "request_remanufacture"})
+    second = await service.client.post(link, data={"response": "accept_oos_product"})
+
+    assert first.status_code == 200 and second.status_code == 200
+    assert "Already decided" in second.text and PHYSICIAN in second.text
+    incident = (await service.client.get("/v1/incidents", headers=service.auth)).json()
+    assert incident["items"][0]["decision"] == "request_remanufacture"
+
+
+async def test_a_decision_needs_a_choice_from_the_decision_list(
+    service: RunningService, smtp: CaptureServer
+) -> None:
+    await post(service, release_failure())
+    await post(service, follow_up("disposition", 200, disposition="oos_release_offered"))
+    [decision_mail] = [m for m in smtp.handler.messages() if m.recipients[0] == PHYSICIAN]
+    link = ack_link(decision_mail)
+
+    # "received" acknowledges a notice; it is not an answer to the release offer
+    refused = await service.client.post(link, data={"response": "received"})
+
+    assert refused.status_code == 422
+    incident = (await service.client.get("/v1/incidents", headers=service.auth)).json()
+    assert incident["items"][0]["decision"] is None
+    assert incident["items"][0]["status"] == "notifying"
+
+
+# --- dispositions that do not ask for a decision ------------------------------------------------
+
+
+async def test_a_cancelled_lot_is_told_to_everyone_told_and_the_escalation_goes_on(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    await post(service, release_failure())
+
+    await post(service, follow_up("disposition", 200, disposition="cancelled"))
+
+    notices = smtp.handler.messages()[2:]
+    assert sent_to(notices) == {COORDINATOR: 1, CELL_LAB: 1}
+    assert all("Lot cancelled" in m.subject for m in notices)
+    assert "Do not start lymphodepletion for this lot" in notices[0].part("plain")
+    # Nobody has acknowledged yet, so the reminder still goes out at 11:12
+    await advance(service, clock, hours=2)
+    assert sent_to(smtp.handler.messages()[4:]) == {BACKUP: 1, PHYSICIAN: 1}
+
+
+# --- updates that move key dates --------------------------------------------------------------
+
+
+def due_of(state: dict[str, Any], template: str, status: str) -> list[str]:
+    return [
+        n["due_at"]
+        for n in state["notifications"]
+        if n["template"] == template and n["status"] == status
+    ]
+
+
+async def test_moving_lymphodepletion_moves_the_liaison_alert_and_tells_everyone_told(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given an unacknowledged incident: the liaison is alerted 48 h before lymphodepletion
+    # (Nov 30 in Chicago), i.e. at midnight Nov 28 local time
+    opened = await post(service, release_failure())
+    state = await detail(service, opened["incident_id"])
+    assert set(due_of(state, "patient_liaison_urgent", "scheduled")) == {"2026-11-28T06:00:00Z"}
+
+    # When QA moves lymphodepletion a week later
+    await post(
+        service,
+        follow_up("update", 200, key_dates={"lymphodepletion_start": "2026-12-07"}),
+    )
+
+    # Then the alert follows the date, the old one is cancelled, and those told get the update
+    state = await detail(service, opened["incident_id"])
+    assert set(due_of(state, "patient_liaison_urgent", "scheduled")) == {"2026-12-05T06:00:00Z"}
+    assert set(due_of(state, "patient_liaison_urgent", "cancelled")) == {"2026-11-28T06:00:00Z"}
+    assert state["key_dates"]["lymphodepletion_start"] == "2026-12-07"
+    updates = smtp.handler.messages()[2:]
+    assert sent_to(updates) == {COORDINATOR: 1, CELL_LAB: 1}
+    assert updates[0].subject.startswith("[OOS UPDATE] OOS-2026-0142")
+    assert "Mon 07 Dec 2026" in updates[0].part("plain")
+
+    # And nothing reaches the liaison at the old time, but it does at the new one
+    clock.advance(timedelta(days=3, hours=15))  # Nov 28, 06:12 UTC
+    await service.settle()
+    assert NAVIGATOR not in sent_to(smtp.handler.messages())
+    clock.advance(timedelta(days=7))  # Dec 5, 06:12 UTC
+    await service.settle()
+    assert sent_to(smtp.handler.messages())[NAVIGATOR] == 1
+
+
+async def test_a_key_date_that_arrives_later_plans_the_step_that_waited_for_it(
+    service: RunningService, smtp: CaptureServer
+) -> None:
+    # Given an incident opened before lymphodepletion was scheduled: the step was skipped
+    opened = await post(service, release_failure(key_dates={}))
+    state = await detail(service, opened["incident_id"])
+    assert due_of(state, "patient_liaison_urgent", "scheduled") == []
+
+    # When the date becomes known, three days out (so its 48 h alert is due tomorrow)
+    await post(
+        service,
+        follow_up("update", 200, key_dates={"lymphodepletion_start": "2026-11-27"}),
+    )
+
+    state = await detail(service, opened["incident_id"])
+    assert set(due_of(state, "patient_liaison_urgent", "scheduled")) == {"2026-11-25T06:00:00Z"}
+
+
+async def test_an_update_after_the_alert_was_sent_does_not_send_it_again(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given lymphodepletion tomorrow: the liaison alert is due at once and goes out
+    opened = await post(service, release_failure(key_dates={"lymphodepletion_start": "2026-11-25"}))
+    assert sent_to(smtp.handler.messages())[NAVIGATOR] == 1
+
+    # When the date moves by two days
+    await post(
+        service,
+        follow_up("update", 200, key_dates={"lymphodepletion_start": "2026-11-27"}),
+    )
+
+    # Then the liaison hears of the update, but the alert is not planned a second time
+    state = await detail(service, opened["incident_id"])
+    urgent = [n for n in state["notifications"] if n["template"] == "patient_liaison_urgent"]
+    assert [n["status"] for n in urgent if n["recipient"] == NAVIGATOR] == ["sent"]
+    assert [m.subject[:12] for m in smtp.handler.messages() if m.recipients[0] == NAVIGATOR] == [
+        "[OOS URGENT]",
+        "[OOS UPDATE]",
+    ]
+
+
+# --- late results -------------------------------------------------------------------------------
+
+
+def late_sterility(number: int) -> dict[str, Any]:
+    return follow_up(
+        "late_result",
+        number,
+        product_code="CARTX",
+        lot_number="LOT-24-1187",
+        chain_of_identity="COI-8K2M-4471",
+        failed_attributes=[
+            {"attribute": "sterility", "specification": "no growth", "result": "growth at day 9"}
+        ],
+    )
+
+
+async def test_a_late_result_restarts_the_escalation_under_the_urgent_plan(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given an incident the coordinator acknowledged, so the liaison was briefed
+    opened = await post(service, release_failure())
+    coordinator_mail = next(m for m in smtp.handler.messages() if m.recipients[0] == COORDINATOR)
+    acked = await service.client.post(ack_link(coordinator_mail), data={"response": "received"})
+    assert acked.status_code == 200
+    await service.settle()
+    assert sent_to(smtp.handler.messages()[2:]) == {QA: 1, NAVIGATOR: 1}
+
+    # When a late sterility result arrives, without a severity
+    clock.advance(timedelta(hours=1))
+    await post(service, late_sterility(200))
+
+    # Then it is critical by the agreement's rule, and the urgent plan starts again at once
+    state = await detail(service, opened["incident_id"])
+    assert state["severity"] == "critical"
+    assert state["severity_rule"] == "late safety result (sterility, mycoplasma, endotoxin)"
+    assert (state["status"], state["plan"], state["ack_round"]) == ("notifying", "urgent", 2)
+    restarted = smtp.handler.messages()[4:]
+    assert sent_to(restarted) == {COORDINATOR: 1, PHYSICIAN: 1, CELL_LAB: 1, NAVIGATOR: 1}
+    by_recipient = {m.recipients[0]: m for m in restarted}
+    assert by_recipient[COORDINATOR].subject.startswith("[OOS CRITICAL] OOS-2026-0142")
+    assert "growth at day 9" in by_recipient[COORDINATOR].part("plain")
+    assert by_recipient[NAVIGATOR].subject.startswith("[OOS CRITICAL] OOS-2026-0142: late")
+    assert "/ack/" not in by_recipient[NAVIGATOR].part("plain")
+
+    # And the urgent plan escalates after 30 min, around the clock, until somebody confirms
+    await advance(service, clock, minutes=30)
+    assert sent_to(smtp.handler.messages()[8:]) == {BACKUP: 1, PROGRAM_DIRECTOR: 1}
+    physician_mail = by_recipient[PHYSICIAN]
+    confirmed = await service.client.post(ack_link(physician_mail), data={"response": "call_me"})
+    assert "Thank you" in confirmed.text
+    state = await detail(service, opened["incident_id"])
+    assert state["status"] == "acknowledged"
+    assert [(a["round"], a["by"]) for a in state["acknowledgements"]] == [
+        (1, COORDINATOR),
+        (2, PHYSICIAN),
+    ]
+    await advance(service, clock, hours=2)
+    assert PHARMACY_DIRECTOR not in sent_to(smtp.handler.messages())
+
+
+# --- withdrawn ---------------------------------------------------------------------------------
+
+
+async def test_withdrawing_tells_everyone_told_and_cancels_everything_else(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    opened = await post(service, release_failure())
+    await advance(service, clock, hours=2)
+
+    await post(service, follow_up("withdrawn", 200))
+
+    withdrawn = smtp.handler.messages()[4:]
+    assert sent_to(withdrawn) == {COORDINATOR: 1, CELL_LAB: 1, BACKUP: 1, PHYSICIAN: 1}
+    assert "Disregard the earlier messages" in withdrawn[0].part("plain")
+    await advance(service, clock, days=10)
+    assert len(smtp.handler.messages()) == 8
+    state = await detail(service, opened["incident_id"])
+    assert state["status"] == "withdrawn"
+    assert {n["status"] for n in state["notifications"]} == {"sent", "cancelled"}
+
+
+# --- the notify_within promise ----------------------------------------------------------------
+
+
+async def test_the_first_notice_on_time_keeps_the_promise(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    opened = await post(service, release_failure())
+
+    state = await detail(service, opened["incident_id"])
+
+    # Mercy Health promises a major incident's first notice within 4 h
+    assert state["notify_within"] == {
+        "deadline": "2026-11-24T19:12:00Z",
+        "first_delivered_at": "2026-11-24T15:12:00Z",
+        "state": "met",
+    }
+    listed = await service.client.get("/v1/incidents?breached=true", headers=service.auth)
+    assert listed.json()["items"] == []
+    kept = await service.client.get("/v1/incidents?breached=false", headers=service.auth)
+    assert [i["incident_id"] for i in kept.json()["items"]] == [opened["incident_id"]]
+
+
+async def test_a_first_notice_that_cannot_be_delivered_in_time_is_a_breach(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    # Given a mail server that is down when the incident opens (not listening yet)
+    smtp = CaptureServer()
+    port = free_port()
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'oos.db'}",
+        config_dir=CONFIG_DIR,
+        templates_dir=TEMPLATES_DIR,
+        smtp_host=smtp.host,
+        smtp_port=smtp.port,
+        secret_key="test-secret-key-not-for-production",
+        host="127.0.0.1",
+        port=port,
+        public_base_url=f"http://127.0.0.1:{port}",
+        sweep_interval_seconds=3600,
+        _env_file=None,
+    )
+    service = await start_service(settings, clock)
+    try:
+        opened = await post(service, release_failure(severity="critical"))
+        incident_id = opened["incident_id"]
+        state = await detail(service, incident_id)
+        assert state["notify_within"]["state"] == "pending"
+        assert state["notify_within"]["deadline"] == "2026-11-24T16:12:00Z"  # critical: 1 h
+
+        # When the deadline passes with nothing delivered, the incident is listed as breached
+        clock.advance(timedelta(hours=1, minutes=1))
+        listed = await service.client.get("/v1/incidents?breached=true", headers=service.auth)
+        assert [i["incident_id"] for i in listed.json()["items"]] == [incident_id]
+
+        # And when the mail server is back, the late delivery is recorded as the breach it is
+        with smtp:
+            clock.advance(timedelta(minutes=30))
+            await service.settle()
+            await received(smtp, 2)
+        state = await detail(service, incident_id)
+        assert state["notify_within"]["state"] == "breached"
+        assert state["notify_within"]["first_delivered_at"] > "2026-11-24T16:12:00Z"
+        actions = [e["action"] for e in await timeline(service, incident_id)]
+        assert "notify_within_breached" in actions
+    finally:
+        await service.stop()
+
+
+# --- the agreement in force --------------------------------------------------------------------
+
+
+async def test_a_config_edit_changes_new_incidents_only_and_the_timeline_says_which_applied(
+    tmp_path: Path, settings: Settings, clock: ManualClock, smtp: CaptureServer
+) -> None:
+    # Given an incident opened under the standard plan (first reminder 2 business hours later)
+    config = tmp_path / "config"
+    shutil.copytree(CONFIG_DIR, config)
+    settings = settings.model_copy(update={"config_dir": config})
+    service = await start_service(settings, clock)
+    first = await post(service, release_failure())
+    api_key = service.api_key
+    await service.stop()
+
+    # When the plan is edited to remind after 1 hour, and the service restarts with it
+    plan = config / "plans" / "standard.yaml"
+    plan.write_text(
+        plan.read_text().replace("{after: 2h, business_hours", "{after: 1h, business_hours")
+    )
+    service = await start_service(settings, clock, api_key)
+    try:
+        second = await post(
+            service,
+            release_failure(event_id="QA-EVT-2026-000900", incident_ref="OOS-2026-0150"),
+        )
+
+        # Then the first incident keeps its promised times; the new one follows the new plan
+        def reminder_due(state: dict[str, Any]) -> set[str]:
+            return {
+                n["due_at"]
+                for n in state["notifications"]
+                if n["template"] == "escalation_reminder"
+            }
+
+        old = await detail(service, first["incident_id"])
+        new = await detail(service, second["incident_id"])
+        assert reminder_due(old) == {"2026-11-24T17:12:00Z"}
+        assert reminder_due(new) == {"2026-11-24T16:12:00Z"}
+        assert old["agreement_version"] != new["agreement_version"]
+        for state in (old, new):
+            [opened_entry] = [
+                e
+                for e in await timeline(service, state["incident_id"])
+                if e["action"] == "incident_opened"
+            ]
+            assert opened_entry["detail"]["agreement_version"] == state["agreement_version"]
+            assert opened_entry["detail"]["plan"] == "standard"
+    finally:
+        await service.stop()
