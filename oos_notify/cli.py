@@ -1,4 +1,4 @@
-"""The ``oos-notify`` command: serve, check-config, apikey."""
+"""The ``oos-notify`` command: serve, check-config, preview, apikey."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from oos_notify import apikeys
 from oos_notify.agreements import ConfigError
@@ -14,6 +15,7 @@ from oos_notify.clock import SystemClock
 from oos_notify.config_check import load_checked
 from oos_notify.db import create_schema, make_engine, transaction
 from oos_notify.errors import ServiceError
+from oos_notify.rendering import RenderError
 from oos_notify.settings import Settings
 
 
@@ -65,6 +67,26 @@ def _check_config(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _preview(settings: Settings, args: argparse.Namespace) -> int:
+    from oos_notify.preview import PreviewError, preview
+
+    try:
+        agreements, renderer = load_checked(settings.config_dir, settings.templates_dir)
+        message = preview(
+            agreements, renderer, args.center, args.template, args.event, SystemClock().now()
+        )
+    except ConfigError as error:
+        return _print_problems(error)
+    except (PreviewError, RenderError) as error:
+        print(f"cannot preview: {error}", file=sys.stderr)
+        return 2
+    html = args.html or Path(f"preview-{args.center}-{args.template}.html")
+    html.write_text(message.html, encoding="utf-8")
+    print(f"Subject: {message.subject}\n\n{message.text}")
+    print(f"(HTML part written to {html})", file=sys.stderr)
+    return 0
+
+
 def _apikey(settings: Settings, args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url)
     create_schema(engine)
@@ -106,6 +128,14 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "check-config", help="validate config/ and templates/ and print every problem"
     ).set_defaults(run=_check_config)
+    shown = commands.add_parser(
+        "preview", help="render a message exactly as a center would receive it"
+    )
+    shown.add_argument("--center", required=True, help="a site id from config/")
+    shown.add_argument("--template", required=True, help="a template name, e.g. escalation_final")
+    shown.add_argument("--event", type=Path, help="an event JSON file (the API's format)")
+    shown.add_argument("--html", type=Path, help="where to write the HTML part")
+    shown.set_defaults(run=_preview)
     keys = commands.add_parser("apikey", help="manage API keys for manufacturer systems")
     key_actions = keys.add_subparsers(dest="action", required=True)
     create = key_actions.add_parser("create", help="create a key and print it once")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -137,3 +138,109 @@ def test_serve_without_a_secret_key_refuses_a_real_smtp_server(workdir: Path) ->
     )
     assert result.returncode == 2
     assert "OOS_NOTIFY_SECRET_KEY" in result.stderr
+
+
+# --- preview ---------------------------------------------------------------------------------
+
+
+def test_preview_renders_a_message_with_the_centers_own_wording(workdir: Path) -> None:
+    # Given Bonn's own subject line for the first notice
+    override = workdir / "templates" / "centers" / "rhein-uk-bonn" / "release_failure_initial"
+    override.mkdir(parents=True)
+    (override / "subject.txt").write_text(
+        "[OOS] Charge {{ incident.lot_number }} außerhalb der Spezifikation", encoding="utf-8"
+    )
+
+    result = run(
+        workdir,
+        "preview",
+        "--center",
+        "rhein-uk-bonn",
+        "--template",
+        "release_failure_initial",
+        "--html",
+        "bonn.html",
+    )
+
+    assert result.returncode == 0, result.stderr
+    subject, _, text = result.stdout.partition("\n\n")
+    assert subject == "Subject: [OOS] Charge LOT-SAMPLE-01 außerhalb der Spezifikation"
+    assert "Koordination Zelltherapie," in text  # the site's first contact, from config
+    assert "/ack/" in text and "CET" in text  # times in the center's zone
+    html = (workdir / "bonn.html").read_text(encoding="utf-8")
+    assert html.startswith("<!doctype html>") and "LOT-SAMPLE-01" in html
+
+
+def test_preview_with_an_event_file_shows_that_events_facts(workdir: Path) -> None:
+    event = release_failure(
+        center_id="mercy-west",
+        lot_number="LOT-77-0001",
+        failed_attributes=[
+            {"attribute": "<b>potency</b>", "specification": ">= 40 %", "result": "22 %"}
+        ],
+    )
+    (workdir / "event.json").write_text(json.dumps(event), encoding="utf-8")
+
+    result = run(
+        workdir,
+        "preview",
+        "--center",
+        "mercy-west",
+        "--template",
+        "oos_release_decision",
+        "--event",
+        "event.json",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(
+        "Subject: [OOS DECISION NEEDED] OOS-2026-0142: lot LOT-77-0001 (CARTX)"
+    )
+    assert "<b>potency</b>: result 22 %" in result.stdout  # the text part is plain text
+    assert "RECORD THE PHYSICIAN'S DECISION" in result.stdout
+    html = (workdir / "preview-mercy-west-oos_release_decision.html").read_text(encoding="utf-8")
+    assert "&lt;b&gt;potency&lt;/b&gt;" in html and "<b>potency</b>" not in html
+    assert "MST" in html  # Mercy West is in America/Denver
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            ["--center", "nowhere", "--template", "escalation_final"],
+            "--center: no site 'nowhere'; known: mercy-general-main",
+            id="unknown-center",
+        ),
+        pytest.param(
+            ["--center", "mercy-west", "--template", "no_such_message"],
+            "--template: no template 'no_such_message' for mercy-west",
+            id="unknown-template",
+        ),
+        pytest.param(
+            ["--center", "mercy-west", "--template", "escalation_final", "--event", "missing.json"],
+            "--event: cannot read missing.json",
+            id="missing-event-file",
+        ),
+        pytest.param(
+            ["--center", "mercy-west", "--template", "escalation_final", "--event", "bad.json"],
+            "--event: bad.json: lot_number: String should have at most 100 characters",
+            id="invalid-event",
+        ),
+        pytest.param(
+            ["--center", "mercy-west", "--template", "escalation_final", "--event", "other.json"],
+            "--event: the event is for 'mercy-general-main', not 'mercy-west'",
+            id="event-for-another-center",
+        ),
+    ],
+)
+def test_preview_refuses_what_it_cannot_render(
+    workdir: Path, args: list[str], message: str
+) -> None:
+    (workdir / "bad.json").write_text(json.dumps(release_failure(lot_number="L" * 101)))
+    (workdir / "other.json").write_text(json.dumps(release_failure()))
+
+    result = run(workdir, "preview", *args)
+
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not list(workdir.glob("preview-*.html"))
