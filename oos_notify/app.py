@@ -6,7 +6,7 @@ import json
 import logging
 import math
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Engine
 
-from oos_notify import __version__
+from oos_notify import __version__, template_sets
 from oos_notify.acknowledgement import AckTokens
 from oos_notify.agreements import Agreements, ConfigError, ConfigProblem
 from oos_notify.capture import CaptureServer
@@ -51,6 +51,8 @@ class Services:
     tokens: AckTokens
     clock: Clock
     write_gate: AbstractAsyncContextManager[object]
+    template_versions: Mapping[str, str] = field(default_factory=dict)
+    """Each center's template set as of start-up: what a new incident is rendered with."""
     dispatcher: Dispatcher | None = None
     capture: CaptureServer | None = field(default=None)
 
@@ -83,7 +85,10 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     engine = make_engine(settings.database_url)
     create_schema(engine)
     tokens = AckTokens(secret_key(settings, engine))
-    return Services(settings, engine, agreements, renderer, tokens, clock, write_gate(engine))
+    versions = template_sets.record(engine, renderer, agreements, clock.now())
+    renderer.keep_snapshots(template_sets.source(engine))
+    gate = write_gate(engine)
+    return Services(settings, engine, agreements, renderer, tokens, clock, gate, versions)
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:

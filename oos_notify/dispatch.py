@@ -232,7 +232,10 @@ class Dispatcher:
         now = item.now
         try:
             rendered = self._renderer.render(
-                notification.template, item.context, messaging.center_ids(agreement)
+                notification.template,
+                item.context,
+                messaging.center_ids(agreement),
+                incident.template_version,
             )
         except RenderError as exc:
             log.error("cannot render %s for %s: %s", notification.template, notification.id, exc)

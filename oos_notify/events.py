@@ -132,9 +132,15 @@ def _shape_errors(event: EventIn) -> list[tuple[str, str, str]]:
 
 
 def ingest(
-    session: Session, event: EventIn, agreements: Agreements, now: datetime, mail_domain: str
+    session: Session,
+    event: EventIn,
+    agreements: Agreements,
+    now: datetime,
+    mail_domain: str,
+    template_versions: Mapping[str, str] | None = None,
 ) -> IngestResult:
-    """Record an event; open or update its incident; schedule what the agreement says."""
+    """Record an event; open or update its incident; schedule what the agreement says.
+    ``template_versions`` names each center's stored template set, kept with a new incident."""
     body_hash = event.body_hash()
     earlier = session.get(Event, event.event_id)
     if earlier is not None:
@@ -163,7 +169,10 @@ def ingest(
         raise InvalidFields(errors)
 
     try:
-        answer = _apply(session, event, incident, agreements, now, mail_domain, body_hash)
+        template_version = (template_versions or {}).get(event.center_id)
+        answer = _apply(
+            session, event, incident, agreements, now, mail_domain, body_hash, template_version
+        )
     except IntegrityError:
         # A concurrent request with the same event_id or incident_ref committed first.
         session.rollback()
@@ -184,11 +193,11 @@ def _apply(
     now: datetime,
     mail_domain: str,
     body_hash: str,
+    template_version: str | None,
 ) -> EventAccepted:
     if incident is None:
-        incident, scheduled = _open(
-            session, event, agreements.effective(event.center_id), now, mail_domain
-        )
+        agreement = agreements.effective(event.center_id)
+        incident, scheduled = _open(session, event, agreement, now, mail_domain, template_version)
     else:
         scheduled = _follow_up(session, incident, event, now, mail_domain)
     answer = EventAccepted(
@@ -239,6 +248,7 @@ def _open(
     agreement: EffectiveAgreement,
     now: datetime,
     mail_domain: str,
+    template_version: str | None,
 ) -> tuple[Incident, list[ScheduledOut]]:
     assert event.product_code and event.lot_number and event.chain_of_identity
     calendar = CenterCalendar.of(agreement)
@@ -263,6 +273,7 @@ def _open(
         qa_contact=event.qa_contact.model_dump(mode="json") if event.qa_contact else None,
         agreement_version=agreement.version(),
         agreement=agreement.model_dump(mode="json"),
+        template_version=template_version,
         opened_at=now,
         updated_at=now,
         notify_deadline=(
@@ -282,6 +293,7 @@ def _open(
         severity=severity,
         severity_rule=rule,
         agreement_version=incident.agreement_version,
+        template_version=template_version,
         plan=agreement.plans[EventType(event.type)].id,
         notify_deadline=incident.notify_deadline.isoformat() if incident.notify_deadline else None,
     )

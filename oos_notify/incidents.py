@@ -146,6 +146,7 @@ class IncidentDetail(IncidentSummary):
     failed_attributes: list[dict[str, Any]]
     key_dates: dict[str, str]
     agreement_version: str
+    template_version: str | None
     events: list[EventOut]
     notifications: list[NotificationOut]
     acknowledgements: list[AcknowledgementOut]
@@ -249,6 +250,7 @@ def detail(session: Session, incident_id: str, now: datetime) -> IncidentDetail:
         failed_attributes=incident.failed_attributes,
         key_dates=incident.key_dates,
         agreement_version=incident.agreement_version,
+        template_version=incident.template_version,
         events=[
             EventOut(
                 event_id=e.event_id,

@@ -63,6 +63,8 @@ class Incident(SQLModel, table=True):
     qa_contact: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     agreement_version: str
     agreement: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    template_version: str | None = None
+    """The template set (``template_sets``) the incident's messages are rendered with."""
     opened_at: datetime = _utc(index=True)
     updated_at: datetime = _utc()
     acknowledged_at: datetime | None = _utc(default=None)
@@ -158,3 +160,13 @@ class AuditEntry(SQLModel, table=True):
     action: str
     actor: str
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class StoredTemplateSet(SQLModel, table=True):
+    """A center's templates as they were when an incident opened, kept by content hash."""
+
+    __tablename__ = "template_sets"
+
+    version: str = Field(primary_key=True)
+    files: dict[str, str] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _utc()

@@ -8,12 +8,16 @@ autoescaped, and an undefined variable is an error (caught by ``check-config``, 
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from jinja2 import (
+    BaseLoader,
+    DictLoader,
     FileSystemLoader,
     StrictUndefined,
     TemplateError,
@@ -168,13 +172,65 @@ class RenderedMessage:
     """A hash of the template sources used, recorded with each delivery for the audit trail."""
 
 
+@dataclass(frozen=True)
+class TemplateSet:
+    """Every template file a center's messages can use, as its override chain resolves them,
+    with a content hash: what an incident is rendered with for the whole of its life."""
+
+    version: str
+    files: Mapping[str, str]
+    """Template name (``escalation_final/body.txt``, ``_layout.html``) to source."""
+
+    @classmethod
+    def of(cls, files: Mapping[str, str]) -> TemplateSet:
+        canonical = json.dumps(dict(files), sort_keys=True, separators=(",", ":"))
+        return cls(hashlib.sha256(canonical.encode()).hexdigest()[:16], dict(files))
+
+
+SnapshotSource = Callable[[str], TemplateSet | None]
+"""Finds a stored template set by its version."""
+
+
+class UnknownTemplateVersion(Exception):
+    """An incident names a template set that is neither in memory nor in storage."""
+
+
 class Renderer:
-    """Renders messages for a center; keeps one sandboxed environment per override chain."""
+    """Renders messages for a center; keeps one sandboxed environment per override chain, and
+    one per template set an incident was planned with."""
 
     def __init__(self, templates_dir: Path) -> None:
         self.templates_dir = templates_dir
         self._environments: dict[tuple[str, ...], ImmutableSandboxedEnvironment] = {}
         self._digests: dict[tuple[str, int, int], bytes] = {}
+        self._snapshots: dict[str, ImmutableSandboxedEnvironment] = {}
+        self._snapshot_source: SnapshotSource | None = None
+
+    def keep_snapshots(self, source: SnapshotSource) -> None:
+        """Where ``render(..., version=...)`` finds a template set it has not seen yet."""
+        self._snapshot_source = source
+
+    def snapshot(self, center_ids: tuple[str, ...]) -> TemplateSet:
+        """The center's templates as they are on disk now."""
+        environment = self._environment(center_ids)
+        loader = environment.loader
+        assert loader is not None
+        files = {
+            name: loader.get_source(environment, name)[0]
+            for name in environment.list_templates()
+            if not name.startswith("centers/")
+        }
+        return TemplateSet.of(files)
+
+    def _snapshot_environment(self, version: str) -> ImmutableSandboxedEnvironment:
+        environment = self._snapshots.get(version)
+        if environment is None:
+            found = self._snapshot_source(version) if self._snapshot_source else None
+            if found is None:
+                raise UnknownTemplateVersion(version)
+            environment = _sandbox(DictLoader(dict(found.files)))
+            self._snapshots[version] = environment
+        return environment
 
     def _source_digest(self, filename: str) -> bytes:
         """A template file's hash, read again only when the file changes (not on every send)."""
@@ -194,16 +250,8 @@ class Renderer:
     def _environment(self, center_ids: tuple[str, ...]) -> ImmutableSandboxedEnvironment:
         environment = self._environments.get(center_ids)
         if environment is None:
-            environment = ImmutableSandboxedEnvironment(
-                loader=FileSystemLoader([str(p) for p in self.search_path(center_ids)]),
-                autoescape=select_autoescape(
-                    enabled_extensions=("html",), default_for_string=False
-                ),
-                undefined=StrictUndefined,
-                trim_blocks=True,
-                lstrip_blocks=True,
-                keep_trailing_newline=True,
-            )
+            search_path = [str(p) for p in self.search_path(center_ids)]
+            environment = _sandbox(FileSystemLoader(search_path))
             self._environments[center_ids] = environment
         return environment
 
@@ -226,10 +274,19 @@ class Renderer:
         return all(f"{name}/{part}" in available for part in PARTS)
 
     def render(
-        self, name: str, context: MessageContext, center_ids: tuple[str, ...] = ()
+        self,
+        name: str,
+        context: MessageContext,
+        center_ids: tuple[str, ...] = (),
+        version: str | None = None,
     ) -> RenderedMessage:
-        """Render the three parts of message ``name`` as the center would receive it."""
-        environment = self._environment(center_ids)
+        """Render the three parts of message ``name`` as the center would receive it: from the
+        template set ``version`` when given (the one its incident was planned with), else from
+        the files on disk."""
+        if version is not None:
+            environment = self._snapshot_environment(version)
+        else:
+            environment = self._environment(center_ids)
         values = context.model_dump()
         rendered: list[str] = []
         digest = hashlib.sha256()
@@ -245,15 +302,17 @@ class Renderer:
                 at = f"line {line}: " if line else ""
                 detail = exc.message if isinstance(exc, TemplateError) else str(exc)
                 raise RenderError(where, f"{at}{detail or type(exc).__name__}") from exc
-            assert template.filename is not None
-            digest.update(self._source_digest(template.filename))
-        for layout in LAYOUTS:
-            try:
-                filename = environment.get_template(layout).filename
-            except TemplateNotFound:
-                continue
-            assert filename is not None
-            digest.update(self._source_digest(filename))
+            if version is None:
+                assert template.filename is not None
+                digest.update(self._source_digest(template.filename))
+        if version is None:
+            for layout in LAYOUTS:
+                try:
+                    filename = environment.get_template(layout).filename
+                except TemplateNotFound:
+                    continue
+                assert filename is not None
+                digest.update(self._source_digest(filename))
         subject = " ".join(rendered[0].split())
         if not subject:
             raise RenderError(f"{name}/subject.txt", "renders an empty subject")
@@ -261,5 +320,16 @@ class Renderer:
             subject=subject[:MAX_SUBJECT_LENGTH],
             text=rendered[1],
             html=rendered[2],
-            version=digest.hexdigest()[:16],
+            version=version or digest.hexdigest()[:16],
         )
+
+
+def _sandbox(loader: BaseLoader) -> ImmutableSandboxedEnvironment:
+    return ImmutableSandboxedEnvironment(
+        loader=loader,
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )

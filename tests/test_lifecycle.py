@@ -516,3 +516,47 @@ async def test_a_config_edit_changes_new_incidents_only_and_the_timeline_says_wh
             assert opened_entry["detail"]["plan"] == "standard"
     finally:
         await service.stop()
+
+
+async def test_a_template_edit_changes_the_wording_for_new_incidents_only(
+    tmp_path: Path, settings: Settings, clock: ManualClock, smtp: CaptureServer
+) -> None:
+    # Given an incident opened with the default reminder wording
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, templates)
+    settings = settings.model_copy(update={"templates_dir": templates})
+    service = await start_service(settings, clock)
+    first = await post(service, release_failure())
+    api_key = service.api_key
+    await service.stop()
+
+    # When the reminder's subject is reworded and the service restarts
+    subject = templates / "escalation_reminder" / "subject.txt"
+    subject.write_text("[OOS REMINDER v2] {{ incident.ref }} still unconfirmed\n", encoding="utf-8")
+    service = await start_service(settings, clock, api_key)
+    try:
+        second = await post(
+            service,
+            release_failure(event_id="QA-EVT-2026-000900", incident_ref="OOS-2026-0150"),
+        )
+        await advance(service, clock, hours=2)
+
+        # Then the open incident's reminder keeps the wording it was planned with
+        reminders = sorted(m.subject for m in smtp.handler.messages() if m.recipients[0] == BACKUP)
+        assert reminders == [
+            "[OOS MAJOR] Not yet confirmed: OOS-2026-0142, lot LOT-24-1187 (CARTX)",
+            "[OOS REMINDER v2] OOS-2026-0150 still unconfirmed",
+        ]
+        old, new = (
+            await detail(service, first["incident_id"]),
+            await detail(service, second["incident_id"]),
+        )
+        assert old["template_version"] != new["template_version"]
+        [opened_entry] = [
+            e
+            for e in await timeline(service, old["incident_id"])
+            if e["action"] == "incident_opened"
+        ]
+        assert opened_entry["detail"]["template_version"] == old["template_version"]
+    finally:
+        await service.stop()

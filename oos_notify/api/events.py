@@ -32,7 +32,12 @@ def post_event(
 ) -> EventAccepted:
     """Open an incident with a release_failure or late_result, or follow one up."""
     result = events.ingest(
-        session, event, services.agreements, services.clock.now(), services.settings.mail_domain
+        session,
+        event,
+        services.agreements,
+        services.clock.now(),
+        services.settings.mail_domain,
+        services.template_versions,
     )
     if result.answer.duplicate:
         response.status_code = status.HTTP_200_OK
