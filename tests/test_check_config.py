@@ -195,3 +195,88 @@ def test_serve_refuses_a_broken_config_quickly_with_the_same_messages(workspace:
     assert any(
         line.startswith("config/health_systems/mercy-health.yaml: timezone:") for line in lines
     )
+
+
+MERCY = "config/health_systems/mercy-health.yaml"
+RHEIN = "config/health_systems/rhein-klinikum.yaml"
+STANDARD = "config/plans/standard.yaml"
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        pytest.param(
+            MERCY,
+            'start: "08:00"',
+            'start: "18:00"',
+            f"{MERCY}: business_hours: start 18:00 must be before end 17:00",
+            id="hours-that-start-after-they-end",
+        ),
+        pytest.param(
+            RHEIN,
+            'end: "16:30"',
+            'end: "07:30"',
+            f"{RHEIN}: business_hours: start 07:30 must be before end 07:30",
+            id="hours-that-end-when-they-start",
+        ),
+        pytest.param(
+            RHEIN,
+            "days: [mon, tue, wed, thu, fri]",
+            "days: [mon, tue, wed, thu, fri, tue]",
+            f"{RHEIN}: business_hours: a day is listed twice",
+            id="a-day-listed-twice",
+        ),
+        pytest.param(
+            STANDARD,
+            "{after: 0m, notify: [coordinator, cell_lab]",
+            "{after: 0m, before: lymphodepletion_start, by: 48h, notify: [coordinator, cell_lab]",
+            f"{STANDARD}: steps[0]: a step has either 'after' or 'before', not both",
+            id="a-step-with-after-and-before",
+        ),
+        pytest.param(
+            STANDARD,
+            "before: lymphodepletion_start, by: 48h,",
+            "before: lymphodepletion_start,",
+            f"{STANDARD}: patient_communication[1]: 'before' needs 'by'",
+            id="before-without-by",
+        ),
+        pytest.param(
+            MERCY,
+            "holidays: {country: US}",
+            "holidays: {country: XX}",
+            f"{MERCY}: holidays: no public-holiday calendar for country 'XX'",
+            id="an-unknown-holiday-country",
+        ),
+        pytest.param(
+            RHEIN,
+            "subdivision: NW",
+            "subdivision: QQ",
+            f"{RHEIN}: holidays: DE has no subdivision 'QQ'; known: ",
+            id="an-unknown-holiday-subdivision",
+        ),
+        pytest.param(
+            MERCY,
+            "holidays: {country: US}",
+            "holidays: {subdivision: TX}",
+            f"{MERCY}: holidays: a subdivision needs its country",
+            id="a-subdivision-without-its-country",
+        ),
+    ],
+)
+def test_a_bad_agreement_is_refused_naming_the_file_and_the_field(
+    workspace: Path, file: str, old: str, new: str, expected: str
+) -> None:
+    # Given one mistake in one agreement file
+    edit(workspace / file, old, new)
+    # When the operator checks the config
+    result = run(workspace, "check-config")
+    # Then it is refused with one line that names the file and the field
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("config is invalid")
+    assert "Traceback" not in result.stderr
+    lines = problem_lines(result.stderr)
+    assert len([line for line in lines if line.startswith(expected)]) == 1, lines
+    # an invalid plan is also reported where the health systems name it
+    others = [line for line in lines if not line.startswith(expected)]
+    assert all(line.endswith("no plan 'standard' in plans/") for line in others), lines
+    assert not others or file == STANDARD, lines

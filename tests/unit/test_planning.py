@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from oos_notify.agreements import Agreements, Contact, EffectiveAgreement, load_agreements
+from oos_notify.agreements import (
+    Agreements,
+    Contact,
+    EffectiveAgreement,
+    SeverityRule,
+    load_agreements,
+)
+from oos_notify.business_time import CenterCalendar
 from oos_notify.planning import (
     Condition,
     IncidentFacts,
@@ -346,19 +353,70 @@ def test_an_acknowledgement_starts_the_patient_liaison_brief_at_once(
 # --- severity of events that come without one ------------------------------------------------
 
 
-def test_a_late_sterility_result_is_critical() -> None:
-    severity, rule = derive_severity(EventType.LATE_RESULT, [" Sterility "])
+TUESDAY_MORNING = utc(2026, 11, 24, 15, 12)  # Tue 09:12 CST
+
+
+def severity_of(
+    agreement: EffectiveAgreement,
+    event_type: EventType,
+    failed: list[str],
+    key_dates: dict[KeyDate, date] | None = None,
+    now: datetime = TUESDAY_MORNING,
+) -> tuple[Severity, str]:
+    return derive_severity(
+        agreement.severity_rules,
+        event_type,
+        failed,
+        LYMPHODEPLETION if key_dates is None else key_dates,
+        CenterCalendar.of(agreement),
+        now,
+    )
+
+
+def test_a_late_sterility_result_is_critical(mercy: EffectiveAgreement) -> None:
+    severity, rule = severity_of(mercy, EventType.LATE_RESULT, [" Sterility "])
     assert severity is Severity.CRITICAL
-    assert "sterility" in rule
+    assert rule == "late safety result (sterility, mycoplasma, endotoxin)"
 
 
-def test_any_late_result_is_critical() -> None:
-    severity, rule = derive_severity(EventType.LATE_RESULT, ["viability"])
-    assert severity is Severity.CRITICAL
-    assert rule
+def test_any_late_result_is_critical(mercy: EffectiveAgreement) -> None:
+    severity, rule = severity_of(mercy, EventType.LATE_RESULT, ["viability"])
+    assert (severity, rule) == (Severity.CRITICAL, "late result after release")
 
 
-def test_a_release_failure_without_severity_is_major() -> None:
-    severity, rule = derive_severity(EventType.RELEASE_FAILURE, ["viability", "sterility"])
-    assert severity is Severity.MAJOR
-    assert rule
+def test_a_release_failure_without_severity_is_major(mercy: EffectiveAgreement) -> None:
+    # lymphodepletion on 2026-11-30 is six days away
+    severity, rule = severity_of(mercy, EventType.RELEASE_FAILURE, ["viability", "sterility"])
+    assert (severity, rule) == (Severity.MAJOR, "release failure")
+
+
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [
+        # 2026-11-30 00:00 CST is 06:00Z
+        pytest.param(utc(2026, 11, 27, 7, 0), Severity.CRITICAL, id="71h"),
+        pytest.param(utc(2026, 11, 27, 5, 0), Severity.MAJOR, id="73h"),
+    ],
+)
+def test_a_release_failure_72_hours_before_lymphodepletion_is_critical(
+    mercy: EffectiveAgreement, now: datetime, expected: Severity
+) -> None:
+    severity, rule = severity_of(mercy, EventType.RELEASE_FAILURE, ["viability"], now=now)
+    assert severity is expected
+    if expected is Severity.CRITICAL:
+        assert rule == "lymphodepletion starts within 72 hours"
+
+
+def test_without_a_matching_rule_an_event_is_major_and_says_so(
+    mercy: EffectiveAgreement,
+) -> None:
+    only_late = [
+        SeverityRule(
+            name="late results", severity=Severity.CRITICAL, event_type=[EventType.LATE_RESULT]
+        )
+    ]
+    agreement = mercy.model_copy(update={"severity_rules": only_late})
+    assert severity_of(agreement, EventType.RELEASE_FAILURE, ["viability"]) == (
+        Severity.MAJOR,
+        "no severity rule matched: major",
+    )
