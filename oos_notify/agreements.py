@@ -102,7 +102,7 @@ class Manufacturer(_Strict):
     name: str = Field(min_length=1, max_length=200)
     products: list[Product] = Field(min_length=1)
     contacts: list[ManufacturerContact] = Field(default_factory=list)
-    severity_rules: list[SeverityRule] | None = None
+    severity_rules: list[SeverityRule] | None = Field(default=None, min_length=1)
 
 
 # --- calendar -----------------------------------------------------------------------------
@@ -132,6 +132,9 @@ class Holidays(_Strict):
     country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
     subdivision: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,10}$")
     dates: list[date] = Field(default_factory=list)
+    """Closure dates on top of the public holidays."""
+    working: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list)
+    """Public holidays the center works on, by the name the holidays package gives them."""
 
     @model_validator(mode="after")
     def _known_calendar(self) -> Self:
@@ -143,13 +146,41 @@ class Holidays(_Strict):
                 f"no public-holiday calendar for country {self.country!r}: "
                 "use an ISO 3166 code that the holidays package knows, such as US or DE"
             )
+        if self.working and self.country is None:
+            raise ValueError("'working' names public holidays of a country: set 'country' too")
         subdivisions = known.get(self.country or "", [])
         if self.subdivision is not None and self.subdivision not in subdivisions:
             choices = ", ".join(subdivisions) or "none"
             raise ValueError(
                 f"{self.country} has no subdivision {self.subdivision!r}; known: {choices}"
             )
+        if self.working and self.country is not None:
+            names = _holiday_names(self.country, self.subdivision)
+            unknown = [n for n in self.working if n.lower() not in names]
+            if unknown:
+                raise ValueError(
+                    f"{unknown[0]!r} is not a public holiday of {self.country}; "
+                    f"known: {', '.join(sorted(names))}"
+                )
         return self
+
+    def within(self, system: Holidays) -> Holidays:
+        """A site's holidays inside its system's: its own country (else the system's), and
+        the closure dates and worked holidays of both."""
+        own_country = self.country is not None
+        return Holidays(
+            country=self.country if own_country else system.country,
+            subdivision=self.subdivision if own_country else system.subdivision,
+            dates=sorted({*system.dates, *self.dates}),
+            working=list(dict.fromkeys([*system.working, *self.working])),
+        )
+
+
+@cache
+def _holiday_names(country: str, subdivision: str | None) -> frozenset[str]:
+    """The names of a country's public holidays over a few years (lower case)."""
+    calendar = holidays.country_holidays(country, subdiv=subdivision, years=range(2024, 2031))
+    return frozenset(n.lower() for day in calendar for n in calendar.get_list(day))
 
 
 @cache
@@ -254,7 +285,7 @@ class SeverityRule(_Strict):
     """Derives the severity of an event that came without one; the first rule that matches wins.
 
     Every condition given must hold: the event type is one of ``event_type``, a failed
-    attribute is one of ``failed_attribute`` (case does not matter), a key date is less than
+    attribute is one of ``failed_attribute`` (case does not matter), a key date is at most
     ``key_date_within`` away (or already past). A rule with no condition matches everything.
     """
 
@@ -306,7 +337,7 @@ DEFAULT_SEVERITY_RULES = (
 class Defaults(_Strict):
     ack_link_valid_for: DurationField | None = None
     notify_within: dict[Severity, DurationField] = Field(default_factory=dict)
-    severity_rules: list[SeverityRule] | None = None
+    severity_rules: list[SeverityRule] | None = Field(default=None, min_length=1)
 
 
 class _CenterSettings(_Strict):
@@ -499,7 +530,7 @@ class Agreements:
             health_system_name=system.name,
             timezone=site.timezone or system.timezone,
             business_hours=site.business_hours or system.business_hours or BusinessHours(),
-            holidays=site.holidays or system.holidays or Holidays(),
+            holidays=_merged_holidays(site.holidays, system.holidays),
             contacts=site.contacts,
             system_contacts=system.contacts,
             manufacturer_name=self.manufacturer.name,
@@ -519,6 +550,12 @@ class Agreements:
             ),
             plans={event_type: self.plans[plan_id] for event_type, plan_id in plan_ids.items()},
         )
+
+
+def _merged_holidays(site: Holidays | None, system: Holidays | None) -> Holidays:
+    if site is not None and system is not None:
+        return site.within(system)
+    return site or system or Holidays()
 
 
 def _first_set(*candidates: list[SeverityRule] | None) -> list[SeverityRule] | None:

@@ -44,6 +44,10 @@ class CenterCalendar:
     closes: time
     closed_dates: frozenset[date] = frozenset()
     public_holidays: holidays.HolidayBase | None = field(default=None, compare=False)
+    holiday_calendar: tuple[str, str | None] | None = None
+    """The country and subdivision ``public_holidays`` is for: what makes two calendars equal."""
+    working_holidays: frozenset[str] = frozenset()
+    """Public holidays (by name, lower case) the center works on, e.g. Columbus Day."""
 
     @classmethod
     def of(cls, agreement: EffectiveAgreement) -> CenterCalendar:
@@ -55,22 +59,31 @@ class CenterCalendar:
             closes=hours.end,
             closed_dates=frozenset(agreement.holidays.dates),
             public_holidays=_country_holidays(agreement.holidays),
+            holiday_calendar=(agreement.holidays.country, agreement.holidays.subdivision)
+            if agreement.holidays.country
+            else None,
+            working_holidays=frozenset(name.lower() for name in agreement.holidays.working),
         )
 
     def is_business_day(self, day: date) -> bool:
         return (
             day.weekday() in self.business_days
             and day not in self.closed_dates
-            and (self.public_holidays is None or day not in self.public_holidays)
+            and not self._is_public_holiday(day)
         )
+
+    def _is_public_holiday(self, day: date) -> bool:
+        if self.public_holidays is None or day not in self.public_holidays:
+            return False
+        names = {n.lower() for n in self.public_holidays.get_list(day)}
+        return not names <= self.working_holidays
 
     def in_business_hours(self, instant: datetime) -> bool:
         """Whether an instant is inside business hours (the closing minute included)."""
         local = self.local(instant)
         day = local.date()
-        return (
-            self.is_business_day(day)
-            and self.at(day, self.opens) <= instant <= self.at(day, self.closes)
+        return self.is_business_day(day) and self.at(day, self.opens) <= instant <= self.at(
+            day, self.closes
         )
 
     def local(self, instant: datetime) -> datetime:
@@ -112,15 +125,11 @@ def subtract(
 ) -> datetime:
     """The instant ``duration`` before ``anchor`` (for steps due before a key date)."""
     if duration.is_business_days or (business_hours and duration.unit == "d"):
-        local = calendar.local(anchor)
-        day, remaining = local.date(), duration.amount
-        for _ in range(_SEARCH_LIMIT_DAYS):
-            if remaining == 0:
-                return calendar.at(day, local.time().replace(tzinfo=None))
-            day -= timedelta(days=1)
-            if calendar.is_business_day(day):
-                remaining -= 1
-        raise ValueError("no business days found in the calendar")
+        landed = _subtract_business_days(anchor, duration.amount, calendar)
+        # backwards into business hours: "at least N business days before" stays true
+        return (
+            _subtract_business_hours(landed, timedelta(0), calendar) if business_hours else landed
+        )
     if duration.unit == "d":
         local = calendar.local(anchor)
         day = local.date() - timedelta(days=duration.amount)
@@ -128,6 +137,18 @@ def subtract(
     if business_hours:
         return _subtract_business_hours(anchor, duration.as_timedelta(), calendar)
     return anchor.astimezone(UTC) - duration.as_timedelta()
+
+
+def _subtract_business_days(anchor: datetime, days: int, calendar: CenterCalendar) -> datetime:
+    local = calendar.local(anchor)
+    day, remaining = local.date(), days
+    for _ in range(_SEARCH_LIMIT_DAYS):
+        if remaining == 0:
+            return calendar.at(day, local.time().replace(tzinfo=None))
+        day -= timedelta(days=1)
+        if calendar.is_business_day(day):
+            remaining -= 1
+    raise ValueError("no business days found in the calendar")
 
 
 def _add_business_days(start: datetime, days: int, calendar: CenterCalendar) -> datetime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -415,3 +416,55 @@ def test_the_version_changes_with_a_site_contact_email(config: Path) -> None:
     assert after["mercy-general-main"] != before["mercy-general-main"]
     assert after["mercy-west"] == before["mercy-west"]
     assert after["rhein-uk-bonn"] == before["rhein-uk-bonn"]
+
+
+# --- holidays and severity rules across system and site ------------------------------------------
+
+
+def test_a_site_with_its_own_closure_dates_keeps_its_systems_public_holidays(config: Path) -> None:
+    edit(
+        config,
+        "health_systems/mercy-health.yaml",
+        "    timezone: America/Denver\n",
+        "    timezone: America/Denver\n    holidays: [2026-12-24]\n",
+    )
+    west = load_agreements(config).effective("mercy-west")
+    assert (west.holidays.country, west.holidays.dates) == ("US", [date(2026, 12, 24)])
+
+
+def test_a_site_in_another_country_uses_its_own_public_holidays(config: Path) -> None:
+    edit(
+        config,
+        "health_systems/mercy-health.yaml",
+        "    timezone: America/Denver\n",
+        "    timezone: America/Denver\n    holidays: {country: CA, subdivision: AB}\n",
+    )
+    west = load_agreements(config).effective("mercy-west")
+    assert (west.holidays.country, west.holidays.subdivision) == ("CA", "AB")
+
+
+def test_holidays_the_center_works_must_be_holidays_of_its_country(config: Path) -> None:
+    edit(
+        config,
+        "health_systems/mercy-health.yaml",
+        "holidays: {country: US}",
+        "holidays: {country: US, working: [Columbus Day, Boxing Day]}",
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_agreements(config)
+    [problem] = raised.value.problems
+    assert (problem.file, problem.field) == (MERCY, "holidays")
+    assert "'Boxing Day' is not a public holiday of US" in problem.message
+
+
+def test_an_empty_list_of_severity_rules_is_refused(config: Path) -> None:
+    edit(
+        config,
+        "health_systems/mercy-health.yaml",
+        "  ack_link_valid_for: 14d\n",
+        "  ack_link_valid_for: 14d\n  severity_rules: []\n",
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_agreements(config)
+    [problem] = raised.value.problems
+    assert (problem.file, problem.field) == (MERCY, "defaults.severity_rules")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from pathlib import Path
@@ -1070,3 +1071,25 @@ def test_hand_built_calendars(
     duration = parse_duration(amount)
     result = add(start.astimezone(UTC), duration, cal, business_hours=not duration.is_business_days)
     assert wall(result, cal) == expected
+
+
+# --- days with business hours, counted back; holidays the center works --------------------------
+
+
+def test_business_days_before_a_key_date_land_on_the_last_open_minute_before_it() -> None:
+    # 2 business days before Monday Nov 30 (local midnight) is Wednesday 00:00, outside hours:
+    # the step moves back to Tuesday's closing, still at least 2 business days before
+    mercy = center(MERCY)
+    due = subtract(mercy.start_of(date(2026, 11, 30)), parse_duration("2d"), mercy, True)
+    assert wall(due, mercy) == "Tue 2026-11-24 17:00 CST"
+
+
+def test_a_holiday_the_center_works_on_is_a_business_day() -> None:
+    worked = replace(center(MERCY), working_holidays=frozenset({"columbus day"}))
+    assert not center(MERCY).is_business_day(date(2026, 10, 12))
+    assert worked.is_business_day(date(2026, 10, 12))
+    assert not worked.is_business_day(date(2026, 11, 26))  # Thanksgiving is still a holiday
+
+
+def test_calendars_for_different_countries_are_not_equal() -> None:
+    assert center(MERCY) != replace(center(MERCY), holiday_calendar=("DE", "NW"))
