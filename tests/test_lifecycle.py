@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from oos_notify.capture import CapturedMessage, CaptureServer, free_port
+from oos_notify.capture import CapturedMessage, CaptureServer
 from oos_notify.clock import ManualClock
 from oos_notify.settings import Settings
 from tests.conftest import (
@@ -421,24 +422,11 @@ async def test_the_first_notice_on_time_keeps_the_promise(
 
 
 async def test_a_first_notice_that_cannot_be_delivered_in_time_is_a_breach(
-    tmp_path: Path, clock: ManualClock
+    settings: Settings, clock: ManualClock
 ) -> None:
     # Given a mail server that is down when the incident opens (not listening yet)
     smtp = CaptureServer()
-    port = free_port()
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'oos.db'}",
-        config_dir=CONFIG_DIR,
-        templates_dir=TEMPLATES_DIR,
-        smtp_host=smtp.host,
-        smtp_port=smtp.port,
-        secret_key="test-secret-key-not-for-production",
-        host="127.0.0.1",
-        port=port,
-        public_base_url=f"http://127.0.0.1:{port}",
-        sweep_interval_seconds=3600,
-        _env_file=None,
-    )
+    settings = settings.model_copy(update={"smtp_port": smtp.port})
     service = await start_service(settings, clock)
     try:
         opened = await post(service, release_failure(severity="critical"))
@@ -469,51 +457,54 @@ async def test_a_first_notice_that_cannot_be_delivered_in_time_is_a_breach(
 # --- the agreement in force --------------------------------------------------------------------
 
 
+async def edit_and_restart(
+    settings: Settings, clock: ManualClock, edit: Callable[[], None]
+) -> tuple[RunningService, str, str]:
+    """Open the example incident, stop, ``edit`` the files, start again and open another one:
+    the service running again, and the two incidents' ids (before and after the edit)."""
+    service = await start_service(settings, clock)
+    first = await post(service, release_failure())
+    await service.stop()
+    edit()
+    service = await start_service(settings, clock, service.api_key)
+    second = await post(
+        service, release_failure(event_id="QA-EVT-2026-000900", incident_ref="OOS-2026-0150")
+    )
+    return service, first["incident_id"], second["incident_id"]
+
+
+async def opened_entry(service: RunningService, incident_id: str) -> dict[str, Any]:
+    [entry] = [e for e in await timeline(service, incident_id) if e["action"] == "incident_opened"]
+    return entry
+
+
 async def test_a_config_edit_changes_new_incidents_only_and_the_timeline_says_which_applied(
     tmp_path: Path, settings: Settings, clock: ManualClock, smtp: CaptureServer
 ) -> None:
-    # Given an incident opened under the standard plan (first reminder 2 business hours later)
+    # Given an incident opened under the standard plan (first reminder 2 business hours later),
+    # when the plan is edited to remind after 1 hour and the service restarts with it
     config = tmp_path / "config"
     shutil.copytree(CONFIG_DIR, config)
-    settings = settings.model_copy(update={"config_dir": config})
-    service = await start_service(settings, clock)
-    first = await post(service, release_failure())
-    api_key = service.api_key
-    await service.stop()
-
-    # When the plan is edited to remind after 1 hour, and the service restarts with it
     plan = config / "plans" / "standard.yaml"
-    plan.write_text(
-        plan.read_text().replace("{after: 2h, business_hours", "{after: 1h, business_hours")
-    )
-    service = await start_service(settings, clock, api_key)
-    try:
-        second = await post(
-            service,
-            release_failure(event_id="QA-EVT-2026-000900", incident_ref="OOS-2026-0150"),
+
+    def remind_sooner() -> None:
+        edited = plan.read_text().replace(
+            "{after: 2h, business_hours", "{after: 1h, business_hours"
         )
+        plan.write_text(edited)
 
+    settings = settings.model_copy(update={"config_dir": config})
+    service, first, second = await edit_and_restart(settings, clock, remind_sooner)
+    try:
         # Then the first incident keeps its promised times; the new one follows the new plan
-        def reminder_due(state: dict[str, Any]) -> set[str]:
-            return {
-                n["due_at"]
-                for n in state["notifications"]
-                if n["template"] == "escalation_reminder"
-            }
-
-        old = await detail(service, first["incident_id"])
-        new = await detail(service, second["incident_id"])
-        assert reminder_due(old) == {"2026-11-24T17:12:00Z"}
-        assert reminder_due(new) == {"2026-11-24T16:12:00Z"}
+        old, new = await detail(service, first), await detail(service, second)
+        assert set(due_of(old, "escalation_reminder", "scheduled")) == {"2026-11-24T17:12:00Z"}
+        assert set(due_of(new, "escalation_reminder", "scheduled")) == {"2026-11-24T16:12:00Z"}
         assert old["agreement_version"] != new["agreement_version"]
         for state in (old, new):
-            [opened_entry] = [
-                e
-                for e in await timeline(service, state["incident_id"])
-                if e["action"] == "incident_opened"
-            ]
-            assert opened_entry["detail"]["agreement_version"] == state["agreement_version"]
-            assert opened_entry["detail"]["plan"] == "standard"
+            entry = await opened_entry(service, state["incident_id"])
+            assert entry["detail"]["agreement_version"] == state["agreement_version"]
+            assert entry["detail"]["plan"] == "standard"
     finally:
         await service.stop()
 
@@ -521,24 +512,18 @@ async def test_a_config_edit_changes_new_incidents_only_and_the_timeline_says_wh
 async def test_a_template_edit_changes_the_wording_for_new_incidents_only(
     tmp_path: Path, settings: Settings, clock: ManualClock, smtp: CaptureServer
 ) -> None:
-    # Given an incident opened with the default reminder wording
+    # Given an incident opened with the default reminder wording, when the reminder's subject
+    # is reworded and the service restarts
     templates = tmp_path / "templates"
     shutil.copytree(TEMPLATES_DIR, templates)
-    settings = settings.model_copy(update={"templates_dir": templates})
-    service = await start_service(settings, clock)
-    first = await post(service, release_failure())
-    api_key = service.api_key
-    await service.stop()
-
-    # When the reminder's subject is reworded and the service restarts
     subject = templates / "escalation_reminder" / "subject.txt"
-    subject.write_text("[OOS REMINDER v2] {{ incident.ref }} still unconfirmed\n", encoding="utf-8")
-    service = await start_service(settings, clock, api_key)
+
+    def reword() -> None:
+        subject.write_text("[OOS REMINDER v2] {{ incident.ref }} still unconfirmed\n")
+
+    settings = settings.model_copy(update={"templates_dir": templates})
+    service, first, second = await edit_and_restart(settings, clock, reword)
     try:
-        second = await post(
-            service,
-            release_failure(event_id="QA-EVT-2026-000900", incident_ref="OOS-2026-0150"),
-        )
         await advance(service, clock, hours=2)
 
         # Then the open incident's reminder keeps the wording it was planned with
@@ -547,16 +532,9 @@ async def test_a_template_edit_changes_the_wording_for_new_incidents_only(
             "[OOS MAJOR] Not yet confirmed: OOS-2026-0142, lot LOT-24-1187 (CARTX)",
             "[OOS REMINDER v2] OOS-2026-0150 still unconfirmed",
         ]
-        old, new = (
-            await detail(service, first["incident_id"]),
-            await detail(service, second["incident_id"]),
-        )
+        old, new = await detail(service, first), await detail(service, second)
         assert old["template_version"] != new["template_version"]
-        [opened_entry] = [
-            e
-            for e in await timeline(service, old["incident_id"])
-            if e["action"] == "incident_opened"
-        ]
-        assert opened_entry["detail"]["template_version"] == old["template_version"]
+        entry = await opened_entry(service, first)
+        assert entry["detail"]["template_version"] == old["template_version"]
     finally:
         await service.stop()
