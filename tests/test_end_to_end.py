@@ -167,7 +167,7 @@ async def test_withdrawn_incident_cancels_what_is_pending_and_its_links_stop_wor
     assert sorted(m.recipients[0] for m in withdrawals) == sorted(
         m.recipients[0] for m in messages[:2]
     )
-    assert all(m.message["Subject"].startswith("[OOS WITHDRAWN] OOS-2026-0142") for m in withdrawals)
+    assert all(m.subject.startswith("[OOS WITHDRAWN] OOS-2026-0142") for m in withdrawals)
     # And the link says the incident is closed without acknowledging
     page = await service.client.get(link)
     assert page.status_code == 200 and "This incident is closed" in page.text
