@@ -249,9 +249,7 @@ def acknowledge(
     session.flush()
     session.refresh(incident)
     recorded_answer = first_answer(session, incident, state.purpose)
-    return AckState(
-        incident, notification, state.purpose, state.choices, recorded_answer, True
-    )
+    return AckState(incident, notification, state.purpose, state.choices, recorded_answer, True)
 
 
 def _record(

@@ -202,9 +202,7 @@ def plan_follow_up(
                 break
     deciding = {d.email.lower() for d in deciders}
     notices = [
-        _immediate(
-            NotificationKind.DECISION, person, DECISION_TEMPLATE, now, with_ack_link=True
-        )
+        _immediate(NotificationKind.DECISION, person, DECISION_TEMPLATE, now, with_ack_link=True)
         for person in _distinct(deciders)
     ]
     notices += [
