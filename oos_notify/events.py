@@ -23,8 +23,8 @@ from oos_notify.ids import new_id
 from oos_notify.lifecycle import IncidentStatus, can_move
 from oos_notify.models import Event, Incident, Notification
 from oos_notify.planning import (
-    Condition,
     IncidentFacts,
+    NotificationKind,
     PlannedNotification,
     PlanResult,
     derive_severity,
@@ -393,6 +393,9 @@ def _follow_up(
     return _schedule(session, incident, result, now, mail_domain, notices)
 
 
+PLAN_STEP_KINDS = [NotificationKind.ESCALATION.value, NotificationKind.PATIENT.value]
+"""What a restarted escalation replaces: the old plan's steps, not receipts or notices."""
+
 CLOSING = {
     EventType.RESOLVED: IncidentStatus.RESOLVED,
     EventType.WITHDRAWN: IncidentStatus.WITHDRAWN,
@@ -466,7 +469,7 @@ def _restart_escalation(
         incident.id,
         now,
         "a late result restarted the escalation",
-        col(Notification.condition) != Condition.ALWAYS.value,
+        col(Notification.kind).in_(PLAN_STEP_KINDS),
     )
     audit.record(
         session,
