@@ -582,10 +582,13 @@ def load_agreements(config_dir: Path) -> Agreements:
 
     files: dict[str, str] = {}
     plans: dict[str, Plan] = {}
+    invalid_plans: set[str] = set()
     for path in sorted((config_dir / "plans").glob("*.y*ml")):
         data = _read_yaml(path, shown(path), problems)
         plan = _validate(Plan, data, shown(path), problems) if data is not None else None
         if plan is None:
+            if data is not None and isinstance(data.get("id"), str):
+                invalid_plans.add(data["id"])  # reported in its own file, not where it is used
             continue
         if plan.id in plans:
             problems.append(
@@ -617,7 +620,7 @@ def load_agreements(config_dir: Path) -> Agreements:
         files[system.id] = shown(path)
 
     if manufacturer is not None:
-        problems.extend(_cross_check(manufacturer, systems, plans, files))
+        problems.extend(_cross_check(manufacturer, systems, plans, files, invalid_plans))
     if problems or manufacturer is None:
         raise ConfigError(problems)
     return Agreements(manufacturer=manufacturer, health_systems=systems, plans=plans, files=files)
@@ -628,8 +631,10 @@ def _cross_check(
     systems: dict[str, HealthSystem],
     plans: dict[str, Plan],
     files: dict[str, str],
+    invalid_plans: set[str],
 ) -> list[ConfigProblem]:
-    """Checks that span files: references resolve and every step reaches somebody."""
+    """Checks that span files: references resolve and every step reaches somebody (a plan
+    whose own file is invalid is not reported again where it is used)."""
     problems: list[ConfigProblem] = []
     seen_sites: dict[str, str] = {}
     for system in systems.values():
@@ -639,7 +644,8 @@ def _cross_check(
             problems.append(
                 ConfigProblem(file, "contacts", f"contact id {duplicate!r} is repeated")
             )
-        problems.extend(_reference_problems(file, "", system, manufacturer, plans))
+        known_plans = set(plans) | invalid_plans
+        problems.extend(_reference_problems(file, "", system, manufacturer, known_plans))
         for index, site in enumerate(system.sites):
             where = f"sites[{index}]"
             if site.id in seen_sites:
@@ -649,7 +655,9 @@ def _cross_check(
                     )
                 )
             seen_sites[site.id] = file
-            problems.extend(_check_site(file, where, manufacturer, system, site, plans))
+            problems.extend(
+                _check_site(file, where, manufacturer, system, site, plans, known_plans)
+            )
     return problems
 
 
@@ -658,7 +666,7 @@ def _reference_problems(
     prefix: str,
     settings: _CenterSettings,
     manufacturer: Manufacturer,
-    plans: dict[str, Plan],
+    plan_ids: set[str],
 ) -> list[ConfigProblem]:
     """A health system's or site's pins and plans must name what exists, with the right role."""
     problems: list[ConfigProblem] = []
@@ -672,7 +680,7 @@ def _reference_problems(
             message = f"manufacturer contact {contact_id!r} does not have the role {role}"
             problems.append(ConfigProblem(file, field, message))
     for event_type, plan_id in settings.plans.items():
-        if plan_id not in plans:
+        if plan_id not in plan_ids:
             message = f"no plan {plan_id!r} in plans/"
             problems.append(ConfigProblem(file, f"{prefix}plans.{event_type}", message))
     return problems
@@ -685,9 +693,10 @@ def _check_site(
     system: HealthSystem,
     site: Site,
     plans: dict[str, Plan],
+    known_plans: set[str],
 ) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
-    problems.extend(_reference_problems(file, f"{where}.", site, manufacturer, plans))
+    problems.extend(_reference_problems(file, f"{where}.", site, manufacturer, known_plans))
     plan_ids = {**system.plans, **site.plans}
     for event_type in (EventType.RELEASE_FAILURE, EventType.LATE_RESULT):
         if event_type not in plan_ids:
