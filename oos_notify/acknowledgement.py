@@ -29,13 +29,12 @@ from oos_notify.planning import (
     NotificationKind,
     PlannedNotification,
     plan_acknowledged,
+    plan_to_qa,
 )
 from oos_notify.vocabulary import (
-    MANUFACTURER_PREFIX,
     AckResponse,
     EventType,
     KeyDate,
-    ManufacturerRole,
     Severity,
 )
 
@@ -356,26 +355,12 @@ def _acknowledge_round(
 def _receipts(
     incident: Incident, agreement: EffectiveAgreement, template: str, now: datetime
 ) -> list[PlannedNotification]:
-    """The manufacturer hears of the answer at once: the event's QA contact, else the QA desk."""
-    if incident.qa_contact:
-        people = [("qa_contact", incident.qa_contact["name"], incident.qa_contact["email"])]
-    else:
-        people = [
-            (c.id, c.name, c.email)
-            for c in agreement.manufacturer_contacts.get(ManufacturerRole.QA, [])
-        ]
-    return [
-        PlannedNotification(
-            kind=NotificationKind.RECEIPT,
-            level=0,
-            role=f"{MANUFACTURER_PREFIX}{ManufacturerRole.QA}",
-            contact_id=contact_id,
-            recipient_name=name,
-            recipient_email=email,
-            template=template,
-            due_at=now,
-            condition=Condition.ACKNOWLEDGED,
-            with_ack_link=False,
-        )
-        for contact_id, name, email in people
-    ]
+    """The manufacturer hears of the answer at once."""
+    return plan_to_qa(
+        agreement,
+        incident.qa_contact,
+        NotificationKind.RECEIPT,
+        template,
+        now,
+        Condition.ACKNOWLEDGED,
+    )

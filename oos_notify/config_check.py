@@ -14,12 +14,13 @@ from oos_notify.agreements import (
     load_agreements,
 )
 from oos_notify.messaging import center_ids
-from oos_notify.planning import DECISION_TEMPLATE, FOLLOW_UP_TEMPLATES
+from oos_notify.planning import DECISION_TEMPLATE, DELIVERY_FAILURE_TEMPLATE, FOLLOW_UP_TEMPLATES
 from oos_notify.rendering import (
     AckLinkView,
     AcknowledgementView,
     CenterView,
     FailedAttributeView,
+    FailedDeliveryView,
     IncidentView,
     MessageContext,
     PersonView,
@@ -33,7 +34,13 @@ from oos_notify.vocabulary import AckResponse, Disposition
 
 SAMPLE_INSTANT = datetime(2026, 11, 24, 15, 12, tzinfo=UTC)
 BUILT_IN_TEMPLATES = frozenset(
-    {RECEIPT_TEMPLATE, DECISION_RECEIPT_TEMPLATE, DECISION_TEMPLATE, *FOLLOW_UP_TEMPLATES.values()}
+    {
+        RECEIPT_TEMPLATE,
+        DECISION_RECEIPT_TEMPLATE,
+        DECISION_TEMPLATE,
+        DELIVERY_FAILURE_TEMPLATE,
+        *FOLLOW_UP_TEMPLATES.values(),
+    }
 )
 """Messages the service sends on its own, whatever the plans say."""
 
@@ -104,6 +111,16 @@ def sample_context(
         decision=answer.model_copy(update={"response": AckResponse.ACCEPT_OOS_PRODUCT.label})
         if decided
         else None,
+        failed_delivery=FailedDeliveryView(
+            recipient=PersonView(
+                name=contact.name, email=contact.email, role=str(contact.roles[0])
+            ),
+            template="release_failure_initial",
+            failed_at=local_time(SAMPLE_INSTANT, agreement.timezone),
+            attempts=1,
+            smtp_code=550,
+            reply="5.1.1 <" + contact.email + ">: mailbox unavailable",
+        ),
     )
 
 

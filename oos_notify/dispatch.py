@@ -23,7 +23,7 @@ from oos_notify.acknowledgement import AckTokens
 from oos_notify.agreements import EffectiveAgreement
 from oos_notify.clock import Clock
 from oos_notify.db import transaction
-from oos_notify.mail import SendOutcome, SmtpBatch, build_message
+from oos_notify.mail import SendOutcome, SmtpBatch, build_message, probe
 from oos_notify.models import Incident, Notification
 from oos_notify.rendering import MessageContext, Renderer, RenderError
 from oos_notify.settings import Settings
@@ -84,6 +84,8 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._wanted = False
         self._stopping = False
+        self._mail_unreachable = True
+        """Set when no mail server answered; at start, a previous process may have seen that."""
 
     @property
     def running(self) -> bool:
@@ -145,6 +147,16 @@ class Dispatcher:
                 log.exception("dispatch run failed; the sweep will retry")
 
     async def _dispatch_due(self) -> None:
+        if (
+            self._mail_unreachable
+            and await probe(self._settings, self._smtp_host, self._smtp_port) is None
+        ):
+            # The server is back: what waited for it goes now, not at the end of a backoff
+            # that may have grown to an hour during the outage.
+            self._mail_unreachable = False
+            resumed = await self._in_database(self._resume_after_outage)
+            if resumed:
+                log.info("mail server reachable: %d notifications resume", resumed)
         while not self._stopping:
             batch = await self._in_database(self._claim)
             if not batch:
@@ -186,6 +198,8 @@ class Dispatcher:
                 else:
                     outcome = await smtp.send(item.message)
                     results.append((notification, outcome, item.template_version))
+                    if not outcome.connected:
+                        self._mail_unreachable = True
         await self._in_database(self._settle, results)
 
     async def _in_database(self, work: Callable[..., _T], *args: Any) -> _T:
@@ -198,6 +212,10 @@ class Dispatcher:
     def _release_abandoned(self) -> int:
         with transaction(self._engine) as session:
             return outbox.release_abandoned(session)
+
+    def _resume_after_outage(self) -> int:
+        with transaction(self._engine) as session:
+            return outbox.resume_after_outage(session, self._clock.now())
 
     def _claim(self) -> list[Notification]:
         with transaction(self._engine) as session:
@@ -271,16 +289,23 @@ class Dispatcher:
             log.info("sent %s to %s", notification.id, notification.recipient_email)
             return
         retry_at = None
-        if not outcome.permanent and notification.attempts < self._settings.max_send_attempts:
+        if not outcome.permanent and (
+            # No server could be reached: nobody judged the message, so it waits for the server
+            # however long that takes. Only the server's own failures count against its attempts.
+            not outcome.connected
+            or outbox.refusals(session, notification.id) + 1 < self._settings.max_send_attempts
+        ):
             retry_at = now + retry_delay(notification.attempts, self._settings.retry_base_seconds)
         outbox.settle_failure(
             session,
             notification,
             now,
             permanent=outcome.permanent,
+            connected=outcome.connected,
             code=outcome.code,
             reply=outcome.reply,
             duration_ms=outcome.duration_ms,
             retry_at=retry_at,
+            mail_domain=self._settings.mail_domain,
         )
         log.warning("delivery of %s failed (%s): %s", notification.id, outcome.code, outcome.reply)

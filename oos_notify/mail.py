@@ -24,6 +24,7 @@ class Envelope:
     recipient: str
     recipient_name: str
     message_id: str
+    notification_id: str
     thread_id: str
     incident_ref: str
     sent_at: datetime
@@ -43,6 +44,9 @@ def build_message(rendered: RenderedMessage, envelope: Envelope) -> EmailMessage
     message["Auto-Submitted"] = "auto-generated"
     message["X-Auto-Response-Suppress"] = "All"
     message["X-OOS-Incident"] = envelope.incident_ref
+    # Names the outbox row, so a receiver (or a test) can tell resends of one notification apart
+    # from different notifications whatever their Message-ID says.
+    message["X-OOS-Notification"] = envelope.notification_id
     message.set_content(rendered.text)
     message.add_alternative(rendered.html, subtype="html")
     return message
@@ -53,18 +57,26 @@ class SendOutcome:
     accepted: bool
     permanent: bool
     code: int | None
+    """The server's reply code; ``None`` when no server answered (refused, timed out, dropped)."""
     reply: str
     duration_ms: int
+    connected: bool = True
+    """False when no connection to the mail server could be made: nobody judged the message."""
 
 
 class SmtpBatch:
-    """One SMTP connection for a batch of messages; reconnects once if the server drops it."""
+    """One SMTP connection for a batch of messages; reconnects if the server drops it.
+
+    When the server cannot be reached at all, the rest of the batch fails at once with the same
+    reason instead of waiting out a connection timeout per message.
+    """
 
     def __init__(self, settings: Settings, host: str, port: int) -> None:
         self._settings = settings
         self._host = host
         self._port = port
         self._client: aiosmtplib.SMTP | None = None
+        self._unreachable: str | None = None
 
     async def __aenter__(self) -> SmtpBatch:
         return self
@@ -101,13 +113,25 @@ class SmtpBatch:
         """Send one message and say how it went; never raises for an SMTP or network failure."""
         started = time.perf_counter()
 
-        def outcome(accepted: bool, permanent: bool, code: int | None, reply: str) -> SendOutcome:
+        def outcome(
+            accepted: bool, permanent: bool, code: int | None, reply: str, connected: bool = True
+        ) -> SendOutcome:
             elapsed = int((time.perf_counter() - started) * 1000)
-            return SendOutcome(accepted, permanent, code, reply, elapsed)
+            return SendOutcome(accepted, permanent, code, reply, elapsed, connected)
 
-        try:
-            if self._client is None or not self._client.is_connected:
+        if self._unreachable is not None:
+            return outcome(False, False, None, self._unreachable, connected=False)
+        if self._client is None or not self._client.is_connected:
+            try:
                 self._client = await self._connect()
+            except aiosmtplib.SMTPResponseException as exc:
+                self._drop()
+                return outcome(False, exc.code >= 500, exc.code, exc.message)
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                self._drop()
+                self._unreachable = f"{type(exc).__name__}: {exc}"
+                return outcome(False, False, None, self._unreachable, connected=False)
+        try:
             _, reply = await self._client.send_message(message)
             return outcome(True, False, 250, reply)
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -124,3 +148,27 @@ class SmtpBatch:
         if self._client is not None:
             self._client.close()
         self._client = None
+
+
+PROBE_TIMEOUT_SECONDS = 3.0
+
+
+async def probe(settings: Settings, host: str, port: int) -> str | None:
+    """Whether a mail server greets us at ``host:port``: ``None`` if it does, else why not.
+
+    Cheap (connect, greeting, QUIT; no login, no STARTTLS) and quick to give up.
+    """
+    client = aiosmtplib.SMTP(
+        hostname=host,
+        port=port,
+        timeout=min(settings.smtp_timeout_seconds, PROBE_TIMEOUT_SECONDS),
+        use_tls=settings.smtp_security is SmtpSecurity.TLS,
+        start_tls=False,
+    )
+    try:
+        await client.connect()
+        await client.quit()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        client.close()
+        return f"{type(exc).__name__}: {exc}"
+    return None

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from oos_notify.acknowledgement import AckTokens, Purpose, first_answer, purpose_of
 from oos_notify.agreements import EffectiveAgreement
 from oos_notify.business_time import CenterCalendar
 from oos_notify.business_time import add as add_duration
 from oos_notify.mail import Envelope
-from oos_notify.models import Acknowledgement, Incident, Notification
+from oos_notify.models import (
+    Acknowledgement,
+    DeliveryAttempt,
+    FailureReport,
+    Incident,
+    Notification,
+)
+from oos_notify.planning import NotificationKind
 from oos_notify.rendering import (
     AckLinkView,
     AcknowledgementView,
     CenterView,
     FailedAttributeView,
+    FailedDeliveryView,
     IncidentView,
     MessageContext,
     PersonView,
@@ -101,6 +109,34 @@ def build_context(
         asks_decision=purpose_of(notification) is Purpose.DECISION,
         acknowledgement=acknowledgement_view(first_ack, agreement) if first_ack else None,
         decision=acknowledgement_view(decision, agreement) if decision else None,
+        failed_delivery=failed_delivery_view(session, notification, agreement)
+        if notification.kind == NotificationKind.DELIVERY_FAILURE
+        else None,
+    )
+
+
+def failed_delivery_view(
+    session: Session, report: Notification, agreement: EffectiveAgreement
+) -> FailedDeliveryView:
+    """What a delivery-failure report tells QA: who was not reached, with what, and the reply."""
+    link = session.get(FailureReport, report.id)
+    assert link is not None, f"{report.id} reports no failed notification"
+    failed = session.get(Notification, link.failed_notification_id)
+    assert failed is not None
+    last = session.exec(
+        select(DeliveryAttempt)
+        .where(DeliveryAttempt.notification_id == failed.id)
+        .order_by(col(DeliveryAttempt.id).desc())
+    ).first()
+    return FailedDeliveryView(
+        recipient=PersonView(
+            name=failed.recipient_name, email=failed.recipient_email, role=failed.role
+        ),
+        template=failed.template,
+        failed_at=local_time(last.at if last else report.created_at, agreement.timezone),
+        attempts=failed.attempts,
+        smtp_code=last.smtp_code if last else None,
+        reply=(last.smtp_reply if last else None) or failed.last_error or "",
     )
 
 
@@ -132,6 +168,7 @@ def envelope(
         recipient=notification.recipient_email,
         recipient_name=notification.recipient_name,
         message_id=notification.message_id,
+        notification_id=notification.id,
         thread_id=f"<{incident.id.lower()}@{settings.mail_domain}>",
         incident_ref=incident.incident_ref,
         sent_at=now,

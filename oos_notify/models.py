@@ -131,6 +131,15 @@ class DeliveryAttempt(SQLModel, table=True):
     duration_ms: int
 
 
+class FailureReport(SQLModel, table=True):
+    """Links a message to the manufacturer's QA to the notification it reports undeliverable."""
+
+    __tablename__ = "failure_reports"
+
+    notification_id: str = Field(foreign_key="notifications.id", primary_key=True)
+    failed_notification_id: str = Field(foreign_key="notifications.id", index=True)
+
+
 class Acknowledgement(SQLModel, table=True):
     __tablename__ = "acknowledgements"
 

@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, func, or_, update
 from sqlmodel import Session, col, select
 
 from oos_notify import audit
+from oos_notify.agreements import EffectiveAgreement
 from oos_notify.ids import new_id
 from oos_notify.lifecycle import (
     IncidentStatus,
@@ -22,11 +23,20 @@ from oos_notify.lifecycle import (
     can_move,
     notification_sources,
 )
-from oos_notify.models import DeliveryAttempt, Incident, Notification
-from oos_notify.planning import Addressee, NotificationKind, PlannedNotification
+from oos_notify.models import DeliveryAttempt, FailureReport, Incident, Notification
+from oos_notify.planning import (
+    DELIVERY_FAILURE_TEMPLATE,
+    Addressee,
+    Condition,
+    NotificationKind,
+    PlannedNotification,
+    plan_to_qa,
+)
 
 SCHEDULED = NotificationStatus.SCHEDULED.value
 SENDING = NotificationStatus.SENDING.value
+UNREACHABLE = "unreachable"
+"""A delivery attempt that found no mail server to talk to (refused, no route, timed out)."""
 
 
 def schedule(
@@ -165,6 +175,46 @@ def next_due(session: Session) -> datetime | None:
     ).one()
 
 
+def refusals(session: Session, notification_id: str) -> int:
+    """How many attempts at a notification failed at a mail server that could be reached."""
+    return session.exec(
+        select(func.count())
+        .select_from(DeliveryAttempt)
+        .where(
+            DeliveryAttempt.notification_id == notification_id,
+            DeliveryAttempt.outcome == "transient",
+        )
+    ).one()
+
+
+def resume_after_outage(session: Session, now: datetime) -> int:
+    """Make due now the retries whose last attempt found no mail server; return how many."""
+    last_outcome = (
+        select(DeliveryAttempt.outcome)
+        .where(DeliveryAttempt.notification_id == Notification.id)
+        .order_by(col(DeliveryAttempt.id).desc())
+        .limit(1)
+        .correlate(Notification)
+        .scalar_subquery()
+    )
+    waiting = session.exec(
+        select(Notification.id).where(
+            Notification.status == SCHEDULED,
+            col(Notification.due_at) > now,
+            col(Notification.attempts) > 0,
+            last_outcome == UNREACHABLE,
+        )
+    ).all()
+    if not waiting:
+        return 0
+    result = session.execute(
+        update(Notification)
+        .where(col(Notification.id).in_(waiting), col(Notification.status) == SCHEDULED)
+        .values(due_at=now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def settle_sent(
     session: Session,
     notification: Notification,
@@ -211,12 +261,16 @@ def settle_failure(
     now: datetime,
     *,
     permanent: bool,
+    connected: bool,
     code: int | None,
     reply: str,
     duration_ms: int,
     retry_at: datetime | None,
+    mail_domain: str,
 ) -> None:
-    """Record a failed attempt: back to the queue for ``retry_at``, or failed for good."""
+    """Record a failed attempt: back to the queue for ``retry_at``, or failed for good and
+    reported to the manufacturer's QA in the same transaction, so a crash cannot lose the report.
+    """
     give_up = permanent or retry_at is None
     status = NotificationStatus.FAILED if give_up else NotificationStatus.SCHEDULED
     values: dict[str, object] = {"status": status.value, "lease_until": None, "last_error": reply}
@@ -231,7 +285,7 @@ def settle_failure(
         session,
         notification,
         now,
-        "permanent" if permanent else "transient",
+        "permanent" if permanent else "transient" if connected else UNREACHABLE,
         code,
         reply,
         duration_ms,
@@ -249,6 +303,27 @@ def settle_failure(
         attempt=notification.attempts,
         retry_at=retry_at.isoformat() if retry_at and not give_up else None,
     )
+    if give_up and not NotificationKind(notification.kind).reports_to_qa:
+        _report_failure(session, notification, now, mail_domain)
+
+
+def _report_failure(
+    session: Session, notification: Notification, now: datetime, mail_domain: str
+) -> None:
+    incident = session.get(Incident, notification.incident_id)
+    assert incident is not None
+    reports = plan_to_qa(
+        EffectiveAgreement.model_validate(incident.agreement),
+        incident.qa_contact,
+        NotificationKind.DELIVERY_FAILURE,
+        DELIVERY_FAILURE_TEMPLATE,
+        now,
+        Condition.ALWAYS,
+    )
+    for report_id, _ in schedule(session, incident.id, reports, now, mail_domain):
+        session.add(
+            FailureReport(notification_id=report_id, failed_notification_id=notification.id)
+        )
 
 
 def _attempt(

@@ -17,7 +17,17 @@ from oos_notify.agreements import (
     Step,
 )
 from oos_notify.business_time import CenterCalendar
-from oos_notify.vocabulary import CenterRole, Disposition, EventType, KeyDate, Severity
+from oos_notify.vocabulary import (
+    MANUFACTURER_PREFIX,
+    CenterRole,
+    Disposition,
+    EventType,
+    KeyDate,
+    ManufacturerRole,
+    Severity,
+)
+
+DELIVERY_FAILURE_TEMPLATE = "delivery_failure"
 
 
 class NotificationKind(StrEnum):
@@ -32,6 +42,14 @@ class NotificationKind(StrEnum):
     DECISION = "decision"
     """Asks the treating physician to decide on an out-of-specification product offered for
     release; answered on the acknowledgement page."""
+    DELIVERY_FAILURE = "delivery_failure"
+    """A message to the manufacturer that a notification could not be delivered."""
+
+    @property
+    def reports_to_qa(self) -> bool:
+        """Messages to the manufacturer's QA are not themselves reported when they fail: the
+        report would go to the address that just refused mail, and could loop."""
+        return self in (NotificationKind.RECEIPT, NotificationKind.DELIVERY_FAILURE)
 
 
 class Condition(StrEnum):
@@ -262,6 +280,39 @@ def _acknowledged_steps(plan: Plan) -> list[_PlanStep]:
         (NotificationKind.PATIENT, level, step, Condition.ACKNOWLEDGED)
         for level, step in enumerate(plan.patient_communication)
         if step.when == Condition.ACKNOWLEDGED.value
+    ]
+
+
+def plan_to_qa(
+    agreement: EffectiveAgreement,
+    qa_contact: Mapping[str, str] | None,
+    kind: NotificationKind,
+    template: str,
+    due_at: datetime,
+    condition: Condition,
+) -> list[PlannedNotification]:
+    """A message to the manufacturer's QA: the event's QA contact, else the agreement's QA desk."""
+    if qa_contact:
+        people = [("qa_contact", qa_contact["name"], qa_contact["email"])]
+    else:
+        people = [
+            (c.id, c.name, c.email)
+            for c in agreement.manufacturer_contacts.get(ManufacturerRole.QA, [])
+        ]
+    return [
+        PlannedNotification(
+            kind=kind,
+            level=0,
+            role=f"{MANUFACTURER_PREFIX}{ManufacturerRole.QA}",
+            contact_id=contact_id,
+            recipient_name=name,
+            recipient_email=email,
+            template=template,
+            due_at=due_at,
+            condition=condition,
+            with_ack_link=False,
+        )
+        for contact_id, name, email in people
     ]
 
 

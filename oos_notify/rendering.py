@@ -104,6 +104,17 @@ class AcknowledgementView(BaseModel):
     comment: str | None
 
 
+class FailedDeliveryView(BaseModel):
+    """A notification the mail server refused for good, as the QA report describes it."""
+
+    recipient: PersonView
+    template: str
+    failed_at: str
+    attempts: int
+    smtp_code: int | None
+    reply: str
+
+
 class MessageContext(BaseModel):
     """Everything a template may use. Identifiers only: the chain-of-identity is the patient."""
 
@@ -120,6 +131,7 @@ class MessageContext(BaseModel):
     """The acknowledgement of the current round of notices, once there is one."""
     decision: AcknowledgementView | None = None
     """The physician's decision on an out-of-specification product, once there is one."""
+    failed_delivery: FailedDeliveryView | None = None
 
 
 DISPOSITION_LABELS = {

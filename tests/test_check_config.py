@@ -278,3 +278,21 @@ def test_a_bad_agreement_is_refused_naming_the_file_and_the_field(
     assert len([line for line in lines if line.startswith(expected)]) == 1, lines
     # and only there: an invalid plan is not reported again where health systems name it
     assert len(lines) == 1, lines
+
+
+def test_the_delivery_failure_report_is_rendered_for_every_site(workspace: Path) -> None:
+    body = workspace / "templates/delivery_failure/body.txt"
+    body.write_text(body.read_text().replace("failed_delivery.reply", "failed_delivery.bounce"))
+    result = run(workspace, "check-config")
+    assert result.returncode == 2
+    lines = problem_lines(result.stderr)
+    assert len(lines) == 3, lines
+    assert all("delivery_failure/body.txt" in line and "bounce" in line for line in lines)
+
+
+def test_a_missing_delivery_failure_report_is_refused(workspace: Path) -> None:
+    shutil.rmtree(workspace / "templates/delivery_failure")
+    result = run(workspace, "check-config")
+    assert result.returncode == 2
+    lines = problem_lines(result.stderr)
+    assert lines and all("template 'delivery_failure'" in line for line in lines), lines

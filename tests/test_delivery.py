@@ -60,7 +60,7 @@ async def test_server_down_then_back_retries_with_the_same_message_id(
         assert sorted(m.message_id for m in messages) == sorted(by_id)
         with DbSession(service.services.engine) as db:
             attempts = db.exec(select(DeliveryAttempt).order_by(DeliveryAttempt.at)).all()
-        assert [a.outcome for a in attempts] == ["transient", "transient", "sent", "sent"]
+        assert [a.outcome for a in attempts] == ["unreachable", "unreachable", "sent", "sent"]
         assert all(a.smtp_reply for a in attempts)
     finally:
         await service.stop()
