@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ _T = TypeVar("_T")
 CLAIM_LEASE = timedelta(minutes=10)
 """How long a claimed row is left to its sender before another may take it over."""
 MAX_RETRY_DELAY = timedelta(hours=1)
+SETTLE_EVERY = timedelta(seconds=0.5)
+"""How long sent messages may go unrecorded while the rest of their batch is being sent."""
 
 
 @dataclass(frozen=True)
@@ -182,16 +185,25 @@ class Dispatcher:
         )
 
     async def _send(self, batch: list[Notification]) -> None:
-        """Render the batch off the event loop, send it over one connection, settle it at once.
+        """Render the batch off the event loop, send it over one connection, and settle what
+        was sent at least every SETTLE_EVERY seconds and at the end.
 
         A crash between sending and settling leaves rows 'sending': they are sent again with
-        the same Message-ID, which receivers use to drop the duplicate.
+        the same Message-ID, which receivers use to drop the duplicate. Settling as the batch
+        goes keeps that window short when the mail server is slow. Once the service is asked to
+        stop, the message in flight is finished and recorded; the rest go back to the queue.
         """
         gathered = await self._in_database(self._gather, batch)
         prepared = await asyncio.to_thread(lambda: [self._render(item) for item in gathered])
         results: list[tuple[Notification, SendOutcome, str | None]] = []
+        settled_at = time.monotonic()
         async with SmtpBatch(self._settings, self._smtp_host, self._smtp_port) as smtp:
-            for notification, item in zip(batch, prepared, strict=True):
+            for position, (notification, item) in enumerate(zip(batch, prepared, strict=True)):
+                if self._stopping:
+                    unsent = [n.id for n in batch[position:]]
+                    await self._in_database(self._release, unsent)
+                    log.info("stopping: %d claimed notifications go back to the queue", len(unsent))
+                    break
                 if isinstance(item, RenderError):
                     outcome = SendOutcome(False, True, None, f"template error: {item}", 0)
                     results.append((notification, outcome, None))
@@ -200,7 +212,11 @@ class Dispatcher:
                     results.append((notification, outcome, item.template_version))
                     if not outcome.connected:
                         self._mail_unreachable = True
-        await self._in_database(self._settle, results)
+                if time.monotonic() - settled_at >= SETTLE_EVERY.total_seconds():
+                    await self._in_database(self._settle, results)
+                    results, settled_at = [], time.monotonic()
+        if results:
+            await self._in_database(self._settle, results)
 
     async def _in_database(self, work: Callable[..., _T], *args: Any) -> _T:
         """Run database work in a worker thread once it is this writer's turn at the gate."""
@@ -216,6 +232,10 @@ class Dispatcher:
     def _resume_after_outage(self) -> int:
         with transaction(self._engine) as session:
             return outbox.resume_after_outage(session, self._clock.now())
+
+    def _release(self, notification_ids: list[str]) -> int:
+        with transaction(self._engine) as session:
+            return outbox.release_claims(session, notification_ids)
 
     def _claim(self) -> list[Notification]:
         with transaction(self._engine) as session:

@@ -141,6 +141,17 @@ def release_abandoned(session: Session) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+def release_claims(session: Session, notification_ids: list[str]) -> int:
+    """Give back claimed rows that were not sent (the service is stopping): they are due again
+    at once for the next sender, and the claim does not count as an attempt."""
+    result = session.execute(
+        update(Notification)
+        .where(col(Notification.id).in_(notification_ids), col(Notification.status) == SENDING)
+        .values(status=SCHEDULED, lease_until=None, attempts=Notification.attempts - 1)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> list[Notification]:
     """Claim up to ``limit`` due notifications for this sender; each claim is won by one sender."""
     due = or_(
