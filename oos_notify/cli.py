@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from oos_notify import apikeys
+from oos_notify import apikeys, logs
 from oos_notify.agreements import ConfigError
 from oos_notify.clock import SystemClock
 from oos_notify.config_check import load_checked
@@ -26,20 +24,6 @@ def _print_problems(error: ConfigError) -> int:
     return 2
 
 
-class _HideAckTokens(logging.Filter):
-    """Access logs show ``/ack/…`` instead of the token: a logged token is a usable link."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                _ACK_TOKEN.sub("/ack/…", a) if isinstance(a, str) else a for a in record.args
-            )
-        return True
-
-
-_ACK_TOKEN = re.compile(r"/ack/[^\s?\"]+")
-
-
 def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -49,7 +33,6 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
         app = create_app(settings)
     except ConfigError as error:
         return _print_problems(error)
-    logging.getLogger("uvicorn.access").addFilter(_HideAckTokens())
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", log_config=None)
     return 0
 
@@ -149,10 +132,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for chatty in ("mail.log", "apscheduler"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-    return int(args.run(Settings(), args))
+    settings = Settings()
+    logs.configure(settings.log_format)
+    return int(args.run(settings, args))
 
 
 if __name__ == "__main__":

@@ -101,7 +101,11 @@ class Dispatcher:
             # One process owns a SQLite file, so anything still 'sending' was left by a crash.
             released = await self._in_database(self._release_abandoned)
             if released:
-                log.warning("resending %d notifications interrupted by a stop", released)
+                log.warning(
+                    "resending %d notifications interrupted by a stop",
+                    released,
+                    extra={"count": released},
+                )
         self._scheduler = AsyncIOScheduler(event_loop=self._loop, timezone=UTC)
         self._scheduler.add_job(
             self._on_timer,
@@ -121,6 +125,10 @@ class Dispatcher:
             self._scheduler.shutdown(wait=False)
         if self._task is not None:
             await self._task
+
+    async def probe_mail(self) -> str | None:
+        """Whether the mail server greets us now: ``None`` if it does, else why not."""
+        return await probe(self._settings, self._smtp_host, self._smtp_port)
 
     def wake(self) -> None:
         """Ask for a run now (thread-safe): something became due, e.g. a new first step."""
@@ -150,16 +158,17 @@ class Dispatcher:
                 log.exception("dispatch run failed; the sweep will retry")
 
     async def _dispatch_due(self) -> None:
-        if (
-            self._mail_unreachable
-            and await probe(self._settings, self._smtp_host, self._smtp_port) is None
-        ):
+        if self._mail_unreachable and await self.probe_mail() is None:
             # The server is back: what waited for it goes now, not at the end of a backoff
             # that may have grown to an hour during the outage.
             self._mail_unreachable = False
             resumed = await self._in_database(self._resume_after_outage)
             if resumed:
-                log.info("mail server reachable: %d notifications resume", resumed)
+                log.info(
+                    "mail server reachable: %d notifications resume",
+                    resumed,
+                    extra={"count": resumed},
+                )
         while not self._stopping:
             batch = await self._in_database(self._claim)
             if not batch:
@@ -202,7 +211,11 @@ class Dispatcher:
                 if self._stopping:
                     unsent = [n.id for n in batch[position:]]
                     await self._in_database(self._release, unsent)
-                    log.info("stopping: %d claimed notifications go back to the queue", len(unsent))
+                    log.info(
+                        "stopping: %d claimed notifications go back to the queue",
+                        len(unsent),
+                        extra={"count": len(unsent)},
+                    )
                     break
                 if isinstance(item, RenderError):
                     outcome = SendOutcome(False, True, None, f"template error: {item}", 0)
@@ -276,7 +289,13 @@ class Dispatcher:
                 incident.template_version,
             )
         except RenderError as exc:
-            log.error("cannot render %s for %s: %s", notification.template, notification.id, exc)
+            log.error(
+                "cannot render %s for %s: %s",
+                notification.template,
+                notification.id,
+                exc,
+                extra=_ids(notification),
+            )
             return exc
         envelope = messaging.envelope(
             notification, incident, self._settings, now, agreement.manufacturer_name
@@ -306,7 +325,12 @@ class Dispatcher:
                 outcome.duration_ms,
                 template_version or "",
             )
-            log.info("sent %s to %s", notification.id, notification.recipient_email)
+            log.info(
+                "sent %s to %s",
+                notification.id,
+                notification.recipient_email,
+                extra=_ids(notification, duration_ms=outcome.duration_ms),
+            )
             return
         retry_at = None
         if not outcome.permanent and (
@@ -328,4 +352,26 @@ class Dispatcher:
             retry_at=retry_at,
             mail_domain=self._settings.mail_domain,
         )
-        log.warning("delivery of %s failed (%s): %s", notification.id, outcome.code, outcome.reply)
+        log.warning(
+            "delivery of %s failed (%s): %s",
+            notification.id,
+            outcome.code,
+            outcome.reply,
+            extra=_ids(
+                notification,
+                smtp_code=outcome.code,
+                retry_at=retry_at.isoformat() if retry_at else None,
+            ),
+        )
+
+
+def _ids(notification: Notification, **more: object) -> dict[str, object]:
+    """The fields a log line about a notification carries (see ``logs``)."""
+    return {
+        "incident_id": notification.incident_id,
+        "notification_id": notification.id,
+        "recipient": notification.recipient_email,
+        "template": notification.template,
+        "attempt": notification.attempts,
+        **more,
+    }

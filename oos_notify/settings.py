@@ -15,6 +15,13 @@ class SmtpSecurity(StrEnum):
     TLS = "tls"
 
 
+class LogFormat(StrEnum):
+    JSON = "json"
+    """One JSON object per line (for log collectors)."""
+    TEXT = "text"
+    """Classic lines with ``key=value`` ids (for a terminal)."""
+
+
 class Settings(BaseSettings):
     """Everything an operator can set; the defaults run the whole flow on one machine."""
 
@@ -39,6 +46,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    log_format: LogFormat = LogFormat.JSON
 
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
     send_batch_size: int = Field(default=50, ge=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Form, Request
@@ -17,6 +18,7 @@ from oos_notify.pages import page
 from oos_notify.rendering import disposition_label, local_time
 from oos_notify.vocabulary import AckResponse
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["acknowledgement"], include_in_schema=False)
 
 
@@ -88,6 +90,13 @@ def confirm(
         )
     except LinkError as error:
         return _refusal(error)
-    if state.just_acknowledged and services.dispatcher is not None:
-        background.add_task(services.dispatcher.wake)
+    if state.just_acknowledged:
+        log.info(
+            "incident %s acknowledged by %s",
+            state.incident.id,
+            state.notification.role,
+            extra={"incident_id": state.incident.id, "notification_id": state.notification.id},
+        )
+        if services.dispatcher is not None:
+            background.add_task(services.dispatcher.wake)
     return _render(state, services)

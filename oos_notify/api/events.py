@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, BackgroundTasks, Response, status
 
 from oos_notify import events
 from oos_notify.api.deps import ApiKeyDep, ServicesDep, SessionDep
 from oos_notify.events import EventAccepted, EventIn
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["events"])
 
 
@@ -39,9 +42,22 @@ def post_event(
         services.settings.mail_domain,
         services.template_versions,
     )
-    if result.answer.duplicate:
+    answer = result.answer
+    log.info(
+        "event %s %s for incident %s: %d notifications scheduled",
+        answer.event_id,
+        "repeated" if answer.duplicate else "accepted",
+        answer.incident_id,
+        0 if answer.duplicate else len(answer.scheduled),
+        extra={
+            "event_id": answer.event_id,
+            "event_type": event.type,
+            "incident_id": answer.incident_id,
+        },
+    )
+    if answer.duplicate:
         response.status_code = status.HTTP_200_OK
     if result.schedules_now and services.dispatcher is not None:
         # Runs after the transaction committed: the dispatcher must find the new rows.
         background.add_task(services.dispatcher.wake)
-    return result.answer
+    return answer
