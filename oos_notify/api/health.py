@@ -1,12 +1,12 @@
-"""Liveness and readiness for operators and orchestrators."""
+"""Liveness, readiness and metrics for operators and orchestrators."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from oos_notify import operations
 from oos_notify.api.deps import ServicesDep
 
 router = APIRouter(tags=["operations"])
@@ -19,16 +19,17 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-def readyz(services: ServicesDep) -> JSONResponse:
-    """The database answers and the dispatcher is running."""
-    checks: dict[str, str] = {}
-    try:
-        with services.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except SQLAlchemyError as exc:
-        checks["database"] = f"unreachable: {type(exc).__name__}"
-    running = services.dispatcher is not None and services.dispatcher.running
-    checks["scheduler"] = "ok" if running else "stopped"
-    ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+async def readyz(services: ServicesDep) -> JSONResponse:
+    """503 unless the database answers and the dispatcher runs; says how the mail server is."""
+    readiness = await operations.readiness(services.engine, services.dispatcher)
+    return JSONResponse(
+        {"ready": readiness.ready, "checks": readiness.checks},
+        status_code=200 if readiness.ready else 503,
+    )
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(services: ServicesDep) -> Response:
+    """Prometheus text format, read from the database at scrape time."""
+    body = operations.metrics_text(services.engine, services.clock.now())
+    return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)
