@@ -40,8 +40,8 @@ class FaultHandler(CaptureHandler):
         super().__init__(keep=100_000)
         self._faults: list[Fault] = []
         self._faults_lock = threading.Lock()
-        self.answered: list[tuple[str, str]] = []
-        """Every scripted answer given, as (stage, reply), in order."""
+        self.data_begun = threading.Event()
+        """Set once a message's DATA has arrived: a test can act while the reply is pending."""
 
     def set_faults(self, *faults: Fault) -> None:
         with self._faults_lock:
@@ -64,8 +64,6 @@ class FaultHandler(CaptureHandler):
             return None
         if fault.delay:
             await asyncio.sleep(fault.delay)
-        if fault.reply is not None:
-            self.answered.append((stage, fault.reply))
         return fault.reply
 
     async def handle_MAIL(
@@ -88,6 +86,7 @@ class FaultHandler(CaptureHandler):
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.data_begun.set()
         reply = await self._scripted("DATA", list(envelope.rcpt_tos))
         if reply is not None:
             return reply
