@@ -32,6 +32,7 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from oos_notify.capture import CapturedMessage
+from tests.conftest import release_failure
 from tests.served import ServedProcess
 from tests.smtp_faults import Fault, FaultySmtpServer
 
@@ -98,21 +99,14 @@ class CrashReport:
 
 
 def event(number: int) -> dict[str, Any]:
-    return {
-        "event_id": f"CRASH-EVT-{number:05d}",
-        "type": "release_failure",
-        "incident_ref": f"OOS-CRASH-{number:05d}",
-        "occurred_at": "2026-11-24T15:10:00Z",
-        "center_id": CENTERS[number % len(CENTERS)],
-        "product_code": "CARTX",
-        "lot_number": f"LOT-CRASH-{number:05d}",
-        "chain_of_identity": f"COI-CRASH-{number:05d}",
-        "severity": "critical",
-        "failed_attributes": [
-            {"attribute": "viability", "specification": ">= 80 %", "result": "71 %"}
-        ],
-        "qa_contact": {"name": "QA Release Desk", "email": "qa@manufacturer.example"},
-    }
+    return release_failure(
+        event_id=f"CRASH-EVT-{number:05d}",
+        incident_ref=f"OOS-CRASH-{number:05d}",
+        center_id=CENTERS[number % len(CENTERS)],
+        lot_number=f"LOT-CRASH-{number:05d}",
+        chain_of_identity=f"COI-CRASH-{number:05d}",
+        severity="critical",
+    )
 
 
 class Poster:
