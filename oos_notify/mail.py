@@ -94,21 +94,6 @@ class SmtpBatch:
                 self._client.close()
         self._client = None
 
-    async def _connect(self) -> aiosmtplib.SMTP:
-        settings = self._settings
-        client = aiosmtplib.SMTP(
-            hostname=self._host,
-            port=self._port,
-            timeout=settings.smtp_timeout_seconds,
-            use_tls=settings.smtp_security is SmtpSecurity.TLS,
-            start_tls=settings.smtp_security is SmtpSecurity.STARTTLS,
-        )
-        await client.connect()
-        if settings.smtp_username:
-            password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
-            await client.login(settings.smtp_username, password)
-        return client
-
     async def send(self, message: EmailMessage) -> SendOutcome:
         """Send one message and say how it went; never raises for an SMTP or network failure."""
         started = time.perf_counter()
@@ -123,11 +108,12 @@ class SmtpBatch:
             return outcome(False, False, None, self._unreachable, connected=False)
         if self._client is None or not self._client.is_connected:
             try:
-                self._client = await self._connect()
-            except aiosmtplib.SMTPResponseException as exc:
-                self._drop()
-                return outcome(False, exc.code >= 500, exc.code, exc.message)
+                self._client = await _open_session(
+                    self._settings, self._host, self._port, self._settings.smtp_timeout_seconds
+                )
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                # Refused, silent, a 554 greeting, failed STARTTLS or login: the server will
+                # not take mail from us at all, which says nothing about this message.
                 self._drop()
                 self._unreachable = f"{type(exc).__name__}: {exc}"
                 return outcome(False, False, None, self._unreachable, connected=False)
@@ -153,22 +139,38 @@ class SmtpBatch:
 PROBE_TIMEOUT_SECONDS = 3.0
 
 
-async def probe(settings: Settings, host: str, port: int) -> str | None:
-    """Whether a mail server greets us at ``host:port``: ``None`` if it does, else why not.
-
-    Cheap (connect, greeting, QUIT; no login, no STARTTLS) and quick to give up.
-    """
+async def _open_session(
+    settings: Settings, host: str, port: int, timeout: float
+) -> aiosmtplib.SMTP:
+    """A connected client, past the greeting, STARTTLS and login as configured."""
     client = aiosmtplib.SMTP(
         hostname=host,
         port=port,
-        timeout=min(settings.smtp_timeout_seconds, PROBE_TIMEOUT_SECONDS),
+        timeout=timeout,
         use_tls=settings.smtp_security is SmtpSecurity.TLS,
-        start_tls=False,
+        start_tls=settings.smtp_security is SmtpSecurity.STARTTLS,
     )
+    await client.connect()
+    if settings.smtp_username:
+        password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
+        try:
+            await client.login(settings.smtp_username, password)
+        except aiosmtplib.SMTPException:
+            client.close()
+            raise
+    return client
+
+
+async def probe(settings: Settings, host: str, port: int) -> str | None:
+    """Whether the mail server would take mail from us now: ``None`` if so, else why not.
+
+    Opens a session as a send would (greeting, STARTTLS, login) and quits; gives up quickly.
+    """
     try:
-        await client.connect()
+        client = await _open_session(
+            settings, host, port, min(settings.smtp_timeout_seconds, PROBE_TIMEOUT_SECONDS)
+        )
         await client.quit()
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        client.close()
         return f"{type(exc).__name__}: {exc}"
     return None

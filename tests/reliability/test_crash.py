@@ -14,7 +14,7 @@ FULL = os.environ.get("OOS_CRASH_FULL") == "1"
 
 
 def test_kill_minus_nine_at_random_moments_loses_nothing_and_doubles_nothing() -> None:
-    incidents, kills, max_uptime = (300, 50, 3.0) if FULL else (20, 10, 1.2)
+    incidents, kills, max_uptime = (300, 50, 3.0) if FULL else (16, 10, 1.0)
     seed = int(os.environ.get("OOS_CRASH_SEED", time.time()))
     report = run(incidents, kills, seed, max_uptime)
     summary = json.dumps({"seed": seed, **asdict(report)}, indent=2)
