@@ -131,6 +131,17 @@ class DatabaseCollector(Collector):
             "Scheduled notifications whose due time has passed and that are not sent yet",
             value=overdue,
         )
+        retrying = session.exec(
+            select(func.count()).where(
+                Notification.status == NotificationStatus.SCHEDULED.value,
+                col(Notification.attempts) > 0,
+            )
+        ).one()
+        yield GaugeMetricFamily(
+            "oos_notify_notifications_retrying",
+            "Scheduled notifications waiting to be tried again after a failed attempt",
+            value=retrying,
+        )
         age = (self._now - oldest).total_seconds() if oldest is not None else 0.0
         yield GaugeMetricFamily(
             "oos_notify_oldest_overdue_seconds",

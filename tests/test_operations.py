@@ -150,6 +150,7 @@ async def test_metrics_count_events_notifications_latency_acknowledgements_and_o
         # Then the two notices of the step that fell due 80 minutes ago are overdue
         assert samples[("oos_notify_notifications_overdue", ())] == 2
         assert samples[("oos_notify_oldest_overdue_seconds", ())] == pytest.approx(4800, abs=1)
+        assert samples[("oos_notify_notifications_retrying", ())] == 0
 
         # And every delivery attempt is in the latency histogram
         assert samples[("oos_notify_send_duration_seconds_count", ())] == 8

@@ -178,6 +178,9 @@ async def test_a_server_down_for_two_hours_loses_nothing(
         assert len(during) == 21
         assert {n["status"] for n in during} == {"scheduled"}, "nothing sent, nothing given up"
         assert min(n["attempts"] for n in during) >= 3
+        metrics = (await service.client.get("/metrics")).text
+        assert "oos_notify_notifications_retrying 21.0" in metrics.splitlines()
+        assert "oos_notify_notifications_overdue 0.0" in metrics.splitlines()
 
         # Then once it is back, what was waiting goes at once, not at the end of its backoff
         faulty.up()
