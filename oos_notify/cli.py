@@ -1,4 +1,4 @@
-"""The ``oos-notify`` command: serve, check-config, preview, apikey."""
+"""The ``oos-notify`` command: serve, check-config, preview, apikey, audit."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from oos_notify import apikeys, logs
+from sqlalchemy import inspect
+from sqlmodel import Session
+
+from oos_notify import apikeys, audit, logs
 from oos_notify.agreements import ConfigError
 from oos_notify.clock import SystemClock
 from oos_notify.config_check import load_checked
@@ -100,6 +103,35 @@ def _apikey(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(settings: Settings, _args: argparse.Namespace) -> int:
+    engine = make_engine(settings.database_url)
+    shown = engine.url.render_as_string(hide_password=True)
+    database = engine.url.database
+    missing = engine.url.get_backend_name() == "sqlite" and not (
+        database and Path(database).is_file()
+    )
+    try:
+        if missing or not inspect(engine).has_table("audit_entries"):
+            print(f"no audit trail in {shown}: check OOS_NOTIFY_DATABASE_URL", file=sys.stderr)
+            return 2
+        with Session(engine) as session:
+            report = audit.verify(session)
+    finally:
+        engine.dispose()
+    if not report.intact:
+        print(
+            f"audit trail is broken at entry {report.broken_seq}: {report.problem} "
+            f"({report.entries} entries before it are intact)",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"audit trail is intact: {report.entries} entries, "
+        f"head entry {report.head_seq} sha256 {report.head_hash}"
+    )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="oos-notify",
@@ -127,6 +159,12 @@ def parser() -> argparse.ArgumentParser:
     revoke = key_actions.add_parser("revoke", help="revoke a key by name")
     revoke.add_argument("name")
     keys.set_defaults(run=_apikey)
+    trail = commands.add_parser("audit", help="check the tamper-evident audit trail")
+    trail_actions = trail.add_subparsers(dest="action", required=True)
+    trail_actions.add_parser(
+        "verify", help="check every entry's hash and link; name the first broken entry"
+    )
+    trail.set_defaults(run=_audit)
     return root
 
 

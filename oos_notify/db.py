@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, AwareDatetime
 from sqlalchemy import event
 from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Session, SQLModel, create_engine
@@ -67,9 +68,14 @@ def make_engine(url: str) -> Engine:
 
 def create_schema(engine: Engine) -> None:
     """Create missing tables (additive so far; migrations come with the first schema change)."""
-    from oos_notify import models  # noqa: F401  (registers the tables)
+    from oos_notify import audit, models  # noqa: F401  (models registers the tables)
 
     SQLModel.metadata.create_all(engine)
+    try:
+        with engine.begin() as connection:
+            audit.start_chain(connection)
+    except IntegrityError:
+        pass  # another replica, starting at the same moment, started the chain first
 
 
 def write_gate(engine: Engine) -> AbstractAsyncContextManager[object]:

@@ -160,6 +160,8 @@ class Acknowledgement(SQLModel, table=True):
 
 
 class AuditEntry(SQLModel, table=True):
+    """One link of the hash chain ``audit`` writes and verifies."""
+
     __tablename__ = "audit_entries"
 
     seq: int | None = Field(default=None, primary_key=True)
@@ -169,6 +171,8 @@ class AuditEntry(SQLModel, table=True):
     action: str
     actor: str
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    prev_hash: str
+    entry_hash: str
 
 
 class StoredTemplateSet(SQLModel, table=True):

@@ -82,9 +82,14 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def settings(tmp_path: Path, smtp: CaptureServer) -> Settings:
+    return service_settings(tmp_path, smtp)
+
+
+def service_settings(directory: Path, smtp: CaptureServer, **overrides: Any) -> Settings:
+    """Settings for a service with its database in ``directory``, sending to ``smtp``."""
     port = free_port()
     return Settings(
-        database_url=f"sqlite:///{tmp_path / 'oos.db'}",
+        database_url=f"sqlite:///{directory / 'oos.db'}",
         config_dir=CONFIG_DIR,
         templates_dir=TEMPLATES_DIR,
         smtp_host=smtp.host,
@@ -95,6 +100,7 @@ def settings(tmp_path: Path, smtp: CaptureServer) -> Settings:
         public_base_url=f"http://127.0.0.1:{port}",
         sweep_interval_seconds=3600,
         _env_file=None,
+        **overrides,
     )
 
 
