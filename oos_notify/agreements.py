@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import stat
 from dataclasses import dataclass
 from datetime import date, time
 from functools import cache
@@ -42,6 +43,8 @@ from oos_notify.vocabulary import (
 )
 
 MAX_CONFIG_FILE_BYTES = 1024 * 1024
+MAX_CONFIG_DEPTH = 32
+MAX_CONFIG_VALUES = 50_000
 _ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 
@@ -421,8 +424,19 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """A safe loader that refuses YAML aliases: agreements need none, and they enable bombs."""
+class _AgreementLoader(yaml.SafeLoader):
+    """A safe loader for files written by hand, refusing what only an attack needs.
+
+    No aliases (they make "billion laughs" bombs), no nesting deeper than agreements use (the
+    composer recurses once per level), no more values than a large health system needs (building
+    each costs time and memory), no key written twice, and a value the constructors cannot build
+    (a 5000-digit number, 30 February) is a YAML error at its line rather than a crash.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -430,15 +444,46 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise yaml.MarkedYAMLError(
                 problem="aliases (*name) are not allowed in agreement files", problem_mark=mark
             )
-        return super().compose_node(parent, index)
+        if self._depth >= MAX_CONFIG_DEPTH or self._nodes >= MAX_CONFIG_VALUES:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            problem = (
+                f"nested deeper than {MAX_CONFIG_DEPTH} levels"
+                if self._depth >= MAX_CONFIG_DEPTH
+                else f"more than {MAX_CONFIG_VALUES} values in one file"
+            )
+            raise yaml.MarkedYAMLError(problem=problem, problem_mark=mark)
+        self._depth += 1
+        self._nodes += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as exc:
+            value = node.value if isinstance(node.value, str) else node.tag
+            shown = value if len(value) <= 40 else f"{value[:40]}…"
+            raise yaml.MarkedYAMLError(
+                problem=f"cannot read the value {shown!r}: {exc}",
+                problem_mark=node.start_mark,
+            ) from None
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
-        for key in {k for k in keys if keys.count(k) > 1}:
-            raise yaml.MarkedYAMLError(
-                problem=f"the key {key!r} appears twice in one mapping",
-                problem_mark=node.start_mark,
-            )
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # an unhashable key: the base class refuses it with its own message
+            if repeated:
+                raise yaml.MarkedYAMLError(
+                    problem=f"the key {key!r} appears twice in one mapping",
+                    problem_mark=key_node.start_mark,
+                )
         return super().construct_mapping(node, deep=deep)
 
 
@@ -455,10 +500,20 @@ def format_location(loc: tuple[int | str, ...]) -> str:
 
 def _read_yaml(path: Path, shown: str, problems: list[ConfigProblem]) -> Any:
     try:
-        if path.stat().st_size > MAX_CONFIG_FILE_BYTES:
+        # Only a regular file, and never more of it than the limit: a link to /dev/zero or a
+        # pipe would otherwise be read until memory runs out, or forever.
+        if not stat.S_ISREG(path.stat().st_mode):
+            problems.append(ConfigProblem(shown, "", "not a regular file"))
+            return None
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_FILE_BYTES + 1)
+        if len(raw) > MAX_CONFIG_FILE_BYTES:
             problems.append(ConfigProblem(shown, "", "file is larger than 1 MiB"))
             return None
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)
+        data = yaml.load(raw.decode("utf-8"), Loader=_AgreementLoader)
+    except OSError as exc:
+        problems.append(ConfigProblem(shown, "", f"cannot be read: {exc.strerror}"))
+        return None
     except UnicodeDecodeError:
         problems.append(ConfigProblem(shown, "", "file is not UTF-8 text"))
         return None
