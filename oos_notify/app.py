@@ -26,7 +26,7 @@ from oos_notify.config_check import load_checked
 from oos_notify.db import create_schema, make_engine, transaction, write_gate
 from oos_notify.dispatch import Dispatcher
 from oos_notify.errors import ServiceError
-from oos_notify.limits import BodySizeLimit
+from oos_notify.limits import BodySizeLimit, TokenBuckets
 from oos_notify.models import ServiceValue
 from oos_notify.rendering import Renderer
 from oos_notify.settings import Settings
@@ -51,6 +51,7 @@ class Services:
     tokens: AckTokens
     clock: Clock
     write_gate: AbstractAsyncContextManager[object]
+    events_limit: TokenBuckets
     template_versions: Mapping[str, str] = field(default_factory=dict)
     """Each center's template set as of start-up: what a new incident is rendered with."""
     dispatcher: Dispatcher | None = None
@@ -88,7 +89,10 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     versions = template_sets.record(engine, renderer, agreements, clock.now())
     renderer.keep_snapshots(template_sets.source(engine))
     gate = write_gate(engine)
-    return Services(settings, engine, agreements, renderer, tokens, clock, gate, versions)
+    events_limit = TokenBuckets(settings.events_per_minute, settings.events_burst)
+    return Services(
+        settings, engine, agreements, renderer, tokens, clock, gate, events_limit, versions
+    )
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:

@@ -1,8 +1,16 @@
-"""A request body size limit, enforced while the body streams in (a lying Content-Length too)."""
+"""Limits on what a client can make the service do: body size, and events per API key.
+
+The body limit is enforced while the body streams in (a lying Content-Length too). The event rate
+is a token bucket per API key, kept in memory: each process counts for itself, so N replicas
+allow up to N times the rate, and a restart refills every bucket.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import threading
+from datetime import datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -58,3 +66,35 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class RateLimited(Exception):
+    """Too many requests for one key; ``retry_after`` is whole seconds until one more is allowed."""
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"retry after {retry_after} s")
+
+
+class TokenBuckets:
+    """One bucket per key: ``burst`` requests at once, refilled at ``per_minute``."""
+
+    def __init__(self, per_minute: float, burst: int) -> None:
+        self.per_minute = per_minute
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, datetime]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str, now: datetime) -> None:
+        """Spend one token of ``key``'s bucket, or raise RateLimited saying when to come back."""
+        per_second = self.per_minute / 60
+        with self._lock:
+            tokens, since = self._buckets.get(key, (float(self.burst), now))
+            # A clock set back refills nothing, now or when it catches up again
+            elapsed = max((now - since).total_seconds(), 0.0)
+            tokens = min(float(self.burst), tokens + elapsed * per_second)
+            since = max(since, now)
+            if tokens < 1:
+                self._buckets[key] = (tokens, since)
+                raise RateLimited(max(1, math.ceil((1 - tokens) / per_second)))
+            self._buckets[key] = (tokens - 1, since)

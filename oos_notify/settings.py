@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     max_send_attempts: int = Field(default=8, ge=1)
     retry_base_seconds: float = Field(default=30.0, gt=0)
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
+    events_per_minute: float = Field(default=600.0, gt=0)
+    events_burst: int = Field(default=1000, ge=1)
 
     @property
     def uses_capture_server(self) -> bool:

@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from oos_notify import apikeys
 from oos_notify.app import Services
+from oos_notify.limits import RateLimited
 from oos_notify.models import ApiKey
 
 
@@ -63,3 +64,22 @@ def require_api_key(
 
 
 ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]
+
+
+def limit_event_rate(key: ApiKeyDep, services: ServicesDep) -> ApiKey:
+    """The key, if it has events left in its bucket; 429 with Retry-After otherwise."""
+    try:
+        services.events_limit.take(key.id, services.clock.now())
+    except RateLimited as limited:
+        settings = services.settings
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"too many events for API key {key.name!r}: at most {settings.events_per_minute:g} "
+            f"a minute, in bursts of up to {settings.events_burst}; "
+            f"retry after {limited.retry_after} s",
+            headers={"Retry-After": str(limited.retry_after)},
+        ) from None
+    return key
+
+
+RateLimitedKeyDep = Annotated[ApiKey, Depends(limit_event_rate)]

@@ -7,7 +7,7 @@ import logging
 from fastapi import APIRouter, BackgroundTasks, Response, status
 
 from oos_notify import events
-from oos_notify.api.deps import ApiKeyDep, ServicesDep, SessionDep
+from oos_notify.api.deps import RateLimitedKeyDep, ServicesDep, SessionDep
 from oos_notify.events import EventAccepted, EventIn
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ router = APIRouter(prefix="/v1", tags=["events"])
             "description": "The event_id was used for a different body, or the incident is closed"
         },
         422: {"description": "Invalid fields; every one is named"},
+        429: {"description": "Too many events for this API key; see Retry-After"},
     },
 )
 def post_event(
@@ -31,7 +32,7 @@ def post_event(
     background: BackgroundTasks,
     session: SessionDep,
     services: ServicesDep,
-    _key: ApiKeyDep,
+    _key: RateLimitedKeyDep,
 ) -> EventAccepted:
     """Open an incident with a release_failure or late_result, or follow one up."""
     result = events.ingest(
