@@ -45,6 +45,9 @@ Reference = Annotated[
     str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
 ]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+KeyDateValue = Annotated[date, Field(ge=date(2000, 1, 1), le=date(2100, 12, 31))]
+"""A treatment date; outside these years it is a typo, and near year 1 planning cannot count
+back from it (the fuzzer found the 500)."""
 
 
 class _Input(BaseModel):
@@ -78,7 +81,7 @@ class EventIn(_Input):
     severity: Severity | None = None
     failed_attributes: Annotated[list[FailedAttribute], Field(max_length=50)] = []
     disposition: Disposition | None = None
-    key_dates: dict[KeyDate, date] = {}
+    key_dates: dict[KeyDate, KeyDateValue] = {}
     summary: Annotated[str, Field(max_length=4000)] | None = None
     qa_contact: QaContact | None = None
 

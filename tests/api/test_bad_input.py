@@ -318,6 +318,16 @@ async def test_a_missing_required_field_is_named_and_nothing_is_stored(
             id="key_date-impossible",
         ),
         pytest.param({"key_dates": ["2026-12-01"]}, ["body", "key_dates"], id="key_dates-list"),
+        pytest.param(
+            {"key_dates": {"lymphodepletion_start": "0001-01-01"}},
+            ["body", "key_dates", "lymphodepletion_start"],
+            id="key_date-year-1",
+        ),
+        pytest.param(
+            {"key_dates": {"planned_infusion": "9999-12-31"}},
+            ["body", "key_dates", "planned_infusion"],
+            id="key_date-year-9999",
+        ),
         pytest.param({"summary": "s" * 4001}, ["body", "summary"], id="summary-4001-chars"),
         pytest.param(
             {"qa_contact": {"name": "A. Rivera", "email": "not-an-email"}},
