@@ -28,6 +28,7 @@ from oos_notify.dispatch import Dispatcher
 from oos_notify.errors import ServiceError
 from oos_notify.limits import BodySizeLimit, TokenBuckets
 from oos_notify.models import ServiceValue
+from oos_notify.pages import SecurityHeaders
 from oos_notify.rendering import Renderer
 from oos_notify.settings import Settings
 
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     )
     app.state.services = services
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:

@@ -7,6 +7,8 @@ from typing import Any
 
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _environment = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "pages"),
@@ -32,3 +34,31 @@ SECURITY_HEADERS = {
 def page(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     html = _environment.get_template(template).render(**context)
     return HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+
+
+BASELINE_HEADERS = {
+    name: SECURITY_HEADERS[name]
+    for name in ("X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy")
+}
+"""What every response carries, the JSON API and FastAPI's /docs included."""
+
+
+class SecurityHeaders:
+    """Adds the baseline headers to every response that does not set them itself."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in BASELINE_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

@@ -85,23 +85,23 @@ def settings(tmp_path: Path, smtp: CaptureServer) -> Settings:
     return service_settings(tmp_path, smtp)
 
 
-def service_settings(directory: Path, smtp: CaptureServer, **overrides: Any) -> Settings:
-    """Settings for a service with its database in ``directory``, sending to ``smtp``."""
+def service_settings(directory: Path, smtp: CaptureServer | None, **overrides: Any) -> Settings:
+    """Settings for a service with its database in ``directory``, sending to ``smtp`` (or, when
+    None, to the embedded capture server that /dev/mailbox shows)."""
     port = free_port()
-    return Settings(
-        database_url=f"sqlite:///{directory / 'oos.db'}",
-        config_dir=CONFIG_DIR,
-        templates_dir=TEMPLATES_DIR,
-        smtp_host=smtp.host,
-        smtp_port=smtp.port,
-        secret_key="test-secret-key-not-for-production",
-        host="127.0.0.1",
-        port=port,
-        public_base_url=f"http://127.0.0.1:{port}",
-        sweep_interval_seconds=3600,
-        _env_file=None,
-        **overrides,
-    )
+    values: dict[str, Any] = {
+        "database_url": f"sqlite:///{directory / 'oos.db'}",
+        "config_dir": CONFIG_DIR,
+        "templates_dir": TEMPLATES_DIR,
+        "smtp_host": smtp.host if smtp else None,
+        "smtp_port": smtp.port if smtp else None,
+        "secret_key": "test-secret-key-not-for-production",
+        "host": "127.0.0.1",
+        "port": port,
+        "public_base_url": f"http://127.0.0.1:{port}",
+        "sweep_interval_seconds": 3600,
+    }
+    return Settings(_env_file=None, **{**values, **overrides})
 
 
 @dataclass
