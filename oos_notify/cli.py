@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
 from sqlalchemy import inspect
 from sqlmodel import Session
 
@@ -170,9 +171,23 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        return _print_bad_settings(error)
     logs.configure(settings.log_format)
     return int(args.run(settings, args))
+
+
+def _print_bad_settings(error: ValidationError) -> int:
+    """Name each wrong variable, never its value: a password pasted into the wrong one stays
+    out of terminals and CI logs."""
+    problems = error.errors(include_input=False, include_url=False)
+    print(f"settings are invalid ({len(problems)} problems):", file=sys.stderr)
+    for problem in problems:
+        name = "OOS_NOTIFY_" + "_".join(str(part) for part in problem["loc"]).upper()
+        print(f"  {name}: {problem['msg']}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
