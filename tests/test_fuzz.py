@@ -46,7 +46,7 @@ from oos_notify.vocabulary import (
 )
 from tests.conftest import START, ack_link, release_failure, service_settings
 
-EXAMPLES = int(os.environ.get("OOS_NOTIFY_FUZZ_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("OOS_NOTIFY_FUZZ_EXAMPLES", "10"))
 """Examples per API operation and generation mode; the other fuzzers scale with it."""
 THOROUGH = EXAMPLES >= 100
 """A long run also flips every bit of every character of a link and cuts it at every length."""
