@@ -229,18 +229,22 @@ def _entry(session: Session, seq: int) -> Row[Any] | int:
         return seq
 
 
+def recomputed_hash(entry: Any) -> str:
+    """The hash a stored entry's content and link call for (a row or an AuditEntry)."""
+    return entry_hash(
+        entry.prev_hash,
+        entry.at,
+        entry.action,
+        entry.actor,
+        entry.incident_id,
+        entry.notification_id,
+        entry.detail,
+    )
+
+
 def _link_problem(row: Any, last_seq: int, last_hash: str) -> str | None:
     """Why an entry is not the intact successor of the last good one, or None."""
-    recomputed = entry_hash(
-        row.prev_hash,
-        row.at,
-        row.action,
-        row.actor,
-        row.incident_id,
-        row.notification_id,
-        row.detail,
-    )
-    if recomputed != row.entry_hash:
+    if recomputed_hash(row) != row.entry_hash:
         return "its content does not match its hash: it was changed after it was written"
     if row.prev_hash != last_hash:
         before = f"entry {last_seq}" if last_seq else "the start of the trail"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -27,6 +28,17 @@ CONFIG_DIR = ROOT / "config"
 TEMPLATES_DIR = ROOT / "templates"
 START = datetime(2026, 11, 24, 15, 12, tzinfo=UTC)  # Tuesday 09:12 in Chicago
 ACK_LINK = re.compile(r"https?://[^\s\"'<>]+/ack/[A-Za-z0-9_.\-]+")
+
+
+def command_env(workspace: Path) -> dict[str, str]:
+    """The environment of an ``oos-notify`` command run on ``workspace``'s config and database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OOS_NOTIFY_")}
+    return env | {
+        "OOS_NOTIFY_CONFIG_DIR": str(workspace / "config"),
+        "OOS_NOTIFY_TEMPLATES_DIR": str(workspace / "templates"),
+        "OOS_NOTIFY_DATABASE_URL": f"sqlite:///{workspace / 'oos.db'}",
+        "OOS_NOTIFY_PORT": str(free_port()),
+    }
 
 
 def release_failure(**overrides: Any) -> dict[str, Any]:

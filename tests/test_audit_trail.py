@@ -184,15 +184,7 @@ def edit_and_rehash(db: sqlite3.Connection) -> int:
     with Session(engine) as session:
         row = session.get(AuditEntry, seq)
         assert row is not None and row.detail["comment"] == "never called"
-        rehashed = audit.entry_hash(
-            row.prev_hash,
-            row.at,
-            row.action,
-            row.actor,
-            row.incident_id,
-            row.notification_id,
-            row.detail,
-        )
+        rehashed = audit.recomputed_hash(row)
     engine.dispose()
     db.execute("UPDATE audit_entries SET entry_hash = ? WHERE seq = ?", (rehashed, seq))
     return seq + 1

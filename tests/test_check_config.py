@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from oos_notify.capture import free_port
+from tests.conftest import command_env
 
 ROOT = Path(__file__).resolve().parents[1]
 OOS_NOTIFY = str(Path(sys.executable).parent / "oos-notify")
@@ -26,13 +25,7 @@ def workspace(tmp_path: Path) -> Path:
 
 
 def run(workspace: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OOS_NOTIFY_")}
-    env |= {
-        "OOS_NOTIFY_CONFIG_DIR": str(workspace / "config"),
-        "OOS_NOTIFY_TEMPLATES_DIR": str(workspace / "templates"),
-        "OOS_NOTIFY_DATABASE_URL": f"sqlite:///{workspace / 'oos.db'}",
-        "OOS_NOTIFY_PORT": str(free_port()),
-    }
+    env = command_env(workspace)
     return subprocess.run(
         [OOS_NOTIFY, *args],
         cwd=workspace,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from oos_notify.agreements import ConfigError, ConfigProblem, load_agreements
-from oos_notify.capture import free_port
+from tests.conftest import command_env
 
 ROOT = Path(__file__).resolve().parents[1]
 OOS_NOTIFY = str(Path(sys.executable).parent / "oos-notify")
@@ -222,13 +222,7 @@ def test_a_wrong_type_is_named_by_field(
 
 def run_measured(workspace: Path, command: str) -> tuple[int, str, int]:
     """Run ``oos-notify <command>``; its exit code, stderr and peak memory in MiB."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OOS_NOTIFY_")}
-    env |= {
-        "OOS_NOTIFY_CONFIG_DIR": str(workspace / "config"),
-        "OOS_NOTIFY_TEMPLATES_DIR": str(workspace / "templates"),
-        "OOS_NOTIFY_DATABASE_URL": f"sqlite:///{workspace / 'oos.db'}",
-        "OOS_NOTIFY_PORT": str(free_port()),
-    }
+    env = command_env(workspace)
     process = subprocess.Popen(
         [OOS_NOTIFY, command],
         cwd=workspace,
