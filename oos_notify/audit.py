@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, event, select, update
+from sqlalchemy import bindparam, event, select
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import col
@@ -32,20 +32,22 @@ GENESIS_HASH = "0" * 64
 _INSERT = AuditEntry.__table__.insert()  # type: ignore[attr-defined]
 """A Core insert, compiled once: the trail grows on every request's hot path."""
 
+_HEAD_ROW = ServiceValue.__table__  # type: ignore[attr-defined]
+"""Core statements on the table, not ORM ones: they run twice per writing transaction, and an
+ORM update would first work out which loaded objects it changes."""
+
 # The head is read by writing it (to itself): the write takes the head's row lock on PostgreSQL
 # and the database's write lock on SQLite, held until commit, so a second writer waits here and
 # then reads the head the first one moved. A plain read would not do: SQLite's driver reads
 # outside the transaction, and PostgreSQL reads what was committed when the statement began.
 _READ_HEAD = (
-    update(ServiceValue)
-    .where(col(ServiceValue.name) == CHAIN_HEAD)
-    .values(value=ServiceValue.value)
-    .returning(col(ServiceValue.value))
+    _HEAD_ROW.update()
+    .where(_HEAD_ROW.c.name == CHAIN_HEAD)
+    .values(value=_HEAD_ROW.c.value)
+    .returning(_HEAD_ROW.c.value)
 )
 _MOVE_HEAD = (
-    update(ServiceValue)
-    .where(col(ServiceValue.name) == CHAIN_HEAD)
-    .values(value=bindparam("head_value"))
+    _HEAD_ROW.update().where(_HEAD_ROW.c.name == CHAIN_HEAD).values(value=bindparam("head_value"))
 )
 
 
