@@ -203,8 +203,11 @@ SnapshotSource = Callable[[str], TemplateSet | None]
 """Finds a stored template set by its version."""
 
 
-class UnknownTemplateVersion(Exception):
+class UnknownTemplateVersion(RenderError):
     """An incident names a template set that is neither in memory nor in storage."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__(f"template set {version}", "is not stored in the database")
 
 
 class Renderer:
@@ -294,11 +297,15 @@ class Renderer:
     ) -> RenderedMessage:
         """Render the three parts of message ``name`` as the center would receive it: from the
         template set ``version`` when given (the one its incident was planned with), else from
-        the files on disk."""
+        the files on disk. A message the set does not have (one the service learned to send
+        after the incident opened) comes from the files on disk."""
+        environment = self._environment(center_ids)
         if version is not None:
-            environment = self._snapshot_environment(version)
-        else:
-            environment = self._environment(center_ids)
+            snapshot = self._snapshot_environment(version)
+            if all(f"{name}/{part}" in snapshot.list_templates() for part in PARTS):
+                environment = snapshot
+            else:
+                version = None
         values = context.model_dump()
         rendered: list[str] = []
         digest = hashlib.sha256()
