@@ -538,3 +538,39 @@ async def test_a_template_edit_changes_the_wording_for_new_incidents_only(
         assert entry["detail"]["template_version"] == old["template_version"]
     finally:
         await service.stop()
+
+
+async def test_a_decision_after_the_notice_was_acknowledged_reaches_qa_and_changes_no_round(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given the coordinator confirmed the first notice (QA receipt and liaison brief sent)
+    opened = await post(service, release_failure())
+    coordinator_mail = next(m for m in smtp.handler.messages() if m.recipients[0] == COORDINATOR)
+    await service.client.post(ack_link(coordinator_mail), data={"response": "received"})
+    await service.settle()
+    assert len(smtp.handler.messages()) == 4
+
+    # When the product is offered for release and the physician declines it
+    await post(service, follow_up("disposition", 200, disposition="oos_release_offered"))
+    [decision_mail] = [m for m in smtp.handler.messages()[4:] if m.recipients[0] == PHYSICIAN]
+    declined = await service.client.post(
+        ack_link(decision_mail), data={"response": "decline_product"}
+    )
+    assert "your decision is recorded" in declined.text
+    await service.settle()
+
+    # Then QA alone hears of it, and the incident stays acknowledged in its first round
+    after = smtp.handler.messages()[4:]
+    assert sent_to(after) == {PHYSICIAN: 1, COORDINATOR: 1, CELL_LAB: 1, NAVIGATOR: 1, QA: 1}
+    receipt = next(m for m in after if m.recipients[0] == QA)
+    assert "Decline the product" in receipt.subject
+    state = await detail(service, opened["incident_id"])
+    assert (state["status"], state["ack_round"], state["decision"]) == (
+        "acknowledged",
+        1,
+        "decline_product",
+    )
+    assert [(a["purpose"], a["by"]) for a in state["acknowledgements"]] == [
+        ("acknowledgement", COORDINATOR),
+        ("decision", PHYSICIAN),
+    ]
