@@ -1,0 +1,345 @@
+"""How close to the machine's limit the service runs: four measurements, each beside a baseline
+measured in the same run on the same machine (issue 5).
+
+    python -m bench [--quick] [--output bench-results.json] [--profile DIR]
+
+1. Ingest: POST /v1/events at 32 concurrent, beside a bare FastAPI endpoint validating the same
+   model (``bench.bare``), served by uvicorn the same way.
+2. Fan-out: 1,000 release_failure events at 100 centers, 4 contacts each notified at once: first
+   POST to the 4,000th message accepted by the sink, beside a plain aiosmtplib loop sending 4,000
+   pre-rendered messages of the same size over 8 reused connections to the same sink.
+3. Timers: 100,000 notifications due over the next 2 minutes (``bench.pending``): lateness of
+   each arrival at the sink against its due time, the service's peak RSS, and its start-up time
+   with them pending; beside an asyncio loop sending pre-rendered messages at the same instants.
+4. Acknowledgement: POST /ack/{token} at 32 concurrent, one first acknowledgement per incident,
+   beside the bare app's form endpoint.
+
+The service (``oos-notify serve``), the SMTP sink (aiosmtpd) and the load generator each run in a
+process of their own on loopback. Writes a Markdown table to stdout and everything to JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+from bench import pending
+from bench.centers import FIRST_STEP_ROLES, write_config
+from bench.load import (
+    description,
+    in_child,
+    percentile,
+    post_acknowledgements,
+    post_events,
+    smtp_burst,
+    smtp_on_time,
+)
+from bench.report import markdown
+from bench.service import SECRET_KEY, Server, bare, create_api_key, service
+from bench.sink import Arrival, Sink
+from oos_notify.acknowledgement import AckTokens
+from oos_notify.ids import new_id
+from oos_notify.models import Notification
+
+
+@dataclass(frozen=True)
+class Size:
+    centers: int
+    ingest_seconds: float
+    warmup_seconds: float
+    fanout_events: int
+    pending: int
+    window_seconds: float
+    concurrency: int = 32
+    connections: int = 8
+    timers_lead_seconds: float = 10.0
+    """Between placing the pending rows and the first due time: the service starts meanwhile."""
+
+
+FULL = Size(
+    centers=100,
+    ingest_seconds=20,
+    warmup_seconds=2,
+    fanout_events=1000,
+    pending=100_000,
+    window_seconds=120,
+)
+QUICK = Size(
+    centers=25,
+    ingest_seconds=5,
+    warmup_seconds=1,
+    fanout_events=250,
+    pending=10_000,
+    window_seconds=30,
+)
+
+
+@dataclass
+class Bench:
+    size: Size
+    workdir: Path
+    config_dir: Path
+    centers: list[str]
+    sink: Sink
+    profile_dir: Path | None
+
+    def service(self, name: str) -> Server:
+        return service(name, self.workdir, self.config_dir, self.sink.port)
+
+    def profile(self, name: str) -> Path | None:
+        return None if self.profile_dir is None else self.profile_dir / f"{name}.txt"
+
+
+def baselines(bench: Bench) -> dict[str, Any]:
+    """The bare app under the ingest load and the acknowledgement load."""
+    size = bench.size
+    server = bare(bench.workdir)
+    server.start()
+    try:
+        ingest = in_child(
+            post_events,
+            server.port,
+            None,
+            "BARE",
+            bench.centers,
+            size.concurrency,
+            duration=size.ingest_seconds,
+            warmup=size.warmup_seconds,
+        )
+        ack = in_child(
+            post_acknowledgements, server.port, sample_tokens(size.fanout_events), size.concurrency
+        )
+    finally:
+        server.stop()
+    return {"ingest": description(ingest), "ack": description(ack)}
+
+
+def measure_ingest(bench: Bench) -> dict[str, Any]:
+    size = bench.size
+    server = bench.service("ingest")
+    key = create_api_key(server)
+    server.start(profile_to=bench.profile("ingest"))
+    try:
+        cpu = server.cpu_seconds()
+        load = in_child(
+            post_events,
+            server.port,
+            key,
+            "INGEST",
+            bench.centers,
+            size.concurrency,
+            duration=size.ingest_seconds,
+            warmup=size.warmup_seconds,
+        )
+        cpu = server.cpu_seconds() - cpu
+    finally:
+        server.stop()
+    return {**description(load), "service_cpu_seconds": cpu}
+
+
+def measure_fanout_and_ack(bench: Bench) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The lot-wide failure, then every incident acknowledged once, on the same service."""
+    size = bench.size
+    server = bench.service("fanout")
+    key = create_api_key(server)
+    server.start(profile_to=bench.profile("fanout"))
+    expected = size.fanout_events * len(FIRST_STEP_ROLES)
+    try:
+        mark = bench.sink.count()
+        cpu = server.cpu_seconds()
+        load = in_child(
+            post_events,
+            server.port,
+            key,
+            "FANOUT",
+            bench.centers,
+            size.concurrency,
+            events=size.fanout_events,
+        )
+        arrived = bench.sink.wait_for(mark + expected, timeout=600) - mark
+        arrivals = bench.sink.since(mark)
+        fanout = {
+            "events": size.fanout_events,
+            "messages": expected,
+            "arrived": arrived,
+            "seconds": arrivals[expected - 1][0] - load.first_sent if arrived >= expected else None,
+            "posts": description(load),
+            "service_cpu_seconds": server.cpu_seconds() - cpu,
+        }
+        tokens = ack_tokens(bench.workdir / "fanout.db")
+        ack = description(in_child(post_acknowledgements, server.port, tokens, size.concurrency))
+    finally:
+        server.stop()
+    return fanout, ack
+
+
+def measure_raw_fanout(bench: Bench, messages: int) -> dict[str, Any]:
+    mark = bench.sink.count()
+    started = in_child(
+        smtp_burst, bench.sink.port, bench.sink.sample(), messages, bench.size.connections
+    )
+    bench.sink.wait_for(mark + messages, timeout=300)
+    arrivals = bench.sink.since(mark)
+    return {
+        "messages": messages,
+        "connections": bench.size.connections,
+        "message_bytes": len(bench.sink.sample()),
+        "seconds": arrivals[messages - 1][0] - started,
+    }
+
+
+def measure_timers(bench: Bench) -> dict[str, Any]:
+    size = bench.size
+    database = bench.workdir / "timers.db"
+    loading = time.perf_counter()
+    pending.load(database, bench.config_dir, bench.centers, size.pending, size.window_seconds)
+    loading = time.perf_counter() - loading
+    server = bench.service("timers")
+    opens = pending.place(database, size.timers_lead_seconds)
+    due = pending.first_notices(database)
+    mark = bench.sink.count()
+    startup = server.start(profile_to=bench.profile("timers"))
+    slack = opens - time.time()
+    try:
+        deadline = opens + size.window_seconds + 120
+        bench.sink.wait_for(mark + len(due), timeout=max(deadline - time.time(), 1))
+        peak_rss_mb = server.status("VmHWM") / 1024
+    finally:
+        server.stop()
+    return {
+        "pending": len(due),
+        "window_seconds": size.window_seconds,
+        "load_seconds": loading,
+        "startup_seconds": startup,
+        "ready_before_first_due_seconds": slack,
+        "peak_rss_mb": peak_rss_mb,
+        **lateness(bench.sink.since(mark), due),
+    }
+
+
+def measure_raw_timers(bench: Bench, offsets: list[float]) -> dict[str, Any]:
+    """The same due instants, kept by a bare asyncio loop with 8 connections."""
+    opens = time.time() + 2
+    due_at = [opens + offset for offset in offsets]
+    mark = bench.sink.count()
+    in_child(smtp_on_time, bench.sink.port, bench.sink.sample(), due_at, bench.size.connections)
+    bench.sink.wait_for(mark + len(due_at), timeout=120)
+    due = {f"<raw-{n:08d}@bench>": at for n, at in enumerate(due_at)}
+    return lateness(bench.sink.since(mark), due)
+
+
+def lateness(arrivals: list[Arrival], due: dict[str, float]) -> dict[str, Any]:
+    """How late each expected message arrived at the sink, against its due instant."""
+    late = sorted(at - due[message_id] for at, message_id in arrivals if message_id in due)
+    return {
+        "sent": len(late),
+        "missing": len(due) - len(late),
+        "lateness_p50_s": percentile(late, 50),
+        "lateness_p99_s": percentile(late, 99),
+        "lateness_max_s": late[-1] if late else None,
+    }
+
+
+def ack_tokens(database: Path) -> list[str]:
+    """One acknowledgement link per incident, signed as the emails' links are (same key)."""
+    with sqlite3.connect(database) as db:
+        rows = db.execute(
+            "SELECT id, incident_id, contact_id FROM notifications "
+            "WHERE with_ack_link AND level = 0 AND role = 'coordinator' ORDER BY created_at"
+        ).fetchall()
+    return _tokens(rows)
+
+
+def sample_tokens(number: int) -> list[str]:
+    """Links of the same shape for the bare app, which reads none of them."""
+    return _tokens([(new_id("ntf"), new_id("inc"), "bench-site-000-coordinator")] * number)
+
+
+def _tokens(rows: list[tuple[str, str, str]]) -> list[str]:
+    tokens = AckTokens(SECRET_KEY)
+    expires_at = datetime.now(UTC) + timedelta(days=14)
+    return [
+        tokens.issue(
+            cast(Notification, SimpleNamespace(id=nid, incident_id=iid, contact_id=cid)),
+            expires_at,
+        )
+        for nid, iid, cid in rows
+    ]
+
+
+def machine() -> dict[str, Any]:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "arch": platform.machine(),
+        "python": platform.python_version(),
+        "load_average_at_start": os.getloadavg()[0],
+    }
+
+
+def run(size: Size, profile_dir: Path | None) -> dict[str, Any]:
+    started = time.perf_counter()
+    result: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "size": asdict(size),
+    }
+    with tempfile.TemporaryDirectory(prefix="oos-bench-") as tmp, Sink() as sink:
+        workdir = Path(tmp)
+        centers = write_config(workdir / "config", size.centers)
+        bench = Bench(size, workdir, workdir / "config", centers, sink, profile_dir)
+        result["baselines"] = baselines(bench)
+        result["ingest"] = measure_ingest(bench)
+        result["fanout"], result["ack"] = measure_fanout_and_ack(bench)
+        result["baselines"]["fanout"] = measure_raw_fanout(bench, result["fanout"]["messages"])
+        result["timers"] = measure_timers(bench)
+        offsets = sorted(
+            size.window_seconds * n / (size.pending // len(FIRST_STEP_ROLES))
+            for n in range(size.pending // len(FIRST_STEP_ROLES))
+            for _ in FIRST_STEP_ROLES
+        )
+        result["baselines"]["timers"] = measure_raw_timers(bench, offsets)
+    result["machine"]["load_average_at_end"] = os.getloadavg()[0]
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=(__doc__ or "").splitlines()[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="a smaller run (about 2 minutes)")
+    parser.add_argument("--output", type=Path, default=Path("bench-results.json"))
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="py-spy each service run into DIR"
+    )
+    args = parser.parse_args()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    result = run(QUICK if args.quick else FULL, args.profile)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown(result))
+    print(f"\n(JSON in {args.output}; {result['seconds']:.0f} s in all)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The benchmark's results as a Markdown table, each figure beside its baseline and target."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:,.0f} ms"
+
+
+def _s(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:,.2f} s"
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "**missed**"
+
+
+def targets(result: dict[str, Any]) -> dict[str, bool]:
+    """Issue 5's targets, each met or not."""
+    base = result["baselines"]
+    ingest, fanout, timers, ack = (result[k] for k in ("ingest", "fanout", "timers", "ack"))
+    fanout_ratio = (
+        base["fanout"]["seconds"] / fanout["seconds"] if fanout["seconds"] is not None else 0.0
+    )
+    return {
+        "ingest rate >= 30 % of bare": ingest["per_second"] >= 0.3 * base["ingest"]["per_second"],
+        "ingest p99 < 100 ms": ingest["p99_ms"] < 100,
+        "fan-out >= 50 % of raw loop": fanout_ratio >= 0.5,
+        "timers p99 lateness <= 1 s": timers["missing"] == 0 and timers["lateness_p99_s"] <= 1,
+        "timers peak RSS <= 250 MB": timers["peak_rss_mb"] <= 250,
+        "start-up with them pending <= 5 s": timers["startup_seconds"] <= 5,
+        "ack p99 < 50 ms": ack["p99_ms"] < 50,
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    base = result["baselines"]
+    ingest, fanout, timers, ack = (result[k] for k in ("ingest", "fanout", "timers", "ack"))
+    met = targets(result)
+    size = result["size"]
+    raw = base["fanout"]
+    fanout_rate = fanout["messages"] / fanout["seconds"] if fanout["seconds"] else 0.0
+    raw_rate = raw["messages"] / raw["seconds"]
+    machine = result["machine"]
+    rows = [
+        (
+            f"ingest: events/s at {size['concurrency']} concurrent",
+            f"{ingest['per_second']:,.0f}",
+            f"bare FastAPI: {base['ingest']['per_second']:,.0f}",
+            f"{ingest['per_second'] / base['ingest']['per_second']:.1%}",
+            f"≥ 30 %: {_verdict(met['ingest rate >= 30 % of bare'])}",
+        ),
+        (
+            "ingest: latency p50 / p99",
+            f"{ingest['p50_ms']:,.0f} / {ingest['p99_ms']:,.0f} ms",
+            f"{base['ingest']['p50_ms']:,.0f} / {base['ingest']['p99_ms']:,.0f} ms",
+            "",
+            f"p99 < 100 ms: {_verdict(met['ingest p99 < 100 ms'])}",
+        ),
+        (
+            f"fan-out: {fanout['events']:,} events x 4 contacts, first POST to "
+            f"{fanout['messages']:,}th message at the sink",
+            f"{_s(fanout['seconds'])} ({fanout_rate:,.0f} msg/s)",
+            f"aiosmtplib, {raw['connections']} connections: {_s(raw['seconds'])} "
+            f"({raw_rate:,.0f} msg/s, {raw['message_bytes']:,} B each)",
+            f"{fanout_rate / raw_rate:.1%}",
+            f"≥ 50 %: {_verdict(met['fan-out >= 50 % of raw loop'])}",
+        ),
+        (
+            f"timers: {timers['pending']:,} due over {timers['window_seconds']:.0f} s, "
+            "lateness p50 / p99 / max",
+            f"{_s(timers['lateness_p50_s'])} / {_s(timers['lateness_p99_s'])} / "
+            f"{_s(timers['lateness_max_s'])}"
+            + (f" ({timers['missing']:,} not sent)" if timers["missing"] else ""),
+            f"asyncio timer loop: {_s(base['timers']['lateness_p50_s'])} / "
+            f"{_s(base['timers']['lateness_p99_s'])} / {_s(base['timers']['lateness_max_s'])}",
+            "",
+            f"p99 ≤ 1 s: {_verdict(met['timers p99 lateness <= 1 s'])}",
+        ),
+        (
+            "timers: service peak RSS",
+            f"{timers['peak_rss_mb']:,.0f} MB",
+            "",
+            "",
+            f"≤ 250 MB: {_verdict(met['timers peak RSS <= 250 MB'])}",
+        ),
+        (
+            f"timers: start-up with {timers['pending']:,} pending",
+            _s(timers["startup_seconds"]),
+            "",
+            "",
+            f"≤ 5 s: {_verdict(met['start-up with them pending <= 5 s'])}",
+        ),
+        (
+            f"ack: POST /ack latency p50 / p99 at {size['concurrency']} concurrent",
+            f"{ack['p50_ms']:,.0f} / {ack['p99_ms']:,.0f} ms ({ack['per_second']:,.0f}/s)",
+            f"bare form endpoint: {base['ack']['p50_ms']:,.0f} / {base['ack']['p99_ms']:,.0f} ms "
+            f"({base['ack']['per_second']:,.0f}/s)",
+            f"{ack['per_second'] / base['ack']['per_second']:.1%}",
+            f"p99 < 50 ms: {_verdict(met['ack p99 < 50 ms'])}",
+        ),
+    ]
+    lines = [
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['arch']}, "
+        f"Python {machine['python']}; load average {machine['load_average_at_start']:.1f} at "
+        f"the start, {machine['load_average_at_end']:.1f} at the end; {result['when']}.",
+        "",
+        "| measurement | oos-notify | baseline, same run | ratio | target |",
+        "| --- | --- | --- | --- | --- |",
+        *(f"| {' | '.join(row)} |" for row in rows),
+    ]
+    errors = {
+        name: statuses
+        for name, statuses in (
+            ("ingest", ingest["statuses"]),
+            ("fan-out", fanout["posts"]["statuses"]),
+            ("ack", ack["statuses"]),
+        )
+        if set(statuses) - {"200", "202"}
+    }
+    if errors:
+        lines += ["", f"Unexpected status codes: {errors}"]
+    lines += [
+        "",
+        f"Timers: {timers['pending']:,} rows loaded in {timers['load_seconds']:.0f} s; "
+        f"the service was ready {timers['ready_before_first_due_seconds']:.1f} s before the "
+        "first was due.",
+    ]
+    return "\n".join(lines)
