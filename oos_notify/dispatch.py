@@ -12,7 +12,6 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from typing import Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
@@ -24,7 +23,7 @@ from oos_notify.acknowledgement import AckTokens
 from oos_notify.agreements import EffectiveAgreement
 from oos_notify.clock import Clock
 from oos_notify.db import transaction
-from oos_notify.mail import SendOutcome, SmtpBatch, build_message, probe
+from oos_notify.mail import OutgoingMessage, SendOutcome, SmtpBatch, build_message, probe
 from oos_notify.models import Incident, Notification
 from oos_notify.rendering import MessageContext, Renderer, RenderError
 from oos_notify.settings import Settings
@@ -50,7 +49,7 @@ class _Gathered:
 
 @dataclass(frozen=True)
 class Prepared:
-    message: EmailMessage
+    message: OutgoingMessage
     template_version: str
 
 
