@@ -1,9 +1,10 @@
 """The outbox: notifications as rows with a due time and a status, claimed before they are sent.
 
-A claim is a conditional update (``... WHERE id = ? AND status = 'scheduled'``) whose row count
-says who won, so several service replicas on one database never send the same row twice. A claim
-holds a lease; a sender that dies mid-send leaves the row to be taken over when the lease runs out,
-and the resend reuses the row's Message-ID so receivers can drop a duplicate.
+A claim is a conditional update (``... WHERE id IN (...) AND status = 'scheduled' RETURNING id``)
+whose returned ids say which rows this sender won, so several service replicas on one database
+never send the same row twice. A claim holds a lease; a sender that dies mid-send leaves the row
+to be taken over when the lease runs out, and the resend reuses the row's Message-ID so receivers
+can drop a duplicate.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, func, or_, update
+from sqlalchemy import ColumnElement, func, update
 from sqlmodel import Session, col, select
 
 from oos_notify import audit
@@ -154,29 +155,34 @@ def release_claims(session: Session, notification_ids: list[str]) -> int:
 
 def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> list[Notification]:
     """Claim up to ``limit`` due notifications for this sender; each claim is won by one sender."""
-    due = or_(
-        (col(Notification.status) == SCHEDULED) & (col(Notification.due_at) <= now),
-        (col(Notification.status) == SENDING) & (col(Notification.lease_until) < now),
-    )
-    candidates = session.exec(
-        select(Notification.id).where(due).order_by(col(Notification.due_at)).limit(limit)
-    ).all()
-    claimed = []
-    for notification_id in candidates:
-        result = session.execute(
-            update(Notification)
-            .where(col(Notification.id) == notification_id, due)
-            .values(
-                status=SENDING,
-                lease_until=now + lease,
-                attempts=Notification.attempts + 1,
-            )
-        )
-        if result.rowcount == 1:  # type: ignore[attr-defined]
-            claimed.append(notification_id)
+    scheduled = (col(Notification.status) == SCHEDULED) & (col(Notification.due_at) <= now)
+    abandoned = (col(Notification.status) == SENDING) & (col(Notification.lease_until) < now)
+    # Two queries rather than one OR: each walks the (status, due_at) index and stops at the
+    # limit, where the OR made SQLite sort every due row on every claim, however many were due.
+    candidates = [
+        *session.exec(select(Notification.id).where(abandoned).limit(limit)),
+        *session.exec(
+            select(Notification.id).where(scheduled).order_by(col(Notification.due_at)).limit(limit)
+        ),
+    ][:limit]
+    if not candidates:
+        return []
+    claimed = session.execute(
+        update(Notification)
+        .where(col(Notification.id).in_(candidates), scheduled | abandoned)
+        .values(status=SENDING, lease_until=now + lease, attempts=Notification.attempts + 1)
+        .returning(col(Notification.id))
+        .execution_options(synchronize_session=False)
+    ).scalars().all()
     if not claimed:
         return []
-    return list(session.exec(select(Notification).where(col(Notification.id).in_(claimed))).all())
+    return list(
+        session.exec(
+            select(Notification)
+            .where(col(Notification.id).in_(claimed))
+            .order_by(col(Notification.due_at))
+        ).all()
+    )
 
 
 def next_due(session: Session) -> datetime | None:
