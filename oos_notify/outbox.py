@@ -34,6 +34,7 @@ from oos_notify.planning import (
     plan_to_qa,
 )
 
+_INSERT_ATTEMPT = DeliveryAttempt.__table__.insert()  # type: ignore[attr-defined]
 SCHEDULED = NotificationStatus.SCHEDULED.value
 SENDING = NotificationStatus.SENDING.value
 UNREACHABLE = "unreachable"
@@ -167,13 +168,17 @@ def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> 
     ][:limit]
     if not candidates:
         return []
-    claimed = session.execute(
-        update(Notification)
-        .where(col(Notification.id).in_(candidates), scheduled | abandoned)
-        .values(status=SENDING, lease_until=now + lease, attempts=Notification.attempts + 1)
-        .returning(col(Notification.id))
-        .execution_options(synchronize_session=False)
-    ).scalars().all()
+    claimed = (
+        session.execute(
+            update(Notification)
+            .where(col(Notification.id).in_(candidates), scheduled | abandoned)
+            .values(status=SENDING, lease_until=now + lease, attempts=Notification.attempts + 1)
+            .returning(col(Notification.id))
+            .execution_options(synchronize_session=False)
+        )
+        .scalars()
+        .all()
+    )
     if not claimed:
         return []
     return list(
@@ -352,15 +357,17 @@ def _attempt(
     reply: str,
     duration_ms: int,
 ) -> None:
-    session.add(
-        DeliveryAttempt(
-            notification_id=notification.id,
-            at=now,
-            outcome=outcome,
-            smtp_code=code,
-            smtp_reply=reply[:1000],
-            duration_ms=duration_ms,
-        )
+    # A Core insert: an ORM object here made the next statement flush once per settled row.
+    session.execute(
+        _INSERT_ATTEMPT,
+        {
+            "notification_id": notification.id,
+            "at": now,
+            "outcome": outcome,
+            "smtp_code": code,
+            "smtp_reply": reply[:1000],
+            "duration_ms": duration_ms,
+        },
     )
 
 
