@@ -217,6 +217,7 @@ class Renderer:
     def __init__(self, templates_dir: Path) -> None:
         self.templates_dir = templates_dir
         self._environments: dict[tuple[str, ...], ImmutableSandboxedEnvironment] = {}
+        self._by_search_path: dict[tuple[str, ...], ImmutableSandboxedEnvironment] = {}
         self._digests: dict[tuple[str, int, int], bytes] = {}
         self._snapshots: dict[str, ImmutableSandboxedEnvironment] = {}
         self._snapshot_source: SnapshotSource | None = None
@@ -265,8 +266,13 @@ class Renderer:
     def _environment(self, center_ids: tuple[str, ...]) -> ImmutableSandboxedEnvironment:
         environment = self._environments.get(center_ids)
         if environment is None:
-            search_path = [str(p) for p in self.search_path(center_ids)]
-            environment = _sandbox(FileSystemLoader(search_path))
+            # Centers with the same overrides share an environment and so its compiled
+            # templates: compiling them again for each of a hundred sites took seconds at start.
+            search_path = tuple(str(p) for p in self.search_path(center_ids))
+            environment = self._by_search_path.get(search_path) or _sandbox(
+                FileSystemLoader(list(search_path))
+            )
+            self._by_search_path[search_path] = environment
             self._environments[center_ids] = environment
         return environment
 
