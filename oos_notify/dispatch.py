@@ -1,5 +1,5 @@
 """Sending what is due: APScheduler arms a timer for the next due row and sweeps periodically;
-each run claims due rows from the outbox, renders and sends them over one SMTP connection, and
+each run claims due rows from the outbox, renders and sends them over a few SMTP connections, and
 settles each row with its outcome. The database, not this process, remembers what is pending."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import random
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -51,6 +51,18 @@ class _Gathered:
 class Prepared:
     message: OutgoingMessage
     template_version: str
+
+
+@dataclass
+class _Pending:
+    """What a batch's connections have sent and not yet settled, shared between them."""
+
+    settled_at: float
+    results: list[tuple[Notification, SendOutcome, str | None]] = field(default_factory=list)
+
+    def take(self) -> list[tuple[Notification, SendOutcome, str | None]]:
+        taken, self.results, self.settled_at = self.results, [], time.monotonic()
+        return taken
 
 
 def retry_delay(attempt: int, base_seconds: float) -> timedelta:
@@ -193,42 +205,54 @@ class Dispatcher:
         )
 
     async def _send(self, batch: list[Notification]) -> None:
-        """Render the batch off the event loop, send it over one connection, and settle what
-        was sent at least every SETTLE_EVERY seconds and at the end.
+        """Render the batch off the event loop, send it over a few connections at once, and
+        settle what was sent at least every SETTLE_EVERY seconds and at the end.
 
         A crash between sending and settling leaves rows 'sending': they are sent again with
         the same Message-ID, which receivers use to drop the duplicate. Settling as the batch
         goes keeps that window short when the mail server is slow. Once the service is asked to
-        stop, the message in flight is finished and recorded; the rest go back to the queue.
+        stop, the messages in flight are finished and recorded; the rest go back to the queue.
         """
         gathered = await self._in_database(self._gather, batch)
         prepared = await asyncio.to_thread(lambda: [self._render(item) for item in gathered])
-        results: list[tuple[Notification, SendOutcome, str | None]] = []
-        settled_at = time.monotonic()
+        work = list(zip(batch, prepared, strict=True))
+        # Each message waits for the server's replies; several connections overlap the waits.
+        lanes = min(self._settings.smtp_connections, len(work))
+        pending = _Pending(settled_at=time.monotonic())
+        unsent = await asyncio.gather(
+            *(self._send_lane(work[lane::lanes], pending) for lane in range(lanes))
+        )
+        if pending.results:
+            await self._in_database(self._settle, pending.take())
+        released = [notification_id for lane in unsent for notification_id in lane]
+        if released:
+            await self._in_database(self._release, released)
+            log.info(
+                "stopping: %d claimed notifications go back to the queue",
+                len(released),
+                extra={"count": len(released)},
+            )
+
+    async def _send_lane(
+        self, work: list[tuple[Notification, Prepared | RenderError]], pending: _Pending
+    ) -> list[str]:
+        """Send one connection's share of a batch; return the ids left unsent by a stop."""
         async with SmtpBatch(self._settings, self._smtp_host, self._smtp_port) as smtp:
-            for position, (notification, item) in enumerate(zip(batch, prepared, strict=True)):
+            for position, (notification, item) in enumerate(work):
                 if self._stopping:
-                    unsent = [n.id for n in batch[position:]]
-                    await self._in_database(self._release, unsent)
-                    log.info(
-                        "stopping: %d claimed notifications go back to the queue",
-                        len(unsent),
-                        extra={"count": len(unsent)},
-                    )
-                    break
+                    return [n.id for n, _ in work[position:]]
                 if isinstance(item, RenderError):
                     outcome = SendOutcome(False, True, None, f"template error: {item}", 0)
-                    results.append((notification, outcome, None))
+                    pending.results.append((notification, outcome, None))
                 else:
                     outcome = await smtp.send(item.message)
-                    results.append((notification, outcome, item.template_version))
+                    pending.results.append((notification, outcome, item.template_version))
                     if not outcome.connected:
                         self._mail_unreachable = True
-                if time.monotonic() - settled_at >= SETTLE_EVERY.total_seconds():
-                    await self._in_database(self._settle, results)
-                    results, settled_at = [], time.monotonic()
-        if results:
-            await self._in_database(self._settle, results)
+                if time.monotonic() - pending.settled_at >= SETTLE_EVERY.total_seconds():
+                    # Taken before the await, so the other lanes start a fresh list meanwhile.
+                    await self._in_database(self._settle, pending.take())
+        return []
 
     async def _in_database(self, work: Callable[..., _T], *args: Any) -> _T:
         """Run database work in a worker thread once it is this writer's turn at the gate."""

@@ -1,4 +1,4 @@
-"""MIME messages and SMTP delivery: one connection reused for a batch, every reply classified."""
+"""MIME messages and SMTP delivery: connections reused across messages, every reply classified."""
 
 from __future__ import annotations
 

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
 
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
     send_batch_size: int = Field(default=50, ge=1)
+    smtp_connections: int = Field(default=4, ge=1)
     max_send_attempts: int = Field(default=8, ge=1)
     retry_base_seconds: float = Field(default=30.0, gt=0)
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
