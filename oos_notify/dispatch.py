@@ -185,7 +185,7 @@ class Dispatcher:
             if not batch:
                 break
             await self._send(batch)
-        self._arm(await self._in_database(self._next_due))
+        self._arm(await asyncio.to_thread(self._next_due))
 
     def _arm(self, due_at: datetime | None) -> None:
         """Set the one timer for the next due row, translating the service clock to real time."""
@@ -213,7 +213,7 @@ class Dispatcher:
         goes keeps that window short when the mail server is slow. Once the service is asked to
         stop, the messages in flight are finished and recorded; the rest go back to the queue.
         """
-        gathered = await self._in_database(self._gather, batch)
+        gathered = await asyncio.to_thread(self._gather, batch)  # reads need no turn at the gate
         prepared = await asyncio.to_thread(lambda: [self._render(item) for item in gathered])
         work = list(zip(batch, prepared, strict=True))
         # Each message waits for the server's replies; several connections overlap the waits.

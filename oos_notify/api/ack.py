@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from oos_notify import acknowledgement
 from oos_notify.acknowledgement import AckForm, AckState, InvalidAnswer, LinkError, Purpose
 from oos_notify.agreements import EffectiveAgreement
-from oos_notify.api.deps import ServicesDep, SessionDep
+from oos_notify.api.deps import ServicesDep, SessionDep, WriterDep
 from oos_notify.app import Services
 from oos_notify.pages import page
 from oos_notify.rendering import disposition_label, local_time
@@ -58,11 +58,11 @@ def show(token: str, session: SessionDep, services: ServicesDep) -> HTMLResponse
 
 
 @router.post("/ack/{token}", response_class=HTMLResponse)
-def confirm(
+async def confirm(
     token: str,
     request: Request,
     background: BackgroundTasks,
-    session: SessionDep,
+    writer: WriterDep,
     services: ServicesDep,
     # No limits here: AckForm checks the fields so that a wrong answer gets a page, not JSON;
     # the request body limit bounds what can arrive at all.
@@ -78,15 +78,17 @@ def confirm(
             )
         )
     try:
-        state = acknowledgement.acknowledge(
-            session,
-            services.tokens,
-            token,
-            form,
-            client_address=request.client.host if request.client else None,
-            user_agent=request.headers.get("user-agent"),
-            now=services.clock.now(),
-            mail_domain=services.settings.mail_domain,
+        state = await writer.run(
+            lambda session: acknowledgement.acknowledge(
+                session,
+                services.tokens,
+                token,
+                form,
+                client_address=request.client.host if request.client else None,
+                user_agent=request.headers.get("user-agent"),
+                now=services.clock.now(),
+                mail_domain=services.settings.mail_domain,
+            )
         )
     except LinkError as error:
         return _refusal(error)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -12,8 +12,11 @@ from sqlmodel import Session
 
 from oos_notify import apikeys
 from oos_notify.app import Services
+from oos_notify.db import transaction
 from oos_notify.limits import RateLimited
 from oos_notify.models import ApiKey
+
+_T = TypeVar("_T")
 
 
 def get_services(request: Request) -> Services:
@@ -25,27 +28,44 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def get_session(services: ServicesDep) -> AsyncIterator[Session]:
-    """One transaction per request, committed before the response is sent.
-
-    The request waits its turn at the write gate here, on the event loop, holding no thread.
-    """
-    async with services.write_gate:
-        with Session(services.engine, expire_on_commit=False) as session:
-            try:
-                yield session
-                await run_in_threadpool(session.commit)
-            except BaseException:
-                await run_in_threadpool(session.rollback)
-                raise
+    """A session for reading. Writes go through ``WriterDep``: on SQLite readers never wait for
+    the writer (WAL), so a page or a listing does not queue behind a burst of events."""
+    with Session(services.engine, expire_on_commit=False) as session:
+        yield session
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+class Writer:
+    """Runs a request's writes as one transaction, committed before the response is sent."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    async def run(self, work: Callable[[Session], _T]) -> _T:
+        """Wait for this request's turn at the write gate on the event loop, holding no thread,
+        then do all of the transaction, commit included, in one worker thread: the gate is held
+        for the database work alone, not for the event loop's round trips between steps."""
+        async with self._services.write_gate:
+            return await run_in_threadpool(self._transaction, work)
+
+    def _transaction(self, work: Callable[[Session], _T]) -> _T:
+        with transaction(self._services.engine) as session:
+            return work(session)
+
+
+def get_writer(services: ServicesDep) -> Writer:
+    return Writer(services)
+
+
+WriterDep = Annotated[Writer, Depends(get_writer)]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `oos-notify apikey create`")
 
 
 def require_api_key(
-    session: SessionDep,
+    services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiKey:
     challenge = {"WWW-Authenticate": "Bearer"}
@@ -55,7 +75,10 @@ def require_api_key(
             "missing API key: send 'Authorization: Bearer <key>'",
             headers=challenge,
         )
-    key = apikeys.authenticate(session, credentials.credentials)
+    # A session of its own, closed at once: a request waiting for its turn to write must not
+    # hold a pooled connection, or a burst empties the pool that the gate's holder needs.
+    with Session(services.engine) as session:
+        key = apikeys.authenticate(session, credentials.credentials)
     if key is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "unknown or revoked API key", headers=challenge

@@ -7,7 +7,7 @@ import logging
 from fastapi import APIRouter, BackgroundTasks, Response, status
 
 from oos_notify import events
-from oos_notify.api.deps import RateLimitedKeyDep, ServicesDep, SessionDep
+from oos_notify.api.deps import RateLimitedKeyDep, ServicesDep, WriterDep
 from oos_notify.events import EventAccepted, EventIn
 
 log = logging.getLogger(__name__)
@@ -26,22 +26,24 @@ router = APIRouter(prefix="/v1", tags=["events"])
         429: {"description": "Too many events for this API key; see Retry-After"},
     },
 )
-def post_event(
+async def post_event(
     event: EventIn,
     response: Response,
     background: BackgroundTasks,
-    session: SessionDep,
+    writer: WriterDep,
     services: ServicesDep,
     _key: RateLimitedKeyDep,
 ) -> EventAccepted:
     """Open an incident with a release_failure or late_result, or follow one up."""
-    result = events.ingest(
-        session,
-        event,
-        services.agreements,
-        services.clock.now(),
-        services.settings.mail_domain,
-        services.template_versions,
+    result = await writer.run(
+        lambda session: events.ingest(
+            session,
+            event,
+            services.agreements,
+            services.clock.now(),
+            services.settings.mail_domain,
+            services.template_versions,
+        )
     )
     answer = result.answer
     log.info(
