@@ -76,7 +76,7 @@ class Server:
         """Sample the process with py-spy until it stops (collapsed stacks, for flame graphs)."""
         self._profiler = subprocess.Popen(
             [
-                *("py-spy", "record", "--pid", str(self.pid), "--rate", "50", "--format", "raw"),
+                *("py-spy", "record", "--pid", str(self.pid), "--rate", "100", "--format", "raw"),
                 *("--output", str(output), "--nonblocking"),
             ],
             stdout=subprocess.DEVNULL,
