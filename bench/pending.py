@@ -16,7 +16,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.centers import FIRST_STEP_ROLES, release_failure
-from oos_notify.agreements import load_agreements
+from bench.service import ROOT
+from oos_notify import template_sets
+from oos_notify.config_check import load_checked
 from oos_notify.db import create_schema, make_engine, transaction
 from oos_notify.events import EventIn, ingest
 from oos_notify.settings import Settings
@@ -32,16 +34,17 @@ def load(
     seconds from the instant the loader started (use ``place`` to move them later)."""
     engine = make_engine(f"sqlite:///{database}")
     create_schema(engine)
-    agreements = load_agreements(config_dir)
+    agreements, renderer = load_checked(config_dir, ROOT / "templates")
     mail_domain = Settings(_env_file=None).mail_domain
     incidents = notifications // len(FIRST_STEP_ROLES)
     base = datetime.now(UTC)
+    versions = template_sets.record(engine, renderer, agreements, base)
     for first in range(0, incidents, CHUNK):
         with transaction(engine) as session:
             for number in range(first, min(first + CHUNK, incidents)):
                 event = EventIn.model_validate(release_failure("TIMER", number, centers))
                 at = base + timedelta(seconds=window * number / incidents)
-                ingest(session, event, agreements, at, mail_domain)
+                ingest(session, event, agreements, at, mail_domain, versions)
     engine.dispose()
 
 
