@@ -240,8 +240,10 @@ def test_logs_are_json_lines_with_ids_and_no_secrets(
 def test_sigterm_finishes_the_send_in_flight_records_it_and_claims_nothing_more(
     served: ServedProcess, faulty: FaultySmtpServer
 ) -> None:
-    # Given a mail server that takes 3 seconds to accept each message
+    # Given a mail server that takes 3 seconds to accept each message, and one connection to it
+    # (over several, both notices would be in flight at once and both finished)
     faulty.handler.set_faults(Fault("DATA", delay=3.0))
+    served.env["OOS_NOTIFY_SMTP_CONNECTIONS"] = "1"
     key = served.api_key()
     served.start()
     answer = httpx.post(
