@@ -13,52 +13,16 @@ from oos_notify.agreements import (
     Agreements,
     BusinessHours,
     ConfigError,
-    ConfigProblem,
     load_agreements,
 )
 from oos_notify.durations import Duration
 from oos_notify.vocabulary import EventType, Severity
+from tests.unit.config_files import edit, find, problems_of
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config"
 STANDARD = "config/plans/standard.yaml"
 MERCY = "config/health_systems/mercy-health.yaml"
 RHEIN = "config/health_systems/rhein-klinikum.yaml"
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    """A private copy of the example config, to break."""
-    target = tmp_path / "config"
-    shutil.copytree(REPO_CONFIG, target)
-    return target
-
-
-def edit(config: Path, relative: str, old: str, new: str) -> None:
-    path = config / relative
-    text = path.read_text(encoding="utf-8")
-    assert text.count(old) == 1, f"{old!r} should occur once in {relative}"
-    path.write_text(text.replace(old, new), encoding="utf-8")
-
-
-def problems_of(config: Path) -> list[ConfigProblem]:
-    with pytest.raises(ConfigError) as raised:
-        load_agreements(config)
-    assert raised.value.problems, "a ConfigError lists its problems"
-    assert str(raised.value) == "\n".join(str(p) for p in raised.value.problems)
-    return raised.value.problems
-
-
-def find(problems: list[ConfigProblem], file: str, field: str, *fragments: str) -> ConfigProblem:
-    """The one problem reported for ``file`` and ``field`` whose message has every fragment."""
-    matching = [
-        p
-        for p in problems
-        if p.file == file and p.field == field and all(f in p.message for f in fragments)
-    ]
-    assert len(matching) == 1, f"no single {file}: {field}: {fragments} in:\n" + "\n".join(
-        str(p) for p in problems
-    )
-    return matching[0]
 
 
 def with_config_prefix(relative: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -14,8 +13,6 @@ import yaml
 
 from oos_notify.agreements import (
     DEFAULT_SEVERITY_RULES,
-    ConfigError,
-    ConfigProblem,
     EffectiveAgreement,
     SeverityRule,
     load_agreements,
@@ -24,6 +21,7 @@ from oos_notify.business_time import CenterCalendar
 from oos_notify.durations import parse_duration
 from oos_notify.planning import derive_severity
 from oos_notify.vocabulary import EventType, KeyDate, Severity
+from tests.unit.config_files import edit, find, problems_of
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config"
 MERCY_FILE = "config/health_systems/mercy-health.yaml"
@@ -349,20 +347,6 @@ def test_yaml_shorthands_give_the_same_rule() -> None:
 # --- rules from config/: manufacturer, health system, site --------------------------------------
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    target = tmp_path / "config"
-    shutil.copytree(REPO_CONFIG, target)
-    return target
-
-
-def edit(config: Path, relative: str, old: str, new: str) -> None:
-    path = config / relative
-    text = path.read_text(encoding="utf-8")
-    assert text.count(old) == 1, f"{old!r} should occur once in {relative}"
-    path.write_text(text.replace(old, new), encoding="utf-8")
-
-
 MANUFACTURER_RULES = """\
 severity_rules:
   - {name: manufacturer says critical, severity: critical}
@@ -482,24 +466,6 @@ def test_rules_are_part_of_the_agreement_version(config: Path) -> None:
 
 
 # --- invalid rules are refused with file and field ------------------------------------------------
-
-
-def problems_of(config: Path) -> list[ConfigProblem]:
-    with pytest.raises(ConfigError) as raised:
-        load_agreements(config)
-    return raised.value.problems
-
-
-def find(problems: list[ConfigProblem], file: str, field: str, *fragments: str) -> ConfigProblem:
-    matching = [
-        p
-        for p in problems
-        if p.file == file and p.field == field and all(f in p.message for f in fragments)
-    ]
-    assert len(matching) == 1, f"no single {file}: {field}: {fragments} in:\n" + "\n".join(
-        str(p) for p in problems
-    )
-    return matching[0]
 
 
 def with_system_rule(config: Path, yaml_rule: str) -> None:
