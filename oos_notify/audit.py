@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,12 +94,13 @@ def start_chain(connection: Connection) -> None:
 
 @dataclass
 class _ChainEnd:
-    """The chain head as one transaction sees and moves it, read once per transaction."""
+    """The chain head as one transaction sees and moves it, read once per transaction, and the
+    entries the transaction has chained to it so far, written together just before it commits."""
 
     transaction: SessionTransaction
     seq: int
     digest: str
-    moved: bool = False
+    entries: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _chain_end(session: Session) -> _ChainEnd:
@@ -115,10 +116,12 @@ def _chain_end(session: Session) -> _ChainEnd:
 
 
 @event.listens_for(Session, "before_commit")
-def _move_head(session: Session) -> None:
-    """Move the chain head once per transaction, just before it commits with its entries."""
+def _write_entries(session: Session) -> None:
+    """Write the transaction's entries in one statement and move the chain head past them, just
+    before the transaction commits: one round trip for the trail instead of one per entry."""
     end = session.info.pop(_CHAIN_END, None)
-    if isinstance(end, _ChainEnd) and end.moved and end.transaction is session.get_transaction():
+    if isinstance(end, _ChainEnd) and end.entries and end.transaction is session.get_transaction():
+        session.execute(_INSERT, end.entries)
         session.execute(_MOVE_HEAD, {"head_value": _head_value(end.seq, end.digest)})
 
 
@@ -134,13 +137,14 @@ def record(
 ) -> None:
     """Append an entry in the caller's transaction, so the trail and the change commit together.
 
-    Written at once (not at the next flush), so entries are numbered in the order things happened.
+    Numbered and chained now, so entries are numbered in the order things happened; written
+    with the transaction's other entries when it commits (a rollback discards them all).
     """
     end = _chain_end(session)
     digest = entry_hash(end.digest, at, action, actor, incident_id, notification_id, detail)
-    inserted = session.execute(
-        _INSERT,
+    end.entries.append(
         {
+            "seq": end.seq + 1,
             "at": at,
             "action": action,
             "actor": actor,
@@ -149,10 +153,9 @@ def record(
             "detail": detail,
             "prev_hash": end.digest,
             "entry_hash": digest,
-        },
+        }
     )
-    end.seq = inserted.inserted_primary_key[0]  # type: ignore[attr-defined]
-    end.digest, end.moved = digest, True
+    end.seq, end.digest = end.seq + 1, digest
 
 
 @dataclass(frozen=True)
