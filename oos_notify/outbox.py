@@ -35,6 +35,10 @@ from oos_notify.planning import (
 )
 
 _INSERT_ATTEMPT = DeliveryAttempt.__table__.insert()  # type: ignore[attr-defined]
+_ROWS = Notification.__table__  # type: ignore[attr-defined]
+"""Core statements on the outbox for the per-message updates on the send path: an ORM update
+first works out which objects loaded in the session it changes, which costs more than the
+update itself."""
 SCHEDULED = NotificationStatus.SCHEDULED.value
 SENDING = NotificationStatus.SENDING.value
 UNREACHABLE = "unreachable"
@@ -105,32 +109,29 @@ def cancel_pending(
 ) -> int:
     """Cancel the incident's notifications not yet claimed for sending that meet every
     criterion (all of them when none is given); return how many."""
-    query = select(Notification).where(
-        Notification.incident_id == incident_id, Notification.status == SCHEDULED, *criteria
-    )
-    cancelled = 0
-    for row in session.exec(query):
-        claimed = session.execute(
-            update(Notification)
-            .where(
-                col(Notification.id) == row.id,
-                col(Notification.status).in_(notification_sources(NotificationStatus.CANCELLED)),
-            )
-            .values(status=NotificationStatus.CANCELLED.value)
+    # One conditional update: the rows it returns are those no sender had claimed first.
+    cancelled = session.execute(
+        _ROWS.update()
+        .where(
+            _ROWS.c.incident_id == incident_id,
+            _ROWS.c.status.in_(notification_sources(NotificationStatus.CANCELLED)),
+            *criteria,
         )
-        if claimed.rowcount == 1:  # type: ignore[attr-defined]
-            cancelled += 1
-            audit.record(
-                session,
-                now,
-                "notification_cancelled",
-                "system",
-                incident_id=incident_id,
-                notification_id=row.id,
-                recipient=row.recipient_email,
-                reason=reason,
-            )
-    return cancelled
+        .values(status=NotificationStatus.CANCELLED.value)
+        .returning(_ROWS.c.id, _ROWS.c.recipient_email, _ROWS.c.due_at)
+    ).all()
+    for notification_id, recipient, _ in sorted(cancelled, key=lambda row: (row[2], row[0])):
+        audit.record(
+            session,
+            now,
+            "notification_cancelled",
+            "system",
+            incident_id=incident_id,
+            notification_id=notification_id,
+            recipient=recipient,
+            reason=reason,
+        )
+    return len(cancelled)
 
 
 def release_abandoned(session: Session) -> int:
@@ -247,8 +248,8 @@ def settle_sent(
 ) -> None:
     """Record a delivery the mail server accepted; a later step escalates the incident."""
     session.execute(
-        update(Notification)
-        .where(col(Notification.id) == notification.id, col(Notification.status) == SENDING)
+        _ROWS.update()
+        .where(_ROWS.c.id == notification.id, _ROWS.c.status == SENDING)
         .values(
             status=NotificationStatus.SENT.value,
             sent_at=now,
@@ -299,8 +300,8 @@ def settle_failure(
     if not give_up:
         values["due_at"] = retry_at
     session.execute(
-        update(Notification)
-        .where(col(Notification.id) == notification.id, col(Notification.status) == SENDING)
+        _ROWS.update()
+        .where(_ROWS.c.id == notification.id, _ROWS.c.status == SENDING)
         .values(**values)
     )
     _attempt(
