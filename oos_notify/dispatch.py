@@ -286,17 +286,27 @@ class Dispatcher:
     def _gather(self, batch: list[Notification]) -> list[_Gathered]:
         """Read what the batch's templates need, in one transaction."""
         now = self._clock.now()
-        agreements: dict[str, EffectiveAgreement] = {}
+        per_incident: dict[str, tuple[EffectiveAgreement, messaging.Answers]] = {}
         gathered = []
         with transaction(self._engine) as session:
             for notification in batch:
                 incident = session.get(Incident, notification.incident_id)
                 assert incident is not None
-                if incident.id not in agreements:
-                    agreements[incident.id] = EffectiveAgreement.model_validate(incident.agreement)
-                agreement = agreements[incident.id]
+                if incident.id not in per_incident:
+                    per_incident[incident.id] = (
+                        EffectiveAgreement.model_validate(incident.agreement),
+                        messaging.Answers.of(session, incident),
+                    )
+                agreement, answers = per_incident[incident.id]
                 context = messaging.build_context(
-                    session, notification, incident, agreement, self._tokens, self._settings, now
+                    session,
+                    notification,
+                    incident,
+                    agreement,
+                    answers,
+                    self._tokens,
+                    self._settings,
+                    now,
                 )
                 gathered.append(_Gathered(notification, incident, agreement, context, now))
         return gathered
@@ -327,34 +337,27 @@ class Dispatcher:
 
     def _settle(self, results: list[tuple[Notification, SendOutcome, str | None]]) -> None:
         now = self._clock.now()
+        delivered = [
+            outbox.Delivered(notification, outcome.reply, outcome.duration_ms, version or "")
+            for notification, outcome, version in results
+            if outcome.accepted
+        ]
         with transaction(self._engine) as session:
-            for notification, outcome, template_version in results:
-                self._settle_one(session, notification, outcome, template_version, now)
-
-    def _settle_one(
-        self,
-        session: Session,
-        notification: Notification,
-        outcome: SendOutcome,
-        template_version: str | None,
-        now: datetime,
-    ) -> None:
-        if outcome.accepted:
-            outbox.settle_sent(
-                session,
-                notification,
-                now,
-                outcome.reply,
-                outcome.duration_ms,
-                template_version or "",
-            )
+            outbox.settle_sent(session, delivered, now)
+            for notification, outcome, _ in results:
+                if not outcome.accepted:
+                    self._settle_failure(session, notification, outcome, now)
+        for item in delivered:
             log.info(
                 "sent %s to %s",
-                notification.id,
-                notification.recipient_email,
-                extra=_ids(notification, duration_ms=outcome.duration_ms),
+                item.notification.id,
+                item.notification.recipient_email,
+                extra=_ids(item.notification, duration_ms=item.duration_ms),
             )
-            return
+
+    def _settle_failure(
+        self, session: Session, notification: Notification, outcome: SendOutcome, now: datetime
+    ) -> None:
         retry_at = None
         if not outcome.permanent and (
             # No server could be reached: nobody judged the message, so it waits for the server

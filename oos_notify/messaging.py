@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlmodel import Session, col, select
@@ -64,11 +65,28 @@ def incident_view(incident: Incident, agreement: EffectiveAgreement) -> Incident
     )
 
 
+@dataclass(frozen=True)
+class Answers:
+    """What an incident's messages say was answered: the first acknowledgement of the current
+    round and the first decision. Read once per incident for a batch of its messages."""
+
+    acknowledgement: Acknowledgement | None
+    decision: Acknowledgement | None
+
+    @classmethod
+    def of(cls, session: Session, incident: Incident) -> Answers:
+        return cls(
+            first_answer(session, incident, Purpose.ACKNOWLEDGEMENT),
+            first_answer(session, incident, Purpose.DECISION),
+        )
+
+
 def build_context(
     session: Session,
     notification: Notification,
     incident: Incident,
     agreement: EffectiveAgreement,
+    answers: Answers,
     tokens: AckTokens,
     settings: Settings,
     now: datetime,
@@ -84,8 +102,7 @@ def build_context(
             url=f"{settings.public_base_url.rstrip('/')}/ack/{token}",
             expires_at=local_time(expires_at, agreement.timezone),
         )
-    first_ack = first_answer(session, incident, Purpose.ACKNOWLEDGEMENT)
-    decision = first_answer(session, incident, Purpose.DECISION)
+    first_ack, decision = answers.acknowledgement, answers.decision
     qa = incident.qa_contact
     return MessageContext(
         incident=incident_view(incident, agreement),

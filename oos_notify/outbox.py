@@ -10,9 +10,10 @@ can drop a duplicate.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, func, update
+from sqlalchemy import ColumnElement, bindparam, func, update
 from sqlmodel import Session, col, select
 
 from oos_notify import audit
@@ -36,6 +37,7 @@ from oos_notify.planning import (
 
 _INSERT_ATTEMPT = DeliveryAttempt.__table__.insert()  # type: ignore[attr-defined]
 _ROWS = Notification.__table__  # type: ignore[attr-defined]
+_INCIDENTS = Incident.__table__  # type: ignore[attr-defined]
 """Core statements on the outbox for the per-message updates on the send path: an ORM update
 first works out which objects loaded in the session it changes, which costs more than the
 update itself."""
@@ -238,42 +240,78 @@ def resume_after_outage(session: Session, now: datetime) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def settle_sent(
-    session: Session,
-    notification: Notification,
-    now: datetime,
-    reply: str,
-    duration_ms: int,
-    template_version: str,
-) -> None:
-    """Record a delivery the mail server accepted; a later step escalates the incident."""
+@dataclass(frozen=True)
+class Delivered:
+    """A message the mail server accepted: its row, the server's reply and the send's duration,
+    and the template set it was rendered from."""
+
+    notification: Notification
+    reply: str
+    duration_ms: int
+    template_version: str
+
+
+_MARK_SENT = (
+    _ROWS.update()
+    .where(_ROWS.c.id == bindparam("notification_id"), _ROWS.c.status == SENDING)
+    .values(
+        status=NotificationStatus.SENT.value,
+        sent_at=bindparam("now"),
+        lease_until=None,
+        last_error=None,
+        template_version=bindparam("version"),
+    )
+)
+
+
+def settle_sent(session: Session, delivered: Sequence[Delivered], now: datetime) -> None:
+    """Record deliveries the mail server accepted, a batch in a few statements; a later step
+    escalates its incident."""
+    if not delivered:
+        return
     session.execute(
-        _ROWS.update()
-        .where(_ROWS.c.id == notification.id, _ROWS.c.status == SENDING)
-        .values(
-            status=NotificationStatus.SENT.value,
-            sent_at=now,
-            lease_until=None,
-            last_error=None,
-            template_version=template_version,
+        _MARK_SENT,
+        [
+            {"notification_id": d.notification.id, "now": now, "version": d.template_version}
+            for d in delivered
+        ],
+    )
+    session.execute(
+        _INSERT_ATTEMPT,
+        [_attempt_row(d.notification, now, "sent", 250, d.reply, d.duration_ms) for d in delivered],
+    )
+    escalations = [
+        d.notification for d in delivered if d.notification.kind == NotificationKind.ESCALATION
+    ]
+    first_deliveries = _record_first_deliveries(session, escalations, now)
+    for d in delivered:
+        notification = d.notification
+        audit.record(
+            session,
+            now,
+            "notification_sent",
+            "dispatcher",
+            incident_id=notification.incident_id,
+            notification_id=notification.id,
+            recipient=notification.recipient_email,
+            template=notification.template,
+            template_version=d.template_version,
+            message_id=notification.message_id,
+            attempt=notification.attempts,
         )
-    )
-    _attempt(session, notification, now, "sent", 250, reply, duration_ms)
-    audit.record(
-        session,
-        now,
-        "notification_sent",
-        "dispatcher",
-        incident_id=notification.incident_id,
-        notification_id=notification.id,
-        recipient=notification.recipient_email,
-        template=notification.template,
-        template_version=template_version,
-        message_id=notification.message_id,
-        attempt=notification.attempts,
-    )
-    if notification.kind == NotificationKind.ESCALATION:
-        _record_first_delivery(session, notification, now)
+        deadline = first_deliveries.get(notification.id)
+        if deadline is not None:
+            audit.record(
+                session,
+                now,
+                "notify_within_breached" if now > deadline else "notify_within_met",
+                "dispatcher",
+                incident_id=notification.incident_id,
+                notification_id=notification.id,
+                deadline=deadline.isoformat(),
+                delivered_at=now.isoformat(),
+            )
+    for notification in escalations:
         if notification.level > 0:
             _escalate(session, notification, now)
 
@@ -360,36 +398,48 @@ def _attempt(
 ) -> None:
     # A Core insert: an ORM object here made the next statement flush once per settled row.
     session.execute(
-        _INSERT_ATTEMPT,
-        {
-            "notification_id": notification.id,
-            "at": now,
-            "outcome": outcome,
-            "smtp_code": code,
-            "smtp_reply": reply[:1000],
-            "duration_ms": duration_ms,
-        },
+        _INSERT_ATTEMPT, _attempt_row(notification, now, outcome, code, reply, duration_ms)
     )
 
 
-def _record_first_delivery(session: Session, notification: Notification, now: datetime) -> None:
-    """The agreement promises the first notice within ``notify_within``: record whether it was."""
-    incident = session.get(Incident, notification.incident_id)
-    if incident is None or incident.first_delivered_at is not None:
-        return
-    incident.first_delivered_at = now
-    session.add(incident)
-    if incident.notify_deadline is not None:
-        audit.record(
-            session,
-            now,
-            "notify_within_breached" if now > incident.notify_deadline else "notify_within_met",
-            "dispatcher",
-            incident_id=incident.id,
-            notification_id=notification.id,
-            deadline=incident.notify_deadline.isoformat(),
-            delivered_at=now.isoformat(),
-        )
+def _attempt_row(
+    notification: Notification,
+    now: datetime,
+    outcome: str,
+    code: int | None,
+    reply: str,
+    duration_ms: int,
+) -> dict[str, object]:
+    return {
+        "notification_id": notification.id,
+        "at": now,
+        "outcome": outcome,
+        "smtp_code": code,
+        "smtp_reply": reply[:1000],
+        "duration_ms": duration_ms,
+    }
+
+
+def _record_first_deliveries(
+    session: Session, delivered: Sequence[Notification], now: datetime
+) -> dict[str, datetime]:
+    """The agreement promises the first notice within ``notify_within``: note when each incident
+    first had one delivered. Returns, for each notice that was its incident's first, the deadline
+    it was measured against (incidents without one are noted but not returned)."""
+    firsts: dict[str, Notification] = {}
+    for notification in delivered:
+        firsts.setdefault(notification.incident_id, notification)
+    if not firsts:
+        return {}
+    noted = session.execute(
+        _INCIDENTS.update()
+        .where(_INCIDENTS.c.id.in_(firsts), _INCIDENTS.c.first_delivered_at.is_(None))
+        .values(first_delivered_at=now)
+        .returning(_INCIDENTS.c.id, _INCIDENTS.c.notify_deadline)
+    ).all()
+    return {
+        firsts[incident_id].id: deadline for incident_id, deadline in noted if deadline is not None
+    }
 
 
 def told(session: Session, incident_id: str) -> list[Addressee]:
