@@ -203,7 +203,9 @@ def measure_timers(bench: Bench) -> dict[str, Any]:
     size = bench.size
     database = bench.workdir / "timers.db"
     loading = time.perf_counter()
-    pending.load(database, bench.config_dir, bench.centers, size.pending, size.window_seconds)
+    loaded = pending.load(
+        database, bench.config_dir, bench.centers, size.pending, size.window_seconds
+    )
     loading = time.perf_counter() - loading
     server = bench.service("timers")
     opens = pending.place(database, size.timers_lead_seconds)
@@ -217,14 +219,21 @@ def measure_timers(bench: Bench) -> dict[str, Any]:
         peak_rss_mb = server.status("VmHWM") / 1024
     finally:
         server.stop()
+    arrivals = bench.sink.since(mark)
+    copies = [m for m in due if m not in loaded.sample_message_ids]
+    copies_sent = len({m for _, m in arrivals} & set(copies))
     return {
         "pending": len(due),
         "window_seconds": size.window_seconds,
         "load_seconds": loading,
+        "incidents_ingested": loaded.ingested,
+        "incidents_copied": loaded.copied,
+        "copies_first_notices": len(copies),
+        "copies_first_notices_sent": copies_sent,
         "startup_seconds": startup,
         "ready_before_first_due_seconds": slack,
         "peak_rss_mb": peak_rss_mb,
-        **lateness(bench.sink.since(mark), due),
+        **lateness(arrivals, due),
     }
 
 

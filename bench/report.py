@@ -124,7 +124,11 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", f"Unexpected status codes: {errors}"]
     lines += [
         "",
-        f"Timers: {timers['pending']:,} rows loaded in {timers['load_seconds']:.0f} s; "
+        f"Timers: {timers['pending']:,} first notices loaded in {timers['load_seconds']:.0f} s "
+        f"({timers['incidents_ingested']:,} incidents opened through events.ingest, "
+        f"{timers['incidents_copied']:,} copied from them by SQL); "
+        f"{timers['copies_first_notices_sent']:,} of the copies' "
+        f"{timers['copies_first_notices']:,} first notices reached the sink within the wait; "
         f"the service was ready {timers['ready_before_first_due_seconds']:.1f} s before the "
         "first was due.",
     ]
