@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import time
 from collections import Counter
@@ -150,11 +151,16 @@ def copies(sample: bytes, number: int) -> list[bytes]:
     return [head + f"Message-ID: <raw-{n:08d}@bench>".encode() + tail for n in range(number)]
 
 
-async def _send_all(port: int, queue: asyncio.Queue[bytes | None], connections: int) -> None:
+async def _send_all(
+    port: int,
+    queue: asyncio.Queue[bytes | None],
+    connections: int,
+    stop_at: float = math.inf,
+) -> None:
     async def connection() -> None:
         client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port)
         await client.connect()
-        while (message := await queue.get()) is not None:
+        while (message := await queue.get()) is not None and time.time() < stop_at:
             await client.sendmail("oos-notify@localhost", ["someone@bench.example"], message)
         await client.quit()
 
@@ -177,14 +183,18 @@ def smtp_burst(port: int, sample: bytes, number: int, connections: int) -> float
     return asyncio.run(run())
 
 
-def smtp_on_time(port: int, sample: bytes, due: list[float], connections: int) -> None:
+def smtp_on_time(
+    port: int, sample: bytes, due: list[float], connections: int, stop_at: float
+) -> None:
     """Send one pre-rendered message at each due instant (``time.time()``, sorted), like a
-    timer wheel with a connection pool: the floor for the service's lateness at the same rate."""
+    timer wheel with a connection pool: the floor for the service's lateness at the same rate.
+    At ``stop_at`` each connection finishes the message in hand and quits; those still queued
+    are never sent (the measurement counts them missing)."""
     messages = copies(sample, len(due))
 
     async def run() -> None:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        sender = asyncio.create_task(_send_all(port, queue, connections))
+        sender = asyncio.create_task(_send_all(port, queue, connections, stop_at))
         for at, message in zip(due, messages, strict=True):
             delay = at - time.time()
             if delay > 0:

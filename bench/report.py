@@ -13,6 +13,27 @@ def _s(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:,.2f} s"
 
 
+def _late(figures: dict[str, Any], name: str) -> str:
+    """A lateness percentile over all expected messages: exact, a lower bound when it falls on
+    messages that never arrived, or a range when missing ones make it uncertain."""
+    upper, lower = figures[f"lateness_{name}_s"], figures[f"lateness_{name}_at_least_s"]
+    if upper is None:
+        return f"≥ {_s(lower)}"
+    if upper != lower:
+        return f"{lower:,.2f} to {_s(upper)}"
+    return _s(upper)
+
+
+def _lateness(figures: dict[str, Any], grace: float) -> str:
+    text = " / ".join(_late(figures, name) for name in ("p50", "p99", "max"))
+    if figures["missing"]:
+        text += (
+            f" ({figures['missing']:,} of {figures['expected']:,} not sent within "
+            f"{grace:.0f} s after the window)"
+        )
+    return text
+
+
 def _verdict(met: bool) -> str:
     return "met" if met else "**missed**"
 
@@ -71,11 +92,8 @@ def markdown(result: dict[str, Any]) -> str:
         (
             f"timers: {timers['pending']:,} due over {timers['window_seconds']:.0f} s, "
             "lateness p50 / p99 / max",
-            f"{_s(timers['lateness_p50_s'])} / {_s(timers['lateness_p99_s'])} / "
-            f"{_s(timers['lateness_max_s'])}"
-            + (f" ({timers['missing']:,} not sent)" if timers["missing"] else ""),
-            f"asyncio timer loop: {_s(base['timers']['lateness_p50_s'])} / "
-            f"{_s(base['timers']['lateness_p99_s'])} / {_s(base['timers']['lateness_max_s'])}",
+            _lateness(timers, size["timers_grace_seconds"]),
+            "asyncio timer loop: " + _lateness(base["timers"], size["timers_grace_seconds"]),
             "",
             f"p99 ≤ 1 s: {_verdict(met['timers p99 lateness <= 1 s'])}",
         ),
