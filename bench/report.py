@@ -94,7 +94,9 @@ def markdown(result: dict[str, Any]) -> str:
             "lateness p50 / p99 / max",
             _lateness(timers, size["timers_grace_seconds"]),
             "asyncio timer loop: " + _lateness(base["timers"], size["timers_grace_seconds"]),
-            "",
+            f"{timers['sent'] / base['timers']['sent']:.1%} as many sent within the wait"
+            if base["timers"]["sent"]
+            else "",
             f"p99 ≤ 1 s: {_verdict(met['timers p99 lateness <= 1 s'])}",
         ),
         (
