@@ -75,9 +75,15 @@ class Answers:
 
     @classmethod
     def of(cls, session: Session, incident: Incident) -> Answers:
+        """Read from the acknowledgements only when the incident says it has some: it notes
+        when it was first acknowledged and its decision in the transactions that record them."""
         return cls(
-            first_answer(session, incident, Purpose.ACKNOWLEDGEMENT),
-            first_answer(session, incident, Purpose.DECISION),
+            first_answer(session, incident, Purpose.ACKNOWLEDGEMENT)
+            if incident.acknowledged_at is not None
+            else None,
+            first_answer(session, incident, Purpose.DECISION)
+            if incident.decision is not None
+            else None,
         )
 
 
