@@ -17,12 +17,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Engine
 
-from oos_notify import __version__, template_sets
+from oos_notify import __version__, config_check, template_sets
 from oos_notify.acknowledgement import AckTokens
 from oos_notify.agreements import Agreements, ConfigError, ConfigProblem
 from oos_notify.capture import CaptureServer
 from oos_notify.clock import Clock, SystemClock
-from oos_notify.config_check import load_checked
 from oos_notify.db import create_schema, make_engine, transaction, write_gate
 from oos_notify.dispatch import Dispatcher
 from oos_notify.errors import ServiceError
@@ -81,11 +80,33 @@ def secret_key(settings: Settings, engine: Engine) -> str:
         return stored.value
 
 
+TEMPLATE_CHECK = "template_check_passed"
+"""The ``config_check.inputs_digest`` of the files and code that last passed the template check."""
+
+
+def check_templates(
+    engine: Engine, settings: Settings, agreements: Agreements, renderer: Renderer
+) -> None:
+    """Render every template for every center, as ``check-config`` does, unless these very files
+    and this code passed the check before: with a hundred sites that takes seconds, and a
+    restart should not keep pending notifications waiting for it."""
+    digest = config_check.inputs_digest(settings.config_dir, settings.templates_dir)
+    with transaction(engine) as session:
+        passed = session.get(ServiceValue, TEMPLATE_CHECK)
+        if passed is not None and passed.value == digest:
+            log.info("config and templates unchanged since they passed the check: not rendered")
+            return
+    config_check.check_templates(agreements, renderer)
+    with transaction(engine) as session:
+        session.merge(ServiceValue(name=TEMPLATE_CHECK, value=digest))
+
+
 def build_services(settings: Settings, clock: Clock) -> Services:
     """Check the config and open the database; raise ConfigError before anything starts."""
-    agreements, renderer = load_checked(settings.config_dir, settings.templates_dir)
+    agreements, renderer = config_check.load(settings.config_dir, settings.templates_dir)
     engine = make_engine(settings.database_url)
     create_schema(engine)
+    check_templates(engine, settings, agreements, renderer)
     tokens = AckTokens(secret_key(settings, engine))
     versions = template_sets.record(engine, renderer, agreements, clock.now())
     renderer.keep_snapshots(template_sets.source(engine))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 
 from oos_notify.acknowledgement import DECISION_RECEIPT_TEMPLATE, RECEIPT_TEMPLATE
@@ -169,13 +171,40 @@ def _template_problems(agreements: Agreements, renderer: Renderer) -> list[Confi
     return problems
 
 
-def load_checked(config_dir: Path, templates_dir: Path) -> tuple[Agreements, Renderer]:
-    """Agreements and a renderer whose every template renders for every center, or ConfigError."""
+def load(config_dir: Path, templates_dir: Path) -> tuple[Agreements, Renderer]:
+    """Validated agreements and a renderer for the templates folder, or ConfigError; the
+    templates are not rendered yet (``check_templates``)."""
     agreements = load_agreements(config_dir)
     if not templates_dir.is_dir():
         raise ConfigError([ConfigProblem(str(templates_dir), "", "templates folder not found")])
-    renderer = Renderer(templates_dir)
+    return agreements, Renderer(templates_dir)
+
+
+def check_templates(agreements: Agreements, renderer: Renderer) -> None:
+    """Render every template every center can be sent with its sample contexts; ConfigError
+    naming each one that fails."""
     problems = _template_problems(agreements, renderer)
     if problems:
         raise ConfigError(problems)
+
+
+def load_checked(config_dir: Path, templates_dir: Path) -> tuple[Agreements, Renderer]:
+    """Agreements and a renderer whose every template renders for every center, or ConfigError."""
+    agreements, renderer = load(config_dir, templates_dir)
+    check_templates(agreements, renderer)
     return agreements, renderer
+
+
+def inputs_digest(config_dir: Path, templates_dir: Path) -> str:
+    """A hash of everything ``check_templates``' verdict depends on: the config and template
+    files, this package's code and the template engine's version. The same digest gives the
+    same verdict, so a restart with nothing changed need not render everything again."""
+    digest = hashlib.sha256()
+    sources = (("code", Path(__file__).parent, "*.py"), ("config", config_dir, "*"))
+    for label, root, pattern in (*sources, ("templates", templates_dir, "*")):
+        for path in sorted(p for p in root.rglob(pattern) if p.is_file()):
+            digest.update(f"{label}/{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    for distribution in ("jinja2", "markupsafe", "pydantic"):
+        digest.update(f"{distribution}=={version(distribution)}\0".encode())
+    return digest.hexdigest()
