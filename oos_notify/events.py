@@ -11,6 +11,8 @@ from datetime import date, datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Row
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -145,7 +147,7 @@ def ingest(
     """Record an event; open or update its incident; schedule what the agreement says.
     ``template_versions`` names each center's stored template set, kept with a new incident."""
     body_hash = event.body_hash()
-    earlier = session.get(Event, event.event_id)
+    earlier = _received(session, event.event_id)
     if earlier is not None:
         return _repeat(earlier, body_hash)
 
@@ -179,7 +181,7 @@ def ingest(
     except IntegrityError:
         # A concurrent request with the same event_id or incident_ref committed first.
         session.rollback()
-        earlier = session.get(Event, event.event_id)
+        earlier = _received(session, event.event_id)
         if earlier is not None:
             return _repeat(earlier, body_hash)
         raise Conflict(
@@ -210,17 +212,18 @@ def _apply(
         status=IncidentStatus(incident.status),
         scheduled=scheduled,
     )
-    session.add(
-        Event(
-            event_id=event.event_id,
-            incident_id=incident.id,
-            type=event.type,
-            occurred_at=event.occurred_at,
-            received_at=now,
-            body_hash=body_hash,
-            payload=event.model_dump(mode="json"),
-            response=answer.model_dump(mode="json"),
-        )
+    session.execute(
+        _EVENTS.insert(),
+        {
+            "event_id": event.event_id,
+            "incident_id": incident.id,
+            "type": event.type,
+            "occurred_at": event.occurred_at,
+            "received_at": now,
+            "body_hash": body_hash,
+            "payload": event.model_dump(mode="json"),
+            "response": answer.model_dump(mode="json"),
+        },
     )
     audit.record(
         session,
@@ -235,7 +238,19 @@ def _apply(
     return answer
 
 
-def _repeat(earlier: Event, body_hash: str) -> IngestResult:
+_EVENTS = Event.__table__  # type: ignore[attr-defined]
+_INCIDENTS = Incident.__table__  # type: ignore[attr-defined]
+"""Core statements for the rows every opening event writes once and never changes in the same
+transaction: the ORM's unit of work cost more than the inserts themselves."""
+
+
+def _received(session: Session, event_id: str) -> Row[Any] | None:
+    """The event received earlier under ``event_id`` (its id, body hash and response), if any."""
+    columns = (_EVENTS.c.event_id, _EVENTS.c.body_hash, _EVENTS.c.response)
+    return session.execute(sa_select(*columns).where(_EVENTS.c.event_id == event_id)).first()
+
+
+def _repeat(earlier: Row[Any], body_hash: str) -> IngestResult:
     if earlier.body_hash != body_hash:
         raise Conflict(
             f"event_id {earlier.event_id!r} was already received with a different body; "
@@ -283,8 +298,9 @@ def _open(
             business_time.add(now, promise, calendar, business_hours=False) if promise else None
         ),
     )
-    session.add(incident)
-    session.flush()  # the incident row must exist before rows that reference it
+    # Inserted at once (the rows that follow reference it) and not tracked by the session:
+    # nothing in this transaction changes it again.
+    session.execute(_INCIDENTS.insert(), incident.model_dump())
     audit.record(
         session,
         now,
