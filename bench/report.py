@@ -111,7 +111,7 @@ def markdown(result: dict[str, Any]) -> str:
             _s(timers["startup_seconds"]),
             f"first start, no rows, every template rendered: {_s(timers['first_start_seconds'])}",
             "",
-            f"≤ 5 s: {_verdict(met['start-up with them pending <= 5 s'])}",
+            f"≤ 5 s: {_verdict(met['restart with them pending <= 5 s'])}",
         ),
         (
             f"ack: POST /ack latency p50 / p99 at {size['concurrency']} concurrent",
