@@ -1,0 +1,116 @@
+"""Claiming due notifications: the right rows, and in time that does not grow with the backlog.
+
+A service that fell behind (a lot-wide failure, a mail server back after an outage) has
+thousands of rows due at once. Each claim must take the earliest due rows and look only them up,
+or every batch walks the whole backlog and the service falls further behind the longer it is.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select, update
+from sqlalchemy.engine import Engine
+from sqlmodel import col
+
+from oos_notify import config_check, events, outbox
+from oos_notify.db import create_schema, make_engine, transaction
+from oos_notify.events import EventIn
+from oos_notify.ids import new_id
+from oos_notify.models import Notification
+from tests.conftest import CONFIG_DIR, TEMPLATES_DIR, release_failure
+
+OPENED = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
+LEASE = timedelta(minutes=10)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    """A database holding one incident, opened the way POST /v1/events opens it."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'oos.db'}")
+    create_schema(engine)
+    agreements, _ = config_check.load(CONFIG_DIR, TEMPLATES_DIR)
+    with transaction(engine) as session:
+        event_in = EventIn.model_validate(release_failure())
+        events.ingest(session, event_in, agreements, OPENED, "oos.example")
+    yield engine
+    engine.dispose()
+
+
+def add_rows(engine: Engine, due: list[datetime], **values: Any) -> list[str]:
+    """Scheduled copies of the incident's first notice (``values`` changed), due at each
+    instant; their ids in that order."""
+    with transaction(engine) as session:
+        first = session.execute(Notification.__table__.select().limit(1)).one()  # type: ignore[attr-defined]
+        ids = [new_id("ntf") for _ in due]
+        rows = [
+            {
+                **first._asdict(),
+                "id": i,
+                "message_id": f"<{i}@oos.example>",
+                "due_at": at,
+                "status": "scheduled",
+                "lease_until": None,
+                **values,
+            }
+            for i, at in zip(ids, due, strict=True)
+        ]
+        session.execute(Notification.__table__.insert(), rows)  # type: ignore[attr-defined]
+    return ids
+
+
+def claim(engine: Engine, now: datetime) -> list[str]:
+    with transaction(engine) as session:
+        return [n.id for n in outbox.claim_due(session, now, 50, LEASE)]
+
+
+def test_a_claim_takes_the_earliest_due_rows_and_looks_up_only_them(
+    engine: Engine, tmp_path: Path
+) -> None:
+    now = OPENED + timedelta(hours=1)
+    backlog = add_rows(engine, [OPENED + timedelta(seconds=n) for n in range(3000)])
+    statements: list[tuple[str, Any]] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        statements.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", note)
+    claimed = claim(engine, now)
+    event.remove(engine, "before_cursor_execute", note)
+
+    with transaction(engine) as session:
+        rows = session.execute(select(col(Notification.id), col(Notification.due_at))).all()
+    due_at: dict[str, datetime] = {row.id: row.due_at for row in rows}
+    assert len(claimed) == 50 and set(claimed) & set(backlog)
+    assert sorted(due_at[i] for i in claimed) == sorted(due_at.values())[:50]
+    (update_sql, params), *_ = [s for s in statements if s[0].startswith("UPDATE notifications")]
+    with sqlite3.connect(tmp_path / "oos.db") as db:
+        plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {update_sql}", params)]
+    assert plan == ["SEARCH notifications USING INDEX sqlite_autoindex_notifications_1 (id=?)"]
+
+
+def test_a_claim_takes_over_an_expired_lease_and_leaves_a_live_one_and_the_future(
+    engine: Engine,
+) -> None:
+    now = OPENED + timedelta(hours=1)
+    with transaction(engine) as session:
+        session.execute(update(Notification).values(status="sent"))
+    expired, live = (
+        add_rows(engine, [OPENED], status="sending", lease_until=now - timedelta(seconds=1)),
+        add_rows(engine, [OPENED], status="sending", lease_until=now + timedelta(minutes=5)),
+    )
+    due, future = add_rows(engine, [now]), add_rows(engine, [now + timedelta(seconds=1)])
+
+    assert sorted(claim(engine, now)) == sorted([*expired, *due])
+    assert claim(engine, now) == []
+    with transaction(engine) as session:
+        untouched = {i: session.get(Notification, i) for i in [*live, *future]}
+    assert {i: (n.status, n.attempts) for i, n in untouched.items() if n} == {
+        live[0]: ("sending", 0),
+        future[0]: ("scheduled", 0),
+    }
