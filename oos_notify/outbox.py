@@ -36,6 +36,7 @@ from oos_notify.planning import (
 )
 
 _INSERT_ATTEMPT = DeliveryAttempt.__table__.insert()  # type: ignore[attr-defined]
+"""A Core insert: an ORM object made the next statement flush once per settled row."""
 _ROWS = Notification.__table__  # type: ignore[attr-defined]
 _INCIDENTS = Incident.__table__  # type: ignore[attr-defined]
 """Core statements on the outbox for the per-message updates on the send path: an ORM update
@@ -350,14 +351,9 @@ def settle_failure(
         .where(_ROWS.c.id == notification.id, _ROWS.c.status == SENDING)
         .values(**values)
     )
-    _attempt(
-        session,
-        notification,
-        now,
-        "permanent" if permanent else "transient" if connected else UNREACHABLE,
-        code,
-        reply,
-        duration_ms,
+    outcome = "permanent" if permanent else "transient" if connected else UNREACHABLE
+    session.execute(
+        _INSERT_ATTEMPT, _attempt_row(notification, now, outcome, code, reply, duration_ms)
     )
     audit.record(
         session,
@@ -393,21 +389,6 @@ def _report_failure(
         session.add(
             FailureReport(notification_id=report_id, failed_notification_id=notification.id)
         )
-
-
-def _attempt(
-    session: Session,
-    notification: Notification,
-    now: datetime,
-    outcome: str,
-    code: int | None,
-    reply: str,
-    duration_ms: int,
-) -> None:
-    # A Core insert: an ORM object here made the next statement flush once per settled row.
-    session.execute(
-        _INSERT_ATTEMPT, _attempt_row(notification, now, outcome, code, reply, duration_ms)
-    )
 
 
 def _attempt_row(
