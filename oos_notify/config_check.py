@@ -200,8 +200,12 @@ def inputs_digest(config_dir: Path, templates_dir: Path) -> str:
     files, this package's code and the template engine's version. The same digest gives the
     same verdict, so a restart with nothing changed need not render everything again."""
     digest = hashlib.sha256()
-    sources = (("code", Path(__file__).parent, "*.py"), ("config", config_dir, "*"))
-    for label, root, pattern in (*sources, ("templates", templates_dir, "*")):
+    sources = (
+        ("code", Path(__file__).parent, "*.py"),
+        ("config", config_dir, "*"),
+        ("templates", templates_dir, "*"),
+    )
+    for label, root, pattern in sources:
         for path in sorted(p for p in root.rglob(pattern) if p.is_file()):
             digest.update(f"{label}/{path.relative_to(root).as_posix()}\0".encode())
             digest.update(hashlib.sha256(path.read_bytes()).digest())

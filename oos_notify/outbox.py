@@ -37,11 +37,11 @@ from oos_notify.planning import (
 
 _INSERT_ATTEMPT = DeliveryAttempt.__table__.insert()  # type: ignore[attr-defined]
 """A Core insert: an ORM object made the next statement flush once per settled row."""
+# Core statements on these tables for the per-message updates on the send path: an ORM update
+# first works out which objects loaded in the session it changes, which costs more than the
+# update itself.
 _ROWS = Notification.__table__  # type: ignore[attr-defined]
 _INCIDENTS = Incident.__table__  # type: ignore[attr-defined]
-"""Core statements on the outbox for the per-message updates on the send path: an ORM update
-first works out which objects loaded in the session it changes, which costs more than the
-update itself."""
 SCHEDULED = NotificationStatus.SCHEDULED.value
 SENDING = NotificationStatus.SENDING.value
 UNREACHABLE = "unreachable"
