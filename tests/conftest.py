@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,18 @@ def command_env(workspace: Path) -> dict[str, str]:
     }
 
 
-def release_failure(**overrides: Any) -> dict[str, Any]:
-    """The SPEC's example event, with whatever a test changes."""
+def release_failure(
+    *, at: datetime = START - timedelta(minutes=2), **overrides: Any
+) -> dict[str, Any]:
+    """The SPEC's example event, occurring at ``at`` with its key dates days after it, with
+    whatever a test changes. ``at`` defaults to just before the test clock's START; a test that
+    runs the real service on the wall clock passes ``at=now()``, so no date in it ever passes."""
+    day = at.date()
     event: dict[str, Any] = {
         "event_id": "QA-EVT-2026-000123",
         "type": "release_failure",
         "incident_ref": "OOS-2026-0142",
-        "occurred_at": "2026-11-24T15:10:00Z",
+        "occurred_at": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "center_id": "mercy-general-main",
         "product_code": "CARTX",
         "lot_number": "LOT-24-1187",
@@ -62,7 +67,10 @@ def release_failure(**overrides: Any) -> dict[str, Any]:
             }
         ],
         "disposition": "under_investigation",
-        "key_dates": {"lymphodepletion_start": "2026-11-30", "planned_infusion": "2026-12-03"},
+        "key_dates": {
+            "lymphodepletion_start": (day + timedelta(days=6)).isoformat(),
+            "planned_infusion": (day + timedelta(days=9)).isoformat(),
+        },
         "summary": "Final product viability below specification. Investigation opened.",
         "qa_contact": {
             "name": "A. Rivera",
@@ -72,6 +80,11 @@ def release_failure(**overrides: Any) -> dict[str, Any]:
     }
     event.update(overrides)
     return event
+
+
+def now() -> datetime:
+    """The wall clock, for tests that run ``oos-notify serve`` as it runs in production."""
+    return datetime.now(UTC)
 
 
 def ack_link(message: CapturedMessage) -> str:

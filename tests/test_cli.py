@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from oos_notify.capture import free_port
-from tests.conftest import CONFIG_DIR, TEMPLATES_DIR, release_failure
+from tests.conftest import CONFIG_DIR, ROOT, TEMPLATES_DIR, now, release_failure
 
 COMMAND = str(Path(sys.executable).parent / "oos-notify")
 
@@ -99,14 +99,34 @@ def served(workdir: Path) -> Iterator[tuple[str, str]]:
     assert "/ack/" not in output.replace("/ack/…", ""), "an acknowledgement token reached the log"
 
 
+def readme_example() -> str:
+    """The README quick start's shell block that posts the example event."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```sh\n(.*?)```", readme, re.DOTALL)
+    return next(block for block in blocks if "curl" in block and "/v1/events" in block)
+
+
 def test_serve_on_embedded_defaults_shows_the_whole_flow_in_the_mailbox(
-    served: tuple[str, str],
+    workdir: Path, served: tuple[str, str]
 ) -> None:
     base, key = served
-    answer = httpx.post(
-        f"{base}/v1/events", json=release_failure(), headers={"Authorization": f"Bearer {key}"}
+    # The README's own example, run as written: its key, its curl, its dates computed by `date`
+    posted = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", readme_example().replace("http://127.0.0.1:8000", base)],
+        cwd=workdir,
+        env={**os.environ, "PATH": f"{Path(COMMAND).parent}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    assert answer.status_code == 202, answer.text
+    assert posted.returncode == 0, posted.stderr
+    answer = json.loads(posted.stdout)
+    assert answer["status"] == "notifying" and answer["duplicate"] is False, answer
+    # On any day, only the first step is due at once: lymphodepletion is days away
+    first = [s for s in answer["scheduled"] if s["template"] == "release_failure_initial"]
+    later = [s for s in answer["scheduled"] if s not in first]
+    assert {s["role"] for s in first} == {"coordinator", "cell_lab"}
+    assert later and min(s["due_at"] for s in later) > max(s["due_at"] for s in first)
 
     # The newcomer finds the initial notice in the capture mailbox, link included
     for _ in range(100):
@@ -124,7 +144,7 @@ def test_serve_on_embedded_defaults_shows_the_whole_flow_in_the_mailbox(
     assert "please confirm" in httpx.get(link).text
     assert "Thank you" in httpx.post(link, data={"response": "received"}).text
     incident = httpx.get(
-        f"{base}/v1/incidents/{answer.json()['incident_id']}",
+        f"{base}/v1/incidents/{answer['incident_id']}",
         headers={"Authorization": f"Bearer {key}"},
     ).json()
     assert incident["status"] == "acknowledged"
@@ -173,6 +193,7 @@ def test_preview_renders_a_message_with_the_centers_own_wording(workdir: Path) -
 
 def test_preview_with_an_event_file_shows_that_events_facts(workdir: Path) -> None:
     event = release_failure(
+        at=now(),
         center_id="mercy-west",
         lot_number="LOT-77-0001",
         failed_attributes=[
@@ -236,8 +257,8 @@ def test_preview_with_an_event_file_shows_that_events_facts(workdir: Path) -> No
 def test_preview_refuses_what_it_cannot_render(
     workdir: Path, args: list[str], message: str
 ) -> None:
-    (workdir / "bad.json").write_text(json.dumps(release_failure(lot_number="L" * 101)))
-    (workdir / "other.json").write_text(json.dumps(release_failure()))
+    (workdir / "bad.json").write_text(json.dumps(release_failure(at=now(), lot_number="L" * 101)))
+    (workdir / "other.json").write_text(json.dumps(release_failure(at=now())))
 
     result = run(workdir, "preview", *args)
 

@@ -25,6 +25,7 @@ from tests.conftest import (
     CONFIG_DIR,
     RunningService,
     ack_link,
+    now,
     received,
     release_failure,
     start_service,
@@ -192,7 +193,7 @@ def test_logs_are_json_lines_with_ids_and_no_secrets(
     key = served.api_key()
     served.start()
     headers = {"Authorization": f"Bearer {key}"}
-    event = release_failure(chain_of_identity="COI-LOGS-7Q2X")
+    event = release_failure(at=now(), chain_of_identity="COI-LOGS-7Q2X")
     answer = httpx.post(f"{served.base}/v1/events", json=event, headers=headers, timeout=30)
     assert answer.status_code == 202
     incident_id = answer.json()["incident_id"]
@@ -248,7 +249,7 @@ def test_sigterm_finishes_the_send_in_flight_records_it_and_claims_nothing_more(
     served.start()
     answer = httpx.post(
         f"{served.base}/v1/events",
-        json=release_failure(),
+        json=release_failure(at=now()),
         headers={"Authorization": f"Bearer {key}"},
         timeout=30,
     )

@@ -20,7 +20,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from oos_notify.capture import CaptureHandler, free_port
-from tests.conftest import CONFIG_DIR, TEMPLATES_DIR, ack_link, release_failure
+from tests.conftest import CONFIG_DIR, TEMPLATES_DIR, ack_link, now, release_failure
 
 OOS_NOTIFY = str(Path(sys.executable).parent / "oos-notify")
 SECRET_KEY = "signing-key-7f3a9c1e-never-shown"
@@ -130,7 +130,7 @@ def test_a_full_incident_leaves_no_identifier_token_or_secret_in_the_log_or_answ
     answers: list[httpx.Response] = []
     with httpx.Client(base_url=served.base, timeout=30) as client:
         # Given QA opens an incident; the cell lab's mailbox refuses it, the coordinator's takes it
-        opened = client.post("/v1/events", json=release_failure(), headers=auth)
+        opened = client.post("/v1/events", json=release_failure(at=now()), headers=auth)
         assert opened.status_code == 202, opened.text
         incident = f"/v1/incidents/{opened.json()['incident_id']}"
         wait_for(lambda: len(served.mailbox.messages()) >= 1, "the coordinator's email")
@@ -149,11 +149,13 @@ def test_a_full_incident_leaves_no_identifier_token_or_secret_in_the_log_or_answ
             client.get(link),
             client.post(link, data={"response": "received", "comment": "Dr. informed"}),
             client.post(link + "x", data={"response": "received"}),
-            client.post("/v1/events", json=release_failure(), headers=auth),
+            client.post("/v1/events", json=release_failure(at=now()), headers=auth),
             client.post("/v1/events", json={"chain_of_identity": COI}, headers={}),
             client.post(
                 "/v1/events",
-                json=release_failure(event_id="QA-2", chain_of_identity="no spaces allowed"),
+                json=release_failure(
+                    at=now(), event_id="QA-2", chain_of_identity="no spaces allowed"
+                ),
                 headers=auth,
             ),
             client.get("/v1/incidents", headers={"Authorization": f"Bearer {served.api_key}x"}),
@@ -165,7 +167,7 @@ def test_a_full_incident_leaves_no_identifier_token_or_secret_in_the_log_or_answ
         wait_for(lambda: len(served.mailbox.messages()) >= 3, "the receipt and the brief")
         closed = client.post(
             "/v1/events",
-            json=release_failure(event_id="QA-3", type="resolved", failed_attributes=[]),
+            json=release_failure(at=now(), event_id="QA-3", type="resolved", failed_attributes=[]),
             headers=auth,
         )
         answers += [closed, client.get(incident, headers=auth)]

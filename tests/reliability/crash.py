@@ -32,7 +32,7 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from oos_notify.capture import CapturedMessage
-from tests.conftest import release_failure
+from tests.conftest import now, release_failure
 from tests.served import ServedProcess
 from tests.smtp_faults import Fault, FaultySmtpServer
 
@@ -100,6 +100,7 @@ class CrashReport:
 
 def event(number: int) -> dict[str, Any]:
     return release_failure(
+        at=now(),
         event_id=f"CRASH-EVT-{number:05d}",
         incident_ref=f"OOS-CRASH-{number:05d}",
         center_id=CENTERS[number % len(CENTERS)],
