@@ -17,10 +17,11 @@ import uvicorn
 from fastapi import FastAPI
 
 from oos_notify import apikeys
-from oos_notify.app import Services, create_app
+from oos_notify.app import create_app
 from oos_notify.capture import CapturedMessage, CaptureServer, free_port
 from oos_notify.clock import ManualClock
 from oos_notify.db import transaction
+from oos_notify.services import Services
 from oos_notify.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,11 +32,12 @@ from sqlmodel import Session, select
 
 from oos_notify import apikeys
 from oos_notify.acknowledgement import AckTokens
-from oos_notify.app import Services, create_app
+from oos_notify.app import create_app
 from oos_notify.capture import CaptureServer
 from oos_notify.clock import ManualClock
 from oos_notify.db import transaction
 from oos_notify.models import Acknowledgement, Incident, Notification
+from oos_notify.services import Services
 from oos_notify.vocabulary import (
     OPENING_EVENT_TYPES,
     Disposition,

@@ -33,7 +33,7 @@ def files(tmp_path: Path) -> Settings:
 def start(settings: Settings, caplog: pytest.LogCaptureFixture) -> bool:
     """Build the app as ``serve`` does; whether it skipped rendering the templates."""
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="oos_notify.app"):
+    with caplog.at_level(logging.INFO, logger="oos_notify"):
         create_app(settings).state.services.engine.dispose()
     return any(record.getMessage() == SKIPPED for record in caplog.records)
 

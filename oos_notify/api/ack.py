@@ -13,9 +13,9 @@ from oos_notify import acknowledgement
 from oos_notify.acknowledgement import AckForm, AckState, InvalidAnswer, LinkError, Purpose
 from oos_notify.agreements import EffectiveAgreement
 from oos_notify.api.deps import ServicesDep, SessionDep, WriterDep
-from oos_notify.app import Services
 from oos_notify.pages import page
 from oos_notify.rendering import disposition_label, local_time
+from oos_notify.services import Services
 from oos_notify.vocabulary import AckResponse
 
 log = logging.getLogger(__name__)

@@ -11,10 +11,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
 from oos_notify import apikeys
-from oos_notify.app import Services
 from oos_notify.db import transaction
 from oos_notify.limits import RateLimited
 from oos_notify.models import ApiKey
+from oos_notify.services import Services
 
 _T = TypeVar("_T")
 
