@@ -19,9 +19,9 @@ from sqlmodel import Session, col, select
 from oos_notify import audit, business_time, outbox
 from oos_notify.agreements import Agreements, EffectiveAgreement
 from oos_notify.business_time import CenterCalendar
-from oos_notify.db import UtcInstant
 from oos_notify.errors import Conflict, InvalidFields
 from oos_notify.ids import new_id
+from oos_notify.instants import UtcInstant
 from oos_notify.lifecycle import IncidentStatus, can_move
 from oos_notify.models import Event, Incident, Notification
 from oos_notify.planning import (

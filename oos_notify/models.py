@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, Text
 from sqlmodel import Field, SQLModel
 
-from oos_notify.db import UTCDateTime
+from oos_notify.instants import UTCDateTime
 
 
 def _utc(**kwargs: Any) -> Any:

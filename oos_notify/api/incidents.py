@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query
 
 from oos_notify import incidents
 from oos_notify.api.deps import ApiKeyDep, ServicesDep, SessionDep
-from oos_notify.db import UtcInstant
 from oos_notify.incidents import IncidentDetail, IncidentPage, TimelineEntry
+from oos_notify.instants import UtcInstant
 from oos_notify.lifecycle import IncidentStatus
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
