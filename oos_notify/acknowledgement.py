@@ -17,20 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from oos_notify import audit, outbox
+from oos_notify import audit, outbox, qa_reports
 from oos_notify.agreements import EffectiveAgreement
 from oos_notify.errors import ServiceError
 from oos_notify.ids import new_id
-from oos_notify.lifecycle import IncidentStatus, incident_sources
+from oos_notify.lifecycle import Condition, IncidentStatus, NotificationKind, incident_sources
 from oos_notify.models import Acknowledgement, Incident, Notification
-from oos_notify.planning import (
-    Condition,
-    IncidentFacts,
-    NotificationKind,
-    PlannedNotification,
-    plan_acknowledged,
-    plan_to_qa,
-)
+from oos_notify.outbox import PlannedNotification
+from oos_notify.planning import IncidentFacts, plan_acknowledged
 from oos_notify.vocabulary import (
     AckResponse,
     EventType,
@@ -243,7 +237,7 @@ def acknowledge(
             session.rollback()
             return _load(session, tokens, token, now)
         receipt_template = RECEIPT_TEMPLATE
-    receipts = _receipts(incident, agreement, receipt_template, now)
+    receipts = qa_reports.receipts(incident, agreement, receipt_template, now)
     outbox.schedule(session, incident.id, [*started, *receipts], now, mail_domain)
     session.flush()
     session.refresh(incident)
@@ -350,17 +344,3 @@ def _acknowledge_round(
         {KeyDate(k): date.fromisoformat(v) for k, v in incident.key_dates.items()},
     )
     return plan_acknowledged(agreement, facts, now).notifications
-
-
-def _receipts(
-    incident: Incident, agreement: EffectiveAgreement, template: str, now: datetime
-) -> list[PlannedNotification]:
-    """The manufacturer hears of the answer at once."""
-    return plan_to_qa(
-        agreement,
-        incident.qa_contact,
-        NotificationKind.RECEIPT,
-        template,
-        now,
-        Condition.ACKNOWLEDGED,
-    )

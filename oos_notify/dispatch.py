@@ -18,7 +18,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[impo
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from oos_notify import messaging, outbox
+from oos_notify import messaging, outbox, qa_reports
 from oos_notify.acknowledgement import AckTokens
 from oos_notify.agreements import EffectiveAgreement
 from oos_notify.clock import Clock
@@ -366,7 +366,7 @@ class Dispatcher:
             or outbox.refusals(session, notification.id) + 1 < self._settings.max_send_attempts
         ):
             retry_at = now + retry_delay(notification.attempts, self._settings.retry_base_seconds)
-        outbox.settle_failure(
+        failed = outbox.settle_failure(
             session,
             notification,
             now,
@@ -376,8 +376,9 @@ class Dispatcher:
             reply=outcome.reply,
             duration_ms=outcome.duration_ms,
             retry_at=retry_at,
-            mail_domain=self._settings.mail_domain,
         )
+        if failed:
+            qa_reports.delivery_failure(session, notification, now, self._settings.mail_domain)
         log.warning(
             "delivery of %s failed (%s): %s",
             notification.id,

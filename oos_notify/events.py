@@ -22,12 +22,11 @@ from oos_notify.business_time import CenterCalendar
 from oos_notify.errors import Conflict, InvalidFields
 from oos_notify.ids import new_id
 from oos_notify.instants import UtcInstant
-from oos_notify.lifecycle import IncidentStatus, can_move
+from oos_notify.lifecycle import IncidentStatus, NotificationKind, can_move
 from oos_notify.models import Event, Incident, Notification
+from oos_notify.outbox import PlannedNotification
 from oos_notify.planning import (
     IncidentFacts,
-    NotificationKind,
-    PlannedNotification,
     PlanResult,
     derive_severity,
     plan_follow_up,

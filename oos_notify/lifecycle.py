@@ -1,4 +1,5 @@
-"""Incident and notification statuses, with every allowed transition written down in one place."""
+"""Incident and notification statuses, with every allowed transition written down in one place,
+and what kind of message a notification is and what it waits for."""
 
 from __future__ import annotations
 
@@ -85,3 +86,34 @@ def incident_sources(target: IncidentStatus) -> list[str]:
 def notification_sources(target: NotificationStatus) -> list[str]:
     """The notification statuses that may move to ``target``: the guard of a conditional update."""
     return [s.value for s, targets in NOTIFICATION_TRANSITIONS.items() if target in targets]
+
+
+class NotificationKind(StrEnum):
+    ESCALATION = "escalation"
+    """A step of the escalation plan; stopped by an acknowledgement."""
+    PATIENT = "patient"
+    """A patient-communication step for the patient liaison."""
+    RECEIPT = "receipt"
+    """A message to the manufacturer about the center's answer."""
+    FOLLOW_UP = "follow_up"
+    """News of a follow-up event (disposition, update, late result, closing) for those told."""
+    DECISION = "decision"
+    """Asks the treating physician to decide on an out-of-specification product offered for
+    release; answered on the acknowledgement page."""
+    DELIVERY_FAILURE = "delivery_failure"
+    """A message to the manufacturer that a notification could not be delivered."""
+
+    @property
+    def reports_to_qa(self) -> bool:
+        """Messages to the manufacturer's QA are not themselves reported when they fail: the
+        report would go to the address that just refused mail, and could loop."""
+        return self in (NotificationKind.RECEIPT, NotificationKind.DELIVERY_FAILURE)
+
+
+class Condition(StrEnum):
+    UNACKNOWLEDGED = "unacknowledged"
+    """Sent only while nobody has acknowledged: an acknowledgement cancels it."""
+    ACKNOWLEDGED = "acknowledged"
+    """Planned when the incident is acknowledged."""
+    ALWAYS = "always"
+    """Sent whatever the center answers; only closing the incident cancels it."""

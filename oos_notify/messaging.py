@@ -11,6 +11,7 @@ from oos_notify.acknowledgement import AckTokens, Purpose, first_answer, purpose
 from oos_notify.agreements import EffectiveAgreement
 from oos_notify.business_time import CenterCalendar
 from oos_notify.business_time import add as add_duration
+from oos_notify.lifecycle import NotificationKind
 from oos_notify.mail import Envelope
 from oos_notify.models import (
     Acknowledgement,
@@ -19,7 +20,6 @@ from oos_notify.models import (
     Incident,
     Notification,
 )
-from oos_notify.planning import NotificationKind
 from oos_notify.rendering import (
     AckLinkView,
     AcknowledgementView,

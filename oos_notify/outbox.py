@@ -17,23 +17,17 @@ from sqlalchemy import ColumnElement, bindparam, case, false, func, update
 from sqlmodel import Session, col, select
 
 from oos_notify import audit
-from oos_notify.agreements import EffectiveAgreement
 from oos_notify.ids import new_id
 from oos_notify.lifecycle import (
+    Condition,
     IncidentStatus,
+    NotificationKind,
     NotificationStatus,
     can_move,
     notification_sources,
 )
-from oos_notify.models import DeliveryAttempt, FailureReport, Incident, Notification
-from oos_notify.planning import (
-    DELIVERY_FAILURE_TEMPLATE,
-    Addressee,
-    Condition,
-    NotificationKind,
-    PlannedNotification,
-    plan_to_qa,
-)
+from oos_notify.models import DeliveryAttempt, Incident, Notification
+from oos_notify.vocabulary import KeyDate
 
 _INSERT_ATTEMPT = DeliveryAttempt.__table__.insert()  # type: ignore[attr-defined]
 """A Core insert: an ORM object made the next statement flush once per settled row."""
@@ -46,6 +40,33 @@ SCHEDULED = NotificationStatus.SCHEDULED.value
 SENDING = NotificationStatus.SENDING.value
 UNREACHABLE = "unreachable"
 """A delivery attempt that found no mail server to talk to (refused, no route, timed out)."""
+
+
+@dataclass(frozen=True)
+class PlannedNotification:
+    kind: NotificationKind
+    level: int
+    """The step's position in its list: 0 is the first notice, 1 the first escalation, ..."""
+    role: str
+    contact_id: str
+    recipient_name: str
+    recipient_email: str
+    template: str
+    due_at: datetime
+    condition: Condition
+    with_ack_link: bool
+    anchor: KeyDate | None = None
+    """The key date the step is due before, so that moving the date can move the step."""
+
+
+@dataclass(frozen=True)
+class Addressee:
+    """Someone an incident has already told, as follow-up notices address them."""
+
+    contact_id: str
+    role: str
+    name: str
+    email: str
 
 
 def schedule(
@@ -336,11 +357,9 @@ def settle_failure(
     reply: str,
     duration_ms: int,
     retry_at: datetime | None,
-    mail_domain: str,
-) -> None:
-    """Record a failed attempt: back to the queue for ``retry_at``, or failed for good and
-    reported to the manufacturer's QA in the same transaction, so a crash cannot lose the report.
-    """
+) -> bool:
+    """Record a failed attempt: back to the queue for ``retry_at``, or failed for good; return
+    whether it failed for good (the caller then reports it to QA in the same transaction)."""
     give_up = permanent or retry_at is None
     status = NotificationStatus.FAILED if give_up else NotificationStatus.SCHEDULED
     values: dict[str, object] = {"status": status.value, "lease_until": None, "last_error": reply}
@@ -368,27 +387,7 @@ def settle_failure(
         attempt=notification.attempts,
         retry_at=retry_at.isoformat() if retry_at and not give_up else None,
     )
-    if give_up and not NotificationKind(notification.kind).reports_to_qa:
-        _report_failure(session, notification, now, mail_domain)
-
-
-def _report_failure(
-    session: Session, notification: Notification, now: datetime, mail_domain: str
-) -> None:
-    incident = session.get(Incident, notification.incident_id)
-    assert incident is not None
-    reports = plan_to_qa(
-        EffectiveAgreement.model_validate(incident.agreement),
-        incident.qa_contact,
-        NotificationKind.DELIVERY_FAILURE,
-        DELIVERY_FAILURE_TEMPLATE,
-        now,
-        Condition.ALWAYS,
-    )
-    for report_id, _ in schedule(session, incident.id, reports, now, mail_domain):
-        session.add(
-            FailureReport(notification_id=report_id, failed_notification_id=notification.id)
-        )
+    return give_up
 
 
 def _attempt_row(

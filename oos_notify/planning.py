@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from enum import StrEnum
 
 from oos_notify import business_time
 from oos_notify.agreements import (
@@ -17,6 +16,8 @@ from oos_notify.agreements import (
     Step,
 )
 from oos_notify.business_time import CenterCalendar
+from oos_notify.lifecycle import Condition, NotificationKind
+from oos_notify.outbox import Addressee, PlannedNotification
 from oos_notify.vocabulary import (
     MANUFACTURER_PREFIX,
     CenterRole,
@@ -28,37 +29,6 @@ from oos_notify.vocabulary import (
 )
 
 DELIVERY_FAILURE_TEMPLATE = "delivery_failure"
-
-
-class NotificationKind(StrEnum):
-    ESCALATION = "escalation"
-    """A step of the escalation plan; stopped by an acknowledgement."""
-    PATIENT = "patient"
-    """A patient-communication step for the patient liaison."""
-    RECEIPT = "receipt"
-    """A message to the manufacturer about the center's answer."""
-    FOLLOW_UP = "follow_up"
-    """News of a follow-up event (disposition, update, late result, closing) for those told."""
-    DECISION = "decision"
-    """Asks the treating physician to decide on an out-of-specification product offered for
-    release; answered on the acknowledgement page."""
-    DELIVERY_FAILURE = "delivery_failure"
-    """A message to the manufacturer that a notification could not be delivered."""
-
-    @property
-    def reports_to_qa(self) -> bool:
-        """Messages to the manufacturer's QA are not themselves reported when they fail: the
-        report would go to the address that just refused mail, and could loop."""
-        return self in (NotificationKind.RECEIPT, NotificationKind.DELIVERY_FAILURE)
-
-
-class Condition(StrEnum):
-    UNACKNOWLEDGED = "unacknowledged"
-    """Sent only while nobody has acknowledged: an acknowledgement cancels it."""
-    ACKNOWLEDGED = "acknowledged"
-    """Planned when the incident is acknowledged."""
-    ALWAYS = "always"
-    """Sent whatever the center answers; only closing the incident cancels it."""
 
 
 FOLLOW_UP_TEMPLATES: dict[EventType, str] = {
@@ -82,33 +52,6 @@ class IncidentFacts:
     event_type: EventType
     severity: Severity
     key_dates: Mapping[KeyDate, date]
-
-
-@dataclass(frozen=True)
-class PlannedNotification:
-    kind: NotificationKind
-    level: int
-    """The step's position in its list: 0 is the first notice, 1 the first escalation, ..."""
-    role: str
-    contact_id: str
-    recipient_name: str
-    recipient_email: str
-    template: str
-    due_at: datetime
-    condition: Condition
-    with_ack_link: bool
-    anchor: KeyDate | None = None
-    """The key date the step is due before, so that moving the date can move the step."""
-
-
-@dataclass(frozen=True)
-class Addressee:
-    """Someone an incident has already told, as follow-up notices address them."""
-
-    contact_id: str
-    role: str
-    name: str
-    email: str
 
 
 @dataclass(frozen=True)

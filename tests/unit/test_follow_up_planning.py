@@ -8,14 +8,9 @@ from pathlib import Path
 import pytest
 
 from oos_notify.agreements import EffectiveAgreement, load_agreements
-from oos_notify.planning import (
-    Addressee,
-    Condition,
-    IncidentFacts,
-    NotificationKind,
-    plan_follow_up,
-    plan_key_date_steps,
-)
+from oos_notify.lifecycle import Condition, NotificationKind
+from oos_notify.outbox import Addressee
+from oos_notify.planning import IncidentFacts, plan_follow_up, plan_key_date_steps
 from oos_notify.vocabulary import CenterRole, Disposition, EventType, KeyDate, Severity
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"

@@ -15,10 +15,9 @@ from oos_notify.agreements import (
     load_agreements,
 )
 from oos_notify.business_time import CenterCalendar
+from oos_notify.lifecycle import Condition, NotificationKind
 from oos_notify.planning import (
-    Condition,
     IncidentFacts,
-    NotificationKind,
     PlanResult,
     SkippedStep,
     derive_severity,
