@@ -52,9 +52,9 @@ from bench.load import (
 from bench.report import markdown
 from bench.service import SECRET_KEY, Server, bare, create_api_key, service
 from bench.sink import Arrival, Sink
-from oos_notify.acknowledgement import AckTokens
 from oos_notify.ids import new_id
-from oos_notify.models import Notification
+from oos_notify.incidents.acknowledgement import AckTokens
+from oos_notify.store.models import Notification
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import uvicorn
 from fastapi import FastAPI, Form, status
 from fastapi.responses import HTMLResponse
 
-from oos_notify.acknowledgement import AckForm
-from oos_notify.events import EventIn
+from oos_notify.incidents.acknowledgement import AckForm
+from oos_notify.incidents.events import EventIn
 
 app = FastAPI(title="oos-notify bare baseline")
 

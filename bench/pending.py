@@ -45,13 +45,13 @@ from pathlib import Path
 
 from bench.centers import FIRST_STEP_ROLES, release_failure
 from bench.service import ROOT
-from oos_notify import template_sets
-from oos_notify.agreements import load_agreements
-from oos_notify.db import create_schema, make_engine, transaction
-from oos_notify.events import EventIn, ingest
+from oos_notify.agreements.config import load_agreements
+from oos_notify.delivery import template_sets
+from oos_notify.delivery.rendering import Renderer
 from oos_notify.ids import new_id
-from oos_notify.rendering import Renderer
+from oos_notify.incidents.events import EventIn, ingest
 from oos_notify.settings import Settings
+from oos_notify.store.db import create_schema, make_engine, transaction
 
 CHUNK = 1000
 """Incidents per transaction while ingesting the sample."""

@@ -12,7 +12,7 @@ from typing import IO
 
 import httpx
 
-from oos_notify.capture import free_port
+from oos_notify.delivery.capture import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET_KEY = "bench-secret-key"

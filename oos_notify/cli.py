@@ -11,14 +11,15 @@ from pydantic import ValidationError
 from sqlalchemy import inspect
 from sqlmodel import Session
 
-from oos_notify import apikeys, audit, logs
-from oos_notify.agreements import ConfigError
+from oos_notify import logs
+from oos_notify.agreements.config import ConfigError
 from oos_notify.clock import SystemClock
-from oos_notify.config_check import load_checked
-from oos_notify.db import create_schema, make_engine, transaction
+from oos_notify.delivery.rendering import RenderError
 from oos_notify.errors import ServiceError
-from oos_notify.rendering import RenderError
+from oos_notify.ops.config_check import load_checked
 from oos_notify.settings import Settings
+from oos_notify.store import apikeys, audit
+from oos_notify.store.db import create_schema, make_engine, transaction
 
 
 def _print_problems(error: ConfigError) -> int:
@@ -31,7 +32,7 @@ def _print_problems(error: ConfigError) -> int:
 def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     import uvicorn
 
-    from oos_notify.app import create_app
+    from oos_notify.web.app import create_app
 
     try:
         app = create_app(settings)
@@ -55,7 +56,7 @@ def _check_config(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _preview(settings: Settings, args: argparse.Namespace) -> int:
-    from oos_notify.preview import PreviewError, preview
+    from oos_notify.ops.preview import PreviewError, preview
 
     try:
         agreements, renderer = load_checked(settings.config_dir, settings.templates_dir)

@@ -16,13 +16,13 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from oos_notify import apikeys
-from oos_notify.app import create_app
-from oos_notify.capture import CapturedMessage, CaptureServer, free_port
 from oos_notify.clock import ManualClock
-from oos_notify.db import transaction
-from oos_notify.services import Services
+from oos_notify.delivery.capture import CapturedMessage, CaptureServer, free_port
 from oos_notify.settings import Settings
+from oos_notify.store import apikeys
+from oos_notify.store.db import transaction
+from oos_notify.web.app import create_app
+from oos_notify.web.services import Services
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "config"

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 
-from oos_notify import apikeys
-from oos_notify.capture import free_port
 from oos_notify.clock import SystemClock
-from oos_notify.db import create_schema, make_engine, transaction
+from oos_notify.delivery.capture import free_port
+from oos_notify.store import apikeys
+from oos_notify.store.db import create_schema, make_engine, transaction
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = str(Path(sys.executable).parent / "oos-notify")

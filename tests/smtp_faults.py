@@ -16,7 +16,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from oos_notify.capture import CaptureHandler, free_port
+from oos_notify.delivery.capture import CaptureHandler, free_port
 
 
 @dataclass(frozen=True)

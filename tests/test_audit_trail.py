@@ -22,11 +22,11 @@ import pytest
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from oos_notify import audit
-from oos_notify.capture import CaptureServer
 from oos_notify.clock import ManualClock
-from oos_notify.db import create_schema, make_engine, transaction
-from oos_notify.models import AuditEntry
+from oos_notify.delivery.capture import CaptureServer
+from oos_notify.store import audit
+from oos_notify.store.db import create_schema, make_engine, transaction
+from oos_notify.store.models import AuditEntry
 from tests.conftest import (
     START,
     ack_link,

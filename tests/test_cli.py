@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from oos_notify.capture import free_port
+from oos_notify.delivery.capture import free_port
 from tests.conftest import CONFIG_DIR, ROOT, TEMPLATES_DIR, now, release_failure
 
 COMMAND = str(Path(sys.executable).parent / "oos-notify")

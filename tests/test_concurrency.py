@@ -6,8 +6,8 @@ import asyncio
 
 from sqlmodel import Session, func, select
 
-from oos_notify.capture import CaptureServer
-from oos_notify.models import Acknowledgement, Event, Incident, Notification
+from oos_notify.delivery.capture import CaptureServer
+from oos_notify.store.models import Acknowledgement, Event, Incident, Notification
 from tests.conftest import RunningService, ack_link, received, release_failure
 
 

@@ -10,10 +10,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlmodel import Session as DbSession
 from sqlmodel import select
 
-from oos_notify.capture import CaptureHandler, CaptureServer, free_port
 from oos_notify.clock import ManualClock
-from oos_notify.models import DeliveryAttempt, Notification
+from oos_notify.delivery.capture import CaptureHandler, CaptureServer, free_port
 from oos_notify.settings import Settings
+from oos_notify.store.models import DeliveryAttempt, Notification
 from tests.conftest import received, release_failure, start_service
 
 

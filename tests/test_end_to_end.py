@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from oos_notify.capture import CaptureServer
 from oos_notify.clock import ManualClock
+from oos_notify.delivery.capture import CaptureServer
 from oos_notify.settings import Settings
 from tests.conftest import RunningService, ack_link, received, release_failure, start_service
 

@@ -30,21 +30,21 @@ from itsdangerous.encoding import base64_decode
 from schemathesis import GenerationMode
 from sqlmodel import Session, select
 
-from oos_notify import apikeys
-from oos_notify.acknowledgement import AckTokens
-from oos_notify.app import create_app
-from oos_notify.capture import CaptureServer
-from oos_notify.clock import ManualClock
-from oos_notify.db import transaction
-from oos_notify.models import Acknowledgement, Incident, Notification
-from oos_notify.services import Services
-from oos_notify.vocabulary import (
+from oos_notify.agreements.vocabulary import (
     OPENING_EVENT_TYPES,
     Disposition,
     EventType,
     KeyDate,
     Severity,
 )
+from oos_notify.clock import ManualClock
+from oos_notify.delivery.capture import CaptureServer
+from oos_notify.incidents.acknowledgement import AckTokens
+from oos_notify.store import apikeys
+from oos_notify.store.db import transaction
+from oos_notify.store.models import Acknowledgement, Incident, Notification
+from oos_notify.web.app import create_app
+from oos_notify.web.services import Services
 from tests.conftest import START, ack_link, release_failure, service_settings
 
 EXAMPLES = int(os.environ.get("OOS_NOTIFY_FUZZ_EXAMPLES", "10"))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from oos_notify.agreements import ConfigError, ConfigProblem, load_agreements
+from oos_notify.agreements.config import ConfigError, ConfigProblem, load_agreements
 from tests.conftest import command_env
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from oos_notify.capture import CapturedMessage, CaptureServer
 from oos_notify.clock import ManualClock
+from oos_notify.delivery.capture import CapturedMessage, CaptureServer
 from oos_notify.settings import Settings
 from tests.conftest import (
     CONFIG_DIR,

@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from oos_notify.clock import ManualClock
-from oos_notify.db import make_engine
 from oos_notify.settings import Settings
+from oos_notify.store.db import make_engine
 from tests.conftest import (
     CONFIG_DIR,
     RunningService,

@@ -18,11 +18,13 @@ from sqlalchemy import event, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
-from oos_notify import config_check, events, outbox
-from oos_notify.db import create_schema, make_engine, transaction
-from oos_notify.events import EventIn
 from oos_notify.ids import new_id
-from oos_notify.models import Notification
+from oos_notify.incidents import events
+from oos_notify.incidents.events import EventIn
+from oos_notify.ops import config_check
+from oos_notify.store import outbox
+from oos_notify.store.db import create_schema, make_engine, transaction
+from oos_notify.store.models import Notification
 from tests.conftest import CONFIG_DIR, TEMPLATES_DIR, release_failure
 
 OPENED = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)

@@ -19,7 +19,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from oos_notify.capture import CaptureHandler, free_port
+from oos_notify.delivery.capture import CaptureHandler, free_port
 from tests.conftest import CONFIG_DIR, TEMPLATES_DIR, ack_link, now, release_failure
 
 OOS_NOTIFY = str(Path(sys.executable).parent / "oos-notify")

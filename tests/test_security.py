@@ -14,10 +14,10 @@ from markupsafe import escape
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from oos_notify.capture import CapturedMessage, CaptureServer
 from oos_notify.clock import ManualClock
-from oos_notify.models import Acknowledgement, AuditEntry, Notification
-from oos_notify.pages import BASELINE_HEADERS, SECURITY_HEADERS
+from oos_notify.delivery.capture import CapturedMessage, CaptureServer
+from oos_notify.store.models import Acknowledgement, AuditEntry, Notification
+from oos_notify.web.pages import BASELINE_HEADERS, SECURITY_HEADERS
 from tests.conftest import (
     RunningService,
     ack_link,

@@ -11,11 +11,11 @@ import pytest
 from sqlmodel import Session as DbSession
 from sqlmodel import col, select
 
-from oos_notify.capture import CapturedMessage
 from oos_notify.clock import ManualClock
-from oos_notify.dispatch import MAX_RETRY_DELAY, retry_delay
-from oos_notify.models import DeliveryAttempt
+from oos_notify.delivery.capture import CapturedMessage
+from oos_notify.delivery.dispatch import MAX_RETRY_DELAY, retry_delay
 from oos_notify.settings import Settings
+from oos_notify.store.models import DeliveryAttempt
 from tests.conftest import RunningService, release_failure, start_service
 from tests.smtp_faults import Fault, FaultySmtpServer
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from oos_notify.agreements import ConfigError
-from oos_notify.app import create_app
-from oos_notify.config_check import inputs_digest
+from oos_notify.agreements.config import ConfigError
+from oos_notify.ops.config_check import inputs_digest
 from oos_notify.settings import Settings
+from oos_notify.web.app import create_app
 from tests.conftest import CONFIG_DIR, TEMPLATES_DIR, service_settings
 
 SKIPPED = "config and templates unchanged since they passed the check: not rendered"

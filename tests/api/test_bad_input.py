@@ -19,12 +19,12 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import Session, SQLModel, select
 
-from oos_notify import apikeys
-from oos_notify.acknowledgement import AckTokens
-from oos_notify.capture import CaptureServer
 from oos_notify.clock import ManualClock
-from oos_notify.db import transaction
-from oos_notify.models import Acknowledgement, AuditEntry, Event, Incident, Notification
+from oos_notify.delivery.capture import CaptureServer
+from oos_notify.incidents.acknowledgement import AckTokens
+from oos_notify.store import apikeys
+from oos_notify.store.db import transaction
+from oos_notify.store.models import Acknowledgement, AuditEntry, Event, Incident, Notification
 from tests.conftest import RunningService, ack_link, received, release_failure
 
 STORED_MODELS: tuple[type[SQLModel], ...] = (

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from oos_notify import apikeys
-from oos_notify.capture import CaptureServer
 from oos_notify.clock import ManualClock
-from oos_notify.db import transaction
+from oos_notify.delivery.capture import CaptureServer
+from oos_notify.store import apikeys
+from oos_notify.store.db import transaction
 from tests.conftest import RunningService, release_failure, service_settings, start_service
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, text
 
-from oos_notify.capture import CapturedMessage
+from oos_notify.delivery.capture import CapturedMessage
 from tests.conftest import now, release_failure
 from tests.served import ServedProcess
 from tests.smtp_faults import Fault, FaultySmtpServer

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from oos_notify.agreements import ConfigError, ConfigProblem, load_agreements
+from oos_notify.agreements.config import ConfigError, ConfigProblem, load_agreements
 
 
 def edit(config: Path, relative: str, old: str, new: str) -> None:

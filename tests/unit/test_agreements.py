@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from oos_notify.agreements import (
+from oos_notify.agreements.config import (
     Agreements,
     BusinessHours,
     ConfigError,
     load_agreements,
 )
-from oos_notify.durations import Duration
-from oos_notify.vocabulary import EventType, Severity
+from oos_notify.agreements.durations import Duration
+from oos_notify.agreements.vocabulary import EventType, Severity
 from tests.unit.config_files import edit, find, problems_of
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config"

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from oos_notify.agreements import load_agreements
-from oos_notify.business_time import CenterCalendar, add, public_holidays, subtract
-from oos_notify.durations import Duration, parse_duration
+from oos_notify.agreements.business_time import CenterCalendar, add, public_holidays, subtract
+from oos_notify.agreements.config import load_agreements
+from oos_notify.agreements.durations import Duration, parse_duration
 
 CHICAGO = ZoneInfo("America/Chicago")
 BERLIN = ZoneInfo("Europe/Berlin")

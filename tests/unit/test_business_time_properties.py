@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oos_notify.agreements import load_agreements
-from oos_notify.business_time import CenterCalendar, add, public_holidays, subtract
-from oos_notify.durations import Duration
+from oos_notify.agreements.business_time import CenterCalendar, add, public_holidays, subtract
+from oos_notify.agreements.config import load_agreements
+from oos_notify.agreements.durations import Duration
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 CHICAGO = ZoneInfo("America/Chicago")

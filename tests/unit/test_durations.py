@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from oos_notify.durations import Duration, DurationField, parse_duration
+from oos_notify.agreements.durations import Duration, DurationField, parse_duration
 
 ACCEPTED_FORMS = ("45s", "30m", "2h", "1d", "1bd")
 

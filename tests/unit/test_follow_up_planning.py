@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from oos_notify.agreements import EffectiveAgreement, load_agreements
-from oos_notify.lifecycle import Condition, NotificationKind
-from oos_notify.outbox import Addressee
-from oos_notify.planning import IncidentFacts, plan_follow_up, plan_key_date_steps
-from oos_notify.vocabulary import CenterRole, Disposition, EventType, KeyDate, Severity
+from oos_notify.agreements.config import EffectiveAgreement, load_agreements
+from oos_notify.agreements.vocabulary import CenterRole, Disposition, EventType, KeyDate, Severity
+from oos_notify.incidents.planning import IncidentFacts, plan_follow_up, plan_key_date_steps
+from oos_notify.store.lifecycle import Condition, NotificationKind
+from oos_notify.store.outbox import Addressee
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 NOW = datetime(2026, 11, 24, 19, 30, tzinfo=UTC)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from oos_notify.limits import RateLimited, TokenBuckets
+from oos_notify.web.limits import RateLimited, TokenBuckets
 
 T0 = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
 

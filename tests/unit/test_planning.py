@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from oos_notify.agreements import (
+from oos_notify.agreements.business_time import CenterCalendar
+from oos_notify.agreements.config import (
     Agreements,
     Contact,
     EffectiveAgreement,
     SeverityRule,
     load_agreements,
 )
-from oos_notify.business_time import CenterCalendar
-from oos_notify.lifecycle import Condition, NotificationKind
-from oos_notify.planning import (
+from oos_notify.agreements.vocabulary import CenterRole, EventType, KeyDate, Severity
+from oos_notify.incidents.planning import (
     IncidentFacts,
     PlanResult,
     SkippedStep,
@@ -24,7 +24,7 @@ from oos_notify.planning import (
     plan_acknowledged,
     plan_opening,
 )
-from oos_notify.vocabulary import CenterRole, EventType, KeyDate, Severity
+from oos_notify.store.lifecycle import Condition, NotificationKind
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 

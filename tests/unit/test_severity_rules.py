@@ -11,16 +11,16 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from oos_notify.agreements import (
+from oos_notify.agreements.business_time import CenterCalendar
+from oos_notify.agreements.config import (
     DEFAULT_SEVERITY_RULES,
     EffectiveAgreement,
     SeverityRule,
     load_agreements,
 )
-from oos_notify.business_time import CenterCalendar
-from oos_notify.durations import parse_duration
-from oos_notify.planning import derive_severity
-from oos_notify.vocabulary import EventType, KeyDate, Severity
+from oos_notify.agreements.durations import parse_duration
+from oos_notify.agreements.vocabulary import EventType, KeyDate, Severity
+from oos_notify.incidents.planning import derive_severity
 from tests.unit.config_files import edit, find, problems_of
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config"

@@ -6,9 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from oos_notify.agreements import load_agreements
-from oos_notify.config_check import sample_context
-from oos_notify.rendering import MessageContext, Renderer, TemplateSet, UnknownTemplateVersion
+from oos_notify.agreements.config import load_agreements
+from oos_notify.delivery.rendering import (
+    MessageContext,
+    Renderer,
+    TemplateSet,
+    UnknownTemplateVersion,
+)
+from oos_notify.ops.config_check import sample_context
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 

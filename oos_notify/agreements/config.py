@@ -1,0 +1,831 @@
+"""Notification agreements and escalation plans: the config models, their loading and merging.
+
+A health system's file sets defaults and system-level contacts for its sites; a site overrides
+what it needs. ``Agreements.effective(center_id)`` merges both into the agreement an incident
+is planned with, and that merged value is what gets snapshotted on the incident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import stat
+from dataclasses import dataclass
+from datetime import date, time
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import holidays
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
+
+from oos_notify.agreements.durations import Duration, DurationField, parse_duration
+from oos_notify.agreements.vocabulary import (
+    MANUFACTURER_PREFIX,
+    OPENING_EVENT_TYPES,
+    CenterRole,
+    EventType,
+    KeyDate,
+    ManufacturerRole,
+    Severity,
+)
+
+MAX_CONFIG_FILE_BYTES = 1024 * 1024
+MAX_CONFIG_DEPTH = 32
+MAX_CONFIG_VALUES = 50_000
+_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
+
+Identifier = Annotated[str, Field(pattern=_ID)]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _check_email(value: str) -> str:
+    if not _EMAIL.match(value):
+        raise ValueError(f"{value!r} is not an email address")
+    return value
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r}: use an IANA name such as America/Chicago"
+        ) from None
+    return value
+
+
+Email = Annotated[str, AfterValidator(_check_email)]
+TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- people -------------------------------------------------------------------------------
+
+
+class Contact(_Strict):
+    """A person or shared mailbox at a treatment center or its health system."""
+
+    id: Identifier
+    name: str = Field(min_length=1, max_length=200)
+    email: Email
+    roles: list[CenterRole] = Field(min_length=1)
+
+
+class ManufacturerContact(_Strict):
+    id: Identifier
+    name: str = Field(min_length=1, max_length=200)
+    email: Email
+    roles: list[ManufacturerRole] = Field(min_length=1)
+
+
+class Product(_Strict):
+    code: str = Field(pattern=r"^[A-Za-z0-9._-]{1,40}$")
+    name: str = Field(min_length=1, max_length=200)
+
+
+class Manufacturer(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    products: list[Product] = Field(min_length=1)
+    contacts: list[ManufacturerContact] = Field(default_factory=list)
+    severity_rules: list[SeverityRule] | None = Field(default=None, min_length=1)
+
+
+# --- calendar -----------------------------------------------------------------------------
+
+
+class BusinessHours(_Strict):
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS[:5]), min_length=1)
+    start: time = time(8, 0)
+    end: time = time(17, 0)
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> Self:
+        if self.start >= self.end:
+            raise ValueError(f"start {self.start:%H:%M} must be before end {self.end:%H:%M}")
+        if len(set(self.days)) != len(self.days):
+            raise ValueError("a day is listed twice")
+        return self
+
+
+def _holidays_shorthand(value: Any) -> Any:
+    return {"dates": value} if isinstance(value, list) else value
+
+
+class Holidays(_Strict):
+    """Public holidays by country and subdivision (the ``holidays`` package) plus closure dates."""
+
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    subdivision: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,10}$")
+    dates: list[date] = Field(default_factory=list)
+    """Closure dates on top of the public holidays."""
+    working: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list)
+    """Public holidays the center works on, by the name the holidays package gives them."""
+
+    @model_validator(mode="after")
+    def _known_calendar(self) -> Self:
+        if self.subdivision is not None and self.country is None:
+            raise ValueError("a subdivision needs its country, e.g. {country: DE, subdivision: NW}")
+        known = _holiday_calendars()
+        if self.country is not None and self.country not in known:
+            raise ValueError(
+                f"no public-holiday calendar for country {self.country!r}: "
+                "use an ISO 3166 code that the holidays package knows, such as US or DE"
+            )
+        if self.working and self.country is None:
+            raise ValueError("'working' names public holidays of a country: set 'country' too")
+        subdivisions = known.get(self.country or "", [])
+        if self.subdivision is not None and self.subdivision not in subdivisions:
+            choices = ", ".join(subdivisions) or "none"
+            raise ValueError(
+                f"{self.country} has no subdivision {self.subdivision!r}; known: {choices}"
+            )
+        if self.working and self.country is not None:
+            names = _holiday_names(self.country, self.subdivision)
+            unknown = [n for n in self.working if n.lower() not in names]
+            if unknown:
+                raise ValueError(
+                    f"{unknown[0]!r} is not a public holiday of {self.country}; "
+                    f"known: {', '.join(sorted(names))}"
+                )
+        return self
+
+    def within(self, system: Holidays) -> Holidays:
+        """A site's holidays inside its system's: its own country (else the system's), and
+        the closure dates and worked holidays of both."""
+        own_country = self.country is not None
+        return Holidays(
+            country=self.country if own_country else system.country,
+            subdivision=self.subdivision if own_country else system.subdivision,
+            dates=sorted({*system.dates, *self.dates}),
+            working=list(dict.fromkeys([*system.working, *self.working])),
+        )
+
+
+@cache
+def _holiday_names(country: str, subdivision: str | None) -> frozenset[str]:
+    """The names of a country's public holidays over a few years (lower case)."""
+    calendar = holidays.country_holidays(country, subdiv=subdivision, years=range(2024, 2031))
+    return frozenset(n.lower() for day in calendar for n in calendar.get_list(day))
+
+
+@cache
+def _holiday_calendars() -> dict[str, list[str]]:
+    """The countries the holidays package knows, each with its subdivision codes."""
+    return holidays.list_supported_countries()
+
+
+HolidaysField = Annotated[Holidays, BeforeValidator(_holidays_shorthand)]
+
+
+# --- plans --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A role a step notifies: a center role, or a manufacturer role (``manufacturer:qa``)."""
+
+    role: str
+    manufacturer: bool
+
+    def __str__(self) -> str:
+        return f"{MANUFACTURER_PREFIX}{self.role}" if self.manufacturer else self.role
+
+
+def _parse_recipient(value: Any) -> Recipient:
+    if isinstance(value, Recipient):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a recipient is a role name such as 'coordinator'")
+    if value.startswith(MANUFACTURER_PREFIX):
+        role = value.removeprefix(MANUFACTURER_PREFIX)
+        if role not in ManufacturerRole.__members__.values():
+            known = ", ".join(MANUFACTURER_PREFIX + r for r in ManufacturerRole)
+            raise ValueError(f"unknown manufacturer role {value!r}; known: {known}")
+        return Recipient(role, manufacturer=True)
+    if value not in CenterRole.__members__.values():
+        known = ", ".join(CenterRole)
+        raise ValueError(
+            f"unknown role {value!r}; known: {known} "
+            f"(or {MANUFACTURER_PREFIX}<role> for the manufacturer's people)"
+        )
+    return Recipient(value, manufacturer=False)
+
+
+RecipientField = Annotated[
+    Recipient,
+    BeforeValidator(_parse_recipient),
+    PlainSerializer(str, return_type=str),
+]
+
+
+class Timing(_Strict):
+    """When a step is due: ``after`` the trigger, or ``by`` a duration ``before`` a key date."""
+
+    after: DurationField | None = None
+    before: KeyDate | None = None
+    by: DurationField | None = None
+    business_hours: bool = False
+
+    @model_validator(mode="after")
+    def _one_anchor(self) -> Self:
+        if self.after is not None and self.before is not None:
+            raise ValueError("a step has either 'after' or 'before', not both")
+        if self.after is None and self.before is None:
+            raise ValueError("a step needs 'after' (e.g. after: 2h) or 'before' with 'by'")
+        if self.before is not None and self.by is None:
+            raise ValueError("'before' needs 'by', e.g. before: lymphodepletion_start, by: 48h")
+        if self.by is not None and self.before is None:
+            raise ValueError("'by' goes with 'before'")
+        return self
+
+
+class Step(Timing):
+    notify: list[RecipientField] = Field(min_length=1)
+    template: Identifier
+
+
+class PatientStep(Timing):
+    when: Literal["acknowledged", "unacknowledged"]
+    notify: list[RecipientField] = Field(min_length=1)
+    template: Identifier
+
+
+class Plan(_Strict):
+    id: Identifier
+    description: str = ""
+    critical_uses_business_hours: bool = False
+    """Critical incidents ignore ``business_hours: true`` unless the plan sets this."""
+    steps: list[Step] = Field(min_length=1)
+    patient_communication: list[PatientStep] = Field(default_factory=list)
+
+
+# --- severity -----------------------------------------------------------------------------
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class SeverityRule(_Strict):
+    """Derives the severity of an event that came without one; the first rule that matches wins.
+
+    Every condition given must hold: the event type is one of ``event_type``, a failed
+    attribute is one of ``failed_attribute`` (case does not matter), a key date is at most
+    ``key_date_within`` away (or already past). A rule with no condition matches everything.
+    """
+
+    name: str = Field(min_length=1, max_length=100)
+    severity: Severity
+    event_type: Annotated[list[EventType], BeforeValidator(_one_or_many)] = Field(
+        default_factory=list
+    )
+    failed_attribute: Annotated[list[str], BeforeValidator(_one_or_many)] = Field(
+        default_factory=list
+    )
+    key_date_within: dict[KeyDate, DurationField] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _opening_types_only(self) -> Self:
+        others = [t for t in self.event_type if t not in OPENING_EVENT_TYPES]
+        if others:
+            raise ValueError(
+                f"severity is derived for release_failure and late_result events, not {others[0]}"
+            )
+        return self
+
+
+DEFAULT_SEVERITY_RULES = (
+    SeverityRule(
+        name="late safety result (sterility, mycoplasma, endotoxin)",
+        severity=Severity.CRITICAL,
+        event_type=[EventType.LATE_RESULT],
+        failed_attribute=["sterility", "mycoplasma", "endotoxin"],
+    ),
+    SeverityRule(
+        name="late result after release",
+        severity=Severity.CRITICAL,
+        event_type=[EventType.LATE_RESULT],
+    ),
+    SeverityRule(
+        name="lymphodepletion starts within 72 hours",
+        severity=Severity.CRITICAL,
+        key_date_within={KeyDate.LYMPHODEPLETION_START: parse_duration("72h")},
+    ),
+    SeverityRule(name="release failure", severity=Severity.MAJOR),
+)
+"""The rules used when neither the manufacturer nor the health system nor the site sets any."""
+
+
+# --- health systems and sites ---------------------------------------------------------------
+
+
+class Defaults(_Strict):
+    ack_link_valid_for: DurationField | None = None
+    notify_within: dict[Severity, DurationField] = Field(default_factory=dict)
+    severity_rules: list[SeverityRule] | None = Field(default=None, min_length=1)
+
+
+class _CenterSettings(_Strict):
+    timezone: TimeZoneName | None = None
+    business_hours: BusinessHours | None = None
+    holidays: HolidaysField | None = None
+    contacts: list[Contact] = Field(default_factory=list)
+    defaults: Defaults = Defaults()
+    plans: dict[EventType, Identifier] = Field(default_factory=dict)
+    manufacturer_contacts: dict[ManufacturerRole, Identifier] = Field(default_factory=dict)
+
+
+class Site(_CenterSettings):
+    id: Identifier
+    name: str = Field(min_length=1, max_length=200)
+
+
+class HealthSystem(_CenterSettings):
+    id: Identifier
+    name: str = Field(min_length=1, max_length=200)
+    timezone: TimeZoneName
+    sites: list[Site] = Field(min_length=1)
+
+
+DEFAULT_ACK_LINK_VALID_FOR = parse_duration("14d")
+
+
+class EffectiveAgreement(_Strict):
+    """One site's agreement with its health system's defaults merged in: what planning reads."""
+
+    center_id: str
+    center_name: str
+    health_system_id: str
+    health_system_name: str
+    timezone: str
+    business_hours: BusinessHours
+    holidays: Holidays
+    contacts: list[Contact]
+    system_contacts: list[Contact]
+    manufacturer_name: str
+    products: list[Product]
+    manufacturer_contacts: dict[ManufacturerRole, list[ManufacturerContact]]
+    ack_link_valid_for: DurationField
+    notify_within: dict[Severity, DurationField]
+    severity_rules: list[SeverityRule]
+    plans: dict[EventType, Plan]
+
+    def contacts_for(self, recipient: Recipient) -> list[Contact | ManufacturerContact]:
+        """The people a step's recipient means here: site contacts first, else system-level ones."""
+        if recipient.manufacturer:
+            return list(self.manufacturer_contacts.get(ManufacturerRole(recipient.role), []))
+        role = CenterRole(recipient.role)
+        site = [c for c in self.contacts if role in c.roles]
+        return list(site or [c for c in self.system_contacts if role in c.roles])
+
+    def version(self) -> str:
+        """A content hash: the same agreement always has the same version."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    file: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.field}" if self.field else self.file
+        return f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The config folder is invalid; ``problems`` lists each one with its file and field."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class _AgreementLoader(yaml.SafeLoader):
+    """A safe loader for files written by hand, refusing what only an attack needs.
+
+    No aliases (they make "billion laughs" bombs), no nesting deeper than agreements use (the
+    composer recurses once per level), no more values than a large health system needs (building
+    each costs time and memory), no key written twice, and a value the constructors cannot build
+    (a 5000-digit number, 30 February) is a YAML error at its line rather than a crash.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.MarkedYAMLError(
+                problem="aliases (*name) are not allowed in agreement files", problem_mark=mark
+            )
+        if self._depth >= MAX_CONFIG_DEPTH or self._nodes >= MAX_CONFIG_VALUES:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            problem = (
+                f"nested deeper than {MAX_CONFIG_DEPTH} levels"
+                if self._depth >= MAX_CONFIG_DEPTH
+                else f"more than {MAX_CONFIG_VALUES} values in one file"
+            )
+            raise yaml.MarkedYAMLError(problem=problem, problem_mark=mark)
+        self._depth += 1
+        self._nodes += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as exc:
+            value = node.value if isinstance(node.value, str) else node.tag
+            shown = value if len(value) <= 40 else f"{value[:40]}…"
+            raise yaml.MarkedYAMLError(
+                problem=f"cannot read the value {shown!r}: {exc}",
+                problem_mark=node.start_mark,
+            ) from None
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # an unhashable key: the base class refuses it with its own message
+            if repeated:
+                raise yaml.MarkedYAMLError(
+                    problem=f"the key {key!r} appears twice in one mapping",
+                    problem_mark=key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def format_location(loc: tuple[int | str, ...]) -> str:
+    """Render a pydantic error location as a field path: ``sites[0].contacts[2].email``."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _read_yaml(path: Path, shown: str, problems: list[ConfigProblem]) -> Any:
+    try:
+        # Only a regular file, and never more of it than the limit: a link to /dev/zero or a
+        # pipe would otherwise be read until memory runs out, or forever.
+        if not stat.S_ISREG(path.stat().st_mode):
+            problems.append(ConfigProblem(shown, "", "not a regular file"))
+            return None
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_FILE_BYTES + 1)
+        if len(raw) > MAX_CONFIG_FILE_BYTES:
+            problems.append(ConfigProblem(shown, "", "file is larger than 1 MiB"))
+            return None
+        data = yaml.load(raw.decode("utf-8"), Loader=_AgreementLoader)
+    except OSError as exc:
+        problems.append(ConfigProblem(shown, "", f"cannot be read: {exc.strerror}"))
+        return None
+    except UnicodeDecodeError:
+        problems.append(ConfigProblem(shown, "", "file is not UTF-8 text"))
+        return None
+    except yaml.YAMLError as exc:
+        problems.append(ConfigProblem(shown, "", f"not valid YAML: {exc}"))
+        return None
+    if not isinstance(data, dict):
+        problems.append(ConfigProblem(shown, "", "expected a mapping of fields at the top level"))
+        return None
+    return data
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _validate(model: type[_M], data: Any, shown: str, problems: list[ConfigProblem]) -> _M | None:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(ConfigProblem(shown, format_location(error["loc"]), message))
+        return None
+
+
+@dataclass(frozen=True)
+class Agreements:
+    """Everything in ``config/``: the manufacturer, the health systems and sites, the plans."""
+
+    manufacturer: Manufacturer
+    health_systems: dict[str, HealthSystem]
+    plans: dict[str, Plan]
+    files: dict[str, str]
+    """Which file each health system and plan came from, for messages."""
+
+    def site(self, center_id: str) -> tuple[HealthSystem, Site] | None:
+        for system in self.health_systems.values():
+            for site in system.sites:
+                if site.id == center_id:
+                    return system, site
+        return None
+
+    def center_ids(self) -> list[str]:
+        return [site.id for system in self.health_systems.values() for site in system.sites]
+
+    def product(self, code: str) -> Product | None:
+        return next((p for p in self.manufacturer.products if p.code == code), None)
+
+    def effective(self, center_id: str) -> EffectiveAgreement:
+        """Merge a site with its health system; raises KeyError for an unknown center."""
+        found = self.site(center_id)
+        if found is None:
+            raise KeyError(center_id)
+        system, site = found
+        pins = {**system.manufacturer_contacts, **site.manufacturer_contacts}
+        manufacturer_contacts: dict[ManufacturerRole, list[ManufacturerContact]] = {}
+        for role in ManufacturerRole:
+            pinned = pins.get(role)
+            manufacturer_contacts[role] = [
+                c
+                for c in self.manufacturer.contacts
+                if role in c.roles and (pinned is None or c.id == pinned)
+            ]
+        plan_ids = {**system.plans, **site.plans}
+        return EffectiveAgreement(
+            center_id=site.id,
+            center_name=site.name,
+            health_system_id=system.id,
+            health_system_name=system.name,
+            timezone=site.timezone or system.timezone,
+            business_hours=site.business_hours or system.business_hours or BusinessHours(),
+            holidays=_merged_holidays(site.holidays, system.holidays),
+            contacts=site.contacts,
+            system_contacts=system.contacts,
+            manufacturer_name=self.manufacturer.name,
+            products=self.manufacturer.products,
+            manufacturer_contacts=manufacturer_contacts,
+            ack_link_valid_for=site.defaults.ack_link_valid_for
+            or system.defaults.ack_link_valid_for
+            or DEFAULT_ACK_LINK_VALID_FOR,
+            notify_within={**system.defaults.notify_within, **site.defaults.notify_within},
+            severity_rules=list(
+                _first_set(
+                    site.defaults.severity_rules,
+                    system.defaults.severity_rules,
+                    self.manufacturer.severity_rules,
+                )
+                or DEFAULT_SEVERITY_RULES
+            ),
+            plans={event_type: self.plans[plan_id] for event_type, plan_id in plan_ids.items()},
+        )
+
+
+def _merged_holidays(site: Holidays | None, system: Holidays | None) -> Holidays:
+    if site is not None and system is not None:
+        return site.within(system)
+    return site or system or Holidays()
+
+
+def _first_set(*candidates: list[SeverityRule] | None) -> list[SeverityRule] | None:
+    return next((c for c in candidates if c is not None), None)
+
+
+def load_agreements(config_dir: Path) -> Agreements:
+    """Load and cross-check ``config/``; raise ConfigError listing every problem found."""
+    problems: list[ConfigProblem] = []
+    if not config_dir.is_dir():
+        raise ConfigError([ConfigProblem(str(config_dir), "", "config folder not found")])
+
+    def shown(path: Path) -> str:
+        return str(Path(config_dir.name) / path.relative_to(config_dir))
+
+    manufacturer_path = config_dir / "manufacturer.yaml"
+    manufacturer: Manufacturer | None = None
+    if manufacturer_path.is_file():
+        data = _read_yaml(manufacturer_path, shown(manufacturer_path), problems)
+        if data is not None:
+            manufacturer = _validate(Manufacturer, data, shown(manufacturer_path), problems)
+    else:
+        problems.append(ConfigProblem(shown(manufacturer_path), "", "file not found"))
+
+    files: dict[str, str] = {}
+    plans: dict[str, Plan] = {}
+    invalid_plans: set[str] = set()
+    for path in sorted((config_dir / "plans").glob("*.y*ml")):
+        data = _read_yaml(path, shown(path), problems)
+        plan = _validate(Plan, data, shown(path), problems) if data is not None else None
+        if plan is None:
+            if data is not None and isinstance(data.get("id"), str):
+                invalid_plans.add(data["id"])  # reported in its own file, not where it is used
+            continue
+        if plan.id in plans:
+            problems.append(
+                ConfigProblem(shown(path), "id", f"plan {plan.id!r} is also in {files[plan.id]}")
+            )
+            continue
+        plans[plan.id] = plan
+        files[plan.id] = shown(path)
+
+    systems: dict[str, HealthSystem] = {}
+    system_paths = sorted((config_dir / "health_systems").glob("*.y*ml"))
+    if not system_paths:
+        problems.append(
+            ConfigProblem(shown(config_dir / "health_systems"), "", "no health system file found")
+        )
+    for path in system_paths:
+        data = _read_yaml(path, shown(path), problems)
+        system = _validate(HealthSystem, data, shown(path), problems) if data is not None else None
+        if system is None:
+            continue
+        if system.id in systems:
+            problems.append(
+                ConfigProblem(
+                    shown(path), "id", f"health system {system.id!r} is also in {files[system.id]}"
+                )
+            )
+            continue
+        systems[system.id] = system
+        files[system.id] = shown(path)
+
+    if manufacturer is not None:
+        problems.extend(_cross_check(manufacturer, systems, plans, files, invalid_plans))
+    if problems or manufacturer is None:
+        raise ConfigError(problems)
+    return Agreements(manufacturer=manufacturer, health_systems=systems, plans=plans, files=files)
+
+
+def _cross_check(
+    manufacturer: Manufacturer,
+    systems: dict[str, HealthSystem],
+    plans: dict[str, Plan],
+    files: dict[str, str],
+    invalid_plans: set[str],
+) -> list[ConfigProblem]:
+    """Checks that span files: references resolve and every step reaches somebody (a plan
+    whose own file is invalid is not reported again where it is used)."""
+    problems: list[ConfigProblem] = []
+    seen_sites: dict[str, str] = {}
+    for system in systems.values():
+        file = files[system.id]
+        ids = [c.id for c in system.contacts] + [c.id for s in system.sites for c in s.contacts]
+        for duplicate in sorted({i for i in ids if ids.count(i) > 1}):
+            problems.append(
+                ConfigProblem(file, "contacts", f"contact id {duplicate!r} is repeated")
+            )
+        known_plans = set(plans) | invalid_plans
+        problems.extend(_reference_problems(file, "", system, manufacturer, known_plans))
+        for index, site in enumerate(system.sites):
+            where = f"sites[{index}]"
+            if site.id in seen_sites:
+                problems.append(
+                    ConfigProblem(
+                        file, f"{where}.id", f"site {site.id!r} is also in {seen_sites[site.id]}"
+                    )
+                )
+            seen_sites[site.id] = file
+            problems.extend(
+                _check_site(file, where, manufacturer, system, site, plans, known_plans)
+            )
+    return problems
+
+
+def _reference_problems(
+    file: str,
+    prefix: str,
+    settings: _CenterSettings,
+    manufacturer: Manufacturer,
+    plan_ids: set[str],
+) -> list[ConfigProblem]:
+    """A health system's or site's pins and plans must name what exists, with the right role."""
+    problems: list[ConfigProblem] = []
+    holders = {c.id: c for c in manufacturer.contacts}
+    for role, contact_id in settings.manufacturer_contacts.items():
+        field = f"{prefix}manufacturer_contacts.{role}"
+        if contact_id not in holders:
+            message = f"no manufacturer contact {contact_id!r} in manufacturer.yaml"
+            problems.append(ConfigProblem(file, field, message))
+        elif role not in holders[contact_id].roles:
+            message = f"manufacturer contact {contact_id!r} does not have the role {role}"
+            problems.append(ConfigProblem(file, field, message))
+    for event_type, plan_id in settings.plans.items():
+        if plan_id not in plan_ids:
+            message = f"no plan {plan_id!r} in plans/"
+            problems.append(ConfigProblem(file, f"{prefix}plans.{event_type}", message))
+    return problems
+
+
+def _check_site(
+    file: str,
+    where: str,
+    manufacturer: Manufacturer,
+    system: HealthSystem,
+    site: Site,
+    plans: dict[str, Plan],
+    known_plans: set[str],
+) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    problems.extend(_reference_problems(file, f"{where}.", site, manufacturer, known_plans))
+    plan_ids = {**system.plans, **site.plans}
+    for event_type in (EventType.RELEASE_FAILURE, EventType.LATE_RESULT):
+        if event_type not in plan_ids:
+            problems.append(
+                ConfigProblem(
+                    file,
+                    f"{where}.plans",
+                    f"site {site.id!r} has no plan for {event_type} (set it here or on the system)",
+                )
+            )
+    if problems:
+        return problems
+    pins = {**system.manufacturer_contacts, **site.manufacturer_contacts}
+    center_roles = {r for c in [*site.contacts, *system.contacts] for r in c.roles}
+    for event_type, plan_id in plan_ids.items():
+        plan = plans.get(plan_id)
+        if plan is None:  # reported where it is referenced, or the plan file itself is invalid
+            continue
+        recipients = [r for s in plan.steps for r in s.notify]
+        recipients += [r for s in plan.patient_communication for r in s.notify]
+        for recipient in dict.fromkeys(recipients):
+            field = f"{where}.plans.{event_type}"
+            if not recipient.manufacturer:
+                if recipient.role not in center_roles:
+                    problems.append(
+                        ConfigProblem(
+                            file,
+                            field,
+                            f"plan {plan_id!r} notifies {recipient} but no contact of site "
+                            f"{site.id!r} or of {system.id!r} has that role",
+                        )
+                    )
+                continue
+            holders = [c for c in manufacturer.contacts if recipient.role in c.roles]
+            if not holders:
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        field,
+                        f"plan {plan_id!r} notifies {recipient} but no manufacturer contact "
+                        "has that role",
+                    )
+                )
+            elif len(holders) > 1 and recipient.role not in pins:
+                names = ", ".join(c.id for c in holders)
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        f"{where}.manufacturer_contacts",
+                        f"plan {plan_id!r} notifies {recipient}, which {len(holders)} manufacturer "
+                        f"contacts have ({names}): pin one with "
+                        f"manufacturer_contacts: {{{recipient.role}: <id>}}",
+                    )
+                )
+    return problems
+
+
+__all__ = [
+    "Agreements",
+    "BusinessHours",
+    "ConfigError",
+    "ConfigProblem",
+    "Contact",
+    "Duration",
+    "EffectiveAgreement",
+    "HealthSystem",
+    "Holidays",
+    "Manufacturer",
+    "ManufacturerContact",
+    "PatientStep",
+    "Plan",
+    "Recipient",
+    "SeverityRule",
+    "Site",
+    "Step",
+    "load_agreements",
+]

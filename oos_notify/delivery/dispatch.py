@@ -1,0 +1,406 @@
+"""Sending what is due: APScheduler arms a timer for the next due row and sweeps periodically;
+each run claims due rows from the outbox, renders and sends them over a few SMTP connections, and
+settles each row with its outcome. The database, not this process, remembers what is pending."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from oos_notify.agreements.config import EffectiveAgreement
+from oos_notify.clock import Clock
+from oos_notify.delivery import messaging
+from oos_notify.delivery.mail import OutgoingMessage, SendOutcome, SmtpBatch, build_message, probe
+from oos_notify.delivery.rendering import MessageContext, Renderer, RenderError
+from oos_notify.incidents import qa_reports
+from oos_notify.incidents.acknowledgement import AckTokens
+from oos_notify.settings import Settings
+from oos_notify.store import outbox
+from oos_notify.store.db import transaction
+from oos_notify.store.models import Incident, Notification
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+CLAIM_LEASE = timedelta(minutes=10)
+"""How long a claimed row is left to its sender before another may take it over."""
+MAX_RETRY_DELAY = timedelta(hours=1)
+SETTLE_EVERY = timedelta(seconds=0.5)
+"""How long sent messages may go unrecorded while the rest of their batch is being sent."""
+
+
+@dataclass(frozen=True)
+class _Gathered:
+    notification: Notification
+    incident: Incident
+    agreement: EffectiveAgreement
+    context: MessageContext
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Prepared:
+    message: OutgoingMessage
+    template_version: str
+
+
+@dataclass
+class _Pending:
+    """What a batch's connections have sent and not yet settled, shared between them."""
+
+    settled_at: float
+    results: list[tuple[Notification, SendOutcome, str | None]] = field(default_factory=list)
+
+    def take(self) -> list[tuple[Notification, SendOutcome, str | None]]:
+        taken, self.results, self.settled_at = self.results, [], time.monotonic()
+        return taken
+
+
+def retry_delay(attempt: int, base_seconds: float) -> timedelta:
+    """Exponential backoff with jitter, so a recovering server is not hit by every retry at once."""
+    delay = base_seconds * 2 ** max(attempt - 1, 0) * random.uniform(0.5, 1.5)
+    return min(timedelta(seconds=delay), MAX_RETRY_DELAY)
+
+
+class Dispatcher:
+    """Claims, sends and settles due notifications; one run at a time per process."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        write_gate: AbstractAsyncContextManager[object],
+        clock: Clock,
+        settings: Settings,
+        renderer: Renderer,
+        tokens: AckTokens,
+        smtp_host: str,
+        smtp_port: int,
+    ) -> None:
+        self._engine = engine
+        self._write_gate = write_gate
+        self._clock = clock
+        self._settings = settings
+        self._renderer = renderer
+        self._tokens = tokens
+        self._smtp_host = smtp_host
+        self._smtp_port = smtp_port
+        self._scheduler: AsyncIOScheduler | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wanted = False
+        self._stopping = False
+        self._mail_unreachable = True
+        """Set when no mail server answered; at start, a previous process may have seen that."""
+
+    @property
+    def running(self) -> bool:
+        return self._scheduler is not None and self._scheduler.running and not self._stopping
+
+    async def start(self) -> None:
+        """Take over what a dead process left mid-send, start the sweep, and send what is due."""
+        self._loop = asyncio.get_running_loop()
+        if self._engine.dialect.name == "sqlite":
+            # One process owns a SQLite file, so anything still 'sending' was left by a crash.
+            released = await self._in_database(self._release_abandoned)
+            if released:
+                log.warning(
+                    "resending %d notifications interrupted by a stop",
+                    released,
+                    extra={"count": released},
+                )
+        self._scheduler = AsyncIOScheduler(event_loop=self._loop, timezone=UTC)
+        self._scheduler.add_job(
+            self._on_timer,
+            "interval",
+            seconds=self._settings.sweep_interval_seconds,
+            id="sweep",
+            coalesce=True,
+            max_instances=1,
+        )
+        self._scheduler.start()
+        self._request_run()
+
+    async def stop(self) -> None:
+        """Stop timers and let the run in progress finish its sends."""
+        self._stopping = True
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        if self._task is not None:
+            await self._task
+
+    async def probe_mail(self) -> str | None:
+        """Whether the mail server greets us now: ``None`` if it does, else why not."""
+        return await probe(self._settings, self._smtp_host, self._smtp_port)
+
+    def wake(self) -> None:
+        """Ask for a run now (thread-safe): something became due, e.g. a new first step."""
+        if self._loop is not None and not self._stopping:
+            self._loop.call_soon_threadsafe(self._request_run)
+
+    async def run_until_idle(self) -> None:
+        """Run now and wait until nothing due is left (for tests and the CLI)."""
+        self._request_run()
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    async def _on_timer(self) -> None:
+        self._request_run()
+
+    def _request_run(self) -> None:
+        self._wanted = True
+        if not self._stopping and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while self._wanted and not self._stopping:
+            self._wanted = False
+            try:
+                await self._dispatch_due()
+            except Exception:
+                log.exception("dispatch run failed; the sweep will retry")
+
+    async def _dispatch_due(self) -> None:
+        if self._mail_unreachable and await self.probe_mail() is None:
+            # The server is back: what waited for it goes now, not at the end of a backoff
+            # that may have grown to an hour during the outage.
+            self._mail_unreachable = False
+            resumed = await self._in_database(self._resume_after_outage)
+            if resumed:
+                log.info(
+                    "mail server reachable: %d notifications resume",
+                    resumed,
+                    extra={"count": resumed},
+                )
+        while not self._stopping:
+            batch = await self._in_database(self._claim)
+            if not batch:
+                break
+            await self._send(batch)
+        self._arm(await asyncio.to_thread(self._next_due))
+
+    def _arm(self, due_at: datetime | None) -> None:
+        """Set the one timer for the next due row, translating the service clock to real time."""
+        if due_at is None or self._scheduler is None or self._stopping:
+            return
+        delay = due_at - self._clock.now()
+        if delay <= timedelta(0):
+            self._wanted = True
+            return
+        self._scheduler.add_job(
+            self._on_timer,
+            "date",
+            run_date=datetime.now(UTC) + delay,
+            id="next-due",
+            replace_existing=True,
+            misfire_grace_time=None,
+        )
+
+    async def _send(self, batch: list[Notification]) -> None:
+        """Render the batch off the event loop, send it over a few connections at once, and
+        settle what was sent at least every SETTLE_EVERY seconds and at the end.
+
+        A crash between sending and settling leaves rows 'sending': they are sent again with
+        the same Message-ID, which receivers use to drop the duplicate. Settling as the batch
+        goes keeps that window short when the mail server is slow. Once the service is asked to
+        stop, the messages in flight are finished and recorded; the rest go back to the queue.
+        """
+        gathered = await asyncio.to_thread(self._gather, batch)  # reads need no turn at the gate
+        prepared = await asyncio.to_thread(lambda: [self._render(item) for item in gathered])
+        work = list(zip(batch, prepared, strict=True))
+        # Each message waits for the server's replies; several connections overlap the waits.
+        lanes = min(self._settings.smtp_connections, len(work))
+        pending = _Pending(settled_at=time.monotonic())
+        unsent = await asyncio.gather(
+            *(self._send_lane(work[lane::lanes], pending) for lane in range(lanes))
+        )
+        if pending.results:
+            await self._in_database(self._settle, pending.take())
+        released = [notification_id for lane in unsent for notification_id in lane]
+        if released:
+            await self._in_database(self._release, released)
+            log.info(
+                "stopping: %d claimed notifications go back to the queue",
+                len(released),
+                extra={"count": len(released)},
+            )
+
+    async def _send_lane(
+        self, work: list[tuple[Notification, Prepared | RenderError]], pending: _Pending
+    ) -> list[str]:
+        """Send one connection's share of a batch; return the ids left unsent by a stop."""
+        async with SmtpBatch(self._settings, self._smtp_host, self._smtp_port) as smtp:
+            for position, (notification, item) in enumerate(work):
+                if self._stopping:
+                    return [n.id for n, _ in work[position:]]
+                if isinstance(item, RenderError):
+                    outcome = SendOutcome(False, True, None, f"template error: {item}", 0)
+                    pending.results.append((notification, outcome, None))
+                else:
+                    outcome = await smtp.send(item.message)
+                    pending.results.append((notification, outcome, item.template_version))
+                    if not outcome.connected:
+                        self._mail_unreachable = True
+                if time.monotonic() - pending.settled_at >= SETTLE_EVERY.total_seconds():
+                    # Taken before the await, so the other lanes start a fresh list meanwhile.
+                    await self._in_database(self._settle, pending.take())
+        return []
+
+    async def _in_database(self, work: Callable[..., _T], *args: Any) -> _T:
+        """Run database work in a worker thread once it is this writer's turn at the gate."""
+        async with self._write_gate:
+            return await asyncio.to_thread(work, *args)
+
+    # --- database work, run in a worker thread -------------------------------------------
+
+    def _release_abandoned(self) -> int:
+        with transaction(self._engine) as session:
+            return outbox.release_abandoned(session)
+
+    def _resume_after_outage(self) -> int:
+        with transaction(self._engine) as session:
+            return outbox.resume_after_outage(session, self._clock.now())
+
+    def _release(self, notification_ids: list[str]) -> int:
+        with transaction(self._engine) as session:
+            return outbox.release_claims(session, notification_ids)
+
+    def _claim(self) -> list[Notification]:
+        with transaction(self._engine) as session:
+            return outbox.claim_due(
+                session, self._clock.now(), self._settings.send_batch_size, CLAIM_LEASE
+            )
+
+    def _next_due(self) -> datetime | None:
+        with transaction(self._engine) as session:
+            return outbox.next_due(session)
+
+    def _gather(self, batch: list[Notification]) -> list[_Gathered]:
+        """Read what the batch's templates need, in one transaction."""
+        now = self._clock.now()
+        per_incident: dict[str, tuple[EffectiveAgreement, messaging.Answers]] = {}
+        gathered = []
+        with transaction(self._engine) as session:
+            for notification in batch:
+                incident = session.get(Incident, notification.incident_id)
+                assert incident is not None
+                if incident.id not in per_incident:
+                    per_incident[incident.id] = (
+                        EffectiveAgreement.model_validate(incident.agreement),
+                        messaging.Answers.of(session, incident),
+                    )
+                agreement, answers = per_incident[incident.id]
+                context = messaging.build_context(
+                    session,
+                    notification,
+                    incident,
+                    agreement,
+                    answers,
+                    self._tokens,
+                    self._settings,
+                    now,
+                )
+                gathered.append(_Gathered(notification, incident, agreement, context, now))
+        return gathered
+
+    def _render(self, item: _Gathered) -> Prepared | RenderError:
+        notification, incident, agreement = item.notification, item.incident, item.agreement
+        now = item.now
+        try:
+            rendered = self._renderer.render(
+                notification.template,
+                item.context,
+                messaging.center_ids(agreement),
+                incident.template_version,
+            )
+        except RenderError as exc:
+            log.error(
+                "cannot render %s for %s: %s",
+                notification.template,
+                notification.id,
+                exc,
+                extra=_ids(notification),
+            )
+            return exc
+        envelope = messaging.envelope(
+            notification, incident, self._settings, now, agreement.manufacturer_name
+        )
+        return Prepared(build_message(rendered, envelope), rendered.version)
+
+    def _settle(self, results: list[tuple[Notification, SendOutcome, str | None]]) -> None:
+        now = self._clock.now()
+        delivered = [
+            outbox.Delivered(notification, outcome.reply, outcome.duration_ms, version or "")
+            for notification, outcome, version in results
+            if outcome.accepted
+        ]
+        with transaction(self._engine) as session:
+            outbox.settle_sent(session, delivered, now)
+            for notification, outcome, _ in results:
+                if not outcome.accepted:
+                    self._settle_failure(session, notification, outcome, now)
+        for item in delivered:
+            log.info(
+                "sent %s to %s",
+                item.notification.id,
+                item.notification.recipient_email,
+                extra=_ids(item.notification, duration_ms=item.duration_ms),
+            )
+
+    def _settle_failure(
+        self, session: Session, notification: Notification, outcome: SendOutcome, now: datetime
+    ) -> None:
+        retry_at = None
+        if not outcome.permanent and (
+            # No server could be reached: nobody judged the message, so it waits for the server
+            # however long that takes. Only the server's own failures count against its attempts.
+            not outcome.connected
+            or outbox.refusals(session, notification.id) + 1 < self._settings.max_send_attempts
+        ):
+            retry_at = now + retry_delay(notification.attempts, self._settings.retry_base_seconds)
+        failed = outbox.settle_failure(
+            session,
+            notification,
+            now,
+            permanent=outcome.permanent,
+            connected=outcome.connected,
+            code=outcome.code,
+            reply=outcome.reply,
+            duration_ms=outcome.duration_ms,
+            retry_at=retry_at,
+        )
+        if failed:
+            qa_reports.delivery_failure(session, notification, now, self._settings.mail_domain)
+        log.warning(
+            "delivery of %s failed (%s): %s",
+            notification.id,
+            outcome.code,
+            outcome.reply,
+            extra=_ids(
+                notification,
+                smtp_code=outcome.code,
+                retry_at=retry_at.isoformat() if retry_at else None,
+            ),
+        )
+
+
+def _ids(notification: Notification, **more: object) -> dict[str, object]:
+    """The fields a log line about a notification carries (see ``logs``)."""
+    return {
+        "incident_id": notification.incident_id,
+        "notification_id": notification.id,
+        "recipient": notification.recipient_email,
+        "template": notification.template,
+        "attempt": notification.attempts,
+        **more,
+    }

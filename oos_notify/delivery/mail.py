@@ -1,0 +1,238 @@
+"""MIME messages and SMTP delivery: connections reused across messages, every reply classified."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from email.header import Header
+from email.utils import format_datetime, formataddr
+from types import TracebackType
+
+import aiosmtplib
+
+from oos_notify.delivery.rendering import RenderedMessage
+from oos_notify.settings import Settings, SmtpSecurity
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Who a message goes to and how it threads with the incident's other messages."""
+
+    sender: str
+    sender_name: str
+    recipient: str
+    recipient_name: str
+    message_id: str
+    notification_id: str
+    thread_id: str
+    incident_ref: str
+    sent_at: datetime
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A message as it goes on the wire, with its SMTP envelope."""
+
+    sender: str
+    recipient: str
+    data: bytes
+
+
+CRLF = "\r\n"
+_FOLD_AT = 78
+"""Header lines longer than this are folded (RFC 5322's recommended limit)."""
+
+
+def _header(name: str, value: str) -> str:
+    """One header line: ASCII as it is, anything else as RFC 2047 words; long lines folded."""
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"a {name} header cannot contain a line break")
+    if value.isascii() and len(name) + 2 + len(value) <= _FOLD_AT:
+        return f"{name}: {value}"
+    charset = None if value.isascii() else "utf-8"
+    return f"{name}: {Header(value, charset, header_name=name).encode(linesep=CRLF)}"
+
+
+def _address(name: str, display_name: str, address: str) -> str:
+    """An address header; a line break in a name from an agreement file must not start a new
+    header (``formataddr`` would quote it, not refuse it, as ``EmailMessage`` did)."""
+    if any(c in display_name + address for c in "\r\n"):
+        raise ValueError(f"a {name} header cannot contain a line break")
+    return f"{name}: {formataddr((display_name, address), 'utf-8')}"
+
+
+def _part(subtype: str, body: str) -> str:
+    canonical = CRLF.join(body.splitlines()) + CRLF  # text is encoded with CRLF line ends
+    encoded = base64.encodebytes(canonical.encode()).decode("ascii").replace("\n", CRLF)
+    return (
+        f'Content-Type: text/{subtype}; charset="utf-8"{CRLF}'
+        f"Content-Transfer-Encoding: base64{CRLF}{CRLF}{encoded}"
+    )
+
+
+def build_message(rendered: RenderedMessage, envelope: Envelope) -> OutgoingMessage:
+    """A ``multipart/alternative`` message (text, then HTML) that threads per incident.
+
+    Written out directly: the email package's generator (and before it ``EmailMessage``'s
+    header parsing) cost more per message than rendering its templates.
+    """
+    # '_' is not in the base64 alphabet, so no encoded line can match the boundary.
+    boundary = f"=_{secrets.token_hex(16)}"
+    headers = [
+        _address("From", envelope.sender_name, envelope.sender),
+        _address("To", envelope.recipient_name, envelope.recipient),
+        _header("Subject", rendered.subject),
+        f"Date: {format_datetime(envelope.sent_at)}",
+        _header("Message-ID", envelope.message_id),
+        # Every message of an incident points at the same thread root, so mail clients group them.
+        _header("In-Reply-To", envelope.thread_id),
+        _header("References", envelope.thread_id),
+        "Auto-Submitted: auto-generated",
+        "X-Auto-Response-Suppress: All",
+        _header("X-OOS-Incident", envelope.incident_ref),
+        # Names the outbox row, so a receiver (or a test) can tell resends of one notification
+        # apart from different notifications whatever their Message-ID says.
+        _header("X-OOS-Notification", envelope.notification_id),
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/alternative; boundary="{boundary}"',
+    ]
+    data = (
+        CRLF.join(headers)
+        + CRLF
+        + CRLF
+        + "".join(
+            f"--{boundary}{CRLF}{_part(subtype, body)}"
+            for subtype, body in (("plain", rendered.text), ("html", rendered.html))
+        )
+        + f"--{boundary}--{CRLF}"
+    )
+    return OutgoingMessage(envelope.sender, envelope.recipient, data.encode("ascii"))
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    accepted: bool
+    permanent: bool
+    code: int | None
+    """The server's reply code; ``None`` when no server answered (refused, timed out, dropped)."""
+    reply: str
+    duration_ms: int
+    connected: bool = True
+    """False when no connection to the mail server could be made: nobody judged the message."""
+
+
+class SmtpBatch:
+    """One SMTP connection for a batch of messages; reconnects if the server drops it.
+
+    When the server cannot be reached at all, the rest of the batch fails at once with the same
+    reason instead of waiting out a connection timeout per message.
+    """
+
+    def __init__(self, settings: Settings, host: str, port: int) -> None:
+        self._settings = settings
+        self._host = host
+        self._port = port
+        self._client: aiosmtplib.SMTP | None = None
+        self._unreachable: str | None = None
+
+    async def __aenter__(self) -> SmtpBatch:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._client is not None and self._client.is_connected:
+            try:
+                await self._client.quit()
+            except aiosmtplib.SMTPException:
+                self._client.close()
+        self._client = None
+
+    async def send(self, message: OutgoingMessage) -> SendOutcome:
+        """Send one message and say how it went; never raises for an SMTP or network failure."""
+        started = time.perf_counter()
+
+        def outcome(
+            accepted: bool, permanent: bool, code: int | None, reply: str, connected: bool = True
+        ) -> SendOutcome:
+            elapsed = int((time.perf_counter() - started) * 1000)
+            return SendOutcome(accepted, permanent, code, reply, elapsed, connected)
+
+        if self._unreachable is not None:
+            return outcome(False, False, None, self._unreachable, connected=False)
+        if self._client is None or not self._client.is_connected:
+            try:
+                self._client = await _open_session(
+                    self._settings, self._host, self._port, self._settings.smtp_timeout_seconds
+                )
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                # Refused, silent, a 554 greeting, failed STARTTLS or login: the server will
+                # not take mail from us at all, which says nothing about this message.
+                self._drop()
+                self._unreachable = f"{type(exc).__name__}: {exc}"
+                return outcome(False, False, None, self._unreachable, connected=False)
+        try:
+            _, reply = await self._client.sendmail(
+                message.sender, [message.recipient], message.data
+            )
+            return outcome(True, False, 250, reply)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            refusal = exc.recipients[0]
+            return outcome(False, refusal.code >= 500, refusal.code, refusal.message)
+        except aiosmtplib.SMTPResponseException as exc:
+            self._drop()
+            return outcome(False, exc.code >= 500, exc.code, exc.message)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            self._drop()
+            return outcome(False, False, None, f"{type(exc).__name__}: {exc}")
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._client = None
+
+
+PROBE_TIMEOUT_SECONDS = 3.0
+
+
+async def _open_session(
+    settings: Settings, host: str, port: int, timeout: float
+) -> aiosmtplib.SMTP:
+    """A connected client, past the greeting, STARTTLS and login as configured."""
+    client = aiosmtplib.SMTP(
+        hostname=host,
+        port=port,
+        timeout=timeout,
+        use_tls=settings.smtp_security is SmtpSecurity.TLS,
+        start_tls=settings.smtp_security is SmtpSecurity.STARTTLS,
+    )
+    await client.connect()
+    if settings.smtp_username:
+        password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
+        try:
+            await client.login(settings.smtp_username, password)
+        except aiosmtplib.SMTPException:
+            client.close()
+            raise
+    return client
+
+
+async def probe(settings: Settings, host: str, port: int) -> str | None:
+    """Whether the mail server would take mail from us now: ``None`` if so, else why not.
+
+    Opens a session as a send would (greeting, STARTTLS, login) and quits; gives up quickly.
+    """
+    try:
+        client = await _open_session(
+            settings, host, port, min(settings.smtp_timeout_seconds, PROBE_TIMEOUT_SECONDS)
+        )
+        await client.quit()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None

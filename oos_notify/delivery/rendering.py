@@ -1,0 +1,360 @@
+"""Email content from Jinja2 templates: one folder per message, overridable per center.
+
+``templates/<name>/subject.txt``, ``body.txt`` and ``body.html``; a center overrides any of them
+under ``templates/centers/<site-or-system-id>/<name>/``. Rendering is sandboxed, HTML is
+autoescaped, and an undefined variable is an error (caught by ``check-config``, not at 3 a.m.).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from jinja2 import (
+    BaseLoader,
+    DictLoader,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    TemplateNotFound,
+    select_autoescape,
+)
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import BaseModel
+
+from oos_notify.agreements.vocabulary import Disposition, KeyDate
+
+PARTS = ("subject.txt", "body.txt", "body.html")
+LAYOUTS = ("_layout.txt", "_layout.html")
+"""Shared layouts the message parts extend; part of every message's template version."""
+MAX_SUBJECT_LENGTH = 250
+
+
+class RenderError(Exception):
+    """A template is missing or fails to render; ``file`` names the template file."""
+
+    def __init__(self, file: str, message: str) -> None:
+        self.file = file
+        self.message = message
+        super().__init__(f"{file}: {message}")
+
+
+# --- the context every template sees --------------------------------------------------------
+
+
+class FailedAttributeView(BaseModel):
+    attribute: str
+    specification: str
+    result: str
+    method: str | None = None
+
+
+class KeyDateView(BaseModel):
+    name: str
+    label: str
+    date: str
+
+
+class IncidentView(BaseModel):
+    id: str
+    ref: str
+    status: str
+    severity: str
+    disposition: str | None
+    disposition_label: str | None
+    product_code: str
+    product_name: str
+    lot_number: str
+    chain_of_identity: str
+    summary: str | None
+    failed_attributes: list[FailedAttributeView]
+    key_dates: list[KeyDateView]
+    opened_at: str
+
+
+class CenterView(BaseModel):
+    id: str
+    name: str
+    health_system: str
+    timezone: str
+
+
+class PersonView(BaseModel):
+    name: str
+    email: str | None = None
+    phone: str | None = None
+    role: str | None = None
+
+
+class AckLinkView(BaseModel):
+    url: str
+    expires_at: str
+
+
+class AcknowledgementView(BaseModel):
+    by: str
+    role: str
+    at: str
+    response: str
+    comment: str | None
+
+
+class FailedDeliveryView(BaseModel):
+    """A notification the mail server refused for good, as the QA report describes it."""
+
+    recipient: PersonView
+    template: str
+    failed_at: str
+    attempts: int
+    smtp_code: int | None
+    reply: str
+
+
+class MessageContext(BaseModel):
+    """Everything a template may use. Identifiers only: the chain-of-identity is the patient."""
+
+    incident: IncidentView
+    center: CenterView
+    recipient: PersonView
+    manufacturer: str
+    qa_contact: PersonView | None
+    step_level: int
+    ack: AckLinkView | None
+    """The recipient's own link: to acknowledge, or (``asks_decision``) to decide."""
+    asks_decision: bool = False
+    acknowledgement: AcknowledgementView | None
+    """The acknowledgement of the current round of notices, once there is one."""
+    decision: AcknowledgementView | None = None
+    """The physician's decision on an out-of-specification product, once there is one."""
+    failed_delivery: FailedDeliveryView | None = None
+
+
+DISPOSITION_LABELS = {
+    Disposition.UNDER_INVESTIGATION: "Under investigation",
+    Disposition.REMANUFACTURE: "Re-manufacture planned",
+    Disposition.OOS_RELEASE_OFFERED: "Out-of-specification release offered for physician decision",
+    Disposition.CANCELLED: "Lot cancelled",
+    Disposition.RELEASED_WITHIN_SPEC: "Released within specification",
+}
+
+KEY_DATE_LABELS = {
+    KeyDate.APHERESIS: "Apheresis",
+    KeyDate.LYMPHODEPLETION_START: "Lymphodepletion start",
+    KeyDate.PLANNED_INFUSION: "Planned infusion",
+    KeyDate.PRODUCT_SHIPMENT: "Product shipment",
+}
+
+
+def local_time(instant: datetime, timezone: str) -> str:
+    """An instant as the center reads it: ``Tue 24 Nov 2026, 03:12 CST``."""
+    return instant.astimezone(ZoneInfo(timezone)).strftime("%a %d %b %Y, %H:%M %Z")
+
+
+def key_date_views(key_dates: dict[str, str]) -> list[KeyDateView]:
+    order = list(KeyDate)
+    views = []
+    for name in sorted(key_dates, key=lambda k: order.index(KeyDate(k))):
+        day = date.fromisoformat(key_dates[name])
+        views.append(
+            KeyDateView(
+                name=name, label=KEY_DATE_LABELS[KeyDate(name)], date=day.strftime("%a %d %b %Y")
+            )
+        )
+    return views
+
+
+def disposition_label(disposition: str | None) -> str | None:
+    return DISPOSITION_LABELS[Disposition(disposition)] if disposition else None
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    subject: str
+    text: str
+    html: str
+    version: str
+    """A hash of the template sources used, recorded with each delivery for the audit trail."""
+
+
+@dataclass(frozen=True)
+class TemplateSet:
+    """Every template file a center's messages can use, as its override chain resolves them,
+    with a content hash: what an incident is rendered with for the whole of its life."""
+
+    version: str
+    files: Mapping[str, str]
+    """Template name (``escalation_final/body.txt``, ``_layout.html``) to source."""
+
+    @classmethod
+    def of(cls, files: Mapping[str, str]) -> TemplateSet:
+        canonical = json.dumps(dict(files), sort_keys=True, separators=(",", ":"))
+        return cls(hashlib.sha256(canonical.encode()).hexdigest()[:16], dict(files))
+
+
+SnapshotSource = Callable[[str], TemplateSet | None]
+"""Finds a stored template set by its version."""
+
+
+class UnknownTemplateVersion(RenderError):
+    """An incident names a template set that is neither in memory nor in storage."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__(f"template set {version}", "is not stored in the database")
+
+
+class Renderer:
+    """Renders messages for a center; keeps one sandboxed environment per override chain, and
+    one per template set an incident was planned with."""
+
+    def __init__(self, templates_dir: Path) -> None:
+        self.templates_dir = templates_dir
+        self._environments: dict[tuple[str, ...], ImmutableSandboxedEnvironment] = {}
+        self._by_search_path: dict[tuple[str, ...], ImmutableSandboxedEnvironment] = {}
+        self._digests: dict[tuple[str, int, int], bytes] = {}
+        self._snapshots: dict[str, ImmutableSandboxedEnvironment] = {}
+        self._snapshot_source: SnapshotSource | None = None
+
+    def keep_snapshots(self, source: SnapshotSource) -> None:
+        """Where ``render(..., version=...)`` finds a template set it has not seen yet."""
+        self._snapshot_source = source
+
+    def snapshot(self, center_ids: tuple[str, ...]) -> TemplateSet:
+        """The center's templates as they are on disk now."""
+        environment = self._environment(center_ids)
+        loader = environment.loader
+        assert loader is not None
+        files = {
+            name: loader.get_source(environment, name)[0]
+            for name in environment.list_templates()
+            if not name.startswith("centers/")
+        }
+        return TemplateSet.of(files)
+
+    def _snapshot_environment(self, version: str) -> ImmutableSandboxedEnvironment:
+        environment = self._snapshots.get(version)
+        if environment is None:
+            found = self._snapshot_source(version) if self._snapshot_source else None
+            if found is None:
+                raise UnknownTemplateVersion(version)
+            environment = _sandbox(DictLoader(dict(found.files)))
+            self._snapshots[version] = environment
+        return environment
+
+    def _source_digest(self, filename: str) -> bytes:
+        """A template file's hash, read again only when the file changes (not on every send)."""
+        stat = Path(filename).stat()
+        key = (filename, stat.st_mtime_ns, stat.st_size)
+        digest = self._digests.get(key)
+        if digest is None:
+            digest = hashlib.sha256(Path(filename).read_bytes()).digest()
+            self._digests[key] = digest
+        return digest
+
+    def search_path(self, center_ids: tuple[str, ...]) -> list[Path]:
+        """Where a center's templates are looked up: the site, its health system, the defaults."""
+        overrides = [self.templates_dir / "centers" / cid for cid in center_ids]
+        return [*(p for p in overrides if p.is_dir()), self.templates_dir]
+
+    def _environment(self, center_ids: tuple[str, ...]) -> ImmutableSandboxedEnvironment:
+        environment = self._environments.get(center_ids)
+        if environment is None:
+            # Centers with the same overrides share an environment and so its compiled
+            # templates: compiling them again for each of a hundred sites took seconds at start.
+            search_path = tuple(str(p) for p in self.search_path(center_ids))
+            environment = self._by_search_path.get(search_path) or _sandbox(
+                FileSystemLoader(list(search_path))
+            )
+            self._by_search_path[search_path] = environment
+            self._environments[center_ids] = environment
+        return environment
+
+    def _failing_template(self, exc: BaseException) -> tuple[str, int] | None:
+        """The template file and line a render error happened in (Jinja puts them in the
+        traceback): names a center's override or the shared layout rather than the message."""
+        root = self.templates_dir.resolve()
+        found = None
+        traceback = exc.__traceback__
+        while traceback is not None:
+            filename = traceback.tb_frame.f_code.co_filename
+            if Path(filename).resolve().is_relative_to(root):
+                found = (filename, traceback.tb_lineno)
+            traceback = traceback.tb_next
+        return found
+
+    def exists(self, name: str, center_ids: tuple[str, ...] = ()) -> bool:
+        environment = self._environment(center_ids)
+        available = set(environment.list_templates())
+        return all(f"{name}/{part}" in available for part in PARTS)
+
+    def render(
+        self,
+        name: str,
+        context: MessageContext,
+        center_ids: tuple[str, ...] = (),
+        version: str | None = None,
+    ) -> RenderedMessage:
+        """Render the three parts of message ``name`` as the center would receive it: from the
+        template set ``version`` when given (the one its incident was planned with), else from
+        the files on disk. A message the set does not have (one the service learned to send
+        after the incident opened) comes from the files on disk."""
+        environment = self._environment(center_ids)
+        if version is not None:
+            snapshot = self._snapshot_environment(version)
+            if all(f"{name}/{part}" in snapshot.list_templates() for part in PARTS):
+                environment = snapshot
+            else:
+                version = None
+        values = context.model_dump()
+        rendered: list[str] = []
+        digest = hashlib.sha256()
+        for part in PARTS:
+            template_name = f"{name}/{part}"
+            try:
+                template = environment.get_template(template_name)
+                rendered.append(template.render(values))
+            except Exception as exc:  # a template can raise anything (1 + 'a'): it is its error
+                found = self._failing_template(exc)
+                where = getattr(exc, "filename", None) or (found[0] if found else template_name)
+                line = getattr(exc, "lineno", None) or (found[1] if found else None)
+                at = f"line {line}: " if line else ""
+                detail = exc.message if isinstance(exc, TemplateError) else str(exc)
+                raise RenderError(where, f"{at}{detail or type(exc).__name__}") from exc
+            if version is None:
+                assert template.filename is not None
+                digest.update(self._source_digest(template.filename))
+        if version is None:
+            for layout in LAYOUTS:
+                try:
+                    filename = environment.get_template(layout).filename
+                except TemplateNotFound:
+                    continue
+                assert filename is not None
+                digest.update(self._source_digest(filename))
+        subject = " ".join(rendered[0].split())
+        if not subject:
+            raise RenderError(f"{name}/subject.txt", "renders an empty subject")
+        return RenderedMessage(
+            subject=subject[:MAX_SUBJECT_LENGTH],
+            text=rendered[1],
+            html=rendered[2],
+            version=version or digest.hexdigest()[:16],
+        )
+
+
+def _sandbox(loader: BaseLoader) -> ImmutableSandboxedEnvironment:
+    return ImmutableSandboxedEnvironment(
+        loader=loader,
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )

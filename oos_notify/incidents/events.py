@@ -1,0 +1,551 @@
+"""Release-spec failure events and their follow-ups: validation, idempotency, opening and updating
+incidents, and scheduling what the agreement says, all in the caller's one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Row
+from sqlalchemy import select as sa_select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from oos_notify.agreements import business_time
+from oos_notify.agreements.business_time import CenterCalendar
+from oos_notify.agreements.config import Agreements, EffectiveAgreement
+from oos_notify.agreements.vocabulary import (
+    OPENING_EVENT_TYPES,
+    SEVERITY_ORDER,
+    Disposition,
+    EventType,
+    KeyDate,
+    Severity,
+)
+from oos_notify.errors import Conflict, InvalidFields
+from oos_notify.ids import new_id
+from oos_notify.incidents.planning import (
+    IncidentFacts,
+    PlanResult,
+    derive_severity,
+    plan_follow_up,
+    plan_key_date_steps,
+    plan_opening,
+)
+from oos_notify.store import audit, outbox
+from oos_notify.store.instants import UtcInstant
+from oos_notify.store.lifecycle import IncidentStatus, NotificationKind, can_move
+from oos_notify.store.models import Event, Incident, Notification
+from oos_notify.store.outbox import PlannedNotification
+
+Reference = Annotated[
+    str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+]
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+KeyDateValue = Annotated[date, Field(ge=date(2000, 1, 1), le=date(2100, 12, 31))]
+"""A treatment date; outside these years it is a typo, and near year 1 planning cannot count
+back from it (the fuzzer found the 500)."""
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class FailedAttribute(_Input):
+    attribute: ShortText
+    specification: ShortText
+    result: ShortText
+    method: ShortText | None = None
+
+
+class QaContact(_Input):
+    name: ShortText
+    email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")]
+    phone: Annotated[str, Field(max_length=40, pattern=r"^[0-9+()./ -]+$")] | None = None
+
+
+class EventIn(_Input):
+    """One event about one incident, as manufacturer QA posts it: identifiers, no patient data."""
+
+    event_id: Reference
+    type: EventType
+    incident_ref: Reference
+    occurred_at: UtcInstant
+    center_id: Reference
+    product_code: Reference | None = None
+    lot_number: Reference | None = None
+    chain_of_identity: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{3,64}$")] | None = None
+    severity: Severity | None = None
+    failed_attributes: Annotated[list[FailedAttribute], Field(max_length=50)] = []
+    disposition: Disposition | None = None
+    key_dates: dict[KeyDate, KeyDateValue] = {}
+    summary: Annotated[str, Field(max_length=4000)] | None = None
+    qa_contact: QaContact | None = None
+
+    def body_hash(self) -> str:
+        """The same event, however its JSON was spaced or ordered, hashes the same."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ScheduledOut(BaseModel):
+    notification_id: str
+    recipient: str
+    role: str
+    template: str
+    due_at: datetime
+
+
+class EventAccepted(BaseModel):
+    incident_id: str
+    event_id: str
+    duplicate: bool
+    status: IncidentStatus
+    scheduled: list[ScheduledOut]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    answer: EventAccepted
+    schedules_now: bool
+    """Whether a notification is due at once, so the dispatcher should be woken."""
+
+
+def _shape_errors(event: EventIn) -> list[tuple[str, str, str]]:
+    """Fields a given event type needs, beyond what the schema alone can say."""
+    errors: list[tuple[str, str, str]] = []
+    if event.type in OPENING_EVENT_TYPES:
+        for name in ("product_code", "lot_number", "chain_of_identity"):
+            if getattr(event, name) is None:
+                errors.append((name, f"required for a {event.type} event", "missing"))
+        if not event.failed_attributes:
+            errors.append(
+                ("failed_attributes", f"a {event.type} event names at least one", "missing")
+            )
+    if event.type is EventType.DISPOSITION and event.disposition in (
+        None,
+        Disposition.UNDER_INVESTIGATION,
+    ):
+        choices = ", ".join(d for d in Disposition if d is not Disposition.UNDER_INVESTIGATION)
+        errors.append(("disposition", f"a disposition event says which one: {choices}", "missing"))
+    return errors
+
+
+def ingest(
+    session: Session,
+    event: EventIn,
+    agreements: Agreements,
+    now: datetime,
+    mail_domain: str,
+    template_versions: Mapping[str, str] | None = None,
+) -> IngestResult:
+    """Record an event; open or update its incident; schedule what the agreement says.
+    ``template_versions`` names each center's stored template set, kept with a new incident."""
+    body_hash = event.body_hash()
+    earlier = _received(session, event.event_id)
+    if earlier is not None:
+        return _repeat(earlier, body_hash)
+
+    errors = _shape_errors(event)
+    if event.center_id not in agreements.center_ids():
+        errors.append(("center_id", f"unknown center {event.center_id!r}", "unknown_center"))
+    if event.product_code is not None and agreements.product(event.product_code) is None:
+        errors.append(
+            ("product_code", f"unknown product {event.product_code!r}", "unknown_product")
+        )
+    incident = session.exec(
+        select(Incident).where(Incident.incident_ref == event.incident_ref)
+    ).first()
+    if incident is None and event.type not in OPENING_EVENT_TYPES:
+        errors.append(
+            (
+                "incident_ref",
+                f"no incident {event.incident_ref!r}: an incident opens with a "
+                "release_failure or late_result event",
+                "unknown_incident",
+            )
+        )
+    if errors:
+        raise InvalidFields(errors)
+
+    try:
+        template_version = (template_versions or {}).get(event.center_id)
+        answer = _apply(
+            session, event, incident, agreements, now, mail_domain, body_hash, template_version
+        )
+    except IntegrityError:
+        # A concurrent request with the same event_id or incident_ref committed first.
+        session.rollback()
+        earlier = _received(session, event.event_id)
+        if earlier is not None:
+            return _repeat(earlier, body_hash)
+        raise Conflict(
+            f"incident {event.incident_ref!r} was opened by a concurrent event; send this one again"
+        ) from None
+    return IngestResult(answer, schedules_now=any(s.due_at <= now for s in answer.scheduled))
+
+
+def _apply(
+    session: Session,
+    event: EventIn,
+    incident: Incident | None,
+    agreements: Agreements,
+    now: datetime,
+    mail_domain: str,
+    body_hash: str,
+    template_version: str | None,
+) -> EventAccepted:
+    if incident is None:
+        agreement = agreements.effective(event.center_id)
+        incident, scheduled = _open(session, event, agreement, now, mail_domain, template_version)
+    else:
+        scheduled = _follow_up(session, incident, event, now, mail_domain)
+    answer = EventAccepted(
+        incident_id=incident.id,
+        event_id=event.event_id,
+        duplicate=False,
+        status=IncidentStatus(incident.status),
+        scheduled=scheduled,
+    )
+    session.execute(
+        _EVENTS.insert(),
+        {
+            "event_id": event.event_id,
+            "incident_id": incident.id,
+            "type": event.type,
+            "occurred_at": event.occurred_at,
+            "received_at": now,
+            "body_hash": body_hash,
+            "payload": event.model_dump(mode="json"),
+            "response": answer.model_dump(mode="json"),
+        },
+    )
+    audit.record(
+        session,
+        now,
+        "event_received",
+        "manufacturer",
+        incident_id=incident.id,
+        event_id=event.event_id,
+        type=event.type,
+    )
+    session.flush()
+    return answer
+
+
+_EVENTS = Event.__table__  # type: ignore[attr-defined]
+_INCIDENTS = Incident.__table__  # type: ignore[attr-defined]
+"""Core statements for the rows every opening event writes once and never changes in the same
+transaction: the ORM's unit of work cost more than the inserts themselves."""
+
+
+def _received(session: Session, event_id: str) -> Row[Any] | None:
+    """The event received earlier under ``event_id`` (its id, body hash and response), if any."""
+    columns = (_EVENTS.c.event_id, _EVENTS.c.body_hash, _EVENTS.c.response)
+    return session.execute(sa_select(*columns).where(_EVENTS.c.event_id == event_id)).first()
+
+
+def _repeat(earlier: Row[Any], body_hash: str) -> IngestResult:
+    if earlier.body_hash != body_hash:
+        raise Conflict(
+            f"event_id {earlier.event_id!r} was already received with a different body; "
+            "use a new event_id for a new event"
+        )
+    answer = EventAccepted.model_validate({**earlier.response, "duplicate": True})
+    return IngestResult(answer, schedules_now=False)
+
+
+def _open(
+    session: Session,
+    event: EventIn,
+    agreement: EffectiveAgreement,
+    now: datetime,
+    mail_domain: str,
+    template_version: str | None,
+) -> tuple[Incident, list[ScheduledOut]]:
+    assert event.product_code and event.lot_number and event.chain_of_identity
+    calendar = CenterCalendar.of(agreement)
+    severity, rule = _severity(event, agreement, calendar, event.key_dates, now)
+    promise = agreement.notify_within.get(severity)
+    incident = Incident(
+        id=new_id("inc"),
+        incident_ref=event.incident_ref,
+        center_id=event.center_id,
+        product_code=event.product_code,
+        lot_number=event.lot_number,
+        chain_of_identity=event.chain_of_identity,
+        opening_type=event.type,
+        plan_type=event.type,
+        severity=severity,
+        severity_rule=rule,
+        status=IncidentStatus.NOTIFYING,
+        disposition=event.disposition,
+        failed_attributes=[a.model_dump(mode="json") for a in event.failed_attributes],
+        key_dates={k.value: v.isoformat() for k, v in event.key_dates.items()},
+        summary=event.summary,
+        qa_contact=event.qa_contact.model_dump(mode="json") if event.qa_contact else None,
+        agreement_version=agreement.version(),
+        agreement=agreement.model_dump(mode="json"),
+        template_version=template_version,
+        opened_at=now,
+        updated_at=now,
+        notify_deadline=(
+            business_time.add(now, promise, calendar, business_hours=False) if promise else None
+        ),
+    )
+    # Inserted at once (the rows that follow reference it) and not tracked by the session:
+    # nothing in this transaction changes it again.
+    session.execute(_INCIDENTS.insert(), incident.model_dump())
+    audit.record(
+        session,
+        now,
+        "incident_opened",
+        "manufacturer",
+        incident_id=incident.id,
+        incident_ref=incident.incident_ref,
+        center_id=incident.center_id,
+        severity=severity,
+        severity_rule=rule,
+        agreement_version=incident.agreement_version,
+        template_version=template_version,
+        plan=agreement.plans[EventType(event.type)].id,
+        notify_deadline=incident.notify_deadline.isoformat() if incident.notify_deadline else None,
+    )
+    result = plan_opening(agreement, IncidentFacts(event.type, severity, event.key_dates), now)
+    return incident, _schedule(session, incident, result, now, mail_domain)
+
+
+def _severity(
+    event: EventIn,
+    agreement: EffectiveAgreement,
+    calendar: CenterCalendar,
+    key_dates: Mapping[KeyDate, date],
+    now: datetime,
+) -> tuple[Severity, str | None]:
+    """The event's own severity, else the one the agreement's rules derive (with the rule)."""
+    if event.severity is not None:
+        return event.severity, None
+    attributes = (a.attribute for a in event.failed_attributes)
+    rules = agreement.severity_rules
+    return derive_severity(rules, event.type, attributes, key_dates, calendar, now)
+
+
+def _schedule(
+    session: Session,
+    incident: Incident,
+    result: PlanResult,
+    now: datetime,
+    mail_domain: str,
+    extra: Sequence[PlannedNotification] = (),
+) -> list[ScheduledOut]:
+    """Write what planning produced, and say in the audit trail which steps it had to skip."""
+    for skipped in result.skipped:
+        audit.record(
+            session,
+            now,
+            "step_skipped",
+            "planner",
+            incident_id=incident.id,
+            kind=skipped.kind,
+            level=skipped.level,
+            reason=skipped.reason,
+        )
+    planned = [*result.notifications, *extra]
+    scheduled = outbox.schedule(session, incident.id, planned, now, mail_domain)
+    return [
+        ScheduledOut(
+            notification_id=notification_id,
+            recipient=item.recipient_email,
+            role=item.role,
+            template=item.template,
+            due_at=item.due_at,
+        )
+        for notification_id, item in scheduled
+    ]
+
+
+def _follow_up(
+    session: Session, incident: Incident, event: EventIn, now: datetime, mail_domain: str
+) -> list[ScheduledOut]:
+    """Apply a follow-up to an open incident: update its facts, re-plan what they change, tell
+    everyone already told, and close the incident where the event ends it."""
+    status = IncidentStatus(incident.status)
+    if status.is_closed:
+        raise Conflict(
+            f"incident {incident.incident_ref!r} is {status}; it accepts no further events"
+        )
+    if event.center_id != incident.center_id:
+        raise Conflict(
+            f"incident {incident.incident_ref!r} belongs to center {incident.center_id!r}, "
+            f"not {event.center_id!r}"
+        )
+    if event.type is EventType.RELEASE_FAILURE:
+        raise Conflict(
+            f"incident {incident.incident_ref!r} is already open; "
+            "send an update or late_result event for new facts"
+        )
+    agreement = EffectiveAgreement.model_validate(incident.agreement)
+    told = outbox.told(session, incident.id)
+    moved = _update_facts(session, incident, event, now)
+    result = PlanResult([], [])
+    if event.type is EventType.LATE_RESULT:
+        result = _restart_escalation(session, incident, event, agreement, now)
+    elif moved:
+        result = _move_key_date_steps(session, incident, agreement, moved, now)
+    elif event.type in CLOSING:
+        _close(session, incident, CLOSING[event.type], now)
+    starting_now = {n.recipient_email.lower() for n in result.notifications if n.due_at <= now}
+    notices = plan_follow_up(
+        agreement,
+        event.type,
+        Disposition(incident.disposition) if incident.disposition else None,
+        [person for person in told if person.email.lower() not in starting_now],
+        now,
+    )
+    incident.updated_at = now
+    session.add(incident)
+    return _schedule(session, incident, result, now, mail_domain, notices)
+
+
+PLAN_STEP_KINDS = [NotificationKind.ESCALATION.value, NotificationKind.PATIENT.value]
+"""What a restarted escalation replaces: the old plan's steps, not receipts or notices."""
+
+CLOSING = {
+    EventType.RESOLVED: IncidentStatus.RESOLVED,
+    EventType.WITHDRAWN: IncidentStatus.WITHDRAWN,
+}
+
+
+def _update_facts(
+    session: Session, incident: Incident, event: EventIn, now: datetime
+) -> set[KeyDate]:
+    """Write the event's new facts on the incident; return the key dates that changed."""
+    changed: dict[str, Any] = {}
+    if event.disposition is not None and event.disposition != incident.disposition:
+        changed["disposition"] = event.disposition.value
+        incident.disposition = event.disposition
+    moved = {
+        key
+        for key, day in event.key_dates.items()
+        if incident.key_dates.get(key.value) != day.isoformat()
+    }
+    if moved:
+        changed["key_dates"] = {k.value: event.key_dates[k].isoformat() for k in sorted(moved)}
+        incident.key_dates = {
+            **incident.key_dates,
+            **{k.value: v.isoformat() for k, v in event.key_dates.items()},
+        }
+    if event.failed_attributes:
+        changed["failed_attributes"] = len(event.failed_attributes)
+        incident.failed_attributes = [
+            *incident.failed_attributes,
+            *(a.model_dump(mode="json") for a in event.failed_attributes),
+        ]
+    if event.summary is not None and event.summary != incident.summary:
+        changed["summary"] = True
+        incident.summary = event.summary
+    if changed:
+        audit.record(
+            session,
+            now,
+            "incident_updated",
+            "manufacturer",
+            incident_id=incident.id,
+            event_type=event.type,
+            **changed,
+        )
+    return moved
+
+
+def _facts(incident: Incident) -> IncidentFacts:
+    return IncidentFacts(
+        EventType(incident.plan_type),
+        Severity(incident.severity),
+        {KeyDate(k): date.fromisoformat(v) for k, v in incident.key_dates.items()},
+    )
+
+
+def _restart_escalation(
+    session: Session,
+    incident: Incident,
+    event: EventIn,
+    agreement: EffectiveAgreement,
+    now: datetime,
+) -> PlanResult:
+    """A late result is news the center must confirm again: the escalation starts over under
+    the center's plan for late results, with the severity the result calls for."""
+    facts = _facts(incident)
+    severity, rule = _severity(event, agreement, CenterCalendar.of(agreement), facts.key_dates, now)
+    if SEVERITY_ORDER.index(severity) < SEVERITY_ORDER.index(Severity(incident.severity)):
+        incident.severity, incident.severity_rule = severity, rule
+    outbox.cancel_pending(
+        session,
+        incident.id,
+        now,
+        "a late result restarted the escalation",
+        col(Notification.kind).in_(PLAN_STEP_KINDS),
+    )
+    audit.record(
+        session,
+        now,
+        "escalation_restarted",
+        "manufacturer",
+        incident_id=incident.id,
+        status_from=incident.status,
+        status_to=IncidentStatus.NOTIFYING.value,
+        severity=incident.severity,
+        severity_rule=incident.severity_rule,
+        plan=agreement.plans[EventType.LATE_RESULT].id,
+        round=incident.ack_round + 1,
+    )
+    incident.status = IncidentStatus.NOTIFYING
+    incident.plan_type = EventType.LATE_RESULT
+    incident.escalation_level = 0
+    incident.ack_round += 1
+    return plan_opening(agreement, _facts(incident), now)
+
+
+def _move_key_date_steps(
+    session: Session,
+    incident: Incident,
+    agreement: EffectiveAgreement,
+    moved: set[KeyDate],
+    now: datetime,
+) -> PlanResult:
+    """Steps due before a key date follow it when it moves (or plan once it is known)."""
+    outbox.cancel_pending(
+        session,
+        incident.id,
+        now,
+        "its key date moved",
+        col(Notification.anchor).in_([k.value for k in moved]),
+    )
+    return plan_key_date_steps(
+        agreement,
+        _facts(incident),
+        moved,
+        acknowledged=incident.status == IncidentStatus.ACKNOWLEDGED,
+        sent=outbox.sent_steps(session, incident.id),
+        now=now,
+    )
+
+
+def _close(session: Session, incident: Incident, target: IncidentStatus, now: datetime) -> None:
+    assert can_move(IncidentStatus(incident.status), target)  # every open status may close
+    audit.record(
+        session,
+        now,
+        "incident_status_changed",
+        "manufacturer",
+        incident_id=incident.id,
+        status_from=incident.status,
+        status_to=target,
+    )
+    incident.status = target
+    incident.closed_at = now
+    outbox.cancel_pending(session, incident.id, now, f"incident {target}")

@@ -1,0 +1,327 @@
+"""What to send to whom and when: pure functions from an incident and its agreement."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from oos_notify.agreements import business_time
+from oos_notify.agreements.business_time import CenterCalendar
+from oos_notify.agreements.config import (
+    EffectiveAgreement,
+    PatientStep,
+    Plan,
+    Recipient,
+    SeverityRule,
+    Step,
+)
+from oos_notify.agreements.vocabulary import (
+    MANUFACTURER_PREFIX,
+    CenterRole,
+    Disposition,
+    EventType,
+    KeyDate,
+    ManufacturerRole,
+    Severity,
+)
+from oos_notify.store.lifecycle import Condition, NotificationKind
+from oos_notify.store.outbox import Addressee, PlannedNotification
+
+DELIVERY_FAILURE_TEMPLATE = "delivery_failure"
+
+
+FOLLOW_UP_TEMPLATES: dict[EventType, str] = {
+    EventType.UPDATE: "incident_update",
+    EventType.LATE_RESULT: "late_result_notice",
+    EventType.DISPOSITION: "disposition_notice",
+    EventType.RESOLVED: "incident_resolved",
+    EventType.WITHDRAWN: "incident_withdrawn",
+}
+"""The default message that tells everyone already told about each follow-up event."""
+
+DECISION_TEMPLATE = "oos_release_decision"
+DECISION_ROLES = (CenterRole.PHYSICIAN, CenterRole.COORDINATOR)
+"""Who is asked to decide on an OOS product: the center's physicians, else its coordinators."""
+
+
+@dataclass(frozen=True)
+class IncidentFacts:
+    """What planning needs to know about an incident."""
+
+    event_type: EventType
+    severity: Severity
+    key_dates: Mapping[KeyDate, date]
+
+
+@dataclass(frozen=True)
+class SkippedStep:
+    """A step that could not be planned, and why: kept so that the gap is visible, not silent."""
+
+    kind: NotificationKind
+    level: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    notifications: list[PlannedNotification]
+    skipped: list[SkippedStep]
+
+
+def derive_severity(
+    rules: Sequence[SeverityRule],
+    event_type: EventType,
+    failed_attributes: Iterable[str],
+    key_dates: Mapping[KeyDate, date],
+    calendar: CenterCalendar,
+    now: datetime,
+) -> tuple[Severity, str]:
+    """The severity of an event that came without one, and the name of the rule that chose it."""
+    attributes = {a.strip().lower() for a in failed_attributes}
+    for rule in rules:
+        if rule.event_type and event_type not in rule.event_type:
+            continue
+        if rule.failed_attribute and not attributes & {a.lower() for a in rule.failed_attribute}:
+            continue
+        if rule.key_date_within and not any(
+            key in key_dates
+            and calendar.start_of(key_dates[key])
+            <= business_time.add(now, within, calendar, business_hours=False)
+            for key, within in rule.key_date_within.items()
+        ):
+            continue
+        return rule.severity, rule.name
+    return Severity.MAJOR, "no severity rule matched: major"
+
+
+def plan_for(agreement: EffectiveAgreement, event_type: EventType) -> Plan:
+    """The escalation plan an opening event runs under at this center."""
+    return agreement.plans[event_type]
+
+
+def plan_opening(
+    agreement: EffectiveAgreement, facts: IncidentFacts, opened_at: datetime
+) -> PlanResult:
+    """The notifications an incident schedules when it opens (or when a late result re-opens
+    its escalation under the urgent plan)."""
+    plan = plan_for(agreement, facts.event_type)
+    return _plan_steps(agreement, plan, facts, opened_at, _unacknowledged_steps(plan))
+
+
+def plan_acknowledged(
+    agreement: EffectiveAgreement, facts: IncidentFacts, acknowledged_at: datetime
+) -> PlanResult:
+    """The notifications an acknowledgement starts (the ``when: acknowledged`` steps)."""
+    plan = plan_for(agreement, facts.event_type)
+    return _plan_steps(agreement, plan, facts, acknowledged_at, _acknowledged_steps(plan))
+
+
+def plan_key_date_steps(
+    agreement: EffectiveAgreement,
+    facts: IncidentFacts,
+    moved: Collection[KeyDate],
+    acknowledged: bool,
+    sent: Collection[tuple[NotificationKind, int]],
+    now: datetime,
+) -> PlanResult:
+    """The steps due before key dates that have just moved (or appeared), planned anew.
+
+    Only the steps the incident's state still calls for are planned (those waiting for an
+    acknowledgement before it, the ``when: acknowledged`` ones after it), and a step already
+    sent is not sent again: its recipients hear of the move through the update notice.
+    """
+    plan = plan_for(agreement, facts.event_type)
+    steps = _acknowledged_steps(plan) if acknowledged else _unacknowledged_steps(plan)
+    steps = [
+        (kind, level, step, condition)
+        for kind, level, step, condition in steps
+        if step.before in moved and (kind, level) not in sent
+    ]
+    return _plan_steps(agreement, plan, facts, now, steps)
+
+
+def plan_follow_up(
+    agreement: EffectiveAgreement,
+    event_type: EventType,
+    disposition: Disposition | None,
+    told: Sequence[Addressee],
+    now: datetime,
+) -> list[PlannedNotification]:
+    """Tell everyone already told about a follow-up event, at once.
+
+    When the manufacturer offers an out-of-specification product for release, the center's
+    physicians (else its coordinators) are asked for a decision, with a link, whether or not
+    they were told before; everyone else already told gets the disposition notice.
+    """
+    deciders: list[Addressee] = []
+    if event_type is EventType.DISPOSITION and disposition is Disposition.OOS_RELEASE_OFFERED:
+        for role in DECISION_ROLES:
+            contacts = agreement.contacts_for(Recipient(role, manufacturer=False))
+            deciders = [Addressee(c.id, role, c.name, c.email) for c in contacts]
+            if deciders:
+                break
+    deciding = {d.email.lower() for d in deciders}
+    notices = [
+        _immediate(NotificationKind.DECISION, person, DECISION_TEMPLATE, now, with_ack_link=True)
+        for person in _distinct(deciders)
+    ]
+    notices += [
+        _immediate(NotificationKind.FOLLOW_UP, person, FOLLOW_UP_TEMPLATES[event_type], now)
+        for person in _distinct(told)
+        if person.email.lower() not in deciding
+    ]
+    return notices
+
+
+def _distinct(people: Iterable[Addressee]) -> list[Addressee]:
+    """One per email address, the first one kept."""
+    by_email: dict[str, Addressee] = {}
+    for person in people:
+        by_email.setdefault(person.email.lower(), person)
+    return list(by_email.values())
+
+
+def _immediate(
+    kind: NotificationKind,
+    person: Addressee,
+    template: str,
+    now: datetime,
+    with_ack_link: bool = False,
+) -> PlannedNotification:
+    return PlannedNotification(
+        kind=kind,
+        level=0,
+        role=person.role,
+        contact_id=person.contact_id,
+        recipient_name=person.name,
+        recipient_email=person.email,
+        template=template,
+        due_at=now,
+        condition=Condition.ALWAYS,
+        with_ack_link=with_ack_link,
+    )
+
+
+_PlanStep = tuple[NotificationKind, int, Step | PatientStep, Condition]
+
+
+def _unacknowledged_steps(plan: Plan) -> list[_PlanStep]:
+    steps: list[_PlanStep] = [
+        (NotificationKind.ESCALATION, level, step, Condition.UNACKNOWLEDGED)
+        for level, step in enumerate(plan.steps)
+    ]
+    return steps + [
+        (NotificationKind.PATIENT, level, step, Condition.UNACKNOWLEDGED)
+        for level, step in enumerate(plan.patient_communication)
+        if step.when == Condition.UNACKNOWLEDGED.value
+    ]
+
+
+def _acknowledged_steps(plan: Plan) -> list[_PlanStep]:
+    return [
+        (NotificationKind.PATIENT, level, step, Condition.ACKNOWLEDGED)
+        for level, step in enumerate(plan.patient_communication)
+        if step.when == Condition.ACKNOWLEDGED.value
+    ]
+
+
+def plan_to_qa(
+    agreement: EffectiveAgreement,
+    qa_contact: Mapping[str, str] | None,
+    kind: NotificationKind,
+    template: str,
+    due_at: datetime,
+    condition: Condition,
+) -> list[PlannedNotification]:
+    """A message to the manufacturer's QA: the event's QA contact, else the agreement's QA desk."""
+    if qa_contact:
+        people = [("qa_contact", qa_contact["name"], qa_contact["email"])]
+    else:
+        people = [
+            (c.id, c.name, c.email)
+            for c in agreement.manufacturer_contacts.get(ManufacturerRole.QA, [])
+        ]
+    return [
+        PlannedNotification(
+            kind=kind,
+            level=0,
+            role=f"{MANUFACTURER_PREFIX}{ManufacturerRole.QA}",
+            contact_id=contact_id,
+            recipient_name=name,
+            recipient_email=email,
+            template=template,
+            due_at=due_at,
+            condition=condition,
+            with_ack_link=False,
+        )
+        for contact_id, name, email in people
+    ]
+
+
+def _plan_steps(
+    agreement: EffectiveAgreement,
+    plan: Plan,
+    facts: IncidentFacts,
+    trigger_at: datetime,
+    steps: list[_PlanStep],
+) -> PlanResult:
+    calendar = CenterCalendar.of(agreement)
+    business_hours_apply = (
+        facts.severity is not Severity.CRITICAL or plan.critical_uses_business_hours
+    )
+    planned: list[PlannedNotification] = []
+    skipped: list[SkippedStep] = []
+    for kind, level, step, condition in steps:
+        due_at = _due_at(step, facts, calendar, trigger_at, business_hours_apply)
+        if due_at is None:
+            skipped.append(SkippedStep(kind, level, f"the incident has no key date {step.before}"))
+            continue
+        seen: set[str] = set()
+        for recipient in step.notify:
+            contacts = agreement.contacts_for(recipient)
+            if not contacts:
+                skipped.append(SkippedStep(kind, level, f"nobody has the role {recipient}"))
+            for contact in contacts:
+                if contact.email.lower() in seen:
+                    continue
+                seen.add(contact.email.lower())
+                planned.append(
+                    PlannedNotification(
+                        kind=kind,
+                        level=level,
+                        role=str(recipient),
+                        contact_id=contact.id,
+                        recipient_name=contact.name,
+                        recipient_email=contact.email,
+                        template=step.template,
+                        due_at=due_at,
+                        condition=condition,
+                        # Only the escalation's own center contacts can stop it: a patient
+                        # liaison's confirmation must not silence the clinical team's notice.
+                        with_ack_link=(
+                            kind is NotificationKind.ESCALATION and not recipient.manufacturer
+                        ),
+                        anchor=step.before,
+                    )
+                )
+    return PlanResult(planned, skipped)
+
+
+def _due_at(
+    step: Step | PatientStep,
+    facts: IncidentFacts,
+    calendar: CenterCalendar,
+    trigger_at: datetime,
+    business_hours_apply: bool,
+) -> datetime | None:
+    """When a step is due; a time already past means 'now' (the promise is to tell, late or not)."""
+    business_hours = step.business_hours and business_hours_apply
+    if step.after is not None:
+        return business_time.add(trigger_at, step.after, calendar, business_hours)
+    assert step.before is not None and step.by is not None  # guaranteed by Timing's validator
+    key_date = facts.key_dates.get(step.before)
+    if key_date is None:
+        return None
+    due = business_time.subtract(calendar.start_of(key_date), step.by, calendar, business_hours)
+    return max(due, trigger_at)

@@ -1,0 +1,314 @@
+"""Incidents as the manufacturer reads them: listing, detail, the audit timeline."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import ColumnElement, and_, not_, or_
+from sqlmodel import Session, col, select
+
+from oos_notify.errors import InvalidFields, NotFound
+from oos_notify.store.lifecycle import IncidentStatus
+from oos_notify.store.models import (
+    Acknowledgement,
+    AuditEntry,
+    Event,
+    Incident,
+    Notification,
+)
+
+
+class PromiseState(StrEnum):
+    MET = "met"
+    BREACHED = "breached"
+    PENDING = "pending"
+    """Nothing delivered yet, and the deadline has not passed."""
+
+
+class NotifyWithin(BaseModel):
+    """The agreement's promise to deliver the first notice by ``deadline``, and how it went."""
+
+    deadline: datetime
+    first_delivered_at: datetime | None
+    state: PromiseState
+
+    @classmethod
+    def of(cls, incident: Incident, now: datetime) -> NotifyWithin | None:
+        deadline, delivered = incident.notify_deadline, incident.first_delivered_at
+        if deadline is None:
+            return None
+        if delivered is not None:
+            state = PromiseState.MET if delivered <= deadline else PromiseState.BREACHED
+        else:
+            state = PromiseState.PENDING if now <= deadline else PromiseState.BREACHED
+        return cls(deadline=deadline, first_delivered_at=delivered, state=state)
+
+
+def breached(now: datetime) -> ColumnElement[bool]:
+    """The SQL twin of ``NotifyWithin.state == BREACHED``, for filtering the listing."""
+    deadline, delivered = col(Incident.notify_deadline), col(Incident.first_delivered_at)
+    return and_(
+        deadline.is_not(None),
+        or_(
+            and_(delivered.is_not(None), delivered > deadline),
+            and_(delivered.is_(None), deadline < now),
+        ),
+    )
+
+
+class IncidentSummary(BaseModel):
+    incident_id: str
+    incident_ref: str
+    center_id: str
+    product_code: str
+    lot_number: str
+    severity: str
+    status: str
+    disposition: str | None
+    escalation_level: int
+    opened_at: datetime
+    updated_at: datetime
+    acknowledged_at: datetime | None
+    notify_within: NotifyWithin | None
+    decision: str | None
+
+    @classmethod
+    def of(cls, incident: Incident, now: datetime) -> IncidentSummary:
+        return cls(
+            incident_id=incident.id,
+            incident_ref=incident.incident_ref,
+            center_id=incident.center_id,
+            product_code=incident.product_code,
+            lot_number=incident.lot_number,
+            severity=incident.severity,
+            status=incident.status,
+            disposition=incident.disposition,
+            escalation_level=incident.escalation_level,
+            opened_at=incident.opened_at,
+            updated_at=incident.updated_at,
+            acknowledged_at=incident.acknowledged_at,
+            notify_within=NotifyWithin.of(incident, now),
+            decision=incident.decision,
+        )
+
+
+class IncidentPage(BaseModel):
+    items: list[IncidentSummary]
+    next_cursor: str | None
+
+
+class EventOut(BaseModel):
+    event_id: str
+    type: str
+    occurred_at: datetime
+    received_at: datetime
+
+
+class NotificationOut(BaseModel):
+    notification_id: str
+    kind: str
+    level: int
+    role: str
+    recipient: str
+    template: str
+    status: str
+    due_at: datetime
+    sent_at: datetime | None
+    attempts: int
+    last_error: str | None
+    message_id: str
+
+
+class AcknowledgementOut(BaseModel):
+    acknowledgement_id: str
+    purpose: str
+    round: int
+    by: str
+    role: str
+    response: str
+    comment: str | None
+    at: datetime
+
+
+class IncidentDetail(IncidentSummary):
+    chain_of_identity: str
+    severity_rule: str | None
+    plan: str
+    """The escalation plan in force (a late result switches to the center's plan for those)."""
+    ack_round: int
+    decided_at: datetime | None
+    summary: str | None
+    failed_attributes: list[dict[str, Any]]
+    key_dates: dict[str, str]
+    agreement_version: str
+    template_version: str | None
+    events: list[EventOut]
+    notifications: list[NotificationOut]
+    acknowledgements: list[AcknowledgementOut]
+
+
+class TimelineEntry(BaseModel):
+    seq: int
+    at: datetime
+    action: str
+    actor: str
+    notification_id: str | None
+    detail: dict[str, Any]
+
+
+def _encode_cursor(incident: Incident) -> str:
+    raw = f"{incident.opened_at.isoformat()}|{incident.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        opened_at, incident_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        instant = datetime.fromisoformat(opened_at)
+        if instant.tzinfo is None:  # every cursor given out carries an aware UTC instant
+            raise ValueError("naive cursor time")
+        return instant.astimezone(UTC), incident_id
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
+        raise InvalidFields(
+            [("cursor", "not a cursor this service gave out", "invalid_cursor")], "query"
+        ) from None
+
+
+def list_incidents(
+    session: Session,
+    *,
+    center_id: str | None,
+    status: IncidentStatus | None,
+    since: datetime | None,
+    breach: bool | None = None,
+    limit: int,
+    cursor: str | None,
+    now: datetime,
+) -> IncidentPage:
+    """Newest first; ``cursor`` continues where the previous page ended. ``breach`` keeps the
+    incidents whose ``notify_within`` promise was (True) or was not (False) broken."""
+    query = select(Incident)
+    if breach is not None:
+        query = query.where(breached(now) if breach else not_(breached(now)))
+    if center_id is not None:
+        query = query.where(Incident.center_id == center_id)
+    if status is not None:
+        query = query.where(Incident.status == status)
+    if since is not None:
+        query = query.where(col(Incident.opened_at) >= since)
+    if cursor is not None:
+        opened_at, incident_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(
+                col(Incident.opened_at) < opened_at,
+                and_(col(Incident.opened_at) == opened_at, col(Incident.id) < incident_id),
+            )
+        )
+    rows = session.exec(
+        query.order_by(col(Incident.opened_at).desc(), col(Incident.id).desc()).limit(limit + 1)
+    ).all()
+    page = list(rows[:limit])
+    next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
+    return IncidentPage(items=[IncidentSummary.of(i, now) for i in page], next_cursor=next_cursor)
+
+
+def _get(session: Session, incident_id: str) -> Incident:
+    incident = session.get(Incident, incident_id)
+    if incident is None:
+        raise NotFound(f"no incident {incident_id!r}")
+    return incident
+
+
+def detail(session: Session, incident_id: str, now: datetime) -> IncidentDetail:
+    incident = _get(session, incident_id)
+    events = session.exec(
+        select(Event).where(Event.incident_id == incident.id).order_by(col(Event.received_at))
+    ).all()
+    notifications = session.exec(
+        select(Notification)
+        .where(Notification.incident_id == incident.id)
+        .order_by(col(Notification.due_at), col(Notification.id))
+    ).all()
+    acks = session.exec(
+        select(Acknowledgement)
+        .where(Acknowledgement.incident_id == incident.id)
+        .order_by(col(Acknowledgement.at))
+    ).all()
+    return IncidentDetail(
+        **IncidentSummary.of(incident, now).model_dump(),
+        chain_of_identity=incident.chain_of_identity,
+        severity_rule=incident.severity_rule,
+        plan=incident.agreement["plans"][incident.plan_type]["id"],
+        ack_round=incident.ack_round,
+        decided_at=incident.decided_at,
+        summary=incident.summary,
+        failed_attributes=incident.failed_attributes,
+        key_dates=incident.key_dates,
+        agreement_version=incident.agreement_version,
+        template_version=incident.template_version,
+        events=[
+            EventOut(
+                event_id=e.event_id,
+                type=e.type,
+                occurred_at=e.occurred_at,
+                received_at=e.received_at,
+            )
+            for e in events
+        ],
+        notifications=[
+            NotificationOut(
+                notification_id=n.id,
+                kind=n.kind,
+                level=n.level,
+                role=n.role,
+                recipient=n.recipient_email,
+                template=n.template,
+                status=n.status,
+                due_at=n.due_at,
+                sent_at=n.sent_at,
+                attempts=n.attempts,
+                last_error=n.last_error,
+                message_id=n.message_id,
+            )
+            for n in notifications
+        ],
+        acknowledgements=[
+            AcknowledgementOut(
+                acknowledgement_id=a.id,
+                purpose=a.purpose,
+                round=a.round,
+                by=a.email,
+                role=a.role,
+                response=a.response,
+                comment=a.comment,
+                at=a.at,
+            )
+            for a in acks
+        ],
+    )
+
+
+def timeline(session: Session, incident_id: str) -> list[TimelineEntry]:
+    """The incident's audit trail in the order it happened."""
+    incident = _get(session, incident_id)
+    entries = session.exec(
+        select(AuditEntry)
+        .where(AuditEntry.incident_id == incident.id)
+        .order_by(col(AuditEntry.seq))
+    ).all()
+    return [
+        TimelineEntry(
+            seq=e.seq or 0,
+            at=e.at,
+            action=e.action,
+            actor=e.actor,
+            notification_id=e.notification_id,
+            detail=e.detail,
+        )
+        for e in entries
+    ]

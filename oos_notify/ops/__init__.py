@@ -1,0 +1,2 @@
+"""Operations: check-config, preview, readiness and metrics; commands that compose the layers
+below them."""

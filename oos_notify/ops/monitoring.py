@@ -1,0 +1,194 @@
+"""What operators watch: readiness of the service's parts, and metrics in Prometheus format.
+
+Metrics are read from the database at scrape time, so they are right after a restart and the
+same whichever replica is scraped: counts of events and notifications, the send latency and
+time-to-acknowledge histograms, and the notifications that are overdue now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from sqlalchemy import case, func, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, col, select
+
+from oos_notify.delivery.dispatch import Dispatcher
+from oos_notify.store.lifecycle import NotificationStatus
+from oos_notify.store.models import DeliveryAttempt, Event, Incident, Notification
+
+DATABASE_TIMEOUT_SECONDS = 2.0
+SEND_BUCKETS_SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+ACK_BUCKETS_SECONDS = tuple(
+    minutes * 60.0 for minutes in (5, 15, 30, 60, 120, 240, 480, 1440, 4320)
+)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    checks: dict[str, str]
+
+
+def _ping(engine: Engine) -> None:
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+async def readiness(engine: Engine, dispatcher: Dispatcher | None) -> Readiness:
+    """Database and dispatcher must work for the service to be ready; an unreachable mail server
+    is reported but does not make it unready: events are still accepted and their notifications
+    wait in the outbox until the server is back."""
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(asyncio.to_thread(_ping, engine), DATABASE_TIMEOUT_SECONDS)
+        checks["database"] = "ok"
+    except TimeoutError:
+        checks["database"] = f"no answer within {DATABASE_TIMEOUT_SECONDS:g} s"
+    except SQLAlchemyError as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    running = dispatcher is not None and dispatcher.running
+    checks["scheduler"] = "ok" if running else "stopped"
+    ready = checks["database"] == "ok" and running
+    if dispatcher is not None:
+        problem = await dispatcher.probe_mail()
+        checks["smtp"] = "ok" if problem is None else f"queueing, server unreachable: {problem}"
+    return Readiness(ready, checks)
+
+
+def _histogram(
+    name: str,
+    documentation: str,
+    bounds: Sequence[float],
+    counts: Sequence[int],
+    total: int,
+    sum_value: float,
+    labels: Sequence[str] = (),
+    label_values: Sequence[str] = (),
+) -> HistogramMetricFamily:
+    """A histogram family from per-bucket cumulative counts (``le`` upper bounds)."""
+    family = HistogramMetricFamily(name, documentation, labels=list(labels))
+    buckets = [(f"{bound:g}", count) for bound, count in zip(bounds, counts, strict=True)]
+    family.add_metric(list(label_values), [*buckets, ("+Inf", total)], sum_value)
+    return family
+
+
+class DatabaseCollector(Collector):
+    """Reads every metric from the database when Prometheus scrapes."""
+
+    def __init__(self, engine: Engine, now: datetime) -> None:
+        self._engine = engine
+        self._now = now
+
+    def collect(self) -> Iterator[Metric]:
+        with Session(self._engine) as session:
+            yield self._events(session)
+            yield from self._notifications(session)
+            yield self._send_latency(session)
+            yield self._time_to_acknowledge(session)
+
+    def _events(self, session: Session) -> Metric:
+        family = CounterMetricFamily(
+            "oos_notify_events_received", "Events accepted, by type", labels=["type"]
+        )
+        rows = session.exec(select(Event.type, func.count()).group_by(Event.type)).all()
+        for event_type, count in sorted(rows):
+            family.add_metric([event_type], count)
+        return family
+
+    def _notifications(self, session: Session) -> Iterator[Metric]:
+        by_status = GaugeMetricFamily(
+            "oos_notify_notifications", "Notifications, by status", labels=["status"]
+        )
+        rows = dict(
+            session.exec(
+                select(Notification.status, func.count()).group_by(Notification.status)
+            ).all()
+        )
+        for status in NotificationStatus:
+            by_status.add_metric([status.value], rows.get(status.value, 0))
+        yield by_status
+        overdue, oldest = session.exec(
+            select(func.count(), func.min(Notification.due_at)).where(
+                Notification.status == NotificationStatus.SCHEDULED.value,
+                col(Notification.due_at) <= self._now,
+            )
+        ).one()
+        yield GaugeMetricFamily(
+            "oos_notify_notifications_overdue",
+            "Scheduled notifications whose due time has passed and that are not sent yet",
+            value=overdue,
+        )
+        retrying = session.exec(
+            select(func.count()).where(
+                Notification.status == NotificationStatus.SCHEDULED.value,
+                col(Notification.attempts) > 0,
+            )
+        ).one()
+        yield GaugeMetricFamily(
+            "oos_notify_notifications_retrying",
+            "Scheduled notifications waiting to be tried again after a failed attempt",
+            value=retrying,
+        )
+        age = (self._now - oldest).total_seconds() if oldest is not None else 0.0
+        yield GaugeMetricFamily(
+            "oos_notify_oldest_overdue_seconds",
+            "How long the longest-waiting overdue notification is past its due time",
+            value=age,
+        )
+
+    def _send_latency(self, session: Session) -> Metric:
+        """One pass over the attempts: a cumulative count per bucket, summed in SQL."""
+        duration = col(DeliveryAttempt.duration_ms)
+        columns = [
+            func.coalesce(func.sum(case((duration <= bound * 1000, 1), else_=0)), 0)
+            for bound in SEND_BUCKETS_SECONDS
+        ]
+        row = session.execute(
+            select(func.count(), func.coalesce(func.sum(duration), 0), *columns)
+        ).one()
+        total, sum_ms, *counts = tuple(row)
+        return _histogram(
+            "oos_notify_send_duration_seconds",
+            "Time an SMTP delivery attempt took, whatever its outcome",
+            SEND_BUCKETS_SECONDS,
+            [int(c) for c in counts],
+            int(total),
+            float(sum_ms) / 1000,
+        )
+
+    def _time_to_acknowledge(self, session: Session) -> Metric:
+        rows = session.exec(
+            select(Incident.opened_at, Incident.acknowledged_at).where(
+                col(Incident.acknowledged_at).is_not(None)
+            )
+        ).all()
+        waits = [(acked - opened).total_seconds() for opened, acked in rows if acked is not None]
+        counts = [sum(1 for w in waits if w <= bound) for bound in ACK_BUCKETS_SECONDS]
+        return _histogram(
+            "oos_notify_time_to_acknowledge_seconds",
+            "From an incident's opening to its first acknowledgement",
+            ACK_BUCKETS_SECONDS,
+            counts,
+            len(waits),
+            sum(waits),
+        )
+
+
+def metrics_text(engine: Engine, now: datetime) -> bytes:
+    """The Prometheus text exposition of every metric, read from the database now."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabaseCollector(engine, now))
+    return generate_latest(registry)

@@ -1,0 +1,131 @@
+"""``oos-notify preview``: a message exactly as a center would receive it, for onboarding.
+
+The center's own template overrides apply, and the facts come from a sample incident or from an
+event file in the API's format, so a coordinator can read the real wording before go-live.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from oos_notify.agreements import business_time
+from oos_notify.agreements.business_time import CenterCalendar
+from oos_notify.agreements.config import (
+    Agreements,
+    ConfigProblem,
+    EffectiveAgreement,
+    format_location,
+)
+from oos_notify.agreements.vocabulary import Disposition
+from oos_notify.delivery.messaging import center_ids, incident_view
+from oos_notify.delivery.rendering import (
+    MessageContext,
+    PersonView,
+    RenderedMessage,
+    Renderer,
+    local_time,
+)
+from oos_notify.incidents.events import EventIn
+from oos_notify.incidents.planning import DECISION_TEMPLATE
+from oos_notify.ops.config_check import sample_context
+from oos_notify.store.models import Incident
+
+MAX_EVENT_FILE_BYTES = 64 * 1024
+
+
+class PreviewError(Exception):
+    """What stops a preview, said in terms of the command's arguments."""
+
+
+def preview(
+    agreements: Agreements,
+    renderer: Renderer,
+    center_id: str,
+    template: str,
+    event_file: Path | None,
+    now: datetime,
+) -> RenderedMessage:
+    if center_id not in agreements.center_ids():
+        known = ", ".join(agreements.center_ids())
+        raise PreviewError(f"--center: no site {center_id!r}; known: {known}")
+    agreement = agreements.effective(center_id)
+    chain = center_ids(agreement)
+    if not renderer.exists(template, chain):
+        raise PreviewError(
+            f"--template: no template {template!r} for {center_id} (a folder in "
+            f"{renderer.templates_dir} with subject.txt, body.txt and body.html)"
+        )
+    asks_decision = template == DECISION_TEMPLATE
+    disposition = (
+        Disposition.OOS_RELEASE_OFFERED if asks_decision else Disposition.UNDER_INVESTIGATION
+    )
+    context = sample_context(agreement, disposition=disposition, asks_decision=asks_decision)
+    if event_file is not None:
+        event = _read_event(event_file, center_id)
+        context = _with_event(context, event, agreement, now)
+    return renderer.render(template, context, chain)
+
+
+def _read_event(path: Path, center_id: str) -> EventIn:
+    try:
+        if path.stat().st_size > MAX_EVENT_FILE_BYTES:
+            raise PreviewError(f"--event: {path} is larger than 64 KiB")
+        event = EventIn.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PreviewError(f"--event: cannot read {path}: {exc}") from None
+    except ValidationError as exc:
+        problems = [
+            ConfigProblem(str(path), format_location(e["loc"]), e["msg"])
+            for e in exc.errors(include_url=False)
+        ]
+        raise PreviewError("--event: " + "; ".join(str(p) for p in problems)) from None
+    if event.center_id != center_id:
+        raise PreviewError(f"--event: the event is for {event.center_id!r}, not {center_id!r}")
+    return event
+
+
+def _with_event(
+    sample: MessageContext, event: EventIn, agreement: EffectiveAgreement, now: datetime
+) -> MessageContext:
+    """The sample context with the incident the event describes (as if it opened now)."""
+    incident = Incident(
+        id="inc_PREVIEW",
+        incident_ref=event.incident_ref,
+        center_id=event.center_id,
+        product_code=event.product_code or sample.incident.product_code,
+        lot_number=event.lot_number or sample.incident.lot_number,
+        chain_of_identity=event.chain_of_identity or sample.incident.chain_of_identity,
+        opening_type=event.type,
+        plan_type=event.type,
+        severity=event.severity or sample.incident.severity,
+        status="notifying",
+        disposition=event.disposition or sample.incident.disposition,
+        failed_attributes=[a.model_dump(mode="json") for a in event.failed_attributes],
+        key_dates={k.value: v.isoformat() for k, v in event.key_dates.items()},
+        summary=event.summary,
+        agreement_version=agreement.version(),
+        agreement={},
+        opened_at=now,
+        updated_at=now,
+    )
+    qa = event.qa_contact
+    expires_at = business_time.add(
+        now, agreement.ack_link_valid_for, CenterCalendar.of(agreement), business_hours=False
+    )
+    return sample.model_copy(
+        update={
+            "incident": incident_view(incident, agreement),
+            "ack": sample.ack.model_copy(
+                update={"expires_at": local_time(expires_at, agreement.timezone)}
+            )
+            if sample.ack
+            else None,
+            "qa_contact": PersonView(name=qa.name, email=qa.email, phone=qa.phone)
+            if qa
+            else sample.qa_contact,
+        }
+    )

@@ -1,0 +1,185 @@
+"""The tables. Statuses and their allowed transitions are in ``lifecycle``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text
+from sqlmodel import Field, SQLModel
+
+from oos_notify.store.instants import UTCDateTime
+
+
+def _utc(**kwargs: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kwargs)
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True)
+    name: str = Field(unique=True, index=True)
+    prefix: str = Field(index=True)
+    key_hash: str
+    created_at: datetime = _utc()
+    revoked_at: datetime | None = _utc(default=None)
+
+
+class ServiceValue(SQLModel, table=True):
+    """Small values the service generates once and keeps, such as the default signing key."""
+
+    __tablename__ = "service_values"
+
+    name: str = Field(primary_key=True)
+    value: str
+
+
+class Incident(SQLModel, table=True):
+    __tablename__ = "incidents"
+
+    id: str = Field(primary_key=True)
+    incident_ref: str = Field(unique=True, index=True)
+    center_id: str = Field(index=True)
+    product_code: str
+    lot_number: str
+    chain_of_identity: str
+    opening_type: str
+    plan_type: str
+    """The event type whose plan the escalation runs under: a late result switches to its own."""
+    severity: str
+    severity_rule: str | None = None
+    status: str = Field(index=True)
+    disposition: str | None = None
+    escalation_level: int = 0
+    ack_round: int = 1
+    """Raised when a late result restarts the escalation: each round needs its own answer."""
+    decision: str | None = None
+    """The center's answer when an out-of-specification product was offered for release."""
+    decided_at: datetime | None = _utc(default=None)
+    failed_attributes: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    key_dates: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
+    summary: str | None = Field(default=None, sa_column=Column(Text))
+    qa_contact: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    agreement_version: str
+    agreement: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    template_version: str | None = None
+    """The template set (``template_sets``) the incident's messages are rendered with."""
+    opened_at: datetime = _utc(index=True)
+    updated_at: datetime = _utc()
+    acknowledged_at: datetime | None = _utc(default=None)
+    closed_at: datetime | None = _utc(default=None)
+    notify_deadline: datetime | None = _utc(default=None, index=True)
+    """The agreement's ``notify_within`` promise for the severity, from the opening."""
+    first_delivered_at: datetime | None = _utc(default=None)
+    """When the mail server accepted the first notice: the promise is met if not after the
+    deadline."""
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "events"
+
+    event_id: str = Field(primary_key=True)
+    incident_id: str = Field(foreign_key="incidents.id", index=True)
+    type: str
+    occurred_at: datetime = _utc()
+    received_at: datetime = _utc()
+    body_hash: str
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    response: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class Notification(SQLModel, table=True):
+    """One email to one recipient: the outbox row the dispatcher claims, sends and settles."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_due", "status", "due_at"),)
+
+    id: str = Field(primary_key=True)
+    incident_id: str = Field(foreign_key="incidents.id", index=True)
+    kind: str
+    level: int
+    condition: str
+    role: str
+    contact_id: str
+    recipient_name: str
+    recipient_email: str
+    template: str
+    with_ack_link: bool
+    anchor: str | None = None
+    """The key date a step is due before; moving the date moves the step."""
+    due_at: datetime = _utc()
+    status: str
+    attempts: int = 0
+    lease_until: datetime | None = _utc(default=None)
+    message_id: str
+    last_error: str | None = None
+    template_version: str | None = None
+    created_at: datetime = _utc()
+    sent_at: datetime | None = _utc(default=None)
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    __tablename__ = "delivery_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    notification_id: str = Field(foreign_key="notifications.id", index=True)
+    at: datetime = _utc()
+    outcome: str
+    smtp_code: int | None = None
+    smtp_reply: str | None = None
+    duration_ms: int
+
+
+class FailureReport(SQLModel, table=True):
+    """Links a message to the manufacturer's QA to the notification it reports undeliverable."""
+
+    __tablename__ = "failure_reports"
+
+    notification_id: str = Field(foreign_key="notifications.id", primary_key=True)
+    failed_notification_id: str = Field(foreign_key="notifications.id", index=True)
+
+
+class Acknowledgement(SQLModel, table=True):
+    __tablename__ = "acknowledgements"
+
+    id: str = Field(primary_key=True)
+    incident_id: str = Field(foreign_key="incidents.id", index=True)
+    notification_id: str = Field(foreign_key="notifications.id")
+    contact_id: str
+    email: str
+    role: str
+    purpose: str = "acknowledgement"
+    """``acknowledgement`` of the notice, or the physician's ``decision`` on an OOS product."""
+    round: int = 1
+    response: str
+    comment: str | None = Field(default=None, sa_column=Column(Text))
+    client_address: str | None = None
+    user_agent: str | None = None
+    at: datetime = _utc()
+
+
+class AuditEntry(SQLModel, table=True):
+    """One link of the hash chain ``audit`` writes and verifies."""
+
+    __tablename__ = "audit_entries"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    at: datetime = _utc()
+    incident_id: str | None = Field(default=None, index=True)
+    notification_id: str | None = None
+    action: str
+    actor: str
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    prev_hash: str
+    entry_hash: str
+
+
+class StoredTemplateSet(SQLModel, table=True):
+    """A center's templates as they were when an incident opened, kept by content hash."""
+
+    __tablename__ = "template_sets"
+
+    version: str = Field(primary_key=True)
+    files: dict[str, str] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _utc()

@@ -1,0 +1,476 @@
+"""The outbox: notifications as rows with a due time and a status, claimed before they are sent.
+
+A claim is a conditional update (``... WHERE id IN (...) AND status = 'scheduled' RETURNING id``)
+whose returned ids say which rows this sender won, so several service replicas on one database
+never send the same row twice. A claim holds a lease; a sender that dies mid-send leaves the row
+to be taken over when the lease runs out, and the resend reuses the row's Message-ID so receivers
+can drop a duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, bindparam, case, false, func, update
+from sqlmodel import Session, col, select
+
+from oos_notify.agreements.vocabulary import KeyDate
+from oos_notify.ids import new_id
+from oos_notify.store import audit
+from oos_notify.store.lifecycle import (
+    Condition,
+    IncidentStatus,
+    NotificationKind,
+    NotificationStatus,
+    can_move,
+    notification_sources,
+)
+from oos_notify.store.models import DeliveryAttempt, Incident, Notification
+
+_INSERT_ATTEMPT = DeliveryAttempt.__table__.insert()  # type: ignore[attr-defined]
+"""A Core insert: an ORM object made the next statement flush once per settled row."""
+# Core statements on these tables for the per-message updates on the send path: an ORM update
+# first works out which objects loaded in the session it changes, which costs more than the
+# update itself.
+_ROWS = Notification.__table__  # type: ignore[attr-defined]
+_INCIDENTS = Incident.__table__  # type: ignore[attr-defined]
+SCHEDULED = NotificationStatus.SCHEDULED.value
+SENDING = NotificationStatus.SENDING.value
+UNREACHABLE = "unreachable"
+"""A delivery attempt that found no mail server to talk to (refused, no route, timed out)."""
+
+
+@dataclass(frozen=True)
+class PlannedNotification:
+    kind: NotificationKind
+    level: int
+    """The step's position in its list: 0 is the first notice, 1 the first escalation, ..."""
+    role: str
+    contact_id: str
+    recipient_name: str
+    recipient_email: str
+    template: str
+    due_at: datetime
+    condition: Condition
+    with_ack_link: bool
+    anchor: KeyDate | None = None
+    """The key date the step is due before, so that moving the date can move the step."""
+
+
+@dataclass(frozen=True)
+class Addressee:
+    """Someone an incident has already told, as follow-up notices address them."""
+
+    contact_id: str
+    role: str
+    name: str
+    email: str
+
+
+def schedule(
+    session: Session,
+    incident_id: str,
+    planned: Sequence[PlannedNotification],
+    now: datetime,
+    mail_domain: str,
+) -> list[tuple[str, PlannedNotification]]:
+    """Write planned notifications as outbox rows, each with its Message-ID fixed once; return
+    each row's id with what was planned."""
+    scheduled = [(new_id("ntf"), item) for item in planned]
+    if not scheduled:
+        return []
+    session.execute(
+        Notification.__table__.insert(),  # type: ignore[attr-defined]
+        [
+            {
+                "id": notification_id,
+                "incident_id": incident_id,
+                "kind": item.kind.value,
+                "level": item.level,
+                "condition": item.condition.value,
+                "role": item.role,
+                "contact_id": item.contact_id,
+                "recipient_name": item.recipient_name,
+                "recipient_email": item.recipient_email,
+                "template": item.template,
+                "with_ack_link": item.with_ack_link,
+                "anchor": item.anchor,
+                "due_at": item.due_at,
+                "status": SCHEDULED,
+                "attempts": 0,
+                "message_id": f"<{notification_id.lower()}@{mail_domain}>",
+                "created_at": now,
+            }
+            for notification_id, item in scheduled
+        ],
+    )
+    for notification_id, item in scheduled:
+        audit.record(
+            session,
+            now,
+            "notification_scheduled",
+            "planner",
+            incident_id=incident_id,
+            notification_id=notification_id,
+            recipient=item.recipient_email,
+            role=item.role,
+            template=item.template,
+            due_at=item.due_at.isoformat(),
+            kind=item.kind.value,
+            level=item.level,
+        )
+    return scheduled
+
+
+def cancel_pending(
+    session: Session,
+    incident_id: str,
+    now: datetime,
+    reason: str,
+    *criteria: ColumnElement[bool],
+) -> int:
+    """Cancel the incident's notifications not yet claimed for sending that meet every
+    criterion (all of them when none is given); return how many."""
+    # One conditional update: the rows it returns are those no sender had claimed first.
+    cancelled = session.execute(
+        _ROWS.update()
+        .where(
+            _ROWS.c.incident_id == incident_id,
+            _ROWS.c.status.in_(notification_sources(NotificationStatus.CANCELLED)),
+            *criteria,
+        )
+        .values(status=NotificationStatus.CANCELLED.value)
+        .returning(_ROWS.c.id, _ROWS.c.recipient_email, _ROWS.c.due_at)
+    ).all()
+    for notification_id, recipient, _ in sorted(cancelled, key=lambda row: (row[2], row[0])):
+        audit.record(
+            session,
+            now,
+            "notification_cancelled",
+            "system",
+            incident_id=incident_id,
+            notification_id=notification_id,
+            recipient=recipient,
+            reason=reason,
+        )
+    return len(cancelled)
+
+
+def release_abandoned(session: Session) -> int:
+    """Return rows left 'sending' by a process that died to the queue (single-process databases)."""
+    result = session.execute(
+        update(Notification)
+        .where(col(Notification.status) == SENDING)
+        .values(status=SCHEDULED, lease_until=None)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def release_claims(session: Session, notification_ids: list[str]) -> int:
+    """Give back claimed rows that were not sent (the service is stopping): they are due again
+    at once for the next sender, and the claim does not count as an attempt."""
+    result = session.execute(
+        update(Notification)
+        .where(col(Notification.id).in_(notification_ids), col(Notification.status) == SENDING)
+        .values(status=SCHEDULED, lease_until=None, attempts=Notification.attempts - 1)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> list[Notification]:
+    """Claim up to ``limit`` due notifications for this sender; each claim is won by one sender."""
+    scheduled = (col(Notification.status) == SCHEDULED) & (col(Notification.due_at) <= now)
+    abandoned = (col(Notification.status) == SENDING) & (col(Notification.lease_until) < now)
+    # Two queries rather than one OR: each walks the (status, due_at) index and stops at the
+    # limit, where the OR made SQLite sort every due row on every claim, however many were due.
+    candidates = [
+        *session.exec(select(Notification.id).where(abandoned).limit(limit)),
+        *session.exec(
+            select(Notification.id).where(scheduled).order_by(col(Notification.due_at)).limit(limit)
+        ),
+    ][:limit]
+    if not candidates:
+        return []
+    # The same test written as a CASE: SQLite planned the OR as a walk of the (status, due_at)
+    # index over every due row, 50 ids or not, which grew with the backlog; a CASE cannot use
+    # that index, so the ids' primary key is looked up instead.
+    still_claimable = case(
+        (col(Notification.status) == SCHEDULED, col(Notification.due_at) <= now),
+        (col(Notification.status) == SENDING, col(Notification.lease_until) < now),
+        else_=false(),
+    )
+    claimed = (
+        session.execute(
+            update(Notification)
+            .where(col(Notification.id).in_(candidates), still_claimable)
+            .values(status=SENDING, lease_until=now + lease, attempts=Notification.attempts + 1)
+            .returning(col(Notification.id))
+            .execution_options(synchronize_session=False)
+        )
+        .scalars()
+        .all()
+    )
+    if not claimed:
+        return []
+    return list(
+        session.exec(
+            select(Notification)
+            .where(col(Notification.id).in_(claimed))
+            .order_by(col(Notification.due_at))
+        ).all()
+    )
+
+
+def next_due(session: Session) -> datetime | None:
+    """The earliest due time of a scheduled notification, to arm the dispatch timer."""
+    return session.exec(
+        select(func.min(Notification.due_at)).where(Notification.status == SCHEDULED)
+    ).one()
+
+
+def refusals(session: Session, notification_id: str) -> int:
+    """How many attempts at a notification failed at a mail server that could be reached."""
+    return session.exec(
+        select(func.count())
+        .select_from(DeliveryAttempt)
+        .where(
+            DeliveryAttempt.notification_id == notification_id,
+            DeliveryAttempt.outcome == "transient",
+        )
+    ).one()
+
+
+def resume_after_outage(session: Session, now: datetime) -> int:
+    """Make due now the retries whose last attempt found no mail server; return how many."""
+    last_outcome = (
+        select(DeliveryAttempt.outcome)
+        .where(DeliveryAttempt.notification_id == Notification.id)
+        .order_by(col(DeliveryAttempt.id).desc())
+        .limit(1)
+        .correlate(Notification)
+        .scalar_subquery()
+    )
+    waiting = session.exec(
+        select(Notification.id).where(
+            Notification.status == SCHEDULED,
+            col(Notification.due_at) > now,
+            col(Notification.attempts) > 0,
+            last_outcome == UNREACHABLE,
+        )
+    ).all()
+    if not waiting:
+        return 0
+    result = session.execute(
+        update(Notification)
+        .where(col(Notification.id).in_(waiting), col(Notification.status) == SCHEDULED)
+        .values(due_at=now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A message the mail server accepted: its row, the server's reply and the send's duration,
+    and the template set it was rendered from."""
+
+    notification: Notification
+    reply: str
+    duration_ms: int
+    template_version: str
+
+
+_MARK_SENT = (
+    _ROWS.update()
+    .where(_ROWS.c.id == bindparam("notification_id"), _ROWS.c.status == SENDING)
+    .values(
+        status=NotificationStatus.SENT.value,
+        sent_at=bindparam("now"),
+        lease_until=None,
+        last_error=None,
+        template_version=bindparam("version"),
+    )
+)
+
+
+def settle_sent(session: Session, delivered: Sequence[Delivered], now: datetime) -> None:
+    """Record deliveries the mail server accepted, a batch in a few statements; a later step
+    escalates its incident."""
+    if not delivered:
+        return
+    session.execute(
+        _MARK_SENT,
+        [
+            {"notification_id": d.notification.id, "now": now, "version": d.template_version}
+            for d in delivered
+        ],
+    )
+    session.execute(
+        _INSERT_ATTEMPT,
+        [_attempt_row(d.notification, now, "sent", 250, d.reply, d.duration_ms) for d in delivered],
+    )
+    escalations = [
+        d.notification for d in delivered if d.notification.kind == NotificationKind.ESCALATION
+    ]
+    first_deliveries = _record_first_deliveries(session, escalations, now)
+    for d in delivered:
+        notification = d.notification
+        audit.record(
+            session,
+            now,
+            "notification_sent",
+            "dispatcher",
+            incident_id=notification.incident_id,
+            notification_id=notification.id,
+            recipient=notification.recipient_email,
+            template=notification.template,
+            template_version=d.template_version,
+            message_id=notification.message_id,
+            attempt=notification.attempts,
+        )
+        deadline = first_deliveries.get(notification.id)
+        if deadline is not None:
+            audit.record(
+                session,
+                now,
+                "notify_within_breached" if now > deadline else "notify_within_met",
+                "dispatcher",
+                incident_id=notification.incident_id,
+                notification_id=notification.id,
+                deadline=deadline.isoformat(),
+                delivered_at=now.isoformat(),
+            )
+    for notification in escalations:
+        if notification.level > 0:
+            _escalate(session, notification, now)
+
+
+def settle_failure(
+    session: Session,
+    notification: Notification,
+    now: datetime,
+    *,
+    permanent: bool,
+    connected: bool,
+    code: int | None,
+    reply: str,
+    duration_ms: int,
+    retry_at: datetime | None,
+) -> bool:
+    """Record a failed attempt: back to the queue for ``retry_at``, or failed for good; return
+    whether it failed for good (the caller then reports it to QA in the same transaction)."""
+    give_up = permanent or retry_at is None
+    status = NotificationStatus.FAILED if give_up else NotificationStatus.SCHEDULED
+    values: dict[str, object] = {"status": status.value, "lease_until": None, "last_error": reply}
+    if not give_up:
+        values["due_at"] = retry_at
+    session.execute(
+        _ROWS.update()
+        .where(_ROWS.c.id == notification.id, _ROWS.c.status == SENDING)
+        .values(**values)
+    )
+    outcome = "permanent" if permanent else "transient" if connected else UNREACHABLE
+    session.execute(
+        _INSERT_ATTEMPT, _attempt_row(notification, now, outcome, code, reply, duration_ms)
+    )
+    audit.record(
+        session,
+        now,
+        "notification_failed" if give_up else "notification_retry",
+        "dispatcher",
+        incident_id=notification.incident_id,
+        notification_id=notification.id,
+        recipient=notification.recipient_email,
+        smtp_code=code,
+        reply=reply,
+        attempt=notification.attempts,
+        retry_at=retry_at.isoformat() if retry_at and not give_up else None,
+    )
+    return give_up
+
+
+def _attempt_row(
+    notification: Notification,
+    now: datetime,
+    outcome: str,
+    code: int | None,
+    reply: str,
+    duration_ms: int,
+) -> dict[str, object]:
+    return {
+        "notification_id": notification.id,
+        "at": now,
+        "outcome": outcome,
+        "smtp_code": code,
+        "smtp_reply": reply[:1000],
+        "duration_ms": duration_ms,
+    }
+
+
+def _record_first_deliveries(
+    session: Session, delivered: Sequence[Notification], now: datetime
+) -> dict[str, datetime]:
+    """The agreement promises the first notice within ``notify_within``: note when each incident
+    first had one delivered. Returns, for each notice that was its incident's first, the deadline
+    it was measured against (incidents without one are noted but not returned)."""
+    firsts: dict[str, Notification] = {}
+    for notification in delivered:
+        firsts.setdefault(notification.incident_id, notification)
+    if not firsts:
+        return {}
+    noted = session.execute(
+        _INCIDENTS.update()
+        .where(_INCIDENTS.c.id.in_(firsts), _INCIDENTS.c.first_delivered_at.is_(None))
+        .values(first_delivered_at=now)
+        .returning(_INCIDENTS.c.id, _INCIDENTS.c.notify_deadline)
+    ).all()
+    return {
+        firsts[incident_id].id: deadline for incident_id, deadline in noted if deadline is not None
+    }
+
+
+def told(session: Session, incident_id: str) -> list[Addressee]:
+    """Everyone the incident has told so far (the manufacturer's receipts aside), in order."""
+    rows = session.exec(
+        select(Notification)
+        .where(
+            Notification.incident_id == incident_id,
+            col(Notification.status).in_([NotificationStatus.SENT.value, SENDING]),
+            Notification.kind != NotificationKind.RECEIPT.value,
+        )
+        .order_by(col(Notification.due_at), col(Notification.id))
+    )
+    return [Addressee(n.contact_id, n.role, n.recipient_name, n.recipient_email) for n in rows]
+
+
+def sent_steps(session: Session, incident_id: str) -> set[tuple[NotificationKind, int]]:
+    """The plan steps of an incident that have reached someone."""
+    rows = session.exec(
+        select(Notification.kind, Notification.level).where(
+            Notification.incident_id == incident_id,
+            col(Notification.status).in_([NotificationStatus.SENT.value, SENDING]),
+        )
+    )
+    return {(NotificationKind(kind), level) for kind, level in rows}
+
+
+def _escalate(session: Session, notification: Notification, now: datetime) -> None:
+    incident = session.get(Incident, notification.incident_id)
+    if incident is None or notification.level <= incident.escalation_level:
+        return
+    incident.escalation_level = notification.level
+    if can_move(IncidentStatus(incident.status), IncidentStatus.ESCALATED):
+        audit.record(
+            session,
+            now,
+            "incident_status_changed",
+            "dispatcher",
+            incident_id=incident.id,
+            status_from=incident.status,
+            status_to=IncidentStatus.ESCALATED.value,
+            level=notification.level,
+        )
+        incident.status = IncidentStatus.ESCALATED
+    incident.updated_at = now
+    session.add(incident)

@@ -1,0 +1,57 @@
+"""``GET /v1/incidents...``: what the manufacturer sees of each incident."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from oos_notify.incidents import queries
+from oos_notify.incidents.queries import IncidentDetail, IncidentPage, TimelineEntry
+from oos_notify.store.instants import UtcInstant
+from oos_notify.store.lifecycle import IncidentStatus
+from oos_notify.web.api.deps import ApiKeyDep, ServicesDep, SessionDep
+
+router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
+
+
+@router.get("")
+def list_incidents(
+    session: SessionDep,
+    services: ServicesDep,
+    _key: ApiKeyDep,
+    center_id: Annotated[str | None, Query(max_length=100)] = None,
+    status: IncidentStatus | None = None,
+    since: UtcInstant | None = None,
+    breached: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
+) -> IncidentPage:
+    """Incidents, newest first; pass ``next_cursor`` back as ``cursor`` for the next page.
+    ``breached=true`` lists those whose first notice missed the agreement's ``notify_within``."""
+    since_at: datetime | None = since
+    return queries.list_incidents(
+        session,
+        center_id=center_id,
+        status=status,
+        since=since_at,
+        breach=breached,
+        limit=limit,
+        cursor=cursor,
+        now=services.clock.now(),
+    )
+
+
+@router.get("/{incident_id}")
+def get_incident(
+    incident_id: str, session: SessionDep, services: ServicesDep, _key: ApiKeyDep
+) -> IncidentDetail:
+    """The incident with its events, notifications, acknowledgements and escalation level."""
+    return queries.detail(session, incident_id, services.clock.now())
+
+
+@router.get("/{incident_id}/timeline")
+def get_timeline(incident_id: str, session: SessionDep, _key: ApiKeyDep) -> list[TimelineEntry]:
+    """The incident's audit trail, in order."""
+    return queries.timeline(session, incident_id)

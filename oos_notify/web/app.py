@@ -1,0 +1,100 @@
+"""The FastAPI application: the services, the routers, the middleware and the dispatcher's life."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from oos_notify import __version__
+from oos_notify.clock import Clock, SystemClock
+from oos_notify.delivery.capture import CaptureServer
+from oos_notify.delivery.dispatch import Dispatcher
+from oos_notify.errors import ServiceError
+from oos_notify.settings import Settings
+from oos_notify.web.limits import BodySizeLimit
+from oos_notify.web.pages import SecurityHeaders
+from oos_notify.web.services import build_services
+
+log = logging.getLogger(__name__)
+
+_ECHO_ENCODERS: dict[Any, Callable[[Any], Any]] = {
+    bytes: lambda raw: raw.decode("utf-8", "replace"),
+    float: lambda number: number if math.isfinite(number) else str(number),
+}
+"""How a 422 echoes input that JSON cannot carry: a raw non-UTF-8 body, NaN and infinities."""
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+    """The app; config errors raise here, before the server accepts a connection."""
+    settings = settings or Settings()
+    services = build_services(settings, clock or SystemClock())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.uses_capture_server:
+            services.capture = CaptureServer().start()
+            host, port = services.capture.host, services.capture.port
+            log.info(
+                "no SMTP server configured: capturing mail on %s:%d, see /dev/mailbox", host, port
+            )
+        else:
+            assert settings.smtp_host is not None
+            host, port = settings.smtp_host, settings.effective_smtp_port
+        services.dispatcher = Dispatcher(
+            services.engine,
+            services.write_gate,
+            services.clock,
+            settings,
+            services.renderer,
+            services.tokens,
+            host,
+            port,
+        )
+        await services.dispatcher.start()
+        try:
+            yield
+        finally:
+            await services.dispatcher.stop()
+            if services.capture is not None:
+                services.capture.stop()
+            services.engine.dispose()
+
+    app = FastAPI(
+        title="oos-notify",
+        version=__version__,
+        summary="Out-of-specification notifications for cell and gene therapy lots.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(SecurityHeaders)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail()}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        """FastAPI's usual 422, encodable whatever the client sent: NaN, lone surrogates, bytes."""
+        detail = jsonable_encoder(exc.errors(), custom_encoder=_ECHO_ENCODERS)
+        # ensure_ascii writes a lone surrogate as \udXXX instead of failing to encode it as UTF-8
+        content = json.dumps({"detail": detail}, ensure_ascii=True, allow_nan=False)
+        return Response(content, status_code=422, media_type="application/json")
+
+    from oos_notify.web.api import ack, events, health, incidents, mailbox
+
+    app.include_router(events.router)
+    app.include_router(incidents.router)
+    app.include_router(ack.router)
+    app.include_router(health.router)
+    app.include_router(mailbox.router)
+    return app

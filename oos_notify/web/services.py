@@ -1,0 +1,104 @@
+"""What the routes and the dispatcher share for the life of the app, built once at start-up:
+settings, database, agreements, renderer, signing key and limits."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+
+from oos_notify.agreements.config import Agreements, ConfigError, ConfigProblem
+from oos_notify.clock import Clock
+from oos_notify.delivery import template_sets
+from oos_notify.delivery.capture import CaptureServer
+from oos_notify.delivery.dispatch import Dispatcher
+from oos_notify.delivery.rendering import Renderer
+from oos_notify.incidents.acknowledgement import AckTokens
+from oos_notify.ops import config_check
+from oos_notify.settings import Settings
+from oos_notify.store.db import create_schema, make_engine, transaction, write_gate
+from oos_notify.store.models import ServiceValue
+from oos_notify.web.limits import TokenBuckets
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """What the routes and the dispatcher share for the life of the app."""
+
+    settings: Settings
+    engine: Engine
+    agreements: Agreements
+    renderer: Renderer
+    tokens: AckTokens
+    clock: Clock
+    write_gate: AbstractAsyncContextManager[object]
+    events_limit: TokenBuckets
+    template_versions: Mapping[str, str] = field(default_factory=dict)
+    """Each center's template set as of start-up: what a new incident is rendered with."""
+    dispatcher: Dispatcher | None = None
+    capture: CaptureServer | None = field(default=None)
+
+
+def secret_key(settings: Settings, engine: Engine) -> str:
+    """The signing key: configured, or generated once and kept in the database for local use."""
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    if not settings.uses_capture_server:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "environment",
+                    "OOS_NOTIFY_SECRET_KEY",
+                    "required when a real SMTP server is configured",
+                )
+            ]
+        )
+    with transaction(engine) as session:
+        stored = session.get(ServiceValue, "secret_key")
+        if stored is None:
+            stored = ServiceValue(name="secret_key", value=secrets.token_urlsafe(48))
+            session.add(stored)
+        return stored.value
+
+
+TEMPLATE_CHECK = "template_check_passed"
+"""The ``config_check.inputs_digest`` of the files and code that last passed the template check."""
+
+
+def check_templates(
+    engine: Engine, settings: Settings, agreements: Agreements, renderer: Renderer
+) -> None:
+    """Render every template for every center, as ``check-config`` does, unless these very files
+    and this code passed the check before: with a hundred sites that takes seconds, and a
+    restart should not keep pending notifications waiting for it."""
+    digest = config_check.inputs_digest(settings.config_dir, settings.templates_dir)
+    with transaction(engine) as session:
+        passed = session.get(ServiceValue, TEMPLATE_CHECK)
+        if passed is not None and passed.value == digest:
+            log.info("config and templates unchanged since they passed the check: not rendered")
+            return
+    config_check.check_templates(agreements, renderer)
+    with transaction(engine) as session:
+        session.merge(ServiceValue(name=TEMPLATE_CHECK, value=digest))
+
+
+def build_services(settings: Settings, clock: Clock) -> Services:
+    """Check the config and open the database; raise ConfigError before anything starts."""
+    agreements, renderer = config_check.load(settings.config_dir, settings.templates_dir)
+    engine = make_engine(settings.database_url)
+    create_schema(engine)
+    check_templates(engine, settings, agreements, renderer)
+    tokens = AckTokens(secret_key(settings, engine))
+    versions = template_sets.record(engine, renderer, agreements, clock.now())
+    renderer.keep_snapshots(template_sets.source(engine))
+    gate = write_gate(engine)
+    events_limit = TokenBuckets(settings.events_per_minute, settings.events_burst)
+    return Services(
+        settings, engine, agreements, renderer, tokens, clock, gate, events_limit, versions
+    )
