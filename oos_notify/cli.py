@@ -1,4 +1,4 @@
-"""The ``oos-notify`` command: serve, check-config, preview, apikey, audit."""
+"""The ``oos-notify`` command: serve, check-config, preview, apikey, audit, db."""
 
 from __future__ import annotations
 
@@ -19,7 +19,13 @@ from oos_notify.errors import ServiceError
 from oos_notify.ops.config_check import load_checked
 from oos_notify.settings import Settings
 from oos_notify.store import apikeys, audit
-from oos_notify.store.db import create_schema, make_engine, transaction
+from oos_notify.store.db import (
+    SchemaNotReady,
+    create_schema,
+    make_engine,
+    open_schema,
+    transaction,
+)
 
 
 def _print_problems(error: ConfigError) -> int:
@@ -38,6 +44,9 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
         app = create_app(settings)
     except ConfigError as error:
         return _print_problems(error)
+    except SchemaNotReady as error:
+        print(f"cannot start: {error}", file=sys.stderr)
+        return 2
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", log_config=None)
     return 0
 
@@ -77,9 +86,9 @@ def _preview(settings: Settings, args: argparse.Namespace) -> int:
 
 def _apikey(settings: Settings, args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url)
-    create_schema(engine)
     now = SystemClock().now()
     try:
+        open_schema(engine, settings.migrate_on_start)
         with transaction(engine) as session:
             if args.action == "create":
                 key = apikeys.create(session, args.name, now)
@@ -100,8 +109,43 @@ def _apikey(settings: Settings, args: argparse.Namespace) -> int:
     except ServiceError as error:
         print(error.message, file=sys.stderr)
         return 1
+    except SchemaNotReady as error:
+        print(f"cannot manage API keys: {error}", file=sys.stderr)
+        return 2
     finally:
         engine.dispose()
+    return 0
+
+
+def _db(settings: Settings, args: argparse.Namespace) -> int:
+    from oos_notify.store import migrate
+
+    if args.action == "revision":
+        path = migrate.revision(args.message, args.url)
+        print(f"wrote {path}: read it, then run tests/test_migrations.py")
+        return 0
+    engine = make_engine(settings.database_url)
+    shown = engine.url.render_as_string(hide_password=True)
+    try:
+        found = migrate.state(engine)
+        wanted = migrate.describe(found.head)
+        if args.action == "current":
+            print(f"{shown}: {migrate.describe(found.revision)}; this version needs {wanted}")
+            return 0 if found.at_head else 1
+        if found.revision is not None and not migrate.known(found.revision):
+            print(
+                f"{shown}: {found.revision} is a revision this version does not know "
+                f"(it needs {wanted}): a newer version upgraded it",
+                file=sys.stderr,
+            )
+            return 1
+        done = create_schema(engine)
+    finally:
+        engine.dispose()
+    if done:
+        print(f"{shown}: upgraded from {migrate.describe(done.before)} to {wanted}")
+    else:
+        print(f"{shown}: already at {wanted}")
     return 0
 
 
@@ -167,6 +211,20 @@ def parser() -> argparse.ArgumentParser:
         "verify", help="check every entry's hash and link; name the first broken entry"
     )
     trail.set_defaults(run=_audit)
+    schema = commands.add_parser("db", help="the database schema: migrations")
+    schema_actions = schema.add_subparsers(dest="action", required=True)
+    schema_actions.add_parser(
+        "upgrade", help="migrate the database to this version's schema (back it up first)"
+    )
+    schema_actions.add_parser(
+        "current", help="print the database's revision and this version's; exit 1 if they differ"
+    )
+    revision = schema_actions.add_parser(
+        "revision", help="developers: write the next numbered migration from the models' changes"
+    )
+    revision.add_argument("message", help="what the migration changes, e.g. 'add users'")
+    revision.add_argument("--url", help="compare on this database (default: a scratch SQLite)")
+    schema.set_defaults(run=_db)
     return root
 
 

@@ -82,5 +82,5 @@ def configure(log_format: LogFormat) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
-    for chatty in ("mail.log", "apscheduler"):
+    for chatty in ("mail.log", "apscheduler", "alembic"):
         logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     )
 
     database_url: str = "sqlite:///./oos_notify.db"
+    migrate_on_start: bool | None = None
+    """Whether a process may change the schema when it starts; unset: it creates the tables of
+    an empty database and upgrades a SQLite file, but leaves a PostgreSQL database's upgrade to
+    ``oos-notify db upgrade``."""
     config_dir: Path = Path("./config")
     templates_dir: Path = Path("./templates")
 

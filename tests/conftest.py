@@ -1,4 +1,5 @@
-"""Fixtures that build the real thing: a SQLite file, SMTP on loopback, the app on a port."""
+"""Fixtures that build the real thing: a database (a SQLite file, or a PostgreSQL database of its
+own: see ``databases``), SMTP on loopback, the app on a port."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from oos_notify.store import apikeys
 from oos_notify.store.db import transaction
 from oos_notify.web.app import create_app
 from oos_notify.web.services import Services
+from tests import databases
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "config"
@@ -37,7 +39,7 @@ def command_env(workspace: Path) -> dict[str, str]:
     return env | {
         "OOS_NOTIFY_CONFIG_DIR": str(workspace / "config"),
         "OOS_NOTIFY_TEMPLATES_DIR": str(workspace / "templates"),
-        "OOS_NOTIFY_DATABASE_URL": f"sqlite:///{workspace / 'oos.db'}",
+        "OOS_NOTIFY_DATABASE_URL": databases.url_for(workspace),
         "OOS_NOTIFY_PORT": str(free_port()),
     }
 
@@ -95,6 +97,15 @@ def ack_link(message: CapturedMessage) -> str:
     return str(found[0])
 
 
+@pytest.fixture(autouse=True)
+def own_databases() -> Iterator[None]:
+    """Drop the PostgreSQL databases a test made, once it is over (SQLite files go with
+    ``tmp_path``)."""
+    mark = databases.created()
+    yield
+    databases.drop_since(mark)
+
+
 @pytest.fixture
 def smtp() -> Iterator[CaptureServer]:
     with CaptureServer() as server:
@@ -116,7 +127,7 @@ def service_settings(directory: Path, smtp: CaptureServer | None, **overrides: A
     None, to the embedded capture server that /dev/mailbox shows)."""
     port = free_port()
     values: dict[str, Any] = {
-        "database_url": f"sqlite:///{directory / 'oos.db'}",
+        "database_url": databases.url_for(directory),
         "config_dir": CONFIG_DIR,
         "templates_dir": TEMPLATES_DIR,
         "smtp_host": smtp.host if smtp else None,

@@ -17,13 +17,15 @@ from oos_notify.clock import SystemClock
 from oos_notify.delivery.capture import free_port
 from oos_notify.store import apikeys
 from oos_notify.store.db import create_schema, make_engine, transaction
+from tests import databases
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = str(Path(sys.executable).parent / "oos-notify")
 
 
 class ServedProcess:
-    """The service on a loopback port, its SQLite file and log in ``workdir``."""
+    """The service on a loopback port, its database (``databases.url_for(workdir)``) and its log
+    in ``workdir``."""
 
     def __init__(
         self,
@@ -34,10 +36,10 @@ class ServedProcess:
     ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.database = workdir / "oos.db"
+        self.database_url = databases.url_for(workdir)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("OOS_NOTIFY_")}
         self.env |= {
-            "OOS_NOTIFY_DATABASE_URL": f"sqlite:///{self.database}",
+            "OOS_NOTIFY_DATABASE_URL": self.database_url,
             "OOS_NOTIFY_CONFIG_DIR": str(config_dir),
             "OOS_NOTIFY_TEMPLATES_DIR": str(ROOT / "templates"),
             "OOS_NOTIFY_SMTP_HOST": "127.0.0.1",

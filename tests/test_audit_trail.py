@@ -1,6 +1,6 @@
 """The audit trail is tamper-evident: `oos-notify audit verify` finds any entry changed afterwards.
 
-A full incident runs through the real service; then each test edits a copy of its SQLite file the
+A full incident runs through the real service; then each test edits a copy of its database the
 way someone with database access might (change a field, delete or reorder rows, recompute a hash)
 and checks the trail, as the command an auditor runs does.
 """
@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
@@ -27,6 +26,7 @@ from oos_notify.delivery.capture import CaptureServer
 from oos_notify.store import audit
 from oos_notify.store.db import create_schema, make_engine, transaction
 from oos_notify.store.models import AuditEntry
+from tests import databases
 from tests.conftest import (
     START,
     ack_link,
@@ -64,39 +64,44 @@ async def run_full_incident(directory: Path) -> None:
 
 @pytest.fixture(scope="module")
 def trail(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The SQLite file of a service that ran a full incident, checkpointed into one file."""
+    """The directory of a service that ran a full incident (its database: ``databases``)."""
     directory = tmp_path_factory.mktemp("trail")
     asyncio.run(run_full_incident(directory))
-    return directory / "oos.db"
+    return directory
 
 
 @pytest.fixture
-def database(trail: Path, tmp_path: Path) -> Path:
-    """A private copy of the trail's database to tamper with."""
-    copy = tmp_path / "copy.db"
-    with closing(sqlite3.connect(trail)) as source, closing(sqlite3.connect(copy)) as target:
-        source.backup(target)
-    return copy
+def database(trail: Path, tmp_path: Path) -> str:
+    """The URL of a private copy of the trail's database, to tamper with."""
+    return databases.copy(trail, tmp_path)
 
 
-def verify(database: Path) -> subprocess.CompletedProcess[str]:
+def verify(database_url: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OOS_NOTIFY_")}
-    env["OOS_NOTIFY_DATABASE_URL"] = f"sqlite:///{database}"
+    env["OOS_NOTIFY_DATABASE_URL"] = database_url
     return subprocess.run(
         [OOS_NOTIFY, "audit", "verify"], env=env, capture_output=True, text=True, timeout=60
     )
 
 
-def seq_of(db: sqlite3.Connection, action: str) -> int:
-    row = db.execute("SELECT min(seq) FROM audit_entries WHERE action = ?", (action,)).fetchone()
-    assert row[0] is not None, f"no {action!r} entry"
-    return int(row[0])
+def seq_of(db: Connection, action: str) -> int:
+    found = db.execute(
+        text("SELECT min(seq) FROM audit_entries WHERE action = :action"), {"action": action}
+    ).scalar()
+    assert found is not None, f"no {action!r} entry"
+    return int(found)
 
 
-def test_the_trail_of_a_full_incident_verifies(database: Path) -> None:
-    with closing(sqlite3.connect(database)) as db:
-        count = db.execute("SELECT count(*) FROM audit_entries").fetchone()[0]
-        actions = {a for (a,) in db.execute("SELECT action FROM audit_entries")}
+def on_postgresql(db: Connection) -> bool:
+    return db.dialect.name == "postgresql"
+
+
+def test_the_trail_of_a_full_incident_verifies(database: str) -> None:
+    engine = make_engine(database)
+    with engine.connect() as db:
+        count = db.execute(text("SELECT count(*) FROM audit_entries")).scalar()
+        actions = set(db.execute(text("SELECT action FROM audit_entries")).scalars())
+    engine.dispose()
     assert {"incident_opened", "notification_sent", "acknowledged"} <= actions
 
     result = verify(database)
@@ -105,88 +110,99 @@ def test_the_trail_of_a_full_incident_verifies(database: Path) -> None:
     assert f"audit trail is intact: {count} entries" in result.stdout
 
 
-def edit_acknowledgement(db: sqlite3.Connection) -> int:
+def edit_acknowledgement(db: Connection) -> int:
     """The answer the coordinator gave is changed to one they did not give."""
     seq = seq_of(db, "acknowledged")
+    edited = (
+        """jsonb_set(detail::jsonb, '{response}', '"decline_product"')::json"""
+        if on_postgresql(db)
+        else "json_set(detail, '$.response', 'decline_product')"
+    )
+    db.execute(text(f"UPDATE audit_entries SET detail = {edited} WHERE seq = :seq"), {"seq": seq})
+    return seq
+
+
+def edit_time(db: Connection) -> int:
+    """A late notification is made to look on time."""
+    seq = seq_of(db, "notification_sent")
+    earlier = "at - interval '1 hour'" if on_postgresql(db) else "datetime(at, '-1 hour')"
+    db.execute(text(f"UPDATE audit_entries SET at = {earlier} WHERE seq = :seq"), {"seq": seq})
+    return seq
+
+
+def edit_actor(db: Connection) -> int:
+    seq = seq_of(db, "acknowledged")
     db.execute(
-        "UPDATE audit_entries SET detail = json_set(detail, '$.response', 'decline_product') "
-        "WHERE seq = ?",
-        (seq,),
+        text("UPDATE audit_entries SET actor = 'ct-md@mercy.example' WHERE seq = :seq"),
+        {"seq": seq},
     )
     return seq
 
 
-def edit_time(db: sqlite3.Connection) -> int:
-    """A late notification is made to look on time."""
-    seq = seq_of(db, "notification_sent")
-    db.execute("UPDATE audit_entries SET at = datetime(at, '-1 hour') WHERE seq = ?", (seq,))
-    return seq
-
-
-def edit_actor(db: sqlite3.Connection) -> int:
-    seq = seq_of(db, "acknowledged")
-    db.execute("UPDATE audit_entries SET actor = 'ct-md@mercy.example' WHERE seq = ?", (seq,))
-    return seq
-
-
-def make_time_unreadable(db: sqlite3.Connection) -> int:
+def make_time_unreadable(db: Connection) -> int:
     seq = seq_of(db, "incident_opened")
-    db.execute("UPDATE audit_entries SET at = 'yesterday' WHERE seq = ?", (seq,))
+    db.execute(text("UPDATE audit_entries SET at = 'yesterday' WHERE seq = :seq"), {"seq": seq})
     return seq
 
 
-def delete_a_middle_row(db: sqlite3.Connection) -> int:
+def delete_a_middle_row(db: Connection) -> int:
     """The acknowledgement is removed; the entry after it no longer follows its predecessor."""
     seq = seq_of(db, "acknowledged")
-    db.execute("DELETE FROM audit_entries WHERE seq = ?", (seq,))
-    (after,) = db.execute("SELECT min(seq) FROM audit_entries WHERE seq > ?", (seq,)).fetchone()
+    db.execute(text("DELETE FROM audit_entries WHERE seq = :seq"), {"seq": seq})
+    after = db.execute(
+        text("SELECT min(seq) FROM audit_entries WHERE seq > :seq"), {"seq": seq}
+    ).scalar()
     return int(after)
 
 
-def delete_the_last_row(db: sqlite3.Connection) -> int:
-    (last,) = db.execute("SELECT max(seq) FROM audit_entries").fetchone()
-    db.execute("DELETE FROM audit_entries WHERE seq = ?", (last,))
-    return int(last) - 1
+def delete_the_last_row(db: Connection) -> int:
+    last = int(db.execute(text("SELECT max(seq) FROM audit_entries")).scalar())
+    db.execute(text("DELETE FROM audit_entries WHERE seq = :seq"), {"seq": last})
+    return last - 1
 
 
-def swap_two_hashes(db: sqlite3.Connection) -> int:
+def swap_two_hashes(db: Connection) -> int:
     first = seq_of(db, "notification_sent")
     second = seq_of(db, "acknowledged")
     db.execute(
-        "UPDATE audit_entries SET entry_hash = CASE seq "
-        "WHEN :a THEN (SELECT entry_hash FROM audit_entries WHERE seq = :b) "
-        "ELSE (SELECT entry_hash FROM audit_entries WHERE seq = :a) END "
-        "WHERE seq IN (:a, :b)",
+        text(
+            "UPDATE audit_entries SET entry_hash = CASE seq "
+            "WHEN :a THEN (SELECT entry_hash FROM audit_entries WHERE seq = :b) "
+            "ELSE (SELECT entry_hash FROM audit_entries WHERE seq = :a) END "
+            "WHERE seq IN (:a, :b)"
+        ),
         {"a": first, "b": second},
     )
     return first
 
 
-def reorder_two_rows(db: sqlite3.Connection) -> int:
+def reorder_two_rows(db: Connection) -> int:
     """Two entries trade places, each intact on its own."""
     first = seq_of(db, "acknowledged")
-    db.execute("UPDATE audit_entries SET seq = -1 WHERE seq = ?", (first,))
-    db.execute("UPDATE audit_entries SET seq = ? WHERE seq = ?", (first, first + 1))
-    db.execute("UPDATE audit_entries SET seq = ? WHERE seq = -1", (first + 1,))
+    renumber = text("UPDATE audit_entries SET seq = :to WHERE seq = :seq")
+    db.execute(renumber, {"to": -1, "seq": first})
+    db.execute(renumber, {"to": first, "seq": first + 1})
+    db.execute(renumber, {"to": first + 1, "seq": -1})
     return first
 
 
-def edit_and_rehash(db: sqlite3.Connection) -> int:
+def edit_and_rehash(db: Connection) -> int:
     """Someone who knows the hash recomputes it for the edited entry: the next link breaks."""
     seq = seq_of(db, "acknowledged")
-    db.execute(
-        "UPDATE audit_entries SET detail = json_set(detail, '$.comment', 'never called') "
-        "WHERE seq = ?",
-        (seq,),
+    edited = (
+        """jsonb_set(detail::jsonb, '{comment}', '"never called"')::json"""
+        if on_postgresql(db)
+        else "json_set(detail, '$.comment', 'never called')"
     )
-    engine = make_engine(f"sqlite:///{db.execute('PRAGMA database_list').fetchone()[2]}")
-    db.commit()
-    with Session(engine) as session:
+    db.execute(text(f"UPDATE audit_entries SET detail = {edited} WHERE seq = :seq"), {"seq": seq})
+    with Session(db) as session:
         row = session.get(AuditEntry, seq)
         assert row is not None and row.detail["comment"] == "never called"
         rehashed = audit.recomputed_hash(row)
-    engine.dispose()
-    db.execute("UPDATE audit_entries SET entry_hash = ? WHERE seq = ?", (rehashed, seq))
+    db.execute(
+        text("UPDATE audit_entries SET entry_hash = :hash WHERE seq = :seq"),
+        {"hash": rehashed, "seq": seq},
+    )
     return seq + 1
 
 
@@ -196,7 +212,12 @@ def edit_and_rehash(db: sqlite3.Connection) -> int:
         pytest.param(edit_acknowledgement, "does not match its hash", id="answer-edited"),
         pytest.param(edit_time, "does not match its hash", id="time-edited"),
         pytest.param(edit_actor, "does not match its hash", id="actor-edited"),
-        pytest.param(make_time_unreadable, "cannot be read", id="time-unreadable"),
+        pytest.param(
+            make_time_unreadable,
+            "cannot be read",
+            id="time-unreadable",
+            marks=databases.sqlite_only,  # a PostgreSQL timestamp column holds only timestamps
+        ),
         pytest.param(delete_a_middle_row, "does not follow entry", id="middle-row-deleted"),
         pytest.param(delete_the_last_row, "entries at the end were removed", id="last-row-deleted"),
         pytest.param(swap_two_hashes, "does not match its hash", id="hashes-swapped"),
@@ -205,14 +226,14 @@ def edit_and_rehash(db: sqlite3.Connection) -> int:
     ],
 )
 def test_a_row_changed_in_the_database_is_caught_and_named(
-    database: Path, tamper: Callable[[sqlite3.Connection], int], says: str
+    database: str, tamper: Callable[[Connection], int], says: str
 ) -> None:
-    # Given someone edits the trail directly in the database file
-    with closing(sqlite3.connect(database)) as db, db:
+    # Given someone edits the trail directly in the database
+    engine = make_engine(database)
+    with engine.begin() as db:
         broken = tamper(db)
 
     # When the trail is checked
-    engine = make_engine(f"sqlite:///{database}")
     with Session(engine) as session:
         report = audit.verify(session)
     engine.dispose()
@@ -223,9 +244,11 @@ def test_a_row_changed_in_the_database_is_caught_and_named(
     assert report.problem is not None and says in report.problem
 
 
-def test_an_auditor_running_verify_is_told_which_entry_broke(database: Path) -> None:
-    with closing(sqlite3.connect(database)) as db, db:
+def test_an_auditor_running_verify_is_told_which_entry_broke(database: str) -> None:
+    engine = make_engine(database)
+    with engine.begin() as db:
         broken = edit_acknowledgement(db)
+    engine.dispose()
 
     result = verify(database)
 
@@ -235,7 +258,7 @@ def test_an_auditor_running_verify_is_told_which_entry_broke(database: Path) -> 
 
 
 def test_verify_without_a_database_says_so(tmp_path: Path) -> None:
-    result = verify(tmp_path / "nothing-here.db")
+    result = verify(f"sqlite:///{tmp_path / 'nothing-here.db'}")
 
     assert result.returncode == 2
     assert "no audit trail" in result.stderr and "Traceback" not in result.stderr
@@ -244,7 +267,7 @@ def test_verify_without_a_database_says_so(tmp_path: Path) -> None:
 
 def test_concurrent_writers_keep_one_chain(tmp_path: Path) -> None:
     """Writers in several threads, without the service's write gate, still chain in one line."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'oos.db'}")
+    engine = make_engine(databases.url_for(tmp_path))
     create_schema(engine)
     failures: list[BaseException] = []
 

@@ -264,7 +264,7 @@ def test_sigterm_finishes_the_send_in_flight_records_it_and_claims_nothing_more(
     [delivered] = faulty.handler.messages()
     assert faulty.handler.count == 1
     # And it recorded that send before exiting; the other notice is back in the queue, unspent
-    engine = create_engine(f"sqlite:///{served.database}")
+    engine = create_engine(served.database_url)
     with engine.connect() as db:
         rows = {
             row.recipient_email: row

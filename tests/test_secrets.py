@@ -20,6 +20,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from oos_notify.delivery.capture import CaptureHandler, free_port
+from tests import databases
 from tests.conftest import CONFIG_DIR, TEMPLATES_DIR, ack_link, now, release_failure
 
 OOS_NOTIFY = str(Path(sys.executable).parent / "oos-notify")
@@ -75,7 +76,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OOS_NOTIFY_")}
     env |= {
-        "OOS_NOTIFY_DATABASE_URL": f"sqlite:///{tmp_path / 'oos.db'}",
+        "OOS_NOTIFY_DATABASE_URL": databases.url_for(tmp_path),
         "OOS_NOTIFY_CONFIG_DIR": str(CONFIG_DIR),
         "OOS_NOTIFY_TEMPLATES_DIR": str(TEMPLATES_DIR),
         "OOS_NOTIFY_SMTP_HOST": "127.0.0.1",

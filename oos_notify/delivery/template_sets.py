@@ -15,7 +15,7 @@ from sqlmodel import Session
 from oos_notify.agreements.config import Agreements
 from oos_notify.delivery.messaging import center_ids
 from oos_notify.delivery.rendering import Renderer, SnapshotSource, TemplateSet
-from oos_notify.store.db import transaction
+from oos_notify.store.db import insert_missing, transaction
 from oos_notify.store.models import StoredTemplateSet
 
 
@@ -24,18 +24,21 @@ def record(
 ) -> dict[str, str]:
     """Store every center's current template set (once per version); return each center's."""
     versions: dict[str, str] = {}
+    sets: dict[str, dict[str, object]] = {}
+    for center_id in agreements.center_ids():
+        snapshot = renderer.snapshot(center_ids(agreements.effective(center_id)))
+        versions[center_id] = snapshot.version
+        sets[snapshot.version] = {
+            "version": snapshot.version,
+            "files": dict(snapshot.files),
+            "created_at": now,
+        }
     with transaction(engine) as session:
-        for center_id in agreements.center_ids():
-            snapshot = renderer.snapshot(center_ids(agreements.effective(center_id)))
-            if session.get(StoredTemplateSet, snapshot.version) is None:
-                session.add(
-                    StoredTemplateSet(
-                        version=snapshot.version, files=dict(snapshot.files), created_at=now
-                    )
-                )
-                session.flush()
-            versions[center_id] = snapshot.version
+        insert_missing(session, _SETS, list(sets.values()))
     return versions
+
+
+_SETS = StoredTemplateSet.__table__  # type: ignore[attr-defined]
 
 
 def source(engine: Engine) -> SnapshotSource:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import col
 
+from oos_notify.store.db import insert_missing
 from oos_notify.store.models import AuditEntry, ServiceValue
 
 CHAIN_HEAD = "audit_chain_head"
@@ -81,15 +82,10 @@ def _parse_head(value: str) -> tuple[int, str]:
 
 
 def start_chain(connection: Connection) -> None:
-    """Create the chain head of an empty trail, once, when the schema is created."""
-    exists = connection.execute(
-        select(col(ServiceValue.name)).where(col(ServiceValue.name) == CHAIN_HEAD)
-    ).first()
-    if exists is None:
-        connection.execute(
-            ServiceValue.__table__.insert(),  # type: ignore[attr-defined]
-            {"name": CHAIN_HEAD, "value": _head_value(0, GENESIS_HASH)},
-        )
+    """Create the chain head of an empty trail, once: processes starting together may all try."""
+    insert_missing(
+        connection, _HEAD_ROW, [{"name": CHAIN_HEAD, "value": _head_value(0, GENESIS_HASH)}]
+    )
 
 
 @dataclass

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
+from sqlalchemy import URL, Connection, Table, event, make_url
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
+
+if TYPE_CHECKING:
+    from oos_notify.store.migrate import Upgraded
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -23,26 +26,85 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.close()
 
 
+def database_url(url: str) -> URL:
+    """The URL with its driver made explicit: ``postgresql://`` means psycopg 3, the driver the
+    service ships with (SQLAlchemy alone would look for psycopg2)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
 def make_engine(url: str) -> Engine:
     """An engine for the URL; SQLite gets WAL and a busy timeout so the API and sender share it."""
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+    parsed = database_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(
+            parsed, pool_pre_ping=True, connect_args={"application_name": "oos-notify"}
+        )
     return engine
 
 
-def create_schema(engine: Engine) -> None:
-    """Create missing tables (additive so far; migrations come with the first schema change)."""
-    from oos_notify.store import audit, models  # noqa: F401  (models registers the tables)
+class SchemaNotReady(Exception):
+    """The database's schema is not the one this code needs, and this process may not change it."""
 
-    SQLModel.metadata.create_all(engine)
-    try:
-        with engine.begin() as connection:
-            audit.start_chain(connection)
-    except IntegrityError:
-        pass  # another replica, starting at the same moment, started the chain first
+
+def create_schema(engine: Engine) -> Upgraded:
+    """Bring the schema to the newest revision whatever it is now, and start the audit chain:
+    for tests, scratch databases and ``oos-notify db upgrade``. Says what it changed."""
+    from oos_notify.store import migrate
+
+    done = migrate.upgrade(engine)
+    _start_chain(engine)
+    return done
+
+
+def open_schema(engine: Engine, migrate_on_start: bool | None) -> str | None:
+    """At start-up: the schema as this code needs it (see ``migrate.prepare``, which raises
+    SchemaNotReady when it may not change it), and the audit chain started. Returns what was
+    changed, if anything."""
+    from oos_notify.store import migrate
+
+    done = migrate.prepare(engine, migrate_on_start)
+    _start_chain(engine)
+    return done
+
+
+def _start_chain(engine: Engine) -> None:
+    from oos_notify.store import audit
+
+    with engine.begin() as connection:
+        audit.start_chain(connection)
+
+
+def insert_missing(
+    connection: Connection | Session, table: Table, rows: list[dict[str, Any]]
+) -> None:
+    """Insert the rows whose key is not in the table yet and leave the others as they are, in one
+    statement: replicas starting together may write the same rows, and none of them fails."""
+    if rows:
+        connection.execute(_insert(connection, table).on_conflict_do_nothing(), rows)
+
+
+def upsert(connection: Connection | Session, table: Table, row: dict[str, Any]) -> None:
+    """Insert the row, or overwrite the one with its primary key, in one statement."""
+    keys = [column.name for column in table.primary_key.columns]
+    statement = _insert(connection, table)
+    changed = {name: statement.excluded[name] for name in row if name not in keys}
+    connection.execute(statement.on_conflict_do_update(index_elements=keys, set_=changed), row)
+
+
+def _insert(connection: Connection | Session, table: Table) -> Any:
+    bind = connection.get_bind() if isinstance(connection, Session) else connection
+    dialect = bind.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"no insert-or-ignore for {dialect}")
 
 
 def write_gate(engine: Engine) -> AbstractAsyncContextManager[object]:

@@ -20,7 +20,14 @@ from oos_notify.delivery.rendering import Renderer
 from oos_notify.incidents.acknowledgement import AckTokens
 from oos_notify.ops import config_check
 from oos_notify.settings import Settings
-from oos_notify.store.db import create_schema, make_engine, transaction, write_gate
+from oos_notify.store.db import (
+    insert_missing,
+    make_engine,
+    open_schema,
+    transaction,
+    upsert,
+    write_gate,
+)
 from oos_notify.store.models import ServiceValue
 from oos_notify.web.limits import TokenBuckets
 
@@ -60,10 +67,10 @@ def secret_key(settings: Settings, engine: Engine) -> str:
             ]
         )
     with transaction(engine) as session:
+        generated = {"name": "secret_key", "value": secrets.token_urlsafe(48)}
+        insert_missing(session, _VALUES, [generated])
         stored = session.get(ServiceValue, "secret_key")
-        if stored is None:
-            stored = ServiceValue(name="secret_key", value=secrets.token_urlsafe(48))
-            session.add(stored)
+        assert stored is not None
         return stored.value
 
 
@@ -85,14 +92,19 @@ def check_templates(
             return
     config_check.check_templates(agreements, renderer)
     with transaction(engine) as session:
-        session.merge(ServiceValue(name=TEMPLATE_CHECK, value=digest))
+        upsert(session, _VALUES, {"name": TEMPLATE_CHECK, "value": digest})
+
+
+_VALUES = ServiceValue.__table__  # type: ignore[attr-defined]
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:
     """Check the config and open the database; raise ConfigError before anything starts."""
     agreements, renderer = config_check.load(settings.config_dir, settings.templates_dir)
     engine = make_engine(settings.database_url)
-    create_schema(engine)
+    changed = open_schema(engine, settings.migrate_on_start)
+    if changed:
+        log.info("database: %s", changed)
     check_templates(engine, settings, agreements, renderer)
     tokens = AckTokens(secret_key(settings, engine))
     versions = template_sets.record(engine, renderer, agreements, clock.now())

@@ -158,9 +158,9 @@ def _count(
     report: CrashReport,
     promised: dict[str, dict[str, Any]],
     messages: list[CapturedMessage],
-    database: Path,
+    database_url: str,
 ) -> None:
-    engine = create_engine(f"sqlite:///{database}")
+    engine = create_engine(database_url)
     with engine.connect() as connection:
         rows = connection.execute(text("SELECT id, status, message_id FROM notifications")).all()
     engine.dispose()
@@ -256,7 +256,7 @@ def run(
         report.problems += poster.errors
         if report.kills < kills:
             report.problems.append(f"only {report.kills} of {kills} kills happened")
-        _count(report, poster.promised, smtp.handler.messages(), service.database)
+        _count(report, poster.promised, smtp.handler.messages(), service.database_url)
         resent = [int(n) for n in RESENT.findall(service.log.read_text(errors="replace"))]
         report.kills_mid_send, report.resent_at_restart = len(resent), sum(resent)
         if report.problems:
