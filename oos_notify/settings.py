@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8000"
     secret_key: SecretStr | None = None
 
+    instance_name: str | None = None
+    """What this process's claims on notifications are named after (the host name when unset):
+    a restart under the same name takes its predecessor's claims back at once. Each process
+    that sends needs a name of its own."""
+
     host: str = "127.0.0.1"
     port: int = 8000
     log_format: LogFormat = LogFormat.JSON

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlmodel import Session as DbSession
 from sqlmodel import select
@@ -13,8 +15,9 @@ from sqlmodel import select
 from oos_notify.clock import ManualClock
 from oos_notify.delivery.capture import CaptureHandler, CaptureServer, free_port
 from oos_notify.settings import Settings
-from oos_notify.store.models import DeliveryAttempt, Notification
+from oos_notify.store.models import AuditEntry, DeliveryAttempt, Notification
 from tests.conftest import received, release_failure, start_service
+from tests.smtp_faults import Fault, FaultySmtpServer
 
 
 class RefusingHandler(CaptureHandler):
@@ -129,10 +132,13 @@ async def test_a_send_interrupted_by_a_crash_is_resent_with_its_message_id(
     service = await start_service(settings.model_copy(update={"smtp_port": port}), clock)
     await service.post_event(release_failure())
     await service.stop()
+    assert service.services.dispatcher is not None
+    dead = service.services.dispatcher.owner
     with DbSession(service.services.engine) as db:
         first = db.exec(select(Notification).where(Notification.level == 0)).all()
         for row in first:
             row.status, row.lease_until = "sending", clock.now() + timedelta(minutes=10)
+            row.claimed_by = dead
             row.due_at = clock.now()  # it was due when it was claimed
             db.add(row)
         db.commit()
@@ -151,3 +157,37 @@ async def test_a_send_interrupted_by_a_crash_is_resent_with_its_message_id(
             assert len(messages) == 2
         finally:
             await again.stop()
+
+
+async def test_a_sender_whose_claims_were_taken_over_records_nothing_of_its_send(
+    settings: Settings, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a mail server slow enough that the sender is still at it when its lease has run
+    # out and another sender has taken the rows over
+    with FaultySmtpServer() as smtp:
+        smtp.handler.set_faults(Fault("DATA", delay=1.0))
+        service = await start_service(
+            settings.model_copy(update={"smtp_port": smtp.port, "smtp_connections": 1}), clock
+        )
+        try:
+            await service.post_event(release_failure())
+            assert await asyncio.to_thread(smtp.handler.data_begun.wait, 30)
+            with DbSession(service.services.engine) as db:
+                first = db.exec(select(Notification).where(Notification.level == 0)).all()
+                for row in first:
+                    row.claimed_by = "another-worker/0001"
+                    db.add(row)
+                db.commit()
+            await service.settle()
+        finally:
+            await service.stop()
+
+    # Then what it sent is not recorded as its own: the rows are still the new owner's to
+    # send and settle, with no attempt, no audit entry and no escalation from this sender
+    with DbSession(service.services.engine) as db:
+        rows = db.exec(select(Notification).where(Notification.level == 0)).all()
+        attempts = db.exec(select(DeliveryAttempt)).all()
+        sent = db.exec(select(AuditEntry).where(AuditEntry.action == "notification_sent")).all()
+    assert {(n.status, n.claimed_by) for n in rows} == {("sending", "another-worker/0001")}
+    assert attempts == [] and sent == []
+    assert "was taken over by another sender" in caplog.text

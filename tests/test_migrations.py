@@ -263,6 +263,23 @@ def test_a_schema_newer_than_the_code_is_refused(tmp_path: Path) -> None:
 # --- migrating safely --------------------------------------------------------------------------
 
 
+def test_a_failing_migration_leaves_nothing_of_itself_behind(tmp_path: Path) -> None:
+    engine = make_engine(databases.empty_url_for(tmp_path))
+    migrate.upgrade(engine, "0001")
+    with engine.begin() as connection:  # takes a name 0002's index needs, on another table
+        connection.execute(sa.text("CREATE INDEX ix_notifications_claimed_by ON events (type)"))
+
+    with pytest.raises(sa.exc.DBAPIError):
+        migrate.upgrade(engine)
+
+    with engine.connect() as connection:
+        assert migrate.state(engine).revision == "0001"
+        inspector = sa.inspect(connection)
+        assert "claimed_by" not in {c["name"] for c in inspector.get_columns("notifications")}
+        assert "rate_buckets" not in inspector.get_table_names()
+    engine.dispose()
+
+
 def test_processes_migrating_together_migrate_once(tmp_path: Path) -> None:
     url = databases.empty_url_for(tmp_path)
     processes = [

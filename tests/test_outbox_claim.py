@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ def add_rows(engine: Engine, due: list[datetime], **values: Any) -> list[str]:
 
 def claim(engine: Engine, now: datetime) -> list[str]:
     with transaction(engine) as session:
-        return [n.id for n in outbox.claim_due(session, now, 50, LEASE)]
+        return [n.id for n in outbox.claim_due(session, now, 50, LEASE, "test-sender/1")]
 
 
 def test_a_claim_takes_the_earliest_due_rows(engine: Engine) -> None:
@@ -124,3 +125,86 @@ def test_a_claim_takes_over_an_expired_lease_and_leaves_a_live_one_and_the_futur
         live[0]: ("sending", 0),
         future[0]: ("scheduled", 0),
     }
+
+
+# --- owners, leases and takeovers --------------------------------------------------------------
+
+THIRTY = timedelta(seconds=30)
+
+
+def claim_as(engine: Engine, owner: str, now: datetime) -> list[str]:
+    with transaction(engine) as session:
+        return sorted(n.id for n in outbox.claim_due(session, now, 50, THIRTY, owner))
+
+
+def owners(engine: Engine, ids: list[str]) -> set[str | None]:
+    with transaction(engine) as session:
+        rows = session.execute(
+            select(col(Notification.claimed_by)).where(col(Notification.id).in_(ids))
+        )
+        return set(rows.scalars())
+
+
+def test_a_claim_names_its_owner_and_renewals_keep_it_until_its_owner_goes_quiet(
+    engine: Engine,
+) -> None:
+    now = OPENED + timedelta(hours=1)
+    mine = claim_as(engine, "worker-a/1111", now)
+    assert mine and owners(engine, mine) == {"worker-a/1111"}
+
+    # While its owner renews the lease every 10 s, nobody else may take the rows
+    for seconds in (10, 20, 30, 40):
+        with transaction(engine) as session:
+            assert outbox.renew(session, "worker-a/1111", now + timedelta(seconds=seconds), THIRTY)
+        assert claim_as(engine, "worker-b/2222", now + timedelta(seconds=seconds + 5)) == []
+
+    # Once it has been silent for a whole lease, another sender takes them over
+    assert claim_as(engine, "worker-b/2222", now + timedelta(seconds=71)) == mine
+    assert owners(engine, mine) == {"worker-b/2222"}
+
+
+def test_a_sender_whose_claim_was_taken_over_finds_the_rows_no_longer_its_own(
+    engine: Engine,
+) -> None:
+    now = OPENED + timedelta(hours=1)
+    mine = claim_as(engine, "worker-a/1111", now)
+    taken = claim_as(engine, "worker-b/2222", now + timedelta(seconds=31))
+
+    with transaction(engine) as session:
+        assert outbox.still_claimed(session, mine, "worker-a/1111") == set()
+        assert outbox.still_claimed(session, mine, "worker-b/2222") == set(taken)
+        # and giving them back as the old owner changes nothing either
+        assert outbox.release_claims(session, mine, "worker-a/1111") == 0
+
+
+def test_a_restart_under_the_same_name_takes_its_predecessors_claims_back_at_once(
+    engine: Engine,
+) -> None:
+    now = OPENED + timedelta(hours=1)
+    mine = claim_as(engine, "worker-a/1111", now)
+
+    with transaction(engine) as session:
+        # others, even with names that look alike, leave them alone
+        assert outbox.release_predecessors(session, "worker-b", "worker-b/3333") == 0
+        assert outbox.release_predecessors(session, "worker-%", "worker-%/3333") == 0
+        assert outbox.release_predecessors(session, "worker", "worker/3333") == 0
+        # a process started again as worker-a takes them back, well inside the lease
+        assert outbox.release_predecessors(session, "worker-a", "worker-a/4444") == len(mine)
+
+    assert claim_as(engine, "worker-a/4444", now + timedelta(seconds=1)) == mine
+
+
+@databases.needs_postgresql
+def test_senders_pass_each_others_locked_rows_by_instead_of_queueing(engine: Engine) -> None:
+    now = OPENED + timedelta(hours=1)
+    add_rows(engine, [OPENED + timedelta(seconds=n) for n in range(120)])
+    pool = ThreadPoolExecutor(1)
+    try:
+        with transaction(engine) as first:
+            held = {n.id for n in outbox.claim_due(first, now, 50, THIRTY, "worker-a/1111")}
+            # While the first claim is not committed yet, a second sender claims at once
+            second = pool.submit(claim_as, engine, "worker-b/2222", now).result(timeout=5)
+    finally:
+        pool.shutdown()
+    assert len(held) == 50 and len(second) == 50
+    assert held.isdisjoint(second)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
+import socket
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -33,8 +35,10 @@ from oos_notify.store.models import Incident, Notification
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-CLAIM_LEASE = timedelta(minutes=10)
-"""How long a claimed row is left to its sender before another may take it over."""
+CLAIM_LEASE = timedelta(seconds=30)
+"""How long a claimed row is left to its sender without word from it before another sender may
+take it over: the sender renews it every RENEW_EVERY while it sends."""
+RENEW_EVERY = CLAIM_LEASE / 3
 MAX_RETRY_DELAY = timedelta(hours=1)
 SETTLE_EVERY = timedelta(seconds=0.5)
 """How long sent messages may go unrecorded while the rest of their batch is being sent."""
@@ -102,6 +106,12 @@ class Dispatcher:
         self._stopping = False
         self._mail_unreachable = True
         """Set when no mail server answered; at start, a previous process may have seen that."""
+        self._name = settings.instance_name or socket.gethostname()
+        self.owner = f"{self._name}/{secrets.token_hex(4)}"
+        """What this process's claims are named: its name, and which start of it."""
+        self._holding = False
+        self._lease_from = 0.0
+        """When (monotonic) the claims held were last taken or renewed."""
 
     @property
     def running(self) -> bool:
@@ -110,21 +120,27 @@ class Dispatcher:
     async def start(self) -> None:
         """Take over what a dead process left mid-send, start the sweep, and send what is due."""
         self._loop = asyncio.get_running_loop()
-        if self._engine.dialect.name == "sqlite":
-            # One process owns a SQLite file, so anything still 'sending' was left by a crash.
-            released = await self._in_database(self._release_abandoned)
-            if released:
-                log.warning(
-                    "resending %d notifications interrupted by a stop",
-                    released,
-                    extra={"count": released},
-                )
+        released = await self._in_database(self._release_abandoned)
+        if released:
+            log.warning(
+                "resending %d notifications interrupted by a stop",
+                released,
+                extra={"count": released},
+            )
         self._scheduler = AsyncIOScheduler(event_loop=self._loop, timezone=UTC)
         self._scheduler.add_job(
             self._on_timer,
             "interval",
             seconds=self._settings.sweep_interval_seconds,
             id="sweep",
+            coalesce=True,
+            max_instances=1,
+        )
+        self._scheduler.add_job(
+            self._renew,
+            "interval",
+            seconds=RENEW_EVERY.total_seconds(),
+            id="renew",
             coalesce=True,
             max_instances=1,
         )
@@ -157,6 +173,21 @@ class Dispatcher:
     async def _on_timer(self) -> None:
         self._request_run()
 
+    async def _renew(self) -> None:
+        """Tell the other senders this process is alive and still sending what it claimed."""
+        if not self._holding:
+            return
+        try:
+            await self._in_database(self._renew_claims)
+        except Exception:
+            log.exception("could not renew the claims being sent; retrying")
+        else:
+            self._lease_from = time.monotonic()
+
+    def _lease_lost(self) -> bool:
+        """The claims may have been taken over: nothing renewed them for a whole lease."""
+        return time.monotonic() - self._lease_from >= CLAIM_LEASE.total_seconds()
+
     def _request_run(self) -> None:
         self._wanted = True
         if not self._stopping and (self._task is None or self._task.done()):
@@ -183,10 +214,15 @@ class Dispatcher:
                     extra={"count": resumed},
                 )
         while not self._stopping:
+            self._lease_from = time.monotonic()
             batch = await self._in_database(self._claim)
             if not batch:
                 break
-            await self._send(batch)
+            self._holding = True
+            try:
+                await self._send(batch)
+            finally:
+                self._holding = False
         self._arm(await asyncio.to_thread(self._next_due))
 
     def _arm(self, due_at: datetime | None) -> None:
@@ -230,7 +266,8 @@ class Dispatcher:
         if released:
             await self._in_database(self._release, released)
             log.info(
-                "stopping: %d claimed notifications go back to the queue",
+                "%s: %d claimed notifications go back to the queue",
+                "stopping" if self._stopping else "claims not renewed for a whole lease",
                 len(released),
                 extra={"count": len(released)},
             )
@@ -241,7 +278,7 @@ class Dispatcher:
         """Send one connection's share of a batch; return the ids left unsent by a stop."""
         async with SmtpBatch(self._settings, self._smtp_host, self._smtp_port) as smtp:
             for position, (notification, item) in enumerate(work):
-                if self._stopping:
+                if self._stopping or self._lease_lost():
                     return [n.id for n, _ in work[position:]]
                 if isinstance(item, RenderError):
                     outcome = SendOutcome(False, True, None, f"template error: {item}", 0)
@@ -265,7 +302,14 @@ class Dispatcher:
 
     def _release_abandoned(self) -> int:
         with transaction(self._engine) as session:
-            return outbox.release_abandoned(session)
+            if self._engine.dialect.name == "sqlite":
+                # One process owns a SQLite file: anything 'sending' was left by a crash.
+                return outbox.release_abandoned(session)
+            return outbox.release_predecessors(session, self._name, self.owner)
+
+    def _renew_claims(self) -> int:
+        with transaction(self._engine) as session:
+            return outbox.renew(session, self.owner, self._clock.now(), CLAIM_LEASE)
 
     def _resume_after_outage(self) -> int:
         with transaction(self._engine) as session:
@@ -273,12 +317,12 @@ class Dispatcher:
 
     def _release(self, notification_ids: list[str]) -> int:
         with transaction(self._engine) as session:
-            return outbox.release_claims(session, notification_ids)
+            return outbox.release_claims(session, notification_ids, self.owner)
 
     def _claim(self) -> list[Notification]:
         with transaction(self._engine) as session:
             return outbox.claim_due(
-                session, self._clock.now(), self._settings.send_batch_size, CLAIM_LEASE
+                session, self._clock.now(), self._settings.send_batch_size, CLAIM_LEASE, self.owner
             )
 
     def _next_due(self) -> datetime | None:
@@ -339,16 +383,26 @@ class Dispatcher:
 
     def _settle(self, results: list[tuple[Notification, SendOutcome, str | None]]) -> None:
         now = self._clock.now()
-        delivered = [
-            outbox.Delivered(notification, outcome.reply, outcome.duration_ms, version or "")
-            for notification, outcome, version in results
-            if outcome.accepted
-        ]
         with transaction(self._engine) as session:
+            held = outbox.still_claimed(session, [n.id for n, _, _ in results], self.owner)
+            lost = [n for n, _, _ in results if n.id not in held]
+            results = [result for result in results if result[0].id in held]
+            delivered = [
+                outbox.Delivered(notification, outcome.reply, outcome.duration_ms, version or "")
+                for notification, outcome, version in results
+                if outcome.accepted
+            ]
             outbox.settle_sent(session, delivered, now)
             for notification, outcome, _ in results:
                 if not outcome.accepted:
                     self._settle_failure(session, notification, outcome, now)
+        for notification in lost:
+            log.warning(
+                "%s was taken over by another sender after its lease ran out: its outcome here "
+                "is not recorded (a second copy has the same Message-ID)",
+                notification.id,
+                extra=_ids(notification),
+            )
         for item in delivered:
             log.info(
                 "sent %s to %s",

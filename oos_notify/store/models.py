@@ -112,6 +112,8 @@ class Notification(SQLModel, table=True):
     status: str
     attempts: int = 0
     lease_until: datetime | None = _utc(default=None)
+    claimed_by: str | None = Field(default=None, index=True)
+    """The process sending it (``name/incarnation``): it alone renews, settles or returns it."""
     message_id: str
     last_error: str | None = None
     template_version: str | None = None
@@ -183,3 +185,14 @@ class StoredTemplateSet(SQLModel, table=True):
     version: str = Field(primary_key=True)
     files: dict[str, str] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = _utc()
+
+
+class RateBucket(SQLModel, table=True):
+    """An API key's event allowance, kept in the database so that every replica spends from the
+    same bucket."""
+
+    __tablename__ = "rate_buckets"
+
+    key_id: str = Field(primary_key=True)
+    tokens: float
+    refilled_at: datetime = _utc()

@@ -2,9 +2,12 @@
 
 A claim is a conditional update (``... WHERE id IN (...) AND status = 'scheduled' RETURNING id``)
 whose returned ids say which rows this sender won, so several service replicas on one database
-never send the same row twice. A claim holds a lease; a sender that dies mid-send leaves the row
-to be taken over when the lease runs out, and the resend reuses the row's Message-ID so receivers
-can drop a duplicate.
+never send the same row twice; the candidates are read ``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
+so senders pass each other's rows by instead of queueing on them. A claim names its owner (a
+process, ``name/incarnation``) and holds a lease the owner renews while it sends. A sender that
+dies leaves its rows to be taken over when the lease runs out, or at once when it restarts under
+the same name; a sender that comes back after a takeover finds the rows no longer its own and
+records nothing. A resend reuses the row's Message-ID so receivers can drop a duplicate.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from sqlmodel import Session, col, select
 
 from oos_notify.agreements.vocabulary import KeyDate
 from oos_notify.ids import new_id
-from oos_notify.store import audit
+from oos_notify.store import audit, wakeups
 from oos_notify.store.lifecycle import (
     Condition,
     IncidentStatus,
@@ -106,6 +109,7 @@ def schedule(
             for notification_id, item in scheduled
         ],
     )
+    wakeups.announce(session)
     for notification_id, item in scheduled:
         audit.record(
             session,
@@ -159,36 +163,75 @@ def cancel_pending(
 
 
 def release_abandoned(session: Session) -> int:
-    """Return rows left 'sending' by a process that died to the queue (single-process databases)."""
+    """Return every row left 'sending' to the queue: for a SQLite file, which one process owns,
+    so whatever is 'sending' when it starts was left by a crash."""
+    return _release(session, col(Notification.status) == SENDING)
+
+
+def release_predecessors(session: Session, name: str, owner: str) -> int:
+    """Return to the queue the rows that earlier processes of the same ``name`` (a restart of
+    this one) left 'sending', without waiting for their leases to run out."""
+    return _release(
+        session,
+        col(Notification.status) == SENDING,
+        col(Notification.claimed_by).startswith(f"{name}/", autoescape=True),
+        col(Notification.claimed_by) != owner,
+    )
+
+
+def _release(session: Session, *criteria: ColumnElement[bool]) -> int:
     result = session.execute(
         update(Notification)
-        .where(col(Notification.status) == SENDING)
-        .values(status=SCHEDULED, lease_until=None)
+        .where(*criteria)
+        .values(status=SCHEDULED, lease_until=None, claimed_by=None)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    released = int(result.rowcount)  # type: ignore[attr-defined]
+    if released:
+        wakeups.announce(session)
+    return released
 
 
-def release_claims(session: Session, notification_ids: list[str]) -> int:
+def release_claims(session: Session, notification_ids: list[str], owner: str) -> int:
     """Give back claimed rows that were not sent (the service is stopping): they are due again
     at once for the next sender, and the claim does not count as an attempt."""
     result = session.execute(
         update(Notification)
-        .where(col(Notification.id).in_(notification_ids), col(Notification.status) == SENDING)
-        .values(status=SCHEDULED, lease_until=None, attempts=Notification.attempts - 1)
+        .where(
+            col(Notification.id).in_(notification_ids),
+            col(Notification.status) == SENDING,
+            col(Notification.claimed_by) == owner,
+        )
+        .values(
+            status=SCHEDULED,
+            lease_until=None,
+            claimed_by=None,
+            attempts=Notification.attempts - 1,
+        )
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    released = int(result.rowcount)  # type: ignore[attr-defined]
+    if released:
+        wakeups.announce(session)
+    return released
 
 
-def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> list[Notification]:
-    """Claim up to ``limit`` due notifications for this sender; each claim is won by one sender."""
+def claim_due(
+    session: Session, now: datetime, limit: int, lease: timedelta, owner: str
+) -> list[Notification]:
+    """Claim up to ``limit`` due notifications for ``owner``; each claim is won by one sender."""
     scheduled = (col(Notification.status) == SCHEDULED) & (col(Notification.due_at) <= now)
     abandoned = (col(Notification.status) == SENDING) & (col(Notification.lease_until) < now)
     # Two queries rather than one OR: each walks the (status, due_at) index and stops at the
     # limit, where the OR made SQLite sort every due row on every claim, however many were due.
     candidates = [
-        *session.exec(select(Notification.id).where(abandoned).limit(limit)),
         *session.exec(
-            select(Notification.id).where(scheduled).order_by(col(Notification.due_at)).limit(limit)
+            select(Notification.id).where(abandoned).limit(limit).with_for_update(skip_locked=True)
+        ),
+        *session.exec(
+            select(Notification.id)
+            .where(scheduled)
+            .order_by(col(Notification.due_at))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
         ),
     ][:limit]
     if not candidates:
@@ -205,7 +248,12 @@ def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> 
         session.execute(
             update(Notification)
             .where(col(Notification.id).in_(candidates), still_claimable)
-            .values(status=SENDING, lease_until=now + lease, attempts=Notification.attempts + 1)
+            .values(
+                status=SENDING,
+                lease_until=now + lease,
+                claimed_by=owner,
+                attempts=Notification.attempts + 1,
+            )
             .returning(col(Notification.id))
             .execution_options(synchronize_session=False)
         )
@@ -221,6 +269,34 @@ def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> 
             .order_by(col(Notification.due_at))
         ).all()
     )
+
+
+def renew(session: Session, owner: str, now: datetime, lease: timedelta) -> int:
+    """Extend the lease of every row ``owner`` is sending: it is alive and still at it."""
+    result = session.execute(
+        update(Notification)
+        .where(col(Notification.claimed_by) == owner, col(Notification.status) == SENDING)
+        .values(lease_until=now + lease)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def still_claimed(session: Session, notification_ids: Sequence[str], owner: str) -> set[str]:
+    """Which of these rows ``owner`` still holds, locked until the transaction ends so that no
+    sender can take them over while their outcome is recorded. A row missing from the answer was
+    taken over after the lease ran out: its new owner sends and records it."""
+    if not notification_ids:
+        return set()
+    held = session.exec(
+        select(Notification.id)
+        .where(
+            col(Notification.id).in_(notification_ids),
+            col(Notification.status) == SENDING,
+            col(Notification.claimed_by) == owner,
+        )
+        .with_for_update()
+    )
+    return set(held)
 
 
 def next_due(session: Session) -> datetime | None:
@@ -267,6 +343,7 @@ def resume_after_outage(session: Session, now: datetime) -> int:
         .where(col(Notification.id).in_(waiting), col(Notification.status) == SCHEDULED)
         .values(due_at=now)
     )
+    wakeups.announce(session)
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -288,6 +365,7 @@ _MARK_SENT = (
         status=NotificationStatus.SENT.value,
         sent_at=bindparam("now"),
         lease_until=None,
+        claimed_by=None,
         last_error=None,
         template_version=bindparam("version"),
     )
@@ -362,7 +440,12 @@ def settle_failure(
     whether it failed for good (the caller then reports it to QA in the same transaction)."""
     give_up = permanent or retry_at is None
     status = NotificationStatus.FAILED if give_up else NotificationStatus.SCHEDULED
-    values: dict[str, object] = {"status": status.value, "lease_until": None, "last_error": reply}
+    values: dict[str, object] = {
+        "status": status.value,
+        "lease_until": None,
+        "claimed_by": None,
+        "last_error": reply,
+    }
     if not give_up:
         values["due_at"] = retry_at
     session.execute(
