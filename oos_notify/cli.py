@@ -1,4 +1,5 @@
-"""The ``oos-notify`` command: serve, check-config, preview, apikey, audit, db."""
+"""The ``oos-notify`` command: serve (or api and worker), check-config, preview, apikey, audit,
+db."""
 
 from __future__ import annotations
 
@@ -35,13 +36,14 @@ def _print_problems(error: ConfigError) -> int:
     return 2
 
 
-def _serve(settings: Settings, _args: argparse.Namespace) -> int:
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from oos_notify.web.app import create_app
+    from oos_notify.web.services import Role
 
     try:
-        app = create_app(settings)
+        app = create_app(settings, role=Role(args.command))
     except ConfigError as error:
         return _print_problems(error)
     except SchemaNotReady as error:
@@ -185,7 +187,15 @@ def parser() -> argparse.ArgumentParser:
         "Settings come from OOS_NOTIFY_* environment variables (see README).",
     )
     commands = root.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the HTTP API and the scheduler").set_defaults(run=_serve)
+    commands.add_parser("serve", help="run the HTTP API and the dispatcher").set_defaults(
+        run=_serve
+    )
+    commands.add_parser(
+        "api", help="run the HTTP API alone (run any number, beside `worker` processes)"
+    ).set_defaults(run=_serve)
+    commands.add_parser(
+        "worker", help="run the dispatcher alone, with /healthz, /readyz and /metrics"
+    ).set_defaults(run=_serve)
     commands.add_parser(
         "check-config", help="validate config/ and templates/ and print every problem"
     ).set_defaults(run=_check_config)

@@ -1,5 +1,6 @@
-"""``oos-notify serve`` as an operator runs it: a subprocess with its settings in the environment,
-its log in a file, that a test can start, stop with SIGTERM, or kill with SIGKILL."""
+"""``oos-notify serve`` (or ``api``, or ``worker``) as an operator runs it: a subprocess with its
+settings in the environment, its log in a file, that a test can start, stop with SIGTERM, or kill
+with SIGKILL."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class ServedProcess:
         config_dir: Path,
         smtp_port: int,
         settings: Mapping[str, str] | None = None,
+        command: str = "serve",
     ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -50,7 +52,8 @@ class ServedProcess:
             **(settings or {}),
         }
         self.workdir = workdir
-        self.log = workdir / "service.log"
+        self.command = command
+        self.log = workdir / f"{command}-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def api_key(self, name: str = "test-qa-system") -> str:
@@ -64,10 +67,10 @@ class ServedProcess:
             engine.dispose()
 
     def start(self, deadline: float = 60) -> None:
-        """Start ``serve`` and return once /readyz says ready."""
+        """Start the command and return once /readyz says ready."""
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [COMMAND, "serve"], env=self.env, cwd=self.workdir, stdout=log, stderr=log
+                [COMMAND, self.command], env=self.env, cwd=self.workdir, stdout=log, stderr=log
             )
         until = time.monotonic() + deadline
         while time.monotonic() < until:

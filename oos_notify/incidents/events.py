@@ -37,7 +37,7 @@ from oos_notify.incidents.planning import (
     plan_key_date_steps,
     plan_opening,
 )
-from oos_notify.store import audit, outbox
+from oos_notify.store import audit, locks, outbox
 from oos_notify.store.instants import UtcInstant
 from oos_notify.store.lifecycle import IncidentStatus, NotificationKind, can_move
 from oos_notify.store.models import Event, Incident, Notification
@@ -147,6 +147,7 @@ def ingest(
     """Record an event; open or update its incident; schedule what the agreement says.
     ``template_versions`` names each center's stored template set, kept with a new incident."""
     body_hash = event.body_hash()
+    locks.one_at_a_time(session, "incident_ref", event.incident_ref)
     earlier = _received(session, event.event_id)
     if earlier is not None:
         return _repeat(earlier, body_hash)

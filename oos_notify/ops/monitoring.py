@@ -47,10 +47,10 @@ def _ping(engine: Engine) -> None:
         connection.execute(text("SELECT 1"))
 
 
-async def readiness(engine: Engine, dispatcher: Dispatcher | None) -> Readiness:
-    """Database and dispatcher must work for the service to be ready; an unreachable mail server
-    is reported but does not make it unready: events are still accepted and their notifications
-    wait in the outbox until the server is back."""
+async def readiness(engine: Engine, dispatcher: Dispatcher | None, sends: bool = True) -> Readiness:
+    """Database and dispatcher (in a process that ``sends``) must work for the service to be
+    ready; an unreachable mail server is reported but does not make it unready: events are still
+    accepted and their notifications wait in the outbox until the server is back."""
     checks: dict[str, str] = {}
     try:
         await asyncio.wait_for(asyncio.to_thread(_ping, engine), DATABASE_TIMEOUT_SECONDS)
@@ -60,8 +60,9 @@ async def readiness(engine: Engine, dispatcher: Dispatcher | None) -> Readiness:
     except SQLAlchemyError as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
     running = dispatcher is not None and dispatcher.running
-    checks["scheduler"] = "ok" if running else "stopped"
-    ready = checks["database"] == "ok" and running
+    if sends:
+        checks["scheduler"] = "ok" if running else "stopped"
+    ready = checks["database"] == "ok" and (running or not sends)
     if dispatcher is not None:
         problem = await dispatcher.probe_mail()
         checks["smtp"] = "ok" if problem is None else f"queueing, server unreachable: {problem}"

@@ -1,4 +1,5 @@
-"""The FastAPI application: the services, the routers, the middleware and the dispatcher's life."""
+"""The FastAPI application: the services, the routers, the middleware and the dispatcher's life,
+for a process that answers requests, sends mail, or both."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from oos_notify.delivery.capture import CaptureServer
 from oos_notify.delivery.dispatch import Dispatcher
 from oos_notify.errors import ServiceError
 from oos_notify.settings import Settings
+from oos_notify.store.wakeups import Listener
 from oos_notify.web.limits import BodySizeLimit
 from oos_notify.web.pages import SecurityHeaders
-from oos_notify.web.services import build_services
+from oos_notify.web.services import Role, build_services
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +35,21 @@ _ECHO_ENCODERS: dict[Any, Callable[[Any], Any]] = {
 """How a 422 echoes input that JSON cannot carry: a raw non-UTF-8 body, NaN and infinities."""
 
 
-def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
-    """The app; config errors raise here, before the server accepts a connection."""
+def create_app(
+    settings: Settings | None = None, clock: Clock | None = None, role: Role = Role.SERVE
+) -> FastAPI:
+    """The app for a role; config errors raise here, before the server accepts a connection."""
     settings = settings or Settings()
-    services = build_services(settings, clock or SystemClock())
+    services = build_services(settings, clock or SystemClock(), role)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not role.sends:
+            try:
+                yield
+            finally:
+                services.engine.dispose()
+            return
         if settings.uses_capture_server:
             services.capture = CaptureServer().start()
             host, port = services.capture.host, services.capture.port
@@ -60,9 +70,15 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             port,
         )
         await services.dispatcher.start()
+        listener = None
+        if services.engine.dialect.name == "postgresql":
+            listener = Listener(services.engine.url, services.dispatcher.wake)
+            listener.start()
         try:
             yield
         finally:
+            if listener is not None:
+                await listener.stop()
             await services.dispatcher.stop()
             if services.capture is not None:
                 services.capture.stop()
@@ -92,9 +108,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     from oos_notify.web.api import ack, events, health, incidents, mailbox
 
-    app.include_router(events.router)
-    app.include_router(incidents.router)
-    app.include_router(ack.router)
+    if role.answers:
+        app.include_router(events.router)
+        app.include_router(incidents.router)
+        app.include_router(ack.router)
     app.include_router(health.router)
-    app.include_router(mailbox.router)
+    if role.sends:
+        app.include_router(mailbox.router)  # the capture server lives beside the dispatcher
     return app

@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from sqlalchemy.engine import Engine
 
@@ -30,8 +31,28 @@ from oos_notify.store.db import (
 )
 from oos_notify.store.models import ServiceValue
 from oos_notify.web.limits import TokenBuckets
+from oos_notify.web.shared_limits import DatabaseBuckets, event_limit
 
 log = logging.getLogger(__name__)
+
+
+class Role(StrEnum):
+    """What a process runs: ``serve`` runs both halves; ``api`` and ``worker`` one each, so that
+    an operator can run any number of each on one PostgreSQL database."""
+
+    SERVE = "serve"
+    API = "api"
+    WORKER = "worker"
+
+    @property
+    def answers(self) -> bool:
+        """Serves the API and the acknowledgement pages."""
+        return self is not Role.WORKER
+
+    @property
+    def sends(self) -> bool:
+        """Runs the dispatcher."""
+        return self is not Role.API
 
 
 @dataclass
@@ -45,11 +66,12 @@ class Services:
     tokens: AckTokens
     clock: Clock
     write_gate: AbstractAsyncContextManager[object]
-    events_limit: TokenBuckets
+    events_limit: TokenBuckets | DatabaseBuckets
     template_versions: Mapping[str, str] = field(default_factory=dict)
     """Each center's template set as of start-up: what a new incident is rendered with."""
     dispatcher: Dispatcher | None = None
     capture: CaptureServer | None = field(default=None)
+    role: Role = Role.SERVE
 
 
 def secret_key(settings: Settings, engine: Engine) -> str:
@@ -98,7 +120,7 @@ def check_templates(
 _VALUES = ServiceValue.__table__  # type: ignore[attr-defined]
 
 
-def build_services(settings: Settings, clock: Clock) -> Services:
+def build_services(settings: Settings, clock: Clock, role: Role = Role.SERVE) -> Services:
     """Check the config and open the database; raise ConfigError before anything starts."""
     agreements, renderer = config_check.load(settings.config_dir, settings.templates_dir)
     engine = make_engine(settings.database_url)
@@ -110,7 +132,16 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     versions = template_sets.record(engine, renderer, agreements, clock.now())
     renderer.keep_snapshots(template_sets.source(engine))
     gate = write_gate(engine)
-    events_limit = TokenBuckets(settings.events_per_minute, settings.events_burst)
+    events_limit = event_limit(engine, settings.events_per_minute, settings.events_burst)
     return Services(
-        settings, engine, agreements, renderer, tokens, clock, gate, events_limit, versions
+        settings,
+        engine,
+        agreements,
+        renderer,
+        tokens,
+        clock,
+        gate,
+        events_limit,
+        versions,
+        role=role,
     )

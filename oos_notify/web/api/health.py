@@ -21,7 +21,9 @@ def healthz() -> dict[str, str]:
 @router.get("/readyz")
 async def readyz(services: ServicesDep) -> JSONResponse:
     """503 unless the database answers and the dispatcher runs; says how the mail server is."""
-    readiness = await monitoring.readiness(services.engine, services.dispatcher)
+    readiness = await monitoring.readiness(
+        services.engine, services.dispatcher, services.role.sends
+    )
     return JSONResponse(
         {"ready": readiness.ready, "checks": readiness.checks},
         status_code=200 if readiness.ready else 503,
