@@ -189,10 +189,11 @@ class StoredTemplateSet(SQLModel, table=True):
 
 class RateBucket(SQLModel, table=True):
     """An API key's event allowance, kept in the database so that every replica spends from the
-    same bucket."""
+    same bucket (``rate_buckets``)."""
 
     __tablename__ = "rate_buckets"
 
     key_id: str = Field(primary_key=True)
-    tokens: float
-    refilled_at: datetime = _utc()
+    allowed_from: float
+    """When (Unix seconds) the key's bucket would be empty: each event taken moves it on by one
+    token's worth of time, never to more than a whole burst ahead of now."""

@@ -12,7 +12,6 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 
 from oos_notify.store import rate_buckets
-from oos_notify.store.db import transaction
 from oos_notify.web.limits import RateLimited, TokenBuckets
 
 
@@ -26,8 +25,8 @@ class DatabaseBuckets:
 
     def take(self, key: str, now: datetime) -> None:
         """Spend one token of ``key``'s bucket, or raise RateLimited saying when to come back."""
-        with transaction(self._engine) as session:
-            retry_after = rate_buckets.take(session, key, now, self.per_minute, self.burst)
+        with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            retry_after = rate_buckets.take(connection, key, now, self.per_minute, self.burst)
         if retry_after is not None:
             raise RateLimited(retry_after)
 

@@ -20,8 +20,7 @@ def upgrade() -> None:
     op.create_table(
         "rate_buckets",
         sa.Column("key_id", sa.String(), nullable=False),
-        sa.Column("tokens", sa.Float(), nullable=False),
-        sa.Column("refilled_at", sa.DateTime(), nullable=False),
+        sa.Column("allowed_from", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("key_id"),
     )
     with op.batch_alter_table("notifications", schema=None) as batch_op:
