@@ -4,7 +4,10 @@ Each entry carries a SHA-256 over its content and the hash of the entry before i
 edited, removed or moved after the fact breaks the chain at that entry, and ``verify`` names it.
 The newest entry's number and hash are kept in one row, the chain head: every writer reads and
 moves it inside its own transaction, so the chain stays one line however many write at once, and
-entries removed from the end show too.
+entries removed from the end show too. A transaction collects its entries as it goes and chains
+them only as it commits, after its other writes: it holds the head for its last few statements
+and its commit, not for all of its work, so writers on PostgreSQL do not queue on the head for
+the length of each other's transactions.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from oos_notify.store.db import insert_missing
 from oos_notify.store.models import AuditEntry, ServiceValue
 
 CHAIN_HEAD = "audit_chain_head"
-_CHAIN_END = "oos_notify.audit.chain_end"
-"""Where a session keeps the chain head its transaction has read and moved."""
+_PENDING = "oos_notify.audit.pending"
+"""Where a session keeps the entries its transaction has recorded and not yet chained."""
 GENESIS_HASH = "0" * 64
 """What the first entry names as the hash before it."""
 
@@ -89,36 +92,40 @@ def start_chain(connection: Connection) -> None:
 
 
 @dataclass
-class _ChainEnd:
-    """The chain head as one transaction sees and moves it, read once per transaction, and the
-    entries the transaction has chained to it so far, written together just before it commits."""
+class _Pending:
+    """The entries one transaction has recorded, in order, to be chained as it commits."""
 
     transaction: SessionTransaction
-    seq: int
-    digest: str
     entries: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _chain_end(session: Session) -> _ChainEnd:
-    cached = session.info.get(_CHAIN_END)
-    if isinstance(cached, _ChainEnd) and cached.transaction is session.get_transaction():
-        return cached
-    value = session.execute(_READ_HEAD).scalar_one()
-    transaction = session.get_transaction()
-    assert transaction is not None  # the read began one
-    seq, digest = _parse_head(value)
-    end = session.info[_CHAIN_END] = _ChainEnd(transaction, seq, digest)
-    return end
 
 
 @event.listens_for(Session, "before_commit")
 def _write_entries(session: Session) -> None:
-    """Write the transaction's entries in one statement and move the chain head past them, just
-    before the transaction commits: one round trip for the trail instead of one per entry."""
-    end = session.info.pop(_CHAIN_END, None)
-    if isinstance(end, _ChainEnd) and end.entries and end.transaction is session.get_transaction():
-        session.execute(_INSERT, end.entries)
-        session.execute(_MOVE_HEAD, {"head_value": _head_value(end.seq, end.digest)})
+    """Chain the transaction's entries to the head and write them in one statement, just before
+    it commits. Its other changes are flushed first, so the head's lock is the last one the
+    transaction takes: whoever holds the head waits for no other lock, and the head is held
+    only from here to the commit."""
+    pending = session.info.pop(_PENDING, None)
+    if not isinstance(pending, _Pending) or not pending.entries:
+        return
+    if pending.transaction is not session.get_transaction():
+        return
+    session.flush()
+    seq, digest = _parse_head(session.execute(_READ_HEAD).scalar_one())
+    for entry in pending.entries:
+        seq += 1
+        entry["seq"], entry["prev_hash"] = seq, digest
+        digest = entry["entry_hash"] = entry_hash(
+            digest,
+            entry["at"],
+            entry["action"],
+            entry["actor"],
+            entry["incident_id"],
+            entry["notification_id"],
+            entry["detail"],
+        )
+    session.execute(_INSERT, pending.entries)
+    session.execute(_MOVE_HEAD, {"head_value": _head_value(seq, digest)})
 
 
 def record(
@@ -133,25 +140,24 @@ def record(
 ) -> None:
     """Append an entry in the caller's transaction, so the trail and the change commit together.
 
-    Numbered and chained now, so entries are numbered in the order things happened; written
-    with the transaction's other entries when it commits (a rollback discards them all).
+    Entries are numbered and chained when the transaction commits, in the order it recorded
+    them, after the entries of every transaction that committed before it; a rollback discards
+    them all.
     """
-    end = _chain_end(session)
-    digest = entry_hash(end.digest, at, action, actor, incident_id, notification_id, detail)
-    end.entries.append(
+    transaction = session.get_transaction() or session.begin()
+    pending = session.info.get(_PENDING)
+    if not isinstance(pending, _Pending) or pending.transaction is not transaction:
+        pending = session.info[_PENDING] = _Pending(transaction)
+    pending.entries.append(
         {
-            "seq": end.seq + 1,
             "at": at,
             "action": action,
             "actor": actor,
             "incident_id": incident_id,
             "notification_id": notification_id,
             "detail": detail,
-            "prev_hash": end.digest,
-            "entry_hash": digest,
         }
     )
-    end.seq, end.digest = end.seq + 1, digest
 
 
 @dataclass(frozen=True)
