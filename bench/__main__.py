@@ -2,6 +2,9 @@
 measured in the same run on the same machine (issue 5).
 
     python -m bench [--quick] [--output bench-results.json] [--profile DIR]
+    python -m bench --database-url postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB [--quick]
+
+(The second runs the PostgreSQL measurements of ``bench.postgres`` instead.)
 
 1. Ingest: POST /v1/events at 32 concurrent, beside a bare FastAPI endpoint validating the same
    model (``bench.bare``), served by uvicorn the same way.
@@ -38,7 +41,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
-from bench import pending
+from bench import pending, postgres
 from bench.centers import FIRST_STEP_ROLES, write_config
 from bench.load import (
     description,
@@ -336,7 +339,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run(size: Size, profile_dir: Path | None) -> dict[str, Any]:
+def run(size: Size, profile_dir: Path | None, database_url: str | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     result: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -348,6 +351,15 @@ def run(size: Size, profile_dir: Path | None) -> dict[str, Any]:
         centers = write_config(workdir / "config", size.centers)
         bench = Bench(size, workdir, workdir / "config", centers, sink, profile_dir)
         result["baselines"] = baselines(bench)
+        if database_url is not None:
+            result["postgresql"] = {
+                "sqlite_ingest": measure_ingest(bench),
+                "sqlite_fanout": measure_fanout_and_ack(bench)[0],
+                **postgres.run(bench, database_url),
+            }
+            messages = size.fanout_events * len(FIRST_STEP_ROLES)
+            result["baselines"]["fanout"] = measure_raw_fanout(bench, messages)
+            return _finished(result, started)
         result["ingest"] = measure_ingest(bench)
         result["fanout"], result["ack"] = measure_fanout_and_ack(bench)
         result["baselines"]["fanout"] = measure_raw_fanout(bench, result["fanout"]["messages"])
@@ -358,6 +370,10 @@ def run(size: Size, profile_dir: Path | None) -> dict[str, Any]:
             for _ in FIRST_STEP_ROLES
         )
         result["baselines"]["timers"] = measure_raw_timers(bench, offsets)
+    return _finished(result, started)
+
+
+def _finished(result: dict[str, Any], started: float) -> dict[str, Any]:
     result["machine"]["load_average_at_end"] = os.getloadavg()[0]
     result["seconds"] = time.perf_counter() - started
     return result
@@ -372,12 +388,17 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=Path, metavar="DIR", help="py-spy each service run into DIR"
     )
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="a PostgreSQL server and a role that may create databases: measure on it instead",
+    )
     args = parser.parse_args()
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
-    result = run(QUICK if args.quick else FULL, args.profile)
+    result = run(QUICK if args.quick else FULL, args.profile, args.database_url)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(markdown(result))
+    print(postgres.markdown(result) if args.database_url else markdown(result))
     print(f"\n(JSON in {args.output}; {result['seconds']:.0f} s in all)", file=sys.stderr)
 
 

@@ -13,7 +13,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import count
@@ -71,17 +71,23 @@ async def _response_status(reader: asyncio.StreamReader) -> int:
 
 
 async def closed_loop(
-    port: int, requests: Iterator[bytes], concurrency: int, duration: float | None, warmup: float
+    port: int | Sequence[int],
+    requests: Iterator[bytes],
+    concurrency: int,
+    duration: float | None,
+    warmup: float,
 ) -> Load:
     """``concurrency`` connections each sending its next request when the last one is answered,
-    until the requests run out or ``warmup + duration`` seconds have passed."""
+    until the requests run out or ``warmup + duration`` seconds have passed; with several ports
+    (one per process serving the API) the connections are dealt out among them in turn."""
+    ports = [port] if isinstance(port, int) else list(port)
     load = Load()
     started = time.perf_counter()
     measured_from = started + warmup
     deadline = None if duration is None else measured_from + duration
     last_done = started
 
-    async def connection() -> None:
+    async def connection(port: int) -> None:
         nonlocal last_done
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
@@ -100,13 +106,13 @@ async def closed_loop(
         finally:
             writer.close()
 
-    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    await asyncio.gather(*(connection(ports[n % len(ports)]) for n in range(concurrency)))
     load.elapsed = (deadline if deadline is not None else last_done) - measured_from
     return load
 
 
 def post_events(
-    port: int,
+    port: int | Sequence[int],
     key: str | None,
     run: str,
     centers: list[str],

@@ -1,4 +1,5 @@
-"""The processes under test: ``oos-notify serve`` and the bare baseline app, each on loopback."""
+"""The processes under test: ``oos-notify serve`` (or ``api`` and ``worker``) and the bare
+baseline app, each on loopback."""
 
 from __future__ import annotations
 
@@ -111,10 +112,19 @@ class Server:
             self._log = None
 
 
-def service(name: str, workdir: Path, config_dir: Path, smtp_port: int) -> Server:
-    """``oos-notify serve`` with a SQLite file of its own (``<name>.db``), sending to the sink."""
+def service(
+    name: str,
+    workdir: Path,
+    config_dir: Path,
+    smtp_port: int,
+    command: str = "serve",
+    database_url: str | None = None,
+) -> Server:
+    """``oos-notify serve`` (or ``api``, or ``worker``: ``command``) on ``database_url``, by
+    default a SQLite file of its own (``<name>.db``), sending to the sink."""
     env = {
-        "OOS_NOTIFY_DATABASE_URL": f"sqlite:///{workdir / name}.db",
+        "OOS_NOTIFY_DATABASE_URL": database_url or f"sqlite:///{workdir / name}.db",
+        "OOS_NOTIFY_INSTANCE_NAME": name,
         "OOS_NOTIFY_CONFIG_DIR": str(config_dir),
         "OOS_NOTIFY_TEMPLATES_DIR": str(ROOT / "templates"),
         "OOS_NOTIFY_SMTP_HOST": "127.0.0.1",
@@ -125,7 +135,7 @@ def service(name: str, workdir: Path, config_dir: Path, smtp_port: int) -> Serve
         "OOS_NOTIFY_EVENTS_PER_MINUTE": "1000000000",
         "OOS_NOTIFY_EVENTS_BURST": "1000000000",
     }
-    return Server(name, workdir, [sys.executable, "-m", "oos_notify.cli", "serve"], env)
+    return Server(name, workdir, [sys.executable, "-m", "oos_notify.cli", command], env)
 
 
 def bare(workdir: Path) -> Server:
