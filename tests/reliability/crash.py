@@ -2,19 +2,21 @@
 
     python -m tests.reliability.crash [--incidents 300] [--kills 50] [--seed N]
 
-Runs ``oos-notify serve`` as a subprocess on its own SQLite file and config (an escalation plan
-whose steps are 3 and 6 seconds apart), sending to an aiosmtpd server in this process that
-outlives every death of the service and answers each message after a short delay, so a kill
-often lands between a send and its record. Incidents are posted at a steady pace (a post that
-dies with the service is posted again with the same body: events are idempotent) while the
-service is SIGKILLed at random moments and restarted. At the end the mail server's messages
-are checked against what the service promised in its answers: every notification arrived, once
-or several times under one Message-ID, to the right recipient. Prints the counts as JSON.
+Runs ``oos-notify serve`` as a subprocess on its own database (``tests.databases``) and config
+(an escalation plan whose steps are 3 and 6 seconds apart), sending to an aiosmtpd server in
+this process that outlives every death of the service and answers each message after a short
+delay, so a kill often lands between a send and its record. Incidents are posted at a steady
+pace (a post that dies with the service is posted again with the same body: events are
+idempotent) while the service is SIGKILLed at random moments and restarted. At the end the mail
+server's messages are checked against what the service promised in its answers: every
+notification arrived, once or several times under one Message-ID, to the right recipient.
+Prints the counts as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import re
@@ -111,10 +113,11 @@ def event(number: int) -> dict[str, Any]:
 
 
 class Poster:
-    """Posts the incidents at a steady pace; a post lost with the service is posted again."""
+    """Posts the incidents at a steady pace; a post lost with the service is posted again (to the
+    next of ``bases``, when several processes serve the API)."""
 
-    def __init__(self, base: str, key: str, count: int, pace_seconds: float) -> None:
-        self.base = base
+    def __init__(self, bases: list[str], key: str, count: int, pace_seconds: float) -> None:
+        self.bases = bases
         self.headers = {"Authorization": f"Bearer {key}"}
         self.count = count
         self.pace = pace_seconds
@@ -127,9 +130,12 @@ class Poster:
     def _post(self, client: httpx.Client, number: int) -> None:
         body = event(number)
         until = time.monotonic() + 120
-        while time.monotonic() < until:
+        for attempt in itertools.count(number):
+            if time.monotonic() >= until:
+                break
+            base = self.bases[attempt % len(self.bases)]
             try:
-                answer = client.post("/v1/events", json=body, headers=self.headers)
+                answer = client.post(f"{base}/v1/events", json=body, headers=self.headers)
             except httpx.TransportError:
                 self.reposts += 1
                 time.sleep(0.2)
@@ -143,7 +149,7 @@ class Poster:
         self.errors.append(f"{body['event_id']}: never accepted")
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.base, timeout=10) as client:
+        with httpx.Client(timeout=10) as client:
             for number in range(self.count):
                 self._post(client, number)
                 time.sleep(self.pace)
@@ -235,7 +241,7 @@ def run(
         service.start()
         # Kills every 0.3 to 2 s of uptime; posts spread over about the same stretch.
         uptimes = [rng.uniform(0.3, max_uptime) for _ in range(kills)]
-        poster = Poster(service.base, key, incidents, pace_seconds=sum(uptimes) / incidents / 2)
+        poster = Poster([service.base], key, incidents, pace_seconds=sum(uptimes) / incidents / 2)
         poster.thread.start()
         try:
             for uptime in uptimes:
