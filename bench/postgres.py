@@ -32,12 +32,14 @@ from bench.centers import FIRST_STEP_ROLES
 from bench.load import description, in_child, post_events
 from bench.service import Server, create_api_key, service
 
-HEAD_QUERY = "UPDATE service_values%"
-"""How the statements that read and move the audit chain head begin."""
-_SAMPLE = """
+_HEAD = "(query LIKE 'UPDATE service_values%%' OR query = 'COMMIT')"
+"""A session waiting for the audit chain head: the head is read and moved by an UPDATE on
+``service_values`` or, since migration 0003, by the trigger that chains the entries at COMMIT
+(the only lock a COMMIT can wait for)."""
+_SAMPLE = f"""
 SELECT count(*) FILTER (WHERE state = 'active'),
-       count(*) FILTER (WHERE wait_event_type = 'Lock' AND query LIKE %(head)s),
-       count(*) FILTER (WHERE wait_event_type = 'Lock' AND query NOT LIKE %(head)s)
+       count(*) FILTER (WHERE wait_event_type = 'Lock' AND {_HEAD}),
+       count(*) FILTER (WHERE wait_event_type = 'Lock' AND NOT {_HEAD})
 FROM pg_stat_activity
 WHERE datname = %(database)s AND pid <> pg_backend_pid() AND backend_type = 'client backend'
 """
@@ -90,9 +92,7 @@ class LockSampler:
     def _run(self) -> None:
         with psycopg.connect(self._conninfo, autocommit=True) as connection:
             while not self._stop.wait(self._every):
-                row = connection.execute(
-                    _SAMPLE, {"head": HEAD_QUERY, "database": self._database}
-                ).fetchone()
+                row = connection.execute(_SAMPLE, {"database": self._database}).fetchone()
                 assert row is not None
                 self._samples.append((int(row[0]), int(row[1]), int(row[2])))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from oos_notify.clock import ManualClock
 from oos_notify.delivery.capture import CaptureServer
@@ -292,3 +292,23 @@ def test_concurrent_writers_keep_one_chain(tmp_path: Path) -> None:
     assert failures == []
     assert report.intact, report.problem
     assert report.entries == report.head_seq == 4 * 25 * 3
+
+
+def test_a_transactions_entries_keep_the_order_they_were_recorded_in(tmp_path: Path) -> None:
+    engine = make_engine(databases.url_for(tmp_path))
+    create_schema(engine)
+    for batch in range(3):
+        with transaction(engine) as session:
+            for step in ("opened", "scheduled", "sent", "acknowledged", "closed"):
+                audit.record(session, START, step, "test", batch=batch)
+
+    with Session(engine) as session:
+        entries = session.exec(select(AuditEntry).order_by(col(AuditEntry.seq))).all()
+        report = audit.verify(session)
+    engine.dispose()
+    assert [(e.seq, e.action, e.detail["batch"]) for e in entries] == [
+        (5 * batch + n + 1, step, batch)
+        for batch in range(3)
+        for n, step in enumerate(("opened", "scheduled", "sent", "acknowledged", "closed"))
+    ]
+    assert report.intact and report.head_seq == 15

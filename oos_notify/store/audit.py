@@ -5,9 +5,9 @@ edited, removed or moved after the fact breaks the chain at that entry, and ``ve
 The newest entry's number and hash are kept in one row, the chain head: every writer reads and
 moves it inside its own transaction, so the chain stays one line however many write at once, and
 entries removed from the end show too. A transaction collects its entries as it goes and chains
-them only as it commits, after its other writes: it holds the head for its last few statements
-and its commit, not for all of its work, so writers on PostgreSQL do not queue on the head for
-the length of each other's transactions.
+them only as it commits, after its other writes: on SQLite in a last few statements, on
+PostgreSQL inside the database's commit (a trigger does it), so that writers of many processes
+do not queue on the head for the length of each other's transactions.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, event, select
+from sqlalchemy import bindparam, event, func, select
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import col
@@ -35,6 +35,9 @@ GENESIS_HASH = "0" * 64
 
 _INSERT = AuditEntry.__table__.insert()  # type: ignore[attr-defined]
 """A Core insert, compiled once: the trail grows on every request's hot path."""
+PENDING_NUMBERS = "audit_entries_pending_seq"
+"""The PostgreSQL sequence of provisional entry numbers (negated), until the trigger chains them."""
+_INSERT_PENDING = _INSERT.values(seq=-func.nextval(PENDING_NUMBERS))
 
 _HEAD_ROW = ServiceValue.__table__  # type: ignore[attr-defined]
 """Core statements on the table, not ORM ones: they run twice per writing transaction, and an
@@ -65,14 +68,27 @@ def entry_hash(
     detail: Mapping[str, Any],
 ) -> str:
     """The hash of an entry: its content in one canonical JSON form, chained to ``prev_hash``."""
-    fields = [prev_hash, at.astimezone(UTC).isoformat(), action, actor, incident_id]
-    content = json.dumps(
-        [*fields, notification_id, detail],
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=True,
-    )
-    return hashlib.sha256(content.encode()).hexdigest()
+    return _link(prev_hash, _content(at, action, actor, incident_id, notification_id, detail))
+
+
+def _content(
+    at: datetime,
+    action: str,
+    actor: str,
+    incident_id: str | None,
+    notification_id: str | None,
+    detail: Mapping[str, Any],
+) -> str:
+    """The canonical JSON array an entry's hash covers, ``[prev_hash, at, action, actor,
+    incident_id, notification_id, detail]``, without its opening bracket and first element:
+    the hash before it is hexadecimal, so ``_link`` can put it in front as plain text (and so can
+    PostgreSQL, which chains the entries on that database)."""
+    fields = [at.astimezone(UTC).isoformat(), action, actor, incident_id, notification_id, detail]
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)[1:]
+
+
+def _link(prev_hash: str, content: str) -> str:
+    return hashlib.sha256(f'["{prev_hash}",{content}'.encode()).hexdigest()
 
 
 def _head_value(seq: int, digest: str) -> str:
@@ -101,29 +117,37 @@ class _Pending:
 
 @event.listens_for(Session, "before_commit")
 def _write_entries(session: Session) -> None:
-    """Chain the transaction's entries to the head and write them in one statement, just before
-    it commits. Its other changes are flushed first, so the head's lock is the last one the
-    transaction takes: whoever holds the head waits for no other lock, and the head is held
-    only from here to the commit."""
+    """Write the transaction's entries, chained to the head, just before it commits; its other
+    changes are flushed first, so the head's lock is the last one the transaction takes.
+
+    On SQLite (one writer at a time anyway) they are chained here: the head is read, the entries
+    hashed and written, the head moved. On PostgreSQL, where writers of many processes queue on
+    the head, each entry is written with its content and a provisional negative number, and a
+    trigger (migration 0003) chains it to the head while the transaction commits: the head is
+    locked inside the database's commit only, never across a round trip to a process busy with
+    other requests."""
     pending = session.info.pop(_PENDING, None)
     if not isinstance(pending, _Pending) or not pending.entries:
         return
     if pending.transaction is not session.get_transaction():
         return
     session.flush()
+    contents = [
+        _content(
+            e["at"], e["action"], e["actor"], e["incident_id"], e["notification_id"], e["detail"]
+        )
+        for e in pending.entries
+    ]
+    if session.get_bind().dialect.name == "postgresql":
+        for entry, content in zip(pending.entries, contents, strict=True):
+            entry["prev_hash"], entry["entry_hash"] = "", content
+        session.execute(_INSERT_PENDING, pending.entries)
+        return
     seq, digest = _parse_head(session.execute(_READ_HEAD).scalar_one())
-    for entry in pending.entries:
+    for entry, content in zip(pending.entries, contents, strict=True):
         seq += 1
         entry["seq"], entry["prev_hash"] = seq, digest
-        digest = entry["entry_hash"] = entry_hash(
-            digest,
-            entry["at"],
-            entry["action"],
-            entry["actor"],
-            entry["incident_id"],
-            entry["notification_id"],
-            entry["detail"],
-        )
+        digest = entry["entry_hash"] = _link(digest, content)
     session.execute(_INSERT, pending.entries)
     session.execute(_MOVE_HEAD, {"head_value": _head_value(seq, digest)})
 
