@@ -13,6 +13,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session, create_engine
 
+from oos_notify.store import wakeups
+
 if TYPE_CHECKING:
     from oos_notify.store.migrate import Upgraded
 
@@ -128,7 +130,8 @@ class _NoGate:
 
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
-    """A session whose work is committed on success and rolled back on any error."""
+    """A session whose work is committed on success and rolled back on any error; the workers
+    are woken afterwards if it added due notifications (``wakeups.announce``)."""
     with Session(engine, expire_on_commit=False) as session:
         try:
             yield session
@@ -136,3 +139,4 @@ def transaction(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+    wakeups.send_if_announced(session, engine)
