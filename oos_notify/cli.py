@@ -151,7 +151,9 @@ def _db(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _audit(settings: Settings, _args: argparse.Namespace) -> int:
+def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    from oos_notify.store import migrate
+
     engine = make_engine(settings.database_url)
     shown = engine.url.render_as_string(hide_password=True)
     database = engine.url.database
@@ -162,20 +164,28 @@ def _audit(settings: Settings, _args: argparse.Namespace) -> int:
         if missing or not inspect(engine).has_table("audit_entries"):
             print(f"no audit trail in {shown}: check OOS_NOTIFY_DATABASE_URL", file=sys.stderr)
             return 2
+        schema = migrate.state(engine)
+        if not schema.at_head:
+            print(
+                f"{shown} {schema.describe()}; run `oos-notify db upgrade` (after a backup), "
+                "then verify",
+                file=sys.stderr,
+            )
+            return 2
         with Session(engine) as session:
-            report = audit.verify(session)
+            report = audit.verify(session, as_of=args.as_of)
     finally:
         engine.dispose()
     if not report.intact:
         print(
             f"audit trail is broken at entry {report.broken_seq}: {report.problem} "
-            f"({report.entries} entries before it are intact)",
+            f"({report.entries} entries checked before it were intact)",
             file=sys.stderr,
         )
         return 1
     print(
-        f"audit trail is intact: {report.entries} entries, "
-        f"head entry {report.head_seq} sha256 {report.head_hash}"
+        f"audit trail is intact: {report.entries} entries, up to entry {report.last_seq}; "
+        f"as of entry {report.as_of} its digest is sha256 {report.digest}"
     )
     return 0
 
@@ -217,8 +227,15 @@ def parser() -> argparse.ArgumentParser:
     keys.set_defaults(run=_apikey)
     trail = commands.add_parser("audit", help="check the tamper-evident audit trail")
     trail_actions = trail.add_subparsers(dest="action", required=True)
-    trail_actions.add_parser(
+    verify = trail_actions.add_parser(
         "verify", help="check every entry's hash and link; name the first broken entry"
+    )
+    verify.add_argument(
+        "--as-of",
+        type=int,
+        metavar="ENTRY",
+        help="print the trail's digest as it was at this entry number (to compare with one "
+        "recorded then); default: the newest entry",
     )
     trail.set_defaults(run=_audit)
     schema = commands.add_parser("db", help="the database schema: migrations")

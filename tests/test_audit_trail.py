@@ -145,20 +145,33 @@ def make_time_unreadable(db: Connection) -> int:
     return seq
 
 
+def neighbour(db: Connection, seq: int, after: bool) -> int:
+    """The entry after (or before) ``seq`` in its chain."""
+    found = db.execute(
+        text(
+            f"SELECT {'min' if after else 'max'}(seq) FROM audit_entries "
+            f"WHERE seq {'>' if after else '<'} :seq "
+            "AND chain = (SELECT chain FROM audit_entries WHERE seq = :seq)"
+        ),
+        {"seq": seq},
+    ).scalar()
+    assert found is not None, f"entry {seq} has no neighbour there in its chain"
+    return int(found)
+
+
 def delete_a_middle_row(db: Connection) -> int:
     """The acknowledgement is removed; the entry after it no longer follows its predecessor."""
     seq = seq_of(db, "acknowledged")
+    after = neighbour(db, seq, after=True)
     db.execute(text("DELETE FROM audit_entries WHERE seq = :seq"), {"seq": seq})
-    after = db.execute(
-        text("SELECT min(seq) FROM audit_entries WHERE seq > :seq"), {"seq": seq}
-    ).scalar()
-    return int(after)
+    return after
 
 
 def delete_the_last_row(db: Connection) -> int:
     last = int(db.execute(text("SELECT max(seq) FROM audit_entries")).scalar())
+    before = neighbour(db, last, after=False)
     db.execute(text("DELETE FROM audit_entries WHERE seq = :seq"), {"seq": last})
-    return last - 1
+    return before
 
 
 def swap_two_hashes(db: Connection) -> int:
@@ -177,13 +190,25 @@ def swap_two_hashes(db: Connection) -> int:
 
 
 def reorder_two_rows(db: Connection) -> int:
-    """Two entries trade places, each intact on its own."""
+    """Two entries of a chain trade places (numbers), each intact on its own."""
     first = seq_of(db, "acknowledged")
+    second = neighbour(db, first, after=True)
     renumber = text("UPDATE audit_entries SET seq = :to WHERE seq = :seq")
     db.execute(renumber, {"to": -1, "seq": first})
-    db.execute(renumber, {"to": first, "seq": first + 1})
-    db.execute(renumber, {"to": first + 1, "seq": -1})
+    db.execute(renumber, {"to": first, "seq": second})
+    db.execute(renumber, {"to": second, "seq": -1})
     return first
+
+
+def move_to_another_chain(db: Connection) -> int:
+    """An entry is moved to the chain walked just before its own (its hash names its chain)."""
+    seq = seq_of(db, "acknowledged")
+    chain = db.execute(text("SELECT chain FROM audit_entries WHERE seq = :s"), {"s": seq}).scalar()
+    db.execute(
+        text("UPDATE audit_entries SET chain = :other WHERE seq = :seq"),
+        {"other": int(chain) - 1 if chain else None, "seq": seq},
+    )
+    return seq
 
 
 def edit_and_rehash(db: Connection) -> int:
@@ -203,7 +228,7 @@ def edit_and_rehash(db: Connection) -> int:
         text("UPDATE audit_entries SET entry_hash = :hash WHERE seq = :seq"),
         {"hash": rehashed, "seq": seq},
     )
-    return seq + 1
+    return neighbour(db, seq, after=True)
 
 
 @pytest.mark.parametrize(
@@ -218,10 +243,11 @@ def edit_and_rehash(db: Connection) -> int:
             id="time-unreadable",
             marks=databases.sqlite_only,  # a PostgreSQL timestamp column holds only timestamps
         ),
-        pytest.param(delete_a_middle_row, "does not follow entry", id="middle-row-deleted"),
-        pytest.param(delete_the_last_row, "entries at the end were removed", id="last-row-deleted"),
+        pytest.param(delete_a_middle_row, "does not follow", id="middle-row-deleted"),
+        pytest.param(delete_the_last_row, "entries at its end were removed", id="last-row-deleted"),
         pytest.param(swap_two_hashes, "does not match its hash", id="hashes-swapped"),
-        pytest.param(reorder_two_rows, "does not follow entry", id="rows-reordered"),
+        pytest.param(reorder_two_rows, "does not match its hash", id="rows-renumbered"),
+        pytest.param(move_to_another_chain, "does not match its hash", id="chain-changed"),
         pytest.param(edit_and_rehash, "does not follow entry", id="edited-and-rehashed"),
     ],
 )
@@ -291,7 +317,7 @@ def test_concurrent_writers_keep_one_chain(tmp_path: Path) -> None:
     engine.dispose()
     assert failures == []
     assert report.intact, report.problem
-    assert report.entries == report.head_seq == 4 * 25 * 3
+    assert report.entries == report.last_seq == 4 * 25 * 3
 
 
 def test_a_transactions_entries_keep_the_order_they_were_recorded_in(tmp_path: Path) -> None:
@@ -311,4 +337,4 @@ def test_a_transactions_entries_keep_the_order_they_were_recorded_in(tmp_path: P
         for batch in range(3)
         for n, step in enumerate(("opened", "scheduled", "sent", "acknowledged", "closed"))
     ]
-    assert report.intact and report.head_seq == 15
+    assert report.intact and report.last_seq == 15

@@ -5,6 +5,7 @@ back."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -22,7 +23,7 @@ from sqlmodel import Session, SQLModel, select
 
 from oos_notify.clock import ManualClock
 from oos_notify.delivery.capture import CaptureServer
-from oos_notify.store import migrate
+from oos_notify.store import audit, migrate
 from oos_notify.store.db import SchemaNotReady, create_schema, make_engine
 from oos_notify.store.models import Notification
 from tests import databases
@@ -162,9 +163,12 @@ async def test_a_database_made_by_release_5d7c067_is_upgraded_with_its_data_and_
     # And its audit trail verifies as the release left it: every entry, the same head
     trail = oos_notify(url, "audit", "verify")
     assert trail.returncode == 0, trail.stderr
+    last, head = made["audit_entries"], made["audit_head"]
+    ends = [f"{last} {head}", *[f"0 {head}"] * audit.CHAINS]  # every new chain starts there
+    digest = hashlib.sha256("\n".join(ends).encode()).hexdigest()
     assert (
-        f"audit trail is intact: {made['audit_entries']} entries, head entry "
-        f"{made['audit_entries']} sha256 {made['audit_head']}" in trail.stdout
+        f"audit trail is intact: {last} entries, up to entry {last}; "
+        f"as of entry {last} its digest is sha256 {digest}" in trail.stdout
     )
 
     # And this version serves it: the release's API key reads its incidents as they were
@@ -209,11 +213,14 @@ async def test_a_database_made_by_release_5d7c067_is_upgraded_with_its_data_and_
     engine.dispose()
     assert {m.message_id: m.recipients[0] for m in reminders} == stored
     assert sorted(stored.values()) == ["ct-coord2@mercy.example", "ct-md@mercy.example"]
-    # And the new entries extend the release's chain, which still verifies end to end
+    # And the new entries extend the trail, which still verifies end to end, and still has the
+    # digest it had at the release's last entry
     after = oos_notify(url, "audit", "verify")
     assert after.returncode == 0, after.stderr
     entries = int(re.search(r"intact: (\d+) entries", after.stdout).group(1))  # type: ignore[union-attr]
-    assert entries > made["audit_entries"]
+    assert entries > last
+    then = oos_notify(url, "audit", "verify", "--as-of", str(last))
+    assert f"as of entry {last} its digest is sha256 {digest}" in then.stdout
 
 
 @databases.sqlite_only

@@ -1,60 +1,81 @@
 """The audit trail: an append-only, hash-chained entry for everything that happened.
 
-Each entry carries a SHA-256 over its content and the hash of the entry before it, so an entry
-edited, removed or moved after the fact breaks the chain at that entry, and ``verify`` names it.
-The newest entry's number and hash are kept in one row, the chain head: every writer reads and
-moves it inside its own transaction, so the chain stays one line however many write at once, and
-entries removed from the end show too. A transaction collects its entries as it goes and chains
-them only as it commits, after its other writes: on SQLite in a last few statements, on
-PostgreSQL inside the database's commit (a trigger does it), so that writers of many processes
-do not queue on the head for the length of each other's transactions.
+Each entry carries a SHA-256 over its content, its number, and the hash of the entry before it
+in its chain, so an entry edited, removed, renumbered or moved after the fact breaks its chain at
+that entry, and ``verify`` names it. Each chain's newest entry (number and hash) is kept in a row
+of its own, the chain's head, so entries removed from the end of a chain show too.
+
+The trail is ``CHAINS`` chains side by side: each writing transaction appends all of its entries
+to one of them, chosen at random, and locks that chain's head only, so writers of many processes
+seldom wait for each other. The chains all start from the end of the single chain the service
+wrote before migration 0004 (still checked, never extended). Entries are numbered in one
+sequence across all chains, and the number is part of each hash. ``verify`` checks every chain,
+and gives one digest over every chain's newest entry as of any entry number: an auditor who
+records the digest with the number can later have the same digest recomputed, and a rewrite of
+anything up to that number shows as a different one.
+
+A transaction collects its entries as it goes and chains them only as it commits, after its other
+writes: on SQLite in a last few statements, on PostgreSQL inside the database's commit (a trigger
+does it, migrations 0003 and 0004), so that no writer holds a head across a round trip to a
+process busy with other requests.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, event, func, select
+from sqlalchemy import ColumnElement, bindparam, event, func, select
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session, SessionTransaction
-from sqlmodel import col
 
 from oos_notify.store.db import insert_missing
 from oos_notify.store.models import AuditEntry, ServiceValue
 
 CHAIN_HEAD = "audit_chain_head"
+"""The head of the single chain of the entries written before migration 0004."""
+CHAINS = 16
+"""How many chains the trail's entries are spread over, side by side."""
+GENESIS_HASH = "0" * 64
+"""What the first entry of the first chain names as the hash before it."""
 _PENDING = "oos_notify.audit.pending"
 """Where a session keeps the entries its transaction has recorded and not yet chained."""
-GENESIS_HASH = "0" * 64
-"""What the first entry names as the hash before it."""
 
-_INSERT = AuditEntry.__table__.insert()  # type: ignore[attr-defined]
+
+def chain_head(chain: int) -> str:
+    """The ``service_values`` row that holds a chain's head."""
+    return f"{CHAIN_HEAD}/{chain}"
+
+
+_ENTRIES = AuditEntry.__table__  # type: ignore[attr-defined]
+_INSERT = _ENTRIES.insert()
 """A Core insert, compiled once: the trail grows on every request's hot path."""
 PENDING_NUMBERS = "audit_entries_pending_seq"
 """The PostgreSQL sequence of provisional entry numbers (negated), until the trigger chains them."""
 _INSERT_PENDING = _INSERT.values(seq=-func.nextval(PENDING_NUMBERS))
 
 _HEAD_ROW = ServiceValue.__table__  # type: ignore[attr-defined]
-"""Core statements on the table, not ORM ones: they run twice per writing transaction, and an
+"""Core statements on the table, not ORM ones: they run on every writing transaction, and an
 ORM update would first work out which loaded objects it changes."""
 
-# The head is read by writing it (to itself): the write takes the head's row lock on PostgreSQL
-# and the database's write lock on SQLite, held until commit, so a second writer waits here and
-# then reads the head the first one moved. A plain read would not do: SQLite's driver reads
-# outside the transaction, and PostgreSQL reads what was committed when the statement began.
+# A head is read by writing it (to itself): the write takes SQLite's write lock, held until
+# commit, so a second writer waits here and then reads the head the first one moved. A plain
+# read would not do: SQLite's driver reads outside the transaction.
 _READ_HEAD = (
     _HEAD_ROW.update()
-    .where(_HEAD_ROW.c.name == CHAIN_HEAD)
+    .where(_HEAD_ROW.c.name == bindparam("head_name"))
     .values(value=_HEAD_ROW.c.value)
     .returning(_HEAD_ROW.c.value)
 )
 _MOVE_HEAD = (
-    _HEAD_ROW.update().where(_HEAD_ROW.c.name == CHAIN_HEAD).values(value=bindparam("head_value"))
+    _HEAD_ROW.update()
+    .where(_HEAD_ROW.c.name == bindparam("head_name"))
+    .values(value=bindparam("head_value"))
 )
 
 
@@ -67,7 +88,8 @@ def entry_hash(
     notification_id: str | None,
     detail: Mapping[str, Any],
 ) -> str:
-    """The hash of an entry: its content in one canonical JSON form, chained to ``prev_hash``."""
+    """The hash of an entry of the chain written before migration 0004: its content in one
+    canonical JSON form, chained to ``prev_hash``."""
     return _link(prev_hash, _content(at, action, actor, incident_id, notification_id, detail))
 
 
@@ -79,16 +101,19 @@ def _content(
     notification_id: str | None,
     detail: Mapping[str, Any],
 ) -> str:
-    """The canonical JSON array an entry's hash covers, ``[prev_hash, at, action, actor,
-    incident_id, notification_id, detail]``, without its opening bracket and first element:
-    the hash before it is hexadecimal, so ``_link`` can put it in front as plain text (and so can
-    PostgreSQL, which chains the entries on that database)."""
+    """The end of the canonical JSON array an entry's hash covers: ``at, action, actor,
+    incident_id, notification_id, detail`` and the closing bracket. What comes before it (the
+    hash before the entry, and its number and chain) is plain text, so ``_link`` can put it in
+    front (and so can PostgreSQL, which chains the entries on that database)."""
     fields = [at.astimezone(UTC).isoformat(), action, actor, incident_id, notification_id, detail]
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)[1:]
 
 
-def _link(prev_hash: str, content: str) -> str:
-    return hashlib.sha256(f'["{prev_hash}",{content}'.encode()).hexdigest()
+def _link(prev_hash: str, content: str, seq: int | None = None, chain: int | None = None) -> str:
+    """SHA-256 of ``[prev_hash, seq, chain, at, …, detail]``, or of ``[prev_hash, at, …]`` for
+    an entry of the chain written before migration 0004 (``chain`` None)."""
+    numbered = "" if chain is None else f"{seq},{chain},"
+    return hashlib.sha256(f'["{prev_hash}",{numbered}{content}'.encode()).hexdigest()
 
 
 def _head_value(seq: int, digest: str) -> str:
@@ -101,10 +126,24 @@ def _parse_head(value: str) -> tuple[int, str]:
 
 
 def start_chain(connection: Connection) -> None:
-    """Create the chain head of an empty trail, once: processes starting together may all try."""
+    """Create the heads of an empty trail, once: processes starting together may all try. The
+    chains start from where the single chain of older versions ended (nowhere, on a new
+    database)."""
     insert_missing(
         connection, _HEAD_ROW, [{"name": CHAIN_HEAD, "value": _head_value(0, GENESIS_HASH)}]
     )
+    _, start = _parse_head(_head(connection, CHAIN_HEAD) or "")
+    insert_missing(
+        connection,
+        _HEAD_ROW,
+        [{"name": chain_head(c), "value": _head_value(0, start)} for c in range(CHAINS)],
+    )
+
+
+def _head(connection: Connection | Session, name: str) -> str | None:
+    return connection.execute(
+        select(_HEAD_ROW.c.value).where(_HEAD_ROW.c.name == name)
+    ).scalar_one_or_none()
 
 
 @dataclass
@@ -117,21 +156,20 @@ class _Pending:
 
 @event.listens_for(Session, "before_commit")
 def _write_entries(session: Session) -> None:
-    """Write the transaction's entries, chained to the head, just before it commits; its other
-    changes are flushed first, so the head's lock is the last one the transaction takes.
+    """Write the transaction's entries, chained to the head of one chain, just before it commits;
+    its other changes are flushed first, so the head's lock is the last one it takes.
 
     On SQLite (one writer at a time anyway) they are chained here: the head is read, the entries
-    hashed and written, the head moved. On PostgreSQL, where writers of many processes queue on
-    the head, each entry is written with its content and a provisional negative number, and a
-    trigger (migration 0003) chains it to the head while the transaction commits: the head is
-    locked inside the database's commit only, never across a round trip to a process busy with
-    other requests."""
+    numbered, hashed and written, the head moved. On PostgreSQL each entry is written with its
+    content, its chain and a provisional negative number, and a trigger numbers and chains them
+    while the transaction commits."""
     pending = session.info.pop(_PENDING, None)
     if not isinstance(pending, _Pending) or not pending.entries:
         return
     if pending.transaction is not session.get_transaction():
         return
     session.flush()
+    chain = secrets.randbelow(CHAINS)
     contents = [
         _content(
             e["at"], e["action"], e["actor"], e["incident_id"], e["notification_id"], e["detail"]
@@ -140,16 +178,18 @@ def _write_entries(session: Session) -> None:
     ]
     if session.get_bind().dialect.name == "postgresql":
         for entry, content in zip(pending.entries, contents, strict=True):
-            entry["prev_hash"], entry["entry_hash"] = "", content
+            entry.update(chain=chain, prev_hash="", entry_hash=content)
         session.execute(_INSERT_PENDING, pending.entries)
         return
-    seq, digest = _parse_head(session.execute(_READ_HEAD).scalar_one())
+    head = {"head_name": chain_head(chain)}
+    _, digest = _parse_head(session.execute(_READ_HEAD, head).scalar_one())
+    seq = session.execute(select(func.coalesce(func.max(_ENTRIES.c.seq), 0))).scalar_one()
     for entry, content in zip(pending.entries, contents, strict=True):
         seq += 1
-        entry["seq"], entry["prev_hash"] = seq, digest
-        digest = entry["entry_hash"] = _link(digest, content)
+        entry.update(seq=seq, chain=chain, prev_hash=digest)
+        digest = entry["entry_hash"] = _link(digest, content, seq, chain)
     session.execute(_INSERT, pending.entries)
-    session.execute(_MOVE_HEAD, {"head_value": _head_value(seq, digest)})
+    session.execute(_MOVE_HEAD, {**head, "head_value": _head_value(seq, digest)})
 
 
 def record(
@@ -165,8 +205,7 @@ def record(
     """Append an entry in the caller's transaction, so the trail and the change commit together.
 
     Entries are numbered and chained when the transaction commits, in the order it recorded
-    them, after the entries of every transaction that committed before it; a rollback discards
-    them all.
+    them; a rollback discards them all.
     """
     transaction = session.get_transaction() or session.begin()
     pending = session.info.get(_PENDING)
@@ -186,11 +225,15 @@ def record(
 
 @dataclass(frozen=True)
 class ChainReport:
-    """What ``verify`` found: how many entries it checked and, if any, the first broken one."""
+    """What ``verify`` found: how many entries it checked, the digest of the trail as of an entry
+    number, and, if any, the first broken entry."""
 
     entries: int
-    head_seq: int
-    head_hash: str
+    last_seq: int
+    """The highest entry number checked."""
+    as_of: int
+    """The entry number ``digest`` is the trail's digest at."""
+    digest: str
     broken_seq: int | None = None
     problem: str | None = None
 
@@ -199,53 +242,127 @@ class ChainReport:
         return self.problem is None
 
 
-def verify(session: Session, batch_size: int = 1000) -> ChainReport:
-    """Walk the whole trail in order and check every link; stop at the first broken one."""
-    head = session.execute(
-        select(col(ServiceValue.value)).where(col(ServiceValue.name) == CHAIN_HEAD)
-    ).scalar_one_or_none()
+@dataclass
+class _ChainCheck:
+    """Where the walk of one chain is: its last good entry."""
+
+    name: str
+    seq: int
+    digest: str
+    count: int = 0
+
+
+def verify(session: Session, batch_size: int = 1000, as_of: int | None = None) -> ChainReport:
+    """Walk every chain in order and check every link, and each chain's end against its head, up
+    to the chain's first broken entry; report the lowest-numbered broken entry of all. The digest
+    covers each chain's newest entry up to ``as_of`` (by default, the newest entry of all)."""
+    heads = {c: _head(session, chain_head(c)) for c in range(CHAINS)}
+    legacy = _head(session, CHAIN_HEAD)
     try:
-        head_seq, head_hash = _parse_head(head or "")
+        start = _parse_head(legacy or "")
+        ends = {c: _parse_head(value or "") for c, value in heads.items()}
     except ValueError:
-        return ChainReport(0, 0, GENESIS_HASH, None, "the chain head is missing or unreadable")
-    count, last_seq, last_hash = 0, 0, GENESIS_HASH
-    for row in _entries(session, batch_size):
-        if isinstance(row, int):
-            unreadable = "it cannot be read: it was changed after it was written"
-            return ChainReport(count, head_seq, head_hash, row, unreadable)
-        problem = _link_problem(row, last_seq, last_hash)
-        if problem is not None:
-            return ChainReport(count, head_seq, head_hash, row.seq, problem)
-        count, last_seq, last_hash = count + 1, row.seq, row.entry_hash
-    if (last_seq, last_hash) != (head_seq, head_hash):
-        return ChainReport(
-            count,
-            head_seq,
-            head_hash,
-            last_seq,
-            f"the chain head is entry {head_seq}, but the trail ends at entry {last_seq}: "
-            "entries at the end were removed, or the head was changed",
+        return ChainReport(0, 0, 0, GENESIS_HASH, None, "a chain head is missing or unreadable")
+    checks = [_ChainCheck("the chain written before migration 0004", 0, GENESIS_HASH)]
+    checks += [_ChainCheck(f"chain {c}", 0, start[1]) for c in range(CHAINS)]
+    limit = as_of if as_of is not None else _last_seq(session)
+    digest_at: dict[int, tuple[int, str]] = {}
+    stray = session.execute(
+        select(func.min(_ENTRIES.c.seq)).where(
+            _ENTRIES.c.chain.is_not(None), ~_ENTRIES.c.chain.between(0, CHAINS - 1)
         )
-    return ChainReport(count, head_seq, head_hash)
+    ).scalar()
+    problems = [] if stray is None else [(stray, "it belongs to no chain of the trail")]
+    for index, check in enumerate(checks):
+        chain = None if index == 0 else index - 1
+        digest_at[index] = (check.seq, check.digest)
+        problem = _walk(session, batch_size, chain, check, limit, digest_at, index)
+        head = start if chain is None else ends[chain]
+        if problem is None and (check.seq, check.digest) != head:
+            problem = (
+                check.seq,
+                (
+                    f"the head of {check.name} is entry {head[0]}, but the chain ends at entry "
+                    f"{check.seq}: entries at its end were removed, or the head was changed"
+                ),
+            )
+        if problem is not None:
+            problems.append(problem)
+    if problems:
+        return _report(checks, limit, digest_at, *min(problems))
+    return _report(checks, limit, digest_at)
 
 
-_ENTRIES = AuditEntry.__table__  # type: ignore[attr-defined]
+def _walk(
+    session: Session,
+    batch_size: int,
+    chain: int | None,
+    check: _ChainCheck,
+    limit: int,
+    digest_at: dict[int, tuple[int, str]],
+    index: int,
+) -> tuple[int, str] | None:
+    """Check one chain's links in order, up to its first broken entry (its number and why)."""
+    for row in _entries(session, batch_size, chain):
+        problem = _row_problem(row, check)
+        if problem is not None:
+            return (row if isinstance(row, int) else row.seq), problem
+        assert not isinstance(row, int)
+        check.seq, check.digest, check.count = row.seq, row.entry_hash, check.count + 1
+        if row.seq <= limit:
+            digest_at[index] = (check.seq, check.digest)
+    return None
 
 
-def _entries(session: Session, batch_size: int) -> Iterator[Row[Any] | int]:
-    """Every entry in order, a batch at a time; an entry that cannot be read, as its number."""
+def _report(
+    checks: list[_ChainCheck],
+    limit: int,
+    digest_at: dict[int, tuple[int, str]],
+    broken: int | None = None,
+    problem: str | None = None,
+) -> ChainReport:
+    ends = "\n".join(_head_value(*digest_at.get(i, (0, GENESIS_HASH))) for i in range(len(checks)))
+    digest = hashlib.sha256(ends.encode()).hexdigest()
+    last = max(check.seq for check in checks)
+    return ChainReport(sum(c.count for c in checks), last, limit, digest, broken, problem)
+
+
+def _last_seq(session: Session) -> int:
+    return int(session.execute(select(func.coalesce(func.max(_ENTRIES.c.seq), 0))).scalar_one())
+
+
+def _row_problem(row: Row[Any] | int, check: _ChainCheck) -> str | None:
+    if isinstance(row, int):
+        return "it cannot be read: it was changed after it was written"
+    if recomputed_hash(row) != row.entry_hash:
+        return "its content does not match its hash: it was changed after it was written"
+    if row.prev_hash != check.digest:
+        before = f"entry {check.seq}" if check.seq else f"the start of {check.name}"
+        return (
+            f"it does not follow {before}: an entry between them was removed, "
+            "or entries were reordered"
+        )
+    return None
+
+
+def _entries(session: Session, batch_size: int, chain: int | None) -> Iterator[Row[Any] | int]:
+    """Every entry of a chain in order, a batch at a time; an entry that cannot be read, as its
+    number."""
     number = _ENTRIES.c.seq
+    of_chain: ColumnElement[bool] = (
+        _ENTRIES.c.chain.is_(None) if chain is None else _ENTRIES.c.chain == chain
+    )
     last = 0
     while (
         seqs := session.execute(
-            select(number).where(number > last).order_by(number).limit(batch_size)
+            select(number).where(of_chain, number > last).order_by(number).limit(batch_size)
         )
         .scalars()
         .all()
     ):
         try:
             batch: Sequence[Row[Any] | int] = session.execute(
-                select(_ENTRIES).where(number.between(seqs[0], seqs[-1])).order_by(number)
+                select(_ENTRIES).where(of_chain, number.between(seqs[0], seqs[-1])).order_by(number)
             ).all()
         except (ValueError, TypeError):
             batch = [_entry(session, seq) for seq in seqs]
@@ -261,26 +378,8 @@ def _entry(session: Session, seq: int) -> Row[Any] | int:
 
 
 def recomputed_hash(entry: Any) -> str:
-    """The hash a stored entry's content and link call for (a row or an AuditEntry)."""
-    return entry_hash(
-        entry.prev_hash,
-        entry.at,
-        entry.action,
-        entry.actor,
-        entry.incident_id,
-        entry.notification_id,
-        entry.detail,
+    """The hash a stored entry's content, number and link call for (a row or an AuditEntry)."""
+    content = _content(
+        entry.at, entry.action, entry.actor, entry.incident_id, entry.notification_id, entry.detail
     )
-
-
-def _link_problem(row: Any, last_seq: int, last_hash: str) -> str | None:
-    """Why an entry is not the intact successor of the last good one, or None."""
-    if recomputed_hash(row) != row.entry_hash:
-        return "its content does not match its hash: it was changed after it was written"
-    if row.prev_hash != last_hash:
-        before = f"entry {last_seq}" if last_seq else "the start of the trail"
-        return (
-            f"it does not follow {before}: an entry between them was removed, "
-            "or entries were reordered"
-        )
-    return None
+    return _link(entry.prev_hash, content, entry.seq, entry.chain)

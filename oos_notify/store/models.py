@@ -162,11 +162,15 @@ class Acknowledgement(SQLModel, table=True):
 
 
 class AuditEntry(SQLModel, table=True):
-    """One link of the hash chain ``audit`` writes and verifies."""
+    """One link of a hash chain ``audit`` writes and verifies."""
 
     __tablename__ = "audit_entries"
+    __table_args__ = (Index("ix_audit_entries_chain_seq", "chain", "seq"),)
 
     seq: int | None = Field(default=None, primary_key=True)
+    chain: int | None = None
+    """Which of the trail's chains the entry is a link of; None: the single chain entries were
+    written to before migration 0004."""
     at: datetime = _utc()
     incident_id: str | None = Field(default=None, index=True)
     notification_id: str | None = None
