@@ -39,8 +39,10 @@ from oos_notify.store.models import AuditEntry, ServiceValue
 
 CHAIN_HEAD = "audit_chain_head"
 """The head of the single chain of the entries written before migration 0004."""
-CHAINS = 16
-"""How many chains the trail's entries are spread over, side by side."""
+CHAINS = 64
+"""How many chains the trail's entries are spread over, side by side: enough that writers
+committing at the same moment seldom pick the same one. It may grow (the heads of new chains are
+made at start-up), never shrink: entries of a chain beyond it would belong to none."""
 GENESIS_HASH = "0" * 64
 """What the first entry of the first chain names as the hash before it."""
 _PENDING = "oos_notify.audit.pending"

@@ -4,7 +4,7 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-01 11:45:33.984698
 
-Each writing transaction appends its entries to one of 16 chains (``audit_entries.chain``, its
+Each writing transaction appends its entries to one of many chains (``audit_entries.chain``, its
 head in ``service_values`` as ``audit_chain_head/<chain>``), so writers seldom wait for the same
 head; entries keep one numbering across the chains, and the number is hashed with each entry.
 Entries written before keep ``chain`` NULL: their single chain is still verified, and every new
