@@ -28,33 +28,27 @@ DECLARE
     head_name text := 'audit_chain_head/' || NEW.chain;
     head text;
     number integer;
+    before text;
     digest text;
-    entry record;
 BEGIN
-    -- The first row's trigger chains all of the transaction's entries (the only ones it can
-    -- see unnumbered, all on one chain); the triggers of the other rows find nothing left.
-    PERFORM 1 FROM audit_entries WHERE seq < 0 LIMIT 1;
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
+    -- One entry at a time, in the order the transaction inserted them, each found by its own
+    -- provisional number: a search for every unnumbered entry would wade through the dead index
+    -- entries that earlier renumberings left behind.
     SELECT value INTO STRICT head FROM service_values WHERE name = head_name FOR UPDATE;
-    digest := split_part(head, ' ', 2);
-    FOR entry IN SELECT seq, entry_hash FROM audit_entries WHERE seq < 0 ORDER BY seq DESC LOOP
-        number := nextval('audit_entries_seq_seq');
-        UPDATE audit_entries
-            SET seq = number,
-                prev_hash = digest,
-                entry_hash = encode(
-                    sha256(convert_to(
-                        '["' || digest || '",' || number || ',' || NEW.chain || ','
-                        || entry.entry_hash,
-                        'UTF8'
-                    )),
-                    'hex'
-                )
-            WHERE seq = entry.seq
-            RETURNING audit_entries.entry_hash INTO digest;
-    END LOOP;
+    number := nextval('audit_entries_seq_seq');  -- under the head's lock: in order on its chain
+    before := split_part(head, ' ', 2);
+    UPDATE audit_entries
+        SET seq = number,
+            prev_hash = before,
+            entry_hash = encode(
+                sha256(convert_to(
+                    '["' || before || '",' || number || ',' || NEW.chain || ',' || NEW.entry_hash,
+                    'UTF8'
+                )),
+                'hex'
+            )
+        WHERE seq = NEW.seq
+        RETURNING audit_entries.entry_hash INTO digest;
     UPDATE service_values SET value = number || ' ' || digest WHERE name = head_name;
     RETURN NULL;
 END
