@@ -69,6 +69,8 @@ class Claims:
     incident_id: str
     contact_id: str
     expires_at: datetime
+    ack_round: int
+    """The incident's round when the email was sent, so the facts the email showed."""
 
 
 class AckTokens:
@@ -77,12 +79,15 @@ class AckTokens:
     def __init__(self, secret_key: str) -> None:
         self._serializer = URLSafeSerializer(secret_key, salt="oos-notify.ack.v1")
 
-    def issue(self, notification: Notification, expires_at: datetime) -> str:
+    def issue(self, notification: Notification, expires_at: datetime, *, ack_round: int = 1) -> str:
+        """A link for the email about to be sent, which shows the incident in ``ack_round``.
+        Links signed before the round was added carry none and read as round 1, like the default."""
         payload = {
             "n": notification.id,
             "i": notification.incident_id,
             "c": notification.contact_id,
             "x": int(expires_at.timestamp()),
+            "r": ack_round,
         }
         token = self._serializer.dumps(payload)
         assert isinstance(token, str)
@@ -99,8 +104,9 @@ class AckTokens:
                 incident_id=str(payload["i"]),
                 contact_id=str(payload["c"]),
                 expires_at=datetime.fromtimestamp(int(payload["x"]), UTC),
+                ack_round=int(payload.get("r", 1)),
             )
-        except (BadSignature, KeyError, TypeError, ValueError, OverflowError):
+        except (BadSignature, AttributeError, KeyError, TypeError, ValueError, OverflowError):
             raise InvalidLink(
                 "This acknowledgement link is not valid. Open the link from the email again, "
                 "or reply to the email to reach the manufacturer."
