@@ -3,6 +3,7 @@ physician's decision, updates that move key dates, late results, closing, and th
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections import Counter
 from collections.abc import Callable
@@ -10,9 +11,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+from itsdangerous import URLSafeSerializer
+from sqlmodel import Session, select
+
 from oos_notify.clock import ManualClock
 from oos_notify.delivery.capture import CapturedMessage, CaptureServer
 from oos_notify.settings import Settings
+from oos_notify.store.models import Notification
 from tests.conftest import (
     CONFIG_DIR,
     TEMPLATES_DIR,
@@ -376,6 +383,264 @@ async def test_a_late_result_restarts_the_escalation_under_the_urgent_plan(
     ]
     await advance(service, clock, hours=2)
     assert PHARMACY_DIRECTOR not in sent_to(smtp.handler.messages())
+
+
+# --- links from before a late result ------------------------------------------------------------
+
+SHOWN_ROUND = re.compile(r'<input type="hidden" name="round" value="(\d+)">')
+
+
+def shown_round(page: httpx.Response) -> int | None:
+    """The round the page's form answers for, as the browser will post it."""
+    found = SHOWN_ROUND.findall(page.text)
+    return int(found[0]) if found else None
+
+
+async def confirmed_then_late(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> tuple[str, str]:
+    """The coordinator confirms the first notice; an hour later a late sterility result starts
+    round 2. Returns the incident and the cell lab's round-1 link, never used."""
+    opened = await post(service, release_failure())
+    first = {m.recipients[0]: m for m in smtp.handler.messages()}
+    acked = await service.client.post(ack_link(first[COORDINATOR]), data={"response": "received"})
+    assert "Thank you — acknowledged" in acked.text
+    await service.settle()
+    clock.advance(timedelta(hours=1))
+    await post(service, late_sterility(200))
+    assert len(smtp.handler.messages()) == 8
+    return opened["incident_id"], ack_link(first[CELL_LAB])
+
+
+async def test_a_first_round_link_posted_after_a_late_result_records_nothing(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given round 2 started by a late result, and the cell lab's link from round 1
+    incident_id, old_link = await confirmed_then_late(service, smtp, clock)
+
+    # When the old link is posted, bare or from a page opened before the late result
+    for form in ({"response": "received"}, {"response": "received", "round": "1"}):
+        page = await service.client.post(old_link, data=form)
+
+        # Then nothing is recorded, and the page says so with the new facts and a fresh form
+        assert page.status_code == 409
+        assert "Nothing was recorded — this incident has changed" in page.text
+        assert "Thank you" not in page.text
+        assert "sterility: result growth at day 9 (specification no growth)" in page.text
+        assert '<span class="badge">critical</span>' in page.text
+        assert shown_round(page) == 2
+    await service.settle()
+    state = await detail(service, incident_id)
+    assert (state["status"], state["ack_round"]) == ("notifying", 2)
+    assert [(a["round"], a["by"]) for a in state["acknowledgements"]] == [(1, COORDINATOR)]
+
+    # And QA gets no receipt, while round 2's escalation fires at its time, 30 minutes on
+    await advance(service, clock, minutes=29, seconds=59)
+    assert len(smtp.handler.messages()) == 8
+    await advance(service, clock, seconds=1)
+    assert sent_to(smtp.handler.messages()[8:]) == {BACKUP: 1, PROGRAM_DIRECTOR: 1}
+
+
+async def test_a_first_round_link_shows_the_late_result_and_confirms_the_new_round(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given round 2 started by a late result, and the cell lab's link from round 1
+    incident_id, old_link = await confirmed_then_late(service, smtp, clock)
+
+    # When the cell lab opens it
+    page = await service.client.get(old_link)
+
+    # Then the page says what changed since the email: the late result, severity and status
+    assert page.status_code == 200
+    assert "This incident changed after your email was sent" in page.text
+    assert "What changed since your email of Tue 24 Nov 2026, 09:12 CST" in page.text
+    assert page.text.count("Late test result") == 1
+    assert "sterility: result growth at day 9 (specification no growth)" in page.text
+    assert '<strong>Severity now:</strong> <span class="badge">critical</span>' in page.text
+    assert "<strong>Status now:</strong> waiting for confirmation" in page.text
+    # And it asks to confirm the current round, with labelled choices
+    assert shown_round(page) == 2
+    assert '<label class="choice"><input type="radio" name="response" value="received"' in (
+        page.text
+    )
+    assert '<label for="comment"' in page.text and 'name="viewport"' in page.text
+    # And opening it changed nothing
+    state = await detail(service, incident_id)
+    assert [(a["round"], a["by"]) for a in state["acknowledgements"]] == [(1, COORDINATOR)]
+
+    # When the cell lab confirms from that page
+    confirmed = await service.client.post(
+        old_link, data={"response": "received", "round": str(shown_round(page))}
+    )
+    await service.settle()
+
+    # Then round 2 is acknowledged: QA gets the receipt and the escalation stops
+    assert confirmed.status_code == 200 and "Thank you — acknowledged" in confirmed.text
+    state = await detail(service, incident_id)
+    assert state["status"] == "acknowledged"
+    assert [(a["round"], a["by"]) for a in state["acknowledgements"]] == [
+        (1, COORDINATOR),
+        (2, CELL_LAB),
+    ]
+    assert sent_to(smtp.handler.messages()[8:]) == {QA: 1, NAVIGATOR: 1}
+    await advance(service, clock, hours=2)
+    assert len(smtp.handler.messages()) == 10
+
+    # And the coordinator's first link now says who confirmed round 2, asking nothing
+    again = await service.client.get(ack_link(smtp.handler.messages()[0]))
+    assert "Already acknowledged" in again.text and CELL_LAB in again.text
+    assert "Late test result" in again.text and shown_round(again) is None
+
+
+async def test_a_link_from_the_current_round_acknowledges_as_before(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given the coordinator's email of round 2
+    incident_id, _ = await confirmed_then_late(service, smtp, clock)
+    [new_mail] = [m for m in smtp.handler.messages()[4:] if m.recipients[0] == COORDINATOR]
+    link = ack_link(new_mail)
+
+    # When the coordinator opens and confirms it
+    page = await service.client.get(link)
+    assert "please confirm" in page.text and "What changed" not in page.text
+    assert shown_round(page) == 2
+    confirmed = await service.client.post(link, data={"response": "received", "round": "2"})
+    await service.settle()
+
+    # Then round 2 is acknowledged and its escalation stops
+    assert confirmed.status_code == 200 and "Thank you — acknowledged" in confirmed.text
+    state = await detail(service, incident_id)
+    assert [(a["round"], a["by"]) for a in state["acknowledgements"]] == [
+        (1, COORDINATOR),
+        (2, COORDINATOR),
+    ]
+    await advance(service, clock, hours=2)
+    assert sent_to(smtp.handler.messages()[8:]) == {QA: 1, NAVIGATOR: 1}
+
+
+async def test_a_page_left_open_across_a_second_late_result_records_nothing(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given the coordinator's round-2 page, opened before a second late result starts round 3
+    incident_id, _ = await confirmed_then_late(service, smtp, clock)
+    [new_mail] = [m for m in smtp.handler.messages()[4:] if m.recipients[0] == COORDINATOR]
+    link = ack_link(new_mail)
+    assert shown_round(await service.client.get(link)) == 2
+    clock.advance(timedelta(minutes=10))
+    mycoplasma = late_sterility(201)
+    mycoplasma["failed_attributes"] = [
+        {"attribute": "mycoplasma", "specification": "negative", "result": "positive"}
+    ]
+    await post(service, mycoplasma)
+
+    # When the page's form is posted
+    page = await service.client.post(link, data={"response": "received", "round": "2"})
+
+    # Then nothing is recorded, and only the result the page did not show is listed as new
+    assert page.status_code == 409 and "Nothing was recorded" in page.text
+    assert "mycoplasma: result positive" in page.text
+    assert page.text.count("Late test result") == 1 and shown_round(page) == 3
+    state = await detail(service, incident_id)
+    assert (state["status"], state["ack_round"]) == ("notifying", 3)
+    assert len(state["acknowledgements"]) == 1
+
+
+async def test_a_decision_link_from_before_a_late_result_decides_nothing_until_seen_again(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given the physician asked to decide on the offered product, then a late sterility result
+    opened = await post(service, release_failure())
+    clock.advance(timedelta(minutes=10))
+    await post(service, follow_up("disposition", 200, disposition="oos_release_offered"))
+    [decision_mail] = [m for m in smtp.handler.messages() if m.recipients[0] == PHYSICIAN]
+    clock.advance(timedelta(hours=1))
+    await post(service, late_sterility(201))
+    sent = len(smtp.handler.messages())
+
+    # When the physician accepts the product from the decision email
+    link = ack_link(decision_mail)
+    page = await service.client.post(link, data={"response": "accept_oos_product"})
+
+    # Then no decision is recorded: the page shows the late result and asks again
+    assert page.status_code == 409 and "Nothing was recorded" in page.text
+    assert "sterility: result growth at day 9" in page.text
+    assert 'value="accept_oos_product"' in page.text and shown_round(page) == 2
+    await service.settle()
+    state = await detail(service, opened["incident_id"])
+    assert (state["decision"], state["acknowledgements"]) == (None, [])
+    assert len(smtp.handler.messages()) == sent
+
+    # When the physician decides from that page
+    decided = await service.client.post(
+        link, data={"response": "decline_product", "round": str(shown_round(page))}
+    )
+    await service.settle()
+
+    # Then the decision is recorded in round 2, which it acknowledges, and QA hears of it
+    assert decided.status_code == 200 and "your decision is recorded" in decided.text
+    state = await detail(service, opened["incident_id"])
+    assert (state["status"], state["decision"]) == ("acknowledged", "decline_product")
+    assert [(a["purpose"], a["round"]) for a in state["acknowledgements"]] == [("decision", 2)]
+    receipt = next(m for m in smtp.handler.messages()[sent:] if m.recipients[0] == QA)
+    assert "Decline the product" in receipt.subject
+
+    # And a round-1 link of the cell lab lists the decision among what changed
+    cell_lab_mail = next(m for m in smtp.handler.messages() if m.recipients[0] == CELL_LAB)
+    cell_lab_page = await service.client.get(ack_link(cell_lab_mail))
+    assert f"Decision recorded</strong> by {PHYSICIAN}: Decline the product" in cell_lab_page.text
+
+
+async def test_a_link_signed_before_rounds_counts_as_the_first_round(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock, settings: Settings
+) -> None:
+    # Given a link as the service signed them before it signed the round, from round 1
+    incident_id, _ = await confirmed_then_late(service, smtp, clock)
+    with Session(service.services.engine) as session:
+        notification = session.exec(
+            select(Notification).where(
+                Notification.incident_id == incident_id,
+                Notification.recipient_email == CELL_LAB,
+                Notification.template == "release_failure_initial",
+            )
+        ).first()
+    assert notification is not None
+    signer = URLSafeSerializer(settings.secret_key.get_secret_value(), salt="oos-notify.ack.v1")
+    token = signer.dumps(
+        {
+            "n": notification.id,
+            "i": incident_id,
+            "c": notification.contact_id,
+            "x": int((clock.now() + timedelta(days=14)).timestamp()),
+        }
+    )
+
+    # Then it shows what changed and records nothing when posted
+    assert "Late test result" in (await service.client.get(f"/ack/{token}")).text
+    posted = await service.client.post(f"/ack/{token}", data={"response": "received"})
+    assert posted.status_code == 409
+    assert len((await detail(service, incident_id))["acknowledgements"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("shown", "status"),
+    [
+        pytest.param("3", 409, id="a-round-not-yet-started"),
+        pytest.param("two", 422, id="not-a-number"),
+        pytest.param("0", 422, id="zero"),
+        pytest.param("", 409, id="empty-reads-as-missing"),
+    ],
+)
+async def test_a_form_with_a_round_the_page_never_showed_records_nothing(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock, shown: str, status: int
+) -> None:
+    incident_id, old_link = await confirmed_then_late(service, smtp, clock)
+
+    page = await service.client.post(old_link, data={"response": "received", "round": shown})
+
+    assert page.status_code == status and "Thank you" not in page.text
+    if status == 422:
+        assert "Open the link from the email again" in page.text
+    assert len((await detail(service, incident_id))["acknowledgements"]) == 1
 
 
 # --- withdrawn ---------------------------------------------------------------------------------

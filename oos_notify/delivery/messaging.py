@@ -103,7 +103,7 @@ def build_context(
         expires_at = add_duration(
             now, agreement.ack_link_valid_for, CenterCalendar.of(agreement), business_hours=False
         )
-        token = tokens.issue(notification, expires_at)
+        token = tokens.issue(notification, expires_at, ack_round=incident.ack_round)
         ack_link = AckLinkView(
             url=f"{settings.public_base_url.rstrip('/')}/ack/{token}",
             expires_at=local_time(expires_at, agreement.timezone),

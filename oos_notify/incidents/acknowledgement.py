@@ -1,19 +1,21 @@
 """Acknowledgement by signed link: tokens, the confirmation page's facts, and recording the answer.
 
-A token names one notification, its incident and its recipient, and carries its expiry; it is
-signed with the service's secret key, so it cannot be forged or moved. Reading a token never
-changes anything: mail scanners open every link, and only the page's POST acknowledges.
+A token names one notification, its incident and its recipient, and carries its expiry and the
+incident's round when the email was sent; it is signed with the service's secret key, so it
+cannot be forged or moved. Reading a token never changes anything: mail scanners open every
+link, and only the page's POST acknowledges. An answer counts for the round its page showed: a
+late result starts a new round, and an old email or an old page must not confirm facts nobody saw.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated
 
 from itsdangerous import BadSignature, URLSafeSerializer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
@@ -30,7 +32,7 @@ from oos_notify.incidents import qa_reports
 from oos_notify.incidents.planning import IncidentFacts, plan_acknowledged
 from oos_notify.store import audit, outbox
 from oos_notify.store.lifecycle import Condition, IncidentStatus, NotificationKind, incident_sources
-from oos_notify.store.models import Acknowledgement, Incident, Notification
+from oos_notify.store.models import Acknowledgement, Event, Incident, Notification
 from oos_notify.store.outbox import PlannedNotification
 
 MAX_TOKEN_LENGTH = 512
@@ -69,6 +71,8 @@ class Claims:
     incident_id: str
     contact_id: str
     expires_at: datetime
+    ack_round: int
+    """The incident's round when the email was sent, so the facts the email showed."""
 
 
 class AckTokens:
@@ -77,12 +81,15 @@ class AckTokens:
     def __init__(self, secret_key: str) -> None:
         self._serializer = URLSafeSerializer(secret_key, salt="oos-notify.ack.v1")
 
-    def issue(self, notification: Notification, expires_at: datetime) -> str:
+    def issue(self, notification: Notification, expires_at: datetime, *, ack_round: int = 1) -> str:
+        """A link for the email about to be sent, which shows the incident in ``ack_round``.
+        Links signed before the round was added carry none and read as round 1, like the default."""
         payload = {
             "n": notification.id,
             "i": notification.incident_id,
             "c": notification.contact_id,
             "x": int(expires_at.timestamp()),
+            "r": ack_round,
         }
         token = self._serializer.dumps(payload)
         assert isinstance(token, str)
@@ -99,8 +106,9 @@ class AckTokens:
                 incident_id=str(payload["i"]),
                 contact_id=str(payload["c"]),
                 expires_at=datetime.fromtimestamp(int(payload["x"]), UTC),
+                ack_round=int(payload.get("r", 1)),
             )
-        except (BadSignature, KeyError, TypeError, ValueError, OverflowError):
+        except (BadSignature, AttributeError, KeyError, TypeError, ValueError, OverflowError):
             raise InvalidLink(
                 "This acknowledgement link is not valid. Open the link from the email again, "
                 "or reply to the email to reach the manufacturer."
@@ -118,6 +126,21 @@ class AckForm(BaseModel):
 
     response: AckResponse = AckResponse.RECEIVED
     comment: Annotated[str, Field(max_length=2000)] | None = None
+    round: Annotated[int, Field(ge=1)] | None = None
+    """The round the page showed; a form without it answers for the round of its link."""
+
+
+FORM_PROBLEMS = {
+    "response": "Choose one of the listed answers.",
+    "comment": "A comment is limited to 2000 characters.",
+    "round": "This page was changed or is not complete. Open the link from the email again.",
+}
+
+
+def form_problem(error: ValidationError) -> InvalidAnswer:
+    """The page's plain words for the first form field that is wrong."""
+    field = str(error.errors()[0]["loc"][0]) if error.errors() else ""
+    return InvalidAnswer(FORM_PROBLEMS.get(field, FORM_PROBLEMS["response"]))
 
 
 class Purpose(StrEnum):
@@ -146,6 +169,19 @@ def response_choices(purpose: Purpose) -> list[AckResponse]:
 
 
 @dataclass(frozen=True)
+class Changes:
+    """What happened to the incident after an email from an earlier round was sent: the page
+    shows it before asking again, so nobody confirms facts they have not seen."""
+
+    sent_at: datetime
+    events: list[Event]
+    """The follow-up events since, oldest first: every late result that started a later round,
+    and whatever else arrived after the email was sent."""
+    decision: Acknowledgement | None
+    """The physician's decision, when it was recorded after the email was sent."""
+
+
+@dataclass(frozen=True)
 class AckState:
     """What the acknowledgement page shows."""
 
@@ -155,7 +191,12 @@ class AckState:
     choices: list[AckResponse]
     acknowledgement: Acknowledgement | None
     """The answer already given for what this link asks, if any."""
+    link_round: int
+    changes: Changes | None
+    """Set when the email is from an earlier round than the incident's current one."""
     just_acknowledged: bool = False
+    not_recorded: bool = False
+    """The answer was for a round that is no longer current: nothing was recorded."""
 
     @property
     def closed(self) -> bool:
@@ -185,8 +226,49 @@ def _load(session: Session, tokens: AckTokens, token: str, now: datetime) -> Ack
     incident = session.get(Incident, notification.incident_id)
     assert incident is not None
     purpose = purpose_of(notification)
-    answer = first_answer(session, incident, purpose)
-    return AckState(incident, notification, purpose, response_choices(purpose), answer)
+    return AckState(
+        incident,
+        notification,
+        purpose,
+        response_choices(purpose),
+        first_answer(session, incident, purpose),
+        claims.ack_round,
+        _changes(session, incident, notification, claims.ack_round, purpose),
+    )
+
+
+def _changes(
+    session: Session,
+    incident: Incident,
+    notification: Notification,
+    link_round: int,
+    purpose: Purpose,
+) -> Changes | None:
+    if link_round >= incident.ack_round:
+        return None
+    sent_at = notification.sent_at or notification.created_at
+    events = session.exec(
+        select(Event)
+        .where(Event.incident_id == incident.id)
+        .order_by(col(Event.received_at), col(Event.occurred_at))
+    ).all()
+    # Each late result after the opening started one round, so the last ones started the rounds
+    # after the link's: counted, not compared by time, they are found even when the email went
+    # out in the same instant.
+    late = [e.event_id for e in events if e.type == EventType.LATE_RESULT]
+    restarts = set(late[-(incident.ack_round - link_round) :])
+    decision = (
+        first_answer(session, incident, Purpose.DECISION)
+        if purpose is Purpose.ACKNOWLEDGEMENT
+        and incident.decided_at is not None
+        and incident.decided_at > sent_at
+        else None
+    )
+    return Changes(
+        sent_at,
+        [e for e in events if e.event_id in restarts or e.received_at > sent_at],
+        decision,
+    )
 
 
 def view(session: Session, tokens: AckTokens, token: str, now: datetime) -> AckState:
@@ -214,10 +296,15 @@ def acknowledge(
     mail_domain: str,
 ) -> AckState:
     """Record the answer: an acknowledgement stops the escalation and starts what it starts; a
-    decision is recorded once (and acknowledges the notice too). The manufacturer hears of it."""
+    decision is recorded once (and acknowledges the notice too). The manufacturer hears of it.
+    An answer for a round that is no longer current records nothing: the page shows what
+    changed and asks again."""
     state = _load(session, tokens, token, now)
     if state.closed or state.acknowledgement is not None:
         return state
+    answered_round = state.link_round if form.round is None else form.round
+    if answered_round != state.incident.ack_round:
+        return replace(state, not_recorded=True)
     if form.response not in state.choices:
         raise InvalidAnswer("That answer is not one of the choices for this incident.")
     answer = _Answer(form, client_address, (user_agent or "")[:300] or None, now)
@@ -243,7 +330,7 @@ def acknowledge(
     session.flush()
     session.refresh(incident)
     recorded_answer = first_answer(session, incident, state.purpose)
-    return AckState(incident, notification, state.purpose, state.choices, recorded_answer, True)
+    return replace(state, acknowledgement=recorded_answer, just_acknowledged=True)
 
 
 def _record(

@@ -1,9 +1,10 @@
-"""``/ack/{token}``: the no-login confirmation page. GET only shows; POST acknowledges."""
+"""``/ack/{token}``: the no-login confirmation page. GET only shows; POST acknowledges the round
+the page showed, or records nothing and shows what changed (409) when that round is over."""
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.responses import HTMLResponse
@@ -16,7 +17,7 @@ from oos_notify.incidents import acknowledgement
 from oos_notify.incidents.acknowledgement import (
     AckForm,
     AckState,
-    InvalidAnswer,
+    Changes,
     LinkError,
     Purpose,
 )
@@ -28,11 +29,30 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["acknowledgement"], include_in_schema=False)
 
 
+def _changes(changes: Changes, timezone: str) -> dict[str, Any]:
+    decision = changes.decision
+    return {
+        "sent_at": local_time(changes.sent_at, timezone),
+        "events": [
+            {
+                "type": event.type,
+                "at": local_time(event.received_at, timezone),
+                "failed_attributes": event.payload.get("failed_attributes") or [],
+                "disposition": disposition_label(event.payload.get("disposition")),
+            }
+            for event in changes.events
+        ],
+        "decision": AckResponse(decision.response).label if decision else None,
+        "decided_by": decision.email if decision else None,
+    }
+
+
 def _render(state: AckState, services: Services) -> HTMLResponse:
     agreement = EffectiveAgreement.model_validate(state.incident.agreement)
     ack = state.acknowledgement
     return page(
         "ack.html",
+        409 if state.not_recorded else 200,
         incident=state.incident,
         manufacturer=agreement.manufacturer_name,
         center_name=agreement.center_name,
@@ -45,6 +65,8 @@ def _render(state: AckState, services: Services) -> HTMLResponse:
         acknowledgement=ack,
         acknowledged_at=local_time(ack.at, agreement.timezone) if ack else None,
         acknowledgement_label=AckResponse(ack.response).label if ack else None,
+        changes=_changes(state.changes, agreement.timezone) if state.changes else None,
+        not_recorded=state.not_recorded,
     )
 
 
@@ -74,15 +96,12 @@ async def confirm(
     # the request body limit bounds what can arrive at all.
     response: Annotated[str, Form()] = AckResponse.RECEIVED.value,
     comment: Annotated[str, Form()] = "",
+    round: Annotated[str | None, Form()] = None,
 ) -> HTMLResponse:
     try:
-        form = AckForm.model_validate({"response": response, "comment": comment})
-    except ValidationError:
-        return _refusal(
-            InvalidAnswer(
-                "Choose one of the listed answers; a comment is limited to 2000 characters."
-            )
-        )
+        form = AckForm.model_validate({"response": response, "comment": comment, "round": round})
+    except ValidationError as error:
+        return _refusal(acknowledgement.form_problem(error))
     try:
         state = await writer.run(
             lambda session: acknowledgement.acknowledge(
@@ -107,4 +126,10 @@ async def confirm(
         )
         if services.dispatcher is not None:
             background.add_task(services.dispatcher.wake)
+    elif state.not_recorded:
+        log.info(
+            "incident %s: an answer for an earlier round was not recorded",
+            state.incident.id,
+            extra={"incident_id": state.incident.id, "notification_id": state.notification.id},
+        )
     return _render(state, services)
