@@ -55,8 +55,23 @@ class Incident(SQLModel, table=True):
     ack_round: int = 1
     """Raised when a late result restarts the escalation: each round needs its own answer."""
     decision: str | None = None
-    """The center's answer when an out-of-specification product was offered for release."""
+    """The decision that counts on an out-of-specification product offered for release: the
+    decider's, or the revision QA recorded last."""
     decided_at: datetime | None = _utc(default=None)
+    product_status: str | None = None
+    """Where the product is (``ProductStatus``): what the center is asked depends on it."""
+    infused_at: datetime | None = _utc(default=None)
+    escalation_started_at: datetime | None = _utc(default=None)
+    """When the current round's escalation started (the opening, or the late result that
+    restarted it): a faster clock re-plans its steps from here. None means ``opened_at``."""
+    oos_release: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    """The regulatory pathway of an OOS product offered for release and its checklist:
+    ``{"pathway", "name", "items": [{"id", "label", "reference", "confirmed_at"}]}``."""
+    remanufacture: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    """``{"new_apheresis_needed", "expected_release", "bridging_therapy_needed"}``."""
+    within_spec_basis: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    """Why a lot released within specification after all: ``{"assignable_cause",
+    "certificate_of_analysis"}``."""
     failed_attributes: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
     key_dates: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
     summary: str | None = Field(default=None, sa_column=Column(Text))
@@ -150,10 +165,22 @@ class Acknowledgement(SQLModel, table=True):
     email: str
     role: str
     purpose: str = "acknowledgement"
-    """``acknowledgement`` of the notice, or the physician's ``decision`` on an OOS product."""
+    """``acknowledgement`` of the notice, the physician's ``decision`` on an OOS product, or a
+    ``callback_request`` that leaves the decision open."""
     round: int = 1
     response: str
     comment: str | None = Field(default=None, sa_column=Column(Text))
+    stopped_escalation: bool | None = None
+    """Whether this confirmation stopped the round's escalation: only the plan's
+    ``stops_escalation`` roles do. None on rows from before that rule, which all stopped it."""
+    signature: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    """A decision's signature manifestation (21 CFR 11.50): ``{"printed_name", "meaning",
+    "signed_at" (local, with offset), "timezone", "shown"}``."""
+    revision: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    """Set on a decision QA recorded: ``{"reason", "recorded_by": {"name", "email"},
+    "replaces", "previous_response"}``."""
+    callback_phone: str | None = None
+    """The number a ``callback_request`` asks to be called on."""
     client_address: str | None = None
     user_agent: str | None = None
     at: datetime = _utc()

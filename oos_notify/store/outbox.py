@@ -444,15 +444,18 @@ def told(session: Session, incident_id: str) -> list[Addressee]:
     return [Addressee(n.contact_id, n.role, n.recipient_name, n.recipient_email) for n in rows]
 
 
-def sent_steps(session: Session, incident_id: str) -> set[tuple[NotificationKind, int]]:
-    """The plan steps of an incident that have reached someone."""
-    rows = session.exec(
-        select(Notification.kind, Notification.level).where(
-            Notification.incident_id == incident_id,
-            col(Notification.status).in_([NotificationStatus.SENT.value, SENDING]),
-        )
+def sent_steps(
+    session: Session, incident_id: str, since: datetime | None = None
+) -> set[tuple[NotificationKind, int]]:
+    """The plan steps of an incident that have reached someone (planned ``since`` then: the
+    current round's, when a late result restarted the escalation)."""
+    query = select(Notification.kind, Notification.level).where(
+        Notification.incident_id == incident_id,
+        col(Notification.status).in_([NotificationStatus.SENT.value, SENDING]),
     )
-    return {(NotificationKind(kind), level) for kind, level in rows}
+    if since is not None:
+        query = query.where(col(Notification.created_at) >= since)
+    return {(NotificationKind(kind), level) for kind, level in session.exec(query)}
 
 
 def _escalate(session: Session, notification: Notification, now: datetime) -> None:
