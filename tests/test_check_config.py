@@ -215,8 +215,9 @@ STANDARD = "config/plans/standard.yaml"
         ),
         pytest.param(
             STANDARD,
-            "{after: 0m, notify: [coordinator, cell_lab]",
-            "{after: 0m, before: lymphodepletion_start, by: 48h, notify: [coordinator, cell_lab]",
+            "{after: 0m, notify: [coordinator, physician, cell_lab]",
+            "{after: 0m, before: lymphodepletion_start, by: 48h, "
+            "notify: [coordinator, physician, cell_lab]",
             f"{STANDARD}: steps[0]: a step has either 'after' or 'before', not both",
             id="a-step-with-after-and-before",
         ),
