@@ -125,17 +125,17 @@ def test_serve_on_embedded_defaults_shows_the_whole_flow_in_the_mailbox(
     # On any day, only the first step is due at once: lymphodepletion is days away
     first = [s for s in answer["scheduled"] if s["template"] == "release_failure_initial"]
     later = [s for s in answer["scheduled"] if s not in first]
-    assert {s["role"] for s in first} == {"coordinator", "cell_lab"}
+    assert {s["role"] for s in first} == {"coordinator", "physician", "cell_lab"}
     assert later and min(s["due_at"] for s in later) > max(s["due_at"] for s in first)
 
     # The newcomer finds the initial notice in the capture mailbox, link included
     for _ in range(100):
         listing = httpx.get(f"{base}/dev/mailbox").text
         numbers = re.findall(r'href="/dev/mailbox/(\d+)"', listing)
-        if len(numbers) >= 2:
+        if len(numbers) >= 3:
             break
         time.sleep(0.05)
-    assert len(numbers) == 2 and "LOT-24-1187" in listing
+    assert len(numbers) == 3 and "LOT-24-1187" in listing
     pages = [httpx.get(f"{base}/dev/mailbox/{n}").text for n in numbers]
     coordinator = next(p for p in pages if "ct-coord@mercy.example" in p)
     [link] = re.findall(rf'<a href="({re.escape(base)}/ack/[^"]+)"', coordinator)

@@ -121,7 +121,7 @@ async def test_metrics_count_events_notifications_latency_acknowledgements_and_o
             )
             assert answer.status_code == 202
         await service.settle()
-        messages = await received(faulty, 4)  # 2 coordinators, 2 reports to QA
+        messages = await received(faulty, 6)  # 2 coordinators, 2 physicians, 2 reports to QA
         coordinator = next(m for m in messages if m.recipients == ("ct-coord@mercy.example",))
         clock.advance(timedelta(minutes=20))
         link = ack_link(coordinator).replace(settings.public_base_url, "")
@@ -140,8 +140,8 @@ async def test_metrics_count_events_notifications_latency_acknowledgements_and_o
             status: samples[("oos_notify_notifications", (("status", status),))]
             for status in ("scheduled", "sending", "sent", "failed", "cancelled")
         }
-        # sent: 2 coordinators, 2 QA reports, the QA receipt and the navigator's brief
-        assert by_status["sent"] == 6 and by_status["failed"] == 2
+        # sent: 2 coordinators, 2 physicians, 2 QA reports, the QA receipt and the brief
+        assert by_status["sent"] == 8 and by_status["failed"] == 2
         assert by_status["sending"] == 0
         # the acknowledged incident's 4 escalations and 2 liaison alerts were cancelled
         assert by_status["cancelled"] == 6
@@ -154,8 +154,8 @@ async def test_metrics_count_events_notifications_latency_acknowledgements_and_o
         assert samples[("oos_notify_notifications_retrying", ())] == 0
 
         # And every delivery attempt is in the latency histogram
-        assert samples[("oos_notify_send_duration_seconds_count", ())] == 8
-        assert samples[("oos_notify_send_duration_seconds_bucket", (("le", "+Inf"),))] == 8
+        assert samples[("oos_notify_send_duration_seconds_count", ())] == 10
+        assert samples[("oos_notify_send_duration_seconds_bucket", (("le", "+Inf"),))] == 10
         assert samples[("oos_notify_send_duration_seconds_sum", ())] > 0
 
         # And the acknowledgement, 20 minutes after the opening, is in the 30-minute bucket
@@ -197,7 +197,7 @@ def test_logs_are_json_lines_with_ids_and_no_secrets(
     answer = httpx.post(f"{served.base}/v1/events", json=event, headers=headers, timeout=30)
     assert answer.status_code == 202
     incident_id = answer.json()["incident_id"]
-    wait_for(lambda: faulty.handler.count >= 2, "the first notices")
+    wait_for(lambda: faulty.handler.count >= 3, "the first notices")
     coordinator = next(
         m for m in faulty.handler.messages() if m.recipients == ("ct-coord@mercy.example",)
     )
@@ -211,7 +211,7 @@ def test_logs_are_json_lines_with_ids_and_no_secrets(
         ).status_code
         == 401
     )
-    wait_for(lambda: faulty.handler.count >= 4, "the receipt and the brief")
+    wait_for(lambda: faulty.handler.count >= 5, "the receipt and the brief")
     assert served.terminate() in CLEAN_EXIT
 
     # Then every line is one JSON object with time, level, logger and message
@@ -221,7 +221,7 @@ def test_logs_are_json_lines_with_ids_and_no_secrets(
 
     # And each send is logged with its incident and notification ids
     sent = [r for r in records if r["message"].startswith("sent ")]
-    assert len(sent) == 4
+    assert len(sent) == 5
     assert all(r["incident_id"] == incident_id and r["notification_id"] for r in sent)
     assert {r["recipient"] for r in sent} >= {"ct-coord@mercy.example", "celllab@mercy.example"}
     accepted = next(r for r in records if r.get("event_id") == event["event_id"])
@@ -254,7 +254,7 @@ def test_sigterm_finishes_the_send_in_flight_records_it_and_claims_nothing_more(
         timeout=30,
     )
     assert answer.status_code == 202
-    # When the service is told to stop while the first of two notices is being sent
+    # When the service is told to stop while the first of three notices is being sent
     assert faulty.handler.data_begun.wait(timeout=60)
     stopped_at = time.monotonic()
     assert served.terminate() in CLEAN_EXIT
@@ -263,7 +263,7 @@ def test_sigterm_finishes_the_send_in_flight_records_it_and_claims_nothing_more(
     assert time.monotonic() - stopped_at >= 1.5
     [delivered] = faulty.handler.messages()
     assert faulty.handler.count == 1
-    # And it recorded that send before exiting; the other notice is back in the queue, unspent
+    # And it recorded that send before exiting; the others are back in the queue, unspent
     engine = create_engine(f"sqlite:///{served.database}")
     with engine.connect() as db:
         rows = {
@@ -279,15 +279,15 @@ def test_sigterm_finishes_the_send_in_flight_records_it_and_claims_nothing_more(
     first = rows[delivered.recipients[0]]
     assert first.status == "sent" and first.sent_at is not None and first.attempts == 1
     assert first.message_id == delivered.message_id
-    [other] = [row for email, row in rows.items() if email != delivered.recipients[0]]
-    assert other.status == "scheduled" and other.attempts == 0
+    others = [row for email, row in rows.items() if email != delivered.recipients[0]]
+    assert [(o.status, o.attempts) for o in others] == [("scheduled", 0)] * 2
     log = served.log.read_text()
-    assert re.search(r"stopping: 1 claimed notifications go back to the queue", log)
+    assert re.search(r"stopping: 2 claimed notifications go back to the queue", log)
 
-    # And the next start sends the other one, and only that one
+    # And the next start sends the other ones, and only those
     faulty.handler.set_faults()
     served.start()
-    wait_for(lambda: faulty.handler.count >= 2, "the second notice")
+    wait_for(lambda: faulty.handler.count >= 3, "the other notices")
     time.sleep(1)
     recipients = sorted(m.recipients[0] for m in faulty.handler.messages())
-    assert recipients == ["celllab@mercy.example", "ct-coord@mercy.example"]
+    assert recipients == ["celllab@mercy.example", "ct-coord@mercy.example", "ct-md@mercy.example"]

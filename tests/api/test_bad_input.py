@@ -111,7 +111,7 @@ class Opened:
 async def opened(service: RunningService, smtp: CaptureServer) -> Opened:
     answer = await service.post_event(release_failure())
     assert answer.status_code == 202, answer.text
-    messages = await received(smtp, 2)
+    messages = await received(smtp, 3)
     coordinator = next(m for m in messages if m.recipients == ("ct-coord@mercy.example",))
     link = ack_link(coordinator)
     return Opened(
@@ -615,26 +615,32 @@ async def test_a_second_release_failure_for_an_open_incident_is_a_conflict(
     await assert_conflict_changed_nothing(service, smtp, response, before, incident, opened.mails)
 
 
-@pytest.mark.parametrize("closing", ["resolved", "withdrawn"])
+LATE_STERILITY = {
+    "type": "late_result",
+    "product_code": "CARTX",
+    "lot_number": "LOT-24-1187",
+    "chain_of_identity": "COI-8K2M-4471",
+    "failed_attributes": [
+        {"attribute": "sterility", "specification": "no growth", "result": "growth"}
+    ],
+}
+"""A late result: it reopens a resolved incident (tests/test_clinical.py), not a withdrawn one."""
+
+
 @pytest.mark.parametrize(
-    "next_event",
+    ("closing", "next_event"),
     [
-        pytest.param({"type": "update", "summary": "New facts"}, id="update"),
-        pytest.param({"type": "disposition", "disposition": "cancelled"}, id="disposition"),
-        pytest.param({"type": "resolved"}, id="resolved"),
-        pytest.param({"type": "withdrawn"}, id="withdrawn"),
-        pytest.param(
-            {
-                "type": "late_result",
-                "product_code": "CARTX",
-                "lot_number": "LOT-24-1187",
-                "chain_of_identity": "COI-8K2M-4471",
-                "failed_attributes": [
-                    {"attribute": "sterility", "specification": "no growth", "result": "growth"}
-                ],
-            },
-            id="late_result",
+        *(
+            pytest.param(closing, event, id=f"{event['type']}-{closing}")
+            for closing in ("resolved", "withdrawn")
+            for event in (
+                {"type": "update", "summary": "New facts"},
+                {"type": "disposition", "disposition": "cancelled"},
+                {"type": "resolved"},
+                {"type": "withdrawn"},
+            )
         ),
+        pytest.param("withdrawn", LATE_STERILITY, id="late_result-withdrawn"),
     ],
 )
 async def test_any_event_after_the_incident_is_closed_is_a_conflict(
