@@ -567,6 +567,7 @@ async def test_a_cell_lab_confirmation_is_recorded_and_stops_nothing(
     lab_link = ack_link(mail_to(first, CELL_LAB))
     page = await service.client.get(lab_link)
     assert "it does not stop the escalation" in page.text
+    assert 'value="received"' in page.text and 'value="call_me"' not in page.text
     confirmed = await service.client.post(lab_link, data={"response": "received"})
     await service.settle()
 

@@ -316,7 +316,9 @@ def _load(session: Session, tokens: AckTokens, token: str, now: datetime) -> Ack
         incident,
         notification,
         purpose,
-        response_choices(purpose),
+        # Somebody whose answer stops nothing is not offered to ask for anything either: a
+        # "please call us" that reaches nobody would be worse than none.
+        response_choices(purpose) if stops else [AckResponse.RECEIVED],
         answer_that_counts(session, incident, purpose),
         claims.ack_round,
         _changes(session, incident, notification, claims.ack_round, purpose),
