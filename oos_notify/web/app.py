@@ -46,6 +46,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             log.info(
                 "no SMTP server configured: capturing mail on %s:%d, see /dev/mailbox", host, port
             )
+            if not settings.listens_on_loopback:
+                log.warning(
+                    "OOS_NOTIFY_DEV_MAILBOX_ON_NETWORK is set: /dev/mailbox shows every email, "
+                    "links included, to whoever reaches %s:%d; for development only",
+                    settings.host,
+                    settings.port,
+                )
         else:
             assert settings.smtp_host is not None
             host, port = settings.smtp_host, settings.effective_smtp_port

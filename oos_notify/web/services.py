@@ -67,6 +67,32 @@ def secret_key(settings: Settings, engine: Engine) -> str:
         return stored.value
 
 
+def refuse_exposed_mailbox(settings: Settings) -> None:
+    """Without an SMTP server every email lands in the capture mailbox, and /dev/mailbox shows
+    it, links included, to whoever reaches the port: refuse that on a non-loopback bind unless
+    the operator asked for it by name."""
+    if not settings.exposes_mailbox:
+        return
+    raise ConfigError(
+        [
+            ConfigProblem(
+                "environment",
+                "OOS_NOTIFY_HOST",
+                f"{settings.host} is not a loopback address and no SMTP server is configured: "
+                "every email, acknowledgement links included, would be shown at /dev/mailbox "
+                "to whoever reaches the port\n"
+                "    for real use, set OOS_NOTIFY_SMTP_HOST (and OOS_NOTIFY_SMTP_PORT, _USERNAME, "
+                "_PASSWORD, _SECURITY as your server needs), OOS_NOTIFY_SECRET_KEY and "
+                "OOS_NOTIFY_PUBLIC_BASE_URL\n"
+                "    for a demo, listen on loopback (OOS_NOTIFY_HOST=127.0.0.1), or in a "
+                "container set OOS_NOTIFY_DEV_MAILBOX_ON_NETWORK=true and publish the port on "
+                "the host's loopback only: docker run -e OOS_NOTIFY_DEV_MAILBOX_ON_NETWORK=true "
+                "-p 127.0.0.1:8000:8000 oos-notify",
+            )
+        ]
+    )
+
+
 TEMPLATE_CHECK = "template_check_passed"
 """The ``config_check.inputs_digest`` of the files and code that last passed the template check."""
 
@@ -90,6 +116,7 @@ def check_templates(
 
 def build_services(settings: Settings, clock: Clock) -> Services:
     """Check the config and open the database; raise ConfigError before anything starts."""
+    refuse_exposed_mailbox(settings)
     agreements, renderer = config_check.load(settings.config_dir, settings.templates_dir)
     engine = make_engine(settings.database_url)
     create_schema(engine)
