@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
     events_per_minute: float = Field(default=600.0, gt=0)
     events_burst: int = Field(default=1000, ge=1)
+    auth_failures_per_minute: int = Field(default=30, ge=1)
+    ack_requests_per_minute: int = Field(default=60, ge=1)
 
     @property
     def uses_capture_server(self) -> bool:

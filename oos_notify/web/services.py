@@ -39,6 +39,10 @@ class Services:
     clock: Clock
     write_gate: AbstractAsyncContextManager[object]
     events_limit: TokenBuckets
+    auth_failures: TokenBuckets
+    """Failed API authentications per client address."""
+    ack_requests: TokenBuckets
+    """Requests to acknowledgement links per client address."""
     template_versions: Mapping[str, str] = field(default_factory=dict)
     """Each center's template set as of start-up: what a new incident is rendered with."""
     dispatcher: Dispatcher | None = None
@@ -125,7 +129,21 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     versions = template_sets.record(engine, renderer, agreements, clock.now())
     renderer.keep_snapshots(template_sets.source(engine))
     gate = write_gate(engine)
-    events_limit = TokenBuckets(settings.events_per_minute, settings.events_burst)
     return Services(
-        settings, engine, agreements, renderer, tokens, clock, gate, events_limit, versions
+        settings,
+        engine,
+        agreements,
+        renderer,
+        tokens,
+        clock,
+        gate,
+        events_limit=TokenBuckets(settings.events_per_minute, settings.events_burst),
+        # A whole minute's allowance at once: "N a minute" is what an operator reads and sets
+        auth_failures=TokenBuckets(
+            settings.auth_failures_per_minute, settings.auth_failures_per_minute
+        ),
+        ack_requests=TokenBuckets(
+            settings.ack_requests_per_minute, settings.ack_requests_per_minute
+        ),
+        template_versions=versions,
     )
