@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from pathlib import Path
 
@@ -46,6 +47,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    dev_mailbox_on_network: bool = False
+    """Serve /dev/mailbox (every captured email, links included) on a non-loopback bind: for a
+    demo in a container whose port is published on the host's loopback only."""
     log_format: LogFormat = LogFormat.JSON
 
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
@@ -56,11 +60,32 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
     events_per_minute: float = Field(default=600.0, gt=0)
     events_burst: int = Field(default=1000, ge=1)
+    auth_failures_per_minute: int = Field(default=30, ge=1)
+    ack_requests_per_minute: int = Field(default=60, ge=1)
 
     @property
     def uses_capture_server(self) -> bool:
         """No SMTP server configured: mail goes to the embedded capture server."""
         return self.smtp_host is None
+
+    @property
+    def listens_on_loopback(self) -> bool:
+        """Only this machine can reach the service: 127.0.0.0/8, ::1 or localhost."""
+        if self.host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def exposes_mailbox(self) -> bool:
+        """The capture mailbox would be served to whoever reaches the port, unasked."""
+        return (
+            self.uses_capture_server
+            and not self.listens_on_loopback
+            and not self.dev_mailbox_on_network
+        )
 
     @property
     def effective_smtp_port(self) -> int:

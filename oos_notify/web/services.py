@@ -39,6 +39,10 @@ class Services:
     clock: Clock
     write_gate: AbstractAsyncContextManager[object]
     events_limit: TokenBuckets
+    auth_failures: TokenBuckets
+    """Failed API authentications per client address."""
+    ack_requests: TokenBuckets
+    """Requests to acknowledgement links per client address."""
     template_versions: Mapping[str, str] = field(default_factory=dict)
     """Each center's template set as of start-up: what a new incident is rendered with."""
     dispatcher: Dispatcher | None = None
@@ -67,6 +71,32 @@ def secret_key(settings: Settings, engine: Engine) -> str:
         return stored.value
 
 
+def refuse_exposed_mailbox(settings: Settings) -> None:
+    """Without an SMTP server every email lands in the capture mailbox, and /dev/mailbox shows
+    it, links included, to whoever reaches the port: refuse that on a non-loopback bind unless
+    the operator asked for it by name."""
+    if not settings.exposes_mailbox:
+        return
+    raise ConfigError(
+        [
+            ConfigProblem(
+                "environment",
+                "OOS_NOTIFY_HOST",
+                f"{settings.host} is not a loopback address and no SMTP server is configured: "
+                "every email, acknowledgement links included, would be shown at /dev/mailbox "
+                "to whoever reaches the port\n"
+                "    for real use, set OOS_NOTIFY_SMTP_HOST (and OOS_NOTIFY_SMTP_PORT, _USERNAME, "
+                "_PASSWORD, _SECURITY as your server needs), OOS_NOTIFY_SECRET_KEY and "
+                "OOS_NOTIFY_PUBLIC_BASE_URL\n"
+                "    for a demo, listen on loopback (OOS_NOTIFY_HOST=127.0.0.1), or in a "
+                "container set OOS_NOTIFY_DEV_MAILBOX_ON_NETWORK=true and publish the port on "
+                "the host's loopback only: docker run -e OOS_NOTIFY_DEV_MAILBOX_ON_NETWORK=true "
+                "-p 127.0.0.1:8000:8000 oos-notify",
+            )
+        ]
+    )
+
+
 TEMPLATE_CHECK = "template_check_passed"
 """The ``config_check.inputs_digest`` of the files and code that last passed the template check."""
 
@@ -90,6 +120,7 @@ def check_templates(
 
 def build_services(settings: Settings, clock: Clock) -> Services:
     """Check the config and open the database; raise ConfigError before anything starts."""
+    refuse_exposed_mailbox(settings)
     agreements, renderer = config_check.load(settings.config_dir, settings.templates_dir)
     engine = make_engine(settings.database_url)
     create_schema(engine)
@@ -98,7 +129,21 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     versions = template_sets.record(engine, renderer, agreements, clock.now())
     renderer.keep_snapshots(template_sets.source(engine))
     gate = write_gate(engine)
-    events_limit = TokenBuckets(settings.events_per_minute, settings.events_burst)
     return Services(
-        settings, engine, agreements, renderer, tokens, clock, gate, events_limit, versions
+        settings,
+        engine,
+        agreements,
+        renderer,
+        tokens,
+        clock,
+        gate,
+        events_limit=TokenBuckets(settings.events_per_minute, settings.events_burst),
+        # A whole minute's allowance at once: "N a minute" is what an operator reads and sets
+        auth_failures=TokenBuckets(
+            settings.auth_failures_per_minute, settings.auth_failures_per_minute
+        ),
+        ack_requests=TokenBuckets(
+            settings.ack_requests_per_minute, settings.ack_requests_per_minute
+        ),
+        template_versions=versions,
     )
