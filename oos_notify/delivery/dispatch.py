@@ -15,7 +15,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
+from pydantic import ValidationError
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlmodel import Session
 
 from oos_notify.agreements.config import EffectiveAgreement
@@ -53,6 +55,14 @@ class _Gathered:
 class Prepared:
     message: OutgoingMessage
     template_version: str
+
+
+@dataclass(frozen=True)
+class Unbuildable:
+    """A notification whose message could not be made: it fails alone, for good, with ``reason``;
+    retrying would build the same message from the same rows and fail the same way."""
+
+    reason: str
 
 
 @dataclass
@@ -236,15 +246,15 @@ class Dispatcher:
             )
 
     async def _send_lane(
-        self, work: list[tuple[Notification, Prepared | RenderError]], pending: _Pending
+        self, work: list[tuple[Notification, Prepared | Unbuildable]], pending: _Pending
     ) -> list[str]:
         """Send one connection's share of a batch; return the ids left unsent by a stop."""
         async with SmtpBatch(self._settings, self._smtp_host, self._smtp_port) as smtp:
             for position, (notification, item) in enumerate(work):
                 if self._stopping:
                     return [n.id for n, _ in work[position:]]
-                if isinstance(item, RenderError):
-                    outcome = SendOutcome(False, True, None, f"template error: {item}", 0)
+                if isinstance(item, Unbuildable):
+                    outcome = SendOutcome(False, True, None, item.reason, 0)
                     pending.results.append((notification, outcome, None))
                 else:
                     outcome = await smtp.send(item.message)
@@ -285,37 +295,49 @@ class Dispatcher:
         with transaction(self._engine) as session:
             return outbox.next_due(session)
 
-    def _gather(self, batch: list[Notification]) -> list[_Gathered]:
-        """Read what the batch's templates need, in one transaction."""
+    def _gather(self, batch: list[Notification]) -> list[_Gathered | Unbuildable]:
+        """Read what the batch's templates need, in one transaction. A row whose facts cannot
+        be made into a template context (data this code does not expect) fails alone; a
+        database error is no row's fault and fails the batch."""
         now = self._clock.now()
         per_incident: dict[str, tuple[EffectiveAgreement, messaging.Answers]] = {}
-        gathered = []
+        gathered: list[_Gathered | Unbuildable] = []
         with transaction(self._engine) as session:
             for notification in batch:
-                incident = session.get(Incident, notification.incident_id)
-                assert incident is not None
-                if incident.id not in per_incident:
-                    per_incident[incident.id] = (
-                        EffectiveAgreement.model_validate(incident.agreement),
-                        messaging.Answers.of(session, incident),
-                    )
-                agreement, answers = per_incident[incident.id]
-                context = messaging.build_context(
-                    session,
-                    notification,
-                    incident,
-                    agreement,
-                    answers,
-                    self._tokens,
-                    self._settings,
-                    now,
-                )
-                gathered.append(_Gathered(notification, incident, agreement, context, now))
+                try:
+                    gathered.append(self._gather_one(session, notification, per_incident, now))
+                except SQLAlchemyError:
+                    raise
+                except Exception as exc:
+                    gathered.append(self._unbuildable(notification, exc))
         return gathered
 
-    def _render(self, item: _Gathered) -> Prepared | RenderError:
+    def _gather_one(
+        self,
+        session: Session,
+        notification: Notification,
+        per_incident: dict[str, tuple[EffectiveAgreement, messaging.Answers]],
+        now: datetime,
+    ) -> _Gathered:
+        incident = session.get(Incident, notification.incident_id)
+        assert incident is not None
+        if incident.id not in per_incident:
+            per_incident[incident.id] = (
+                EffectiveAgreement.model_validate(incident.agreement),
+                messaging.Answers.of(session, incident),
+            )
+        agreement, answers = per_incident[incident.id]
+        context = messaging.build_context(
+            session, notification, incident, agreement, answers, self._tokens, self._settings, now
+        )
+        return _Gathered(notification, incident, agreement, context, now)
+
+    def _render(self, item: _Gathered | Unbuildable) -> Prepared | Unbuildable:
+        """The message on the wire, or why there is none: whatever one message's templates,
+        names or addresses hold, it cannot stop the rest of its batch."""
+        if isinstance(item, Unbuildable):
+            return item
         notification, incident, agreement = item.notification, item.incident, item.agreement
-        now = item.now
         try:
             rendered = self._renderer.render(
                 notification.template,
@@ -331,11 +353,27 @@ class Dispatcher:
                 exc,
                 extra=_ids(notification),
             )
-            return exc
-        envelope = messaging.envelope(
-            notification, incident, self._settings, now, agreement.manufacturer_name
+            return Unbuildable(f"template error: {exc}")
+        try:
+            envelope = messaging.envelope(
+                notification, incident, self._settings, item.now, agreement.manufacturer_name
+            )
+            return Prepared(build_message(rendered, envelope), rendered.version)
+        except Exception as exc:
+            return self._unbuildable(notification, exc)
+
+    def _unbuildable(self, notification: Notification, exc: Exception) -> Unbuildable:
+        described = _describe(exc)
+        log.error(
+            "cannot build %s for %s: %s",
+            notification.template,
+            notification.id,
+            described,
+            # A refused header is the data's fault and says so; anything else may be a bug.
+            exc_info=None if type(exc) is ValueError else exc,
+            extra=_ids(notification),
         )
-        return Prepared(build_message(rendered, envelope), rendered.version)
+        return Unbuildable(f"cannot build the message: {described}")
 
     def _settle(self, results: list[tuple[Notification, SendOutcome, str | None]]) -> None:
         now = self._clock.now()
@@ -379,8 +417,15 @@ class Dispatcher:
             duration_ms=outcome.duration_ms,
             retry_at=retry_at,
         )
-        if failed:
-            qa_reports.delivery_failure(session, notification, now, self._settings.mail_domain)
+        if failed and not qa_reports.delivery_failure(
+            session, notification, now, self._settings.mail_domain, outcome.reply
+        ):
+            log.error(
+                "QA could not be told that %s failed: %s",
+                notification.id,
+                outcome.reply,
+                extra=_ids(notification),
+            )
         log.warning(
             "delivery of %s failed (%s): %s",
             notification.id,
@@ -392,6 +437,25 @@ class Dispatcher:
                 retry_at=retry_at.isoformat() if retry_at else None,
             ),
         )
+
+
+def _describe(exc: Exception) -> str:
+    """An error as a notification's ``last_error`` shows it, on one line: a refused header says
+    what was wrong; anything else names its type too. Without the values a validation error
+    echoes (they could be anything an incident holds) or the SQL a database error adds."""
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False)
+        )
+        text = f"invalid {exc.title}: {problems}"
+    elif isinstance(exc, DBAPIError):
+        text = f"{type(exc).__name__}: {exc.orig}"
+    elif type(exc) is ValueError:
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:500] or type(exc).__name__
 
 
 def _ids(notification: Notification, **more: object) -> dict[str, object]:
