@@ -9,7 +9,7 @@ import shutil
 import signal
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
+from sqlmodel import Session, select
 
 from oos_notify.clock import ManualClock
+from oos_notify.delivery.capture import CaptureServer
+from oos_notify.delivery.dispatch import CLAIM_LEASE
 from oos_notify.settings import Settings
 from oos_notify.store.db import make_engine
+from oos_notify.store.models import Notification
 from tests.conftest import (
     CONFIG_DIR,
     RunningService,
@@ -166,6 +170,59 @@ async def test_metrics_count_events_notifications_latency_acknowledgements_and_o
         assert samples[(f"{ack}_bucket", (("le", "1800"),))] == 1
     finally:
         await service.stop()
+
+
+async def metrics(service: RunningService) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    answer = await service.client.get("/metrics")
+    assert answer.status_code == 200
+    return scrape(answer.text)
+
+
+def claim_reminders_and_stall(service: RunningService, claimed_at: datetime) -> None:
+    """Leave the two reminders due at 11:12 as a sender that claimed them then and stalled does."""
+    with Session(service.services.engine) as db:
+        rows = db.exec(
+            select(Notification).where(Notification.level == 1, Notification.kind == "escalation")
+        ).all()
+        assert len(rows) == 2 and all(row.due_at == claimed_at for row in rows)
+        for row in rows:
+            row.status, row.attempts, row.lease_until = "sending", 1, claimed_at + CLAIM_LEASE
+            db.add(row)
+        db.commit()
+
+
+async def test_notifications_stuck_sending_count_as_overdue(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given an incident whose two reminders were claimed at 11:12 by a sender that then stalled
+    assert (await service.post_event(release_failure())).status_code == 202
+    await received(smtp, 2)
+    await service.settle()
+    clock.advance(timedelta(hours=2))
+    claim_reminders_and_stall(service, clock.now())
+
+    # When a minute passes: they are overdue by a minute, their claim still running
+    clock.advance(timedelta(minutes=1))
+    samples = await metrics(service)
+    assert samples[("oos_notify_notifications", (("status", "sending"),))] == 2
+    assert samples[("oos_notify_notifications_overdue", ())] == 2
+    assert samples[("oos_notify_oldest_overdue_seconds", ())] == pytest.approx(60, abs=1)
+    assert samples[("oos_notify_notifications_lease_expired", ())] == 0
+
+    # When their claim runs out unsettled: the sender is gone, and the metrics say so
+    clock.advance(CLAIM_LEASE)
+    samples = await metrics(service)
+    assert samples[("oos_notify_notifications_overdue", ())] == 2
+    assert samples[("oos_notify_oldest_overdue_seconds", ())] == pytest.approx(660, abs=1)
+    assert samples[("oos_notify_notifications_lease_expired", ())] == 2
+
+    # And once a sender takes them over and delivers them, nothing is overdue
+    await service.settle()
+    assert len(await received(smtp, 4)) == 4
+    samples = await metrics(service)
+    assert samples[("oos_notify_notifications_overdue", ())] == 0
+    assert samples[("oos_notify_oldest_overdue_seconds", ())] == 0
+    assert samples[("oos_notify_notifications_lease_expired", ())] == 0
 
 
 @pytest.fixture

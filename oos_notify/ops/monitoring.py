@@ -120,16 +120,33 @@ class DatabaseCollector(Collector):
         for status in NotificationStatus:
             by_status.add_metric([status.value], rows.get(status.value, 0))
         yield by_status
+        # A row claimed for sending is not sent either: one whose sender stalls or died stays
+        # 'sending', and must count as late as it would waiting in the queue.
         overdue, oldest = session.exec(
             select(func.count(), func.min(Notification.due_at)).where(
-                Notification.status == NotificationStatus.SCHEDULED.value,
+                col(Notification.status).in_(
+                    [NotificationStatus.SCHEDULED.value, NotificationStatus.SENDING.value]
+                ),
                 col(Notification.due_at) <= self._now,
             )
         ).one()
         yield GaugeMetricFamily(
             "oos_notify_notifications_overdue",
-            "Scheduled notifications whose due time has passed and that are not sent yet",
+            "Notifications whose due time has passed and that are not sent yet, "
+            "waiting in the queue or claimed for sending",
             value=overdue,
+        )
+        lease_expired = session.exec(
+            select(func.count()).where(
+                Notification.status == NotificationStatus.SENDING.value,
+                col(Notification.lease_until) < self._now,
+            )
+        ).one()
+        yield GaugeMetricFamily(
+            "oos_notify_notifications_lease_expired",
+            "Notifications claimed for sending whose claim ran out unsettled: their sender "
+            "stalled or died; a sender takes them over",
+            value=lease_expired,
         )
         retrying = session.exec(
             select(func.count()).where(
