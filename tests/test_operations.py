@@ -225,6 +225,98 @@ async def test_notifications_stuck_sending_count_as_overdue(
     assert samples[("oos_notify_notifications_lease_expired", ())] == 0
 
 
+REFUSE_SENT = text(
+    "CREATE TRIGGER refuse_sent BEFORE UPDATE OF status ON notifications "
+    "WHEN NEW.status = 'sent' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+)
+
+
+async def test_a_dispatcher_whose_runs_keep_failing_gives_back_its_claims_and_is_not_ready(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given a database that refuses to record a notification as sent
+    with service.services.engine.begin() as db:
+        db.execute(REFUSE_SENT)
+    answer = await service.post_event(release_failure())
+    incident_id = answer.json()["incident_id"]
+    await received(smtp, 2)
+    await service.settle()
+
+    # Then the failed run leaves nothing 'sending': its claims go back to the queue, with why
+    detail = (await service.client.get(f"/v1/incidents/{incident_id}", headers=service.auth)).json()
+    first = [n for n in detail["notifications"] if n["level"] == 0]
+    assert {n["status"] for n in first} == {"scheduled"}
+    for notice in first:
+        assert notice["last_error"].startswith("the dispatch run failed: IntegrityError: disk full")
+    # And one failed run is shown, but does not make the service unready
+    status, body = await ready(service)
+    assert status == 200
+    assert body["checks"]["scheduler"] == "retrying: the last dispatch run failed (IntegrityError)"
+
+    # When the runs keep failing
+    for _ in range(2):
+        clock.advance(timedelta(minutes=5))
+        await service.settle()
+
+    # Then the service is unready, naming the part, and the metrics count the failed runs
+    status, body = await ready(service)
+    assert status == 503 and body["ready"] is False
+    assert body["checks"] == {
+        "database": "ok",
+        "scheduler": "failing: the last 3 dispatch runs failed (IntegrityError)",
+        "smtp": "ok",
+    }
+    samples = await metrics(service)
+    assert samples[("oos_notify_dispatch_runs_failed_total", ())] == 3
+    assert samples[("oos_notify_dispatch_failing_runs", ())] == 3
+    assert samples[("oos_notify_notifications", (("status", "sending"),))] == 0
+    assert samples[("oos_notify_dispatcher_last_success_age_seconds", ())] >= 0
+
+    # When the database records sends again, the notices are recorded and the service is ready
+    with service.services.engine.begin() as db:
+        db.execute(text("DROP TRIGGER refuse_sent"))
+    clock.advance(timedelta(minutes=5))
+    await service.settle()
+    detail = (await service.client.get(f"/v1/incidents/{incident_id}", headers=service.auth)).json()
+    assert {n["status"] for n in detail["notifications"] if n["level"] == 0} == {"sent"}
+    status, body = await ready(service)
+    assert status == 200 and body["checks"]["scheduler"] == "ok"
+    samples = await metrics(service)
+    assert samples[("oos_notify_dispatch_failing_runs", ())] == 0
+    assert samples[("oos_notify_dispatch_runs_failed_total", ())] == 3
+    # Each failed run had sent the notices without recording them: they went out again under
+    # their Message-ID, which receivers use to drop the duplicates
+    assert len({m.message_id for m in smtp.handler.messages()}) == 2
+
+
+async def test_a_dispatcher_that_finishes_no_run_for_long_is_not_ready(
+    settings: Settings, clock: ManualClock
+) -> None:
+    # Given a dispatcher that sweeps every minute (the bound is then its claim lease, 10 min)
+    service = await start_service(settings.model_copy(update={"sweep_interval_seconds": 60}), clock)
+    try:
+        await service.settle()
+        status, body = await ready(service)
+        assert status == 200 and body["checks"]["scheduler"] == "ok"
+
+        # When none of its runs finishes for 11 minutes
+        clock.advance(timedelta(minutes=11))
+
+        # Then the service is unready and says the dispatcher is stalled, and for how long
+        status, body = await ready(service)
+        assert status == 503
+        assert body["checks"]["scheduler"] == "stalled: no dispatch run has finished for 660 s"
+        samples = await metrics(service)
+        assert samples[("oos_notify_dispatcher_last_success_age_seconds", ())] == 660
+
+        # When a run finishes, it is ready again
+        await service.settle()
+        status, body = await ready(service)
+        assert status == 200 and body["checks"]["scheduler"] == "ok"
+    finally:
+        await service.stop()
+
+
 @pytest.fixture
 def served(tmp_path: Path, faulty: FaultySmtpServer) -> Iterator[ServedProcess]:
     shutil.copytree(CONFIG_DIR, tmp_path / "config")

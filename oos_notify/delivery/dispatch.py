@@ -40,6 +40,9 @@ CLAIM_LEASE = timedelta(minutes=10)
 MAX_RETRY_DELAY = timedelta(hours=1)
 SETTLE_EVERY = timedelta(seconds=0.5)
 """How long sent messages may go unrecorded while the rest of their batch is being sent."""
+STALLED_AFTER = CLAIM_LEASE
+"""A dispatcher that has finished no run and no batch for this long (or three sweeps, if
+longer) is stuck: a batch, even over a slow mail server, takes a few minutes at most."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,22 @@ class Unbuildable:
     retrying would build the same message from the same rows and fail the same way."""
 
     reason: str
+
+
+@dataclass(frozen=True)
+class DispatchHealth:
+    """How this process's dispatch runs are going, for readiness and metrics."""
+
+    failed_runs_total: int
+    """Runs that ended in an error since the process started."""
+    failing_runs: int
+    """Failed runs in a row (see ``Dispatcher._on_clean_run``); 0 when all is well."""
+    last_error: str | None
+    """The type of the error that ended the last failed run, while ``failing_runs`` is not 0."""
+    last_success_age_seconds: float
+    """Seconds since a run or a batch last finished without an error (or since the start)."""
+    stalled_after_seconds: float
+    """How long without a success means the dispatcher is stuck: it runs every sweep."""
 
 
 @dataclass
@@ -112,6 +131,23 @@ class Dispatcher:
         self._stopping = False
         self._mail_unreachable = True
         """Set when no mail server answered; at start, a previous process may have seen that."""
+        self._failed_runs_total = 0
+        self._failing_runs = 0
+        self._last_error: str | None = None
+        self._last_success = clock.now()
+        self._last_batch_failure: datetime | None = None
+
+    @property
+    def health(self) -> DispatchHealth:
+        return DispatchHealth(
+            failed_runs_total=self._failed_runs_total,
+            failing_runs=self._failing_runs,
+            last_error=self._last_error if self._failing_runs else None,
+            last_success_age_seconds=(self._clock.now() - self._last_success).total_seconds(),
+            stalled_after_seconds=max(
+                STALLED_AFTER.total_seconds(), 3 * self._settings.sweep_interval_seconds
+            ),
+        )
 
     @property
     def running(self) -> bool:
@@ -177,8 +213,27 @@ class Dispatcher:
             self._wanted = False
             try:
                 await self._dispatch_due()
-            except Exception:
-                log.exception("dispatch run failed; the sweep will retry")
+            except Exception as exc:
+                self._failed_runs_total += 1
+                self._failing_runs += 1
+                self._last_error = type(exc).__name__
+                log.exception(
+                    "dispatch run failed (%d in a row); the sweep will retry",
+                    self._failing_runs,
+                    extra={"count": self._failing_runs},
+                )
+            else:
+                self._on_clean_run()
+
+    def _on_clean_run(self) -> None:
+        """A run without an error ends a failing streak, unless a batch failed within the
+        longest retry delay: the rows it gave back are not due yet, so a run that found nothing
+        to claim says nothing about them, and a dispatcher that fails every batch would
+        otherwise never look failing."""
+        now = self._clock.now()
+        self._last_success = now
+        if self._last_batch_failure is None or now - self._last_batch_failure > MAX_RETRY_DELAY:
+            self._failing_runs = 0
 
     async def _dispatch_due(self) -> None:
         if self._mail_unreachable and await self.probe_mail() is None:
@@ -217,6 +272,36 @@ class Dispatcher:
         )
 
     async def _send(self, batch: list[Notification]) -> None:
+        """Send a claimed batch. If that fails for a reason no single message explains (the
+        database, a bug), give the batch's unsettled claims back to the queue, due after a
+        backoff and showing the error, rather than leave them 'sending' until their lease runs
+        out; then fail the run. Messages sent but not yet recorded go out again under their
+        Message-ID, as after a crash."""
+        try:
+            await self._send_batch(batch)
+        except Exception as exc:
+            error = f"the dispatch run failed: {_describe(exc)}"
+            now = self._last_batch_failure = self._clock.now()
+            retries = {
+                n.id: now + retry_delay(n.attempts, self._settings.retry_base_seconds)
+                for n in batch
+            }
+            try:
+                released = await self._in_database(self._release_after_error, retries, error)
+            except Exception:
+                log.exception("cannot give back the claims of a failed batch")
+            else:
+                log.error(
+                    "%s: %d claimed notifications go back to the queue",
+                    error,
+                    released,
+                    extra={"count": released},
+                )
+            raise
+        self._failing_runs, self._last_batch_failure = 0, None
+        self._last_success = self._clock.now()
+
+    async def _send_batch(self, batch: list[Notification]) -> None:
         """Render the batch off the event loop, send it over a few connections at once, and
         settle what was sent at least every SETTLE_EVERY seconds and at the end.
 
@@ -284,6 +369,10 @@ class Dispatcher:
     def _release(self, notification_ids: list[str]) -> int:
         with transaction(self._engine) as session:
             return outbox.release_claims(session, notification_ids)
+
+    def _release_after_error(self, retries: dict[str, datetime], error: str) -> int:
+        with transaction(self._engine) as session:
+            return outbox.release_after_error(session, retries, error, self._clock.now())
 
     def _claim(self) -> list[Notification]:
         with transaction(self._engine) as session:
