@@ -58,9 +58,13 @@ def _header(name: str, value: str) -> str:
 
 def _address(name: str, display_name: str, address: str) -> str:
     """An address header; a line break in a name from an agreement file must not start a new
-    header (``formataddr`` would quote it, not refuse it, as ``EmailMessage`` did)."""
+    header (``formataddr`` would quote it, not refuse it, as ``EmailMessage`` did). The address
+    itself goes out as it is, so it must be ASCII: an internationalised one would need SMTPUTF8,
+    which the service does not ask the server for."""
     if any(c in display_name + address for c in "\r\n"):
         raise ValueError(f"a {name} header cannot contain a line break")
+    if not address.isascii():
+        raise ValueError(f"a {name} address must be ASCII, not {address!r}")
     return f"{name}: {formataddr((display_name, address), 'utf-8')}"
 
 
@@ -74,7 +78,8 @@ def _part(subtype: str, body: str) -> str:
 
 
 def build_message(rendered: RenderedMessage, envelope: Envelope) -> OutgoingMessage:
-    """A ``multipart/alternative`` message (text, then HTML) that threads per incident.
+    """A ``multipart/alternative`` message (text, then HTML) that threads per incident; raises
+    ValueError for a header that cannot be written (a line break, an address that is not ASCII).
 
     Written out directly: the email package's generator (and before it ``EmailMessage``'s
     header parsing) cost more per message than rendering its templates.

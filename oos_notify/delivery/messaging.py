@@ -160,6 +160,7 @@ def failed_delivery_view(
         attempts=failed.attempts,
         smtp_code=last.smtp_code if last else None,
         reply=(last.smtp_reply if last else None) or failed.last_error or "",
+        never_sent=last is not None and last.outcome == "permanent" and last.smtp_code is None,
     )
 
 

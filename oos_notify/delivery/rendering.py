@@ -105,7 +105,7 @@ class AcknowledgementView(BaseModel):
 
 
 class FailedDeliveryView(BaseModel):
-    """A notification the mail server refused for good, as the QA report describes it."""
+    """A notification that failed for good, as the QA report describes it."""
 
     recipient: PersonView
     template: str
@@ -113,6 +113,10 @@ class FailedDeliveryView(BaseModel):
     attempts: int
     smtp_code: int | None
     reply: str
+    """The mail server's reply, or why the message could not be built."""
+    never_sent: bool = False
+    """The message could not be built (a template error, a name or an address that cannot be
+    written in a header), so no mail server saw it."""
 
 
 class MessageContext(BaseModel):

@@ -131,12 +131,23 @@ def sample_context(
 
 
 def sample_contexts(agreement: EffectiveAgreement) -> list[MessageContext]:
-    """One sample per disposition, and one asking for a decision: every branch a template has
-    for them is rendered by ``check-config``, not first at 3 a.m."""
-    return [
+    """One sample per disposition, one asking for a decision and one reporting a message that
+    could not be built: every branch a template has for them is rendered by ``check-config``,
+    not first at 3 a.m."""
+    samples = [
         *(sample_context(agreement, disposition=d) for d in Disposition),
         sample_context(agreement, disposition=Disposition.OOS_RELEASE_OFFERED, asks_decision=True),
     ]
+    refused = samples[0].failed_delivery
+    assert refused is not None
+    never_sent = refused.model_copy(
+        update={
+            "never_sent": True,
+            "smtp_code": None,
+            "reply": "cannot build the message: a To header cannot contain a line break",
+        }
+    )
+    return [*samples, samples[0].model_copy(update={"failed_delivery": never_sent})]
 
 
 def _template_problems(agreements: Agreements, renderer: Renderer) -> list[ConfigProblem]:

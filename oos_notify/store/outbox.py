@@ -9,7 +9,7 @@ can drop a duplicate.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -177,6 +177,40 @@ def release_claims(session: Session, notification_ids: list[str]) -> int:
         .values(status=SCHEDULED, lease_until=None, attempts=Notification.attempts - 1)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def release_after_error(
+    session: Session, retries: Mapping[str, datetime], error: str, now: datetime
+) -> int:
+    """Give back the claims of a batch whose sending failed as a whole (the database, a bug),
+    each due again at its ``retries`` time, showing ``error``; return how many were still
+    claimed. Rows the batch settled before it failed keep their outcome. The claim stays
+    counted, so the delay grows with each failed try."""
+    released: list[tuple[str, str, str, int]] = []
+    for notification_id, retry_at in sorted(retries.items()):
+        row = session.execute(
+            _ROWS.update()
+            .where(_ROWS.c.id == notification_id, _ROWS.c.status == SENDING)
+            .values(status=SCHEDULED, lease_until=None, due_at=retry_at, last_error=error)
+            .returning(_ROWS.c.incident_id, _ROWS.c.recipient_email, _ROWS.c.attempts)
+        ).one_or_none()
+        if row is not None:
+            released.append((notification_id, row.incident_id, row.recipient_email, row.attempts))
+    for notification_id, incident_id, recipient, attempt in released:
+        audit.record(
+            session,
+            now,
+            "notification_retry",
+            "dispatcher",
+            incident_id=incident_id,
+            notification_id=notification_id,
+            recipient=recipient,
+            smtp_code=None,
+            reply=error,
+            attempt=attempt,
+            retry_at=retries[notification_id].isoformat(),
+        )
+    return len(released)
 
 
 def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> list[Notification]:
