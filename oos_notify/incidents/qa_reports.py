@@ -40,7 +40,7 @@ def delivery_failure(
     incident = session.get(Incident, notification.incident_id)
     assert incident is not None
     reports = plan_to_qa(
-        EffectiveAgreement.model_validate(incident.agreement),
+        EffectiveAgreement.stored(incident.agreement),
         incident.qa_contact,
         NotificationKind.DELIVERY_FAILURE,
         DELIVERY_FAILURE_TEMPLATE,

@@ -29,7 +29,7 @@ router = APIRouter(tags=["acknowledgement"], include_in_schema=False)
 
 
 def _render(state: AckState, services: Services) -> HTMLResponse:
-    agreement = EffectiveAgreement.model_validate(state.incident.agreement)
+    agreement = EffectiveAgreement.stored(state.incident.agreement)
     ack = state.acknowledgement
     return page(
         "ack.html",
