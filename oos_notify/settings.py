@@ -5,9 +5,12 @@ from __future__ import annotations
 import ipaddress
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr
+from pydantic import AfterValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from oos_notify.addresses import sender
 
 
 class SmtpSecurity(StrEnum):
@@ -41,7 +44,8 @@ class Settings(BaseSettings):
     smtp_security: SmtpSecurity = SmtpSecurity.NONE
     smtp_timeout_seconds: float = Field(default=15.0, gt=0)
 
-    mail_from: str = "oos-notify@localhost"
+    mail_from: Annotated[str, AfterValidator(sender)] = "oos-notify@localhost"
+    """One mailbox, stored in its ASCII form (see ``addresses.mailbox``)."""
     public_base_url: str = "http://127.0.0.1:8000"
     secret_key: SecretStr | None = None
 

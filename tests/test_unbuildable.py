@@ -158,7 +158,9 @@ async def test_a_message_that_cannot_be_built_fails_alone_and_the_escalation_goe
     nothing_reached_the_attacker(messages)
 
     # And the bad one is failed, with its reason on the incident and in its timeline
-    reason = "cannot build the message: a To header cannot contain a line break"
+    reason = (
+        "cannot build the message: a To header cannot contain a line break or control character"
+    )
     state = await detail(service, first)
     [failed] = [n for n in state["notifications"] if n["notification_id"] == bad]
     assert (failed["status"], failed["attempts"], failed["last_error"]) == ("failed", 1, reason)
@@ -176,7 +178,7 @@ async def test_a_message_that_cannot_be_built_fails_alone_and_the_escalation_goe
     assert "Not delivered" in report.subject and "OOS-2026-0142" in report.subject
     for part in (report.part("plain"), report.part("html")):
         assert BACKUP in part and "could not be built" in part
-        assert "a To header cannot contain a line break" in part
+        assert "a To header cannot contain a line break or control character" in part
     assert "refused" not in report.part("plain")
 
     # And nothing is left half-sent
@@ -197,7 +199,8 @@ async def test_a_message_that_cannot_be_built_fails_alone_and_the_escalation_goe
     [
         (
             {"name": HOSTILE_NAME, "email": QA, "phone": "+1 555 0100"},
-            "cannot build the message: a To header cannot contain a line break",
+            "cannot build the message: a To header cannot contain a line break or control"
+            " character",
         ),
         (
             {"name": "A. Rivera", "email": "qa@manufacturer.exämple", "phone": "+1 555 0100"},

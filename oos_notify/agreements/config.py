@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import stat
 from dataclasses import dataclass
 from datetime import date, time
@@ -31,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from oos_notify.addresses import STORED, Address, Name
 from oos_notify.agreements.durations import Duration, DurationField, parse_duration
 from oos_notify.agreements.vocabulary import (
     MANUFACTURER_PREFIX,
@@ -46,17 +46,10 @@ MAX_CONFIG_FILE_BYTES = 1024 * 1024
 MAX_CONFIG_DEPTH = 32
 MAX_CONFIG_VALUES = 50_000
 _ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
-_EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 
 Identifier = Annotated[str, Field(pattern=_ID)]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def _check_email(value: str) -> str:
-    if not _EMAIL.match(value):
-        raise ValueError(f"{value!r} is not an email address")
-    return value
 
 
 def _check_timezone(value: str) -> str:
@@ -69,7 +62,6 @@ def _check_timezone(value: str) -> str:
     return value
 
 
-Email = Annotated[str, AfterValidator(_check_email)]
 TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
 
 
@@ -84,25 +76,25 @@ class Contact(_Strict):
     """A person or shared mailbox at a treatment center or its health system."""
 
     id: Identifier
-    name: str = Field(min_length=1, max_length=200)
-    email: Email
+    name: Name
+    email: Address
     roles: list[CenterRole] = Field(min_length=1)
 
 
 class ManufacturerContact(_Strict):
     id: Identifier
-    name: str = Field(min_length=1, max_length=200)
-    email: Email
+    name: Name
+    email: Address
     roles: list[ManufacturerRole] = Field(min_length=1)
 
 
 class Product(_Strict):
     code: str = Field(pattern=r"^[A-Za-z0-9._-]{1,40}$")
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
 
 
 class Manufacturer(_Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     products: list[Product] = Field(min_length=1)
     contacts: list[ManufacturerContact] = Field(default_factory=list)
     severity_rules: list[SeverityRule] | None = Field(default=None, min_length=1)
@@ -355,12 +347,12 @@ class _CenterSettings(_Strict):
 
 class Site(_CenterSettings):
     id: Identifier
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
 
 
 class HealthSystem(_CenterSettings):
     id: Identifier
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     timezone: TimeZoneName
     sites: list[Site] = Field(min_length=1)
 
@@ -387,6 +379,12 @@ class EffectiveAgreement(_Strict):
     notify_within: dict[Severity, DurationField]
     severity_rules: list[SeverityRule]
     plans: dict[EventType, Plan]
+
+    @classmethod
+    def stored(cls, snapshot: Any) -> EffectiveAgreement:
+        """The agreement an incident was planned with, read back as it was stored: its names and
+        addresses passed the checks of the day they were stored, and are not checked again."""
+        return cls.model_validate(snapshot, context=STORED)
 
     def contacts_for(self, recipient: Recipient) -> list[Contact | ManufacturerContact]:
         """The people a step's recipient means here: site contacts first, else system-level ones."""

@@ -412,7 +412,7 @@ class Dispatcher:
         assert incident is not None
         if incident.id not in per_incident:
             per_incident[incident.id] = (
-                EffectiveAgreement.model_validate(incident.agreement),
+                EffectiveAgreement.stored(incident.agreement),
                 messaging.Answers.of(session, incident),
             )
         agreement, answers = per_incident[incident.id]

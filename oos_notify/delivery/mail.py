@@ -7,12 +7,14 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from email.charset import Charset
 from email.header import Header
 from email.utils import format_datetime, formataddr
 from types import TracebackType
 
 import aiosmtplib
 
+from oos_notify.addresses import is_breaking
 from oos_notify.delivery.rendering import RenderedMessage
 from oos_notify.settings import Settings, SmtpSecurity
 
@@ -44,28 +46,42 @@ class OutgoingMessage:
 CRLF = "\r\n"
 _FOLD_AT = 78
 """Header lines longer than this are folded (RFC 5322's recommended limit)."""
+_UTF8 = Charset("utf-8")
+
+
+def _refuse_breaks(name: str, value: str) -> None:
+    """Checked at the door (events, agreement files); refused here again, because a header
+    that held one would end early and the rest of the value would start a header of its own."""
+    if any(is_breaking(c) for c in value):
+        raise ValueError(f"a {name} header cannot contain a line break or control character")
 
 
 def _header(name: str, value: str) -> str:
-    """One header line: ASCII as it is, anything else as RFC 2047 words; long lines folded."""
-    if "\r" in value or "\n" in value:
-        raise ValueError(f"a {name} header cannot contain a line break")
-    if value.isascii() and len(name) + 2 + len(value) <= _FOLD_AT:
+    """One header line: ASCII as it is, anything else as RFC 2047 words; long lines folded.
+    Text that looks like an RFC 2047 word (``=?``) is encoded too, so it reads as written."""
+    _refuse_breaks(name, value)
+    plain = value.isascii() and "=?" not in value
+    if plain and len(name) + 2 + len(value) <= _FOLD_AT:
         return f"{name}: {value}"
-    charset = None if value.isascii() else "utf-8"
+    charset = None if plain else "utf-8"
     return f"{name}: {Header(value, charset, header_name=name).encode(linesep=CRLF)}"
 
 
 def _address(name: str, display_name: str, address: str) -> str:
-    """An address header; a line break in a name from an agreement file must not start a new
-    header (``formataddr`` would quote it, not refuse it, as ``EmailMessage`` did). The address
-    itself goes out as it is, so it must be ASCII: an internationalised one would need SMTPUTF8,
-    which the service does not ask the server for."""
-    if any(c in display_name + address for c in "\r\n"):
-        raise ValueError(f"a {name} header cannot contain a line break")
+    """An address header with exactly one mailbox. An ASCII name is quoted where it has to be
+    (``Rivera, A.`` would otherwise read as two addresses); any other name is one RFC 2047
+    word, as ``formataddr`` writes it: split into several, it would decode with spaces inside
+    words in readers that keep the white space between them (Python's parser among them). The
+    address goes out as it is, so it must be ASCII: an internationalised one would need
+    SMTPUTF8, which the service does not ask the server for."""
+    _refuse_breaks(name, display_name + address)
     if not address.isascii():
         raise ValueError(f"a {name} address must be ASCII, not {address!r}")
-    return f"{name}: {formataddr((display_name, address), 'utf-8')}"
+    if any(c in address for c in ' ,;<>"()[]\\'):
+        raise ValueError(f"a {name} header takes one plain mailbox, not {address!r}")
+    if display_name.isascii() and "=?" not in display_name:
+        return f"{name}: {formataddr((display_name, address))}"
+    return f"{name}: {_UTF8.header_encode(display_name)} <{address}>"
 
 
 def _part(subtype: str, body: str) -> str:

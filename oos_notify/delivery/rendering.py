@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from jinja2 import (
@@ -27,6 +28,7 @@ from jinja2 import (
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel
 
+from oos_notify.addresses import as_one_line
 from oos_notify.agreements.vocabulary import Disposition, KeyDate
 
 PARTS = ("subject.txt", "body.txt", "body.html")
@@ -342,7 +344,9 @@ class Renderer:
                     continue
                 assert filename is not None
                 digest.update(self._source_digest(filename))
-        subject = " ".join(rendered[0].split())
+        # A subject template may print anything, a summary's line breaks or an SMTP reply
+        # included: the subject is one header line whatever it printed.
+        subject = as_one_line(rendered[0])
         if not subject:
             raise RenderError(f"{name}/subject.txt", "renders an empty subject")
         return RenderedMessage(
@@ -353,8 +357,20 @@ class Renderer:
         )
 
 
+def mailto(address: str, subject: str | None = None) -> str:
+    """A ``mailto:`` link to one address (the ``mailto`` filter: ``{{ qa_contact.email|mailto(
+    subject=incident.ref) }}``). A valid address may hold ``?``, ``&``, ``#`` or ``%`` before
+    its ``@``; written raw, they would start a query that adds recipients, headers or a body to
+    the message the reader's mail program writes. Everything but the ``@`` is percent-encoded,
+    and the subject is one line, encoded as a whole."""
+    link = "mailto:" + quote(address, safe="@")
+    if subject:
+        link += "?subject=" + quote(as_one_line(subject), safe="")
+    return link
+
+
 def _sandbox(loader: BaseLoader) -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
+    environment = ImmutableSandboxedEnvironment(
         loader=loader,
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
         undefined=StrictUndefined,
@@ -362,3 +378,5 @@ def _sandbox(loader: BaseLoader) -> ImmutableSandboxedEnvironment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    environment.filters["mailto"] = mailto
+    return environment

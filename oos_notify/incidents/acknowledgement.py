@@ -309,7 +309,7 @@ def acknowledge(
         raise InvalidAnswer("That answer is not one of the choices for this incident.")
     answer = _Answer(form, client_address, (user_agent or "")[:300] or None, now)
     incident, notification = state.incident, state.notification
-    agreement = EffectiveAgreement.model_validate(incident.agreement)
+    agreement = EffectiveAgreement.stored(incident.agreement)
     started: list[PlannedNotification] | None
     if state.purpose is Purpose.DECISION:
         recorded = _decide(session, incident, notification, answer)

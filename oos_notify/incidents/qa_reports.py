@@ -42,7 +42,7 @@ def delivery_failure(
     assert incident is not None
     try:
         reports = plan_to_qa(
-            EffectiveAgreement.model_validate(incident.agreement),
+            EffectiveAgreement.stored(incident.agreement),
             incident.qa_contact,
             NotificationKind.DELIVERY_FAILURE,
             DELIVERY_FAILURE_TEMPLATE,

@@ -50,7 +50,7 @@ def _changes(changes: Changes, timezone: str) -> dict[str, Any]:
 
 
 def _render(state: AckState, services: Services) -> HTMLResponse:
-    agreement = EffectiveAgreement.model_validate(state.incident.agreement)
+    agreement = EffectiveAgreement.stored(state.incident.agreement)
     ack = state.acknowledgement
     return page(
         "ack.html",
