@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -72,31 +73,10 @@ def served(workdir: Path) -> Iterator[tuple[str, str]]:
     """``oos-notify serve`` on its embedded defaults, as a newcomer starts it."""
     key = run(workdir, "apikey", "create", "--name", "newcomer").stdout.strip()
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OOS_NOTIFY_")}
-    env |= {"OOS_NOTIFY_PORT": str(port), "OOS_NOTIFY_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
-    process = subprocess.Popen(
-        [COMMAND, "serve"],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("oos-notify serve did not become ready")
+    env = {"OOS_NOTIFY_PORT": str(port), "OOS_NOTIFY_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
+    with serving(workdir, env) as (base, log):
         yield base, key
-    finally:
-        process.terminate()
-        output, _ = process.communicate(timeout=30)
-    assert process.returncode in (0, -15), output  # uvicorn re-raises SIGTERM after a clean stop
+    output = log.read_text(encoding="utf-8")
     assert "Application shutdown complete" in output
     assert "/ack/" not in output.replace("/ack/…", ""), "an acknowledgement token reached the log"
 
@@ -276,7 +256,9 @@ def serving(workdir: Path, env: Mapping[str, str]) -> Iterator[tuple[str, Path]]
         yield base, log
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        returncode = process.wait(timeout=30)
+    # uvicorn re-raises SIGTERM after a clean stop
+    assert returncode in (0, -signal.SIGTERM), log.read_text(encoding="utf-8")
 
 
 # --- preview ---------------------------------------------------------------------------------
