@@ -57,10 +57,21 @@ class Settings(BaseSettings):
     events_per_minute: float = Field(default=600.0, gt=0)
     events_burst: int = Field(default=1000, ge=1)
 
+    console_idle_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
+    """A console session ends after this long without a page asked for (live refreshes of an
+    open page do not count)."""
+    console_session_hours: int = Field(default=12, ge=1, le=30 * 24)
+    """A console session ends this long after sign-in, however active."""
+
     @property
     def uses_capture_server(self) -> bool:
         """No SMTP server configured: mail goes to the embedded capture server."""
         return self.smtp_host is None
+
+    @property
+    def uses_https(self) -> bool:
+        """Links and the console are reached over HTTPS: cookies get the Secure flag."""
+        return self.public_base_url.lower().startswith("https://")
 
     @property
     def effective_smtp_port(self) -> int:
