@@ -138,9 +138,7 @@ async def test_qa_watches_the_center_confirm_then_resolves_and_takes_the_record(
     await tab.context.close()
 
 
-async def test_a_viewer_reads_but_cannot_act(
-    browser: Browser, console: RunningService
-) -> None:
+async def test_a_viewer_reads_but_cannot_act(browser: Browser, console: RunningService) -> None:
     people = add_people(console)
     incident_id = (await console.post_event(release_failure())).json()["incident_id"]
     tab = await open_tab(browser, console, WIDE, allowed=("status of 403",))

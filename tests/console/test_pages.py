@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
-
-from tests.conftest import RunningService, release_failure, received, ack_link
-from tests.console.conftest import People, browser, sign_in
 from oos_notify.delivery.capture import CaptureServer
+from tests.conftest import RunningService, ack_link, received, release_failure
+from tests.console.conftest import People, browser, sign_in
 
 
-async def test_every_page_renders(service: RunningService, people: People, smtp: CaptureServer) -> None:
+async def test_every_page_renders(
+    service: RunningService, people: People, smtp: CaptureServer
+) -> None:
     posted = await service.post_event(release_failure())
     incident_id = posted.json()["incident_id"]
     await service.settle()

@@ -106,9 +106,7 @@ async def test_signing_in_is_throttled_per_account(
         assert (await sign_in(client, people.qa)).status_code == 303
 
 
-async def test_signing_in_is_throttled_per_client(
-    service: RunningService, people: People
-) -> None:
+async def test_signing_in_is_throttled_per_client(service: RunningService, people: People) -> None:
     async with browser(service) as client:
         for n in range(20):
             assert (await sign_in(client, f"nobody{n}@example.com", "guess")).status_code == 401

@@ -20,7 +20,7 @@ from oos_notify.agreements.config import (
 from oos_notify.agreements.vocabulary import CenterRole, EventType, KeyDate, Severity
 from oos_notify.delivery.rendering import KEY_DATE_LABELS
 from oos_notify.incidents.planning import IncidentFacts, SkippedStep, plan_opening
-from oos_notify.web.console.fmt import words
+from oos_notify.web.console.fmt import role
 from oos_notify.web.console.incident import step_name
 
 
@@ -36,11 +36,11 @@ def contacts_by_role(agreement: EffectiveAgreement) -> list[RoleContacts]:
     """Who each center role reaches, as ``contacts_for`` resolves it: the site's own people,
     else the health system's."""
     found = []
-    for role in CenterRole:
-        own = [c for c in agreement.contacts if role in c.roles]
-        inherited = [c for c in agreement.system_contacts if role in c.roles]
+    for center_role in CenterRole:
+        own = [c for c in agreement.contacts if center_role in c.roles]
+        inherited = [c for c in agreement.system_contacts if center_role in c.roles]
         if own or inherited:
-            found.append(RoleContacts(role.value, own or inherited, not own))
+            found.append(RoleContacts(center_role.value, own or inherited, not own))
     return found
 
 
@@ -126,7 +126,7 @@ def what_if(
             key,
             Fired(planned.due_at, step_name(planned.kind, planned.level), planned.template, []),
         )
-        fired.recipients.append((words(planned.role), planned.recipient_name))
+        fired.recipients.append((role(planned.role), planned.recipient_name))
     promise = agreement.notify_within.get(severity)
     calendar = CenterCalendar.of(agreement)
     return WhatIf(

@@ -15,8 +15,9 @@ class Bar:
     width: float
     height: float
     text: str
+    """The value as written beside the bar."""
     series: int
-    """Which of the chart's series the bar belongs to (its colour)."""
+    """Which of the chart's series the bar belongs to (its colour and legend)."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ BAR = 16
 GAP = 6
 LABEL = 20
 LEFT = 4
-TEXT_ROOM = 92
+TEXT_ROOM = 84
 """Room right of the longest bar for its value."""
 
 
@@ -94,7 +95,7 @@ def percent_columns(
     points: Sequence[tuple[str, float | None]], width: int = 420, height: int = 200
 ) -> Columns:
     """``points`` are (label, share between 0 and 1, or None for no data)."""
-    left, top_room, bottom_room = 34, 18, 22
+    left, top_room, bottom_room = 44, 18, 22
     baseline = height - bottom_room
     usable = baseline - top_room
     slot = (width - left) / max(len(points), 1)

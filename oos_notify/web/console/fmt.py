@@ -55,3 +55,10 @@ def sentence(text: str) -> str:
     """``text`` with its first letter capitalised and the rest as it is (``str.capitalize``
     would write ``qa`` for ``QA``)."""
     return text[:1].upper() + text[1:]
+
+
+def role(name: str) -> str:
+    """A plan's role as words: ``coordinator_backup`` -> ``coordinator backup``,
+    ``manufacturer:account_lead`` -> ``account lead (manufacturer)``."""
+    company, _, own = name.rpartition(":")
+    return f"{words(own)} ({company})" if company else words(own)

@@ -32,7 +32,7 @@ from oos_notify.store import audit
 from oos_notify.store.lifecycle import IncidentStatus, NotificationKind, NotificationStatus
 from oos_notify.store.models import Acknowledgement, AuditEntry, Event, Incident, Notification
 from oos_notify.web.console.accounts import SignedIn
-from oos_notify.web.console.fmt import sentence, words
+from oos_notify.web.console.fmt import role, sentence, words
 
 FOLLOW_UPS = (EventType.UPDATE, EventType.DISPOSITION, EventType.RESOLVED, EventType.WITHDRAWN)
 """What QA may post from the console: the follow-ups, not new results (those come with their
@@ -209,7 +209,7 @@ def _timeline(
                 ("Decision: " if deciding else "Confirmed: ") + AckResponse(answer.response).label,
                 "ok",
                 answer=answer,
-                by=f"{answer.email} ({words(answer.role)})",
+                by=f"{answer.email} ({role(answer.role)})",
                 details=[
                     *([("comment", answer.comment)] if answer.comment else []),
                     *(_decision_extras(trail, answer) if deciding else []),
@@ -247,7 +247,7 @@ def _notification_item(
     }[status]
     at = n.sent_at or (settled.at if settled else n.due_at)
     recorded = settled.seq if settled else seq.get(("notification_sent", n.id))
-    details = [("role", words(n.role)), ("template", n.template)]
+    details = [("role", role(n.role)), ("template", n.template)]
     if n.attempts:
         details.append(("attempts", str(n.attempts)))
     if n.last_error:

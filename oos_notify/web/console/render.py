@@ -11,6 +11,7 @@ from typing import Any
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from oos_notify.agreements.vocabulary import AckResponse
 from oos_notify.web.console import fmt
 
 HERE = Path(__file__).parent
@@ -87,6 +88,8 @@ _environment.filters.update(
     span=fmt.span,
     words=fmt.words,
     sentence=fmt.sentence,
+    role=fmt.role,
+    answer=lambda response: AckResponse(response).label,
 )
 _environment.globals["relative"] = fmt.relative
 

@@ -19,7 +19,7 @@ from sqlmodel import Session
 
 from oos_notify.agreements.vocabulary import EventType, KeyDate, Severity
 from oos_notify.delivery.capture import CaptureServer
-from oos_notify.delivery.rendering import KEY_DATE_LABELS, RenderError
+from oos_notify.delivery.rendering import DISPOSITION_LABELS, KEY_DATE_LABELS, RenderError
 from oos_notify.errors import ServiceError
 from oos_notify.store import audit
 from oos_notify.store.lifecycle import IncidentStatus
@@ -48,6 +48,7 @@ from oos_notify.web.services import Services, secret_key
 log = logging.getLogger(__name__)
 _LINK = re.compile(r"https?://[^\s<>\"']+")
 router = APIRouter(include_in_schema=False)
+MAILBOX_SHOWN = 200
 
 
 def install(app: FastAPI) -> None:
@@ -390,6 +391,7 @@ def _incident_page(
         etag=etag,
         event_id=incident.new_event_id(),
         dispositions=incident.DISPOSITION_CHOICES,
+        disposition_labels=DISPOSITION_LABELS,
         error=error,
         posted=posted,
     )
@@ -568,7 +570,11 @@ async def record_page(
 ) -> HTMLResponse:
     made = await _export(services, writer, who, incident_id, "html")
     return page(
-        "record.html", **_frame(request, who, "board"), record=made, detail_text=record.detail_text
+        "record.html",
+        **_frame(request, who, "board"),
+        record=made,
+        detail_text=record.detail_text,
+        step_name=incident.step_name,
     )
 
 
@@ -673,12 +679,9 @@ def reports_page(
             [
                 (
                     None if c.median is None else c.median.total_seconds() / 3600,
-                    _duration(c.median, "median"),
+                    _duration(c.median),
                 ),
-                (
-                    None if c.p90 is None else c.p90.total_seconds() / 3600,
-                    _duration(c.p90, "90th percentile"),
-                ),
+                (None if c.p90 is None else c.p90.total_seconds() / 3600, _duration(c.p90)),
             ],
         )
         for c in confirming
@@ -696,8 +699,8 @@ def reports_page(
     )
 
 
-def _duration(delta: timedelta | None, what: str) -> str:
-    return f"{what} {span(delta)}" if delta is not None else f"{what}: none confirmed"
+def _duration(delta: timedelta | None) -> str:
+    return span(delta) if delta is not None else "none confirmed"
 
 
 def _month_label(month: str) -> str:
@@ -758,7 +761,8 @@ def mailbox_page(request: Request, who: UserDep, services: ServicesDep) -> HTMLR
     return page(
         "mailbox.html",
         **_frame(request, who, "mailbox"),
-        messages=list(reversed(capture.handler.messages())),
+        messages=list(reversed(capture.handler.messages()))[:MAILBOX_SHOWN],
+        shown=MAILBOX_SHOWN,
         host=capture.host,
         port=capture.port,
     )
