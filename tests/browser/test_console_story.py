@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 from oos_notify.delivery.capture import CaptureServer
 from oos_notify.store import audit
 from oos_notify.store.models import AuditEntry, Incident
-from tests.browser.conftest import PHONE, WIDE, Tab, open_tab
+from tests.browser.conftest import PHONE, WIDE, Tab, axe_violations, blocking, open_tab
 from tests.conftest import RunningService, ack_link, received, release_failure
 from tests.console.conftest import PASSWORD, add_people
 
@@ -187,3 +187,18 @@ async def test_a_form_without_its_csrf_token_is_refused(
     assert posted == []
     tab.check()
     await tab.context.close()
+
+
+async def test_the_accessibility_check_finds_what_it_must(browser: Browser) -> None:
+    """The check the page tests rely on is not blind: a bare input, faint text and an image
+    without a text alternative are each reported."""
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.set_content(
+        '<html lang="en"><title>t</title><main><input type="text">'
+        '<p style="color:#ccc;background:#fff">faint</p><img src="data:,"></main></html>'
+    )
+    found = {v["id"]: v["impact"] for v in await axe_violations(page)}
+    assert found.keys() >= {"label", "color-contrast", "image-alt"}
+    assert blocking(await axe_violations(page))
+    await context.close()

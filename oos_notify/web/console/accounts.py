@@ -18,7 +18,7 @@ from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import ColumnElement, func
+from sqlalchemy import ColumnElement
 from sqlmodel import Session, col, select
 
 from oos_notify.errors import Conflict, InvalidFields, NotFound
@@ -230,19 +230,6 @@ def _wait(
 
 def record_attempt(session: Session, email: str, client: str, outcome: str, now: datetime) -> None:
     session.add(SignInAttempt(at=now, email=email[:254], client_address=client, outcome=outcome))
-
-
-def recent_refusals(session: Session, email: str, now: datetime) -> int:
-    count = session.exec(
-        select(func.count())
-        .select_from(SignInAttempt)
-        .where(
-            SignInAttempt.email == email,
-            SignInAttempt.outcome == "refused",
-            col(SignInAttempt.at) > now - THROTTLE_WINDOW,
-        )
-    ).one()
-    return int(count)
 
 
 def session_key(token: str) -> str:

@@ -53,46 +53,46 @@ def _password_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _password(args: argparse.Namespace) -> tuple[str, bool]:
-    """The password to set, and whether it was generated (and so must be shown)."""
+def _password(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The password to set, and the same again if it was generated (and so must be shown)."""
     if args.password_stdin:
-        return sys.stdin.readline().rstrip("\r\n"), False
-    return accounts.new_password(), True
+        return sys.stdin.readline().rstrip("\r\n"), None
+    generated = accounts.new_password()
+    return generated, generated
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url)
     create_schema(engine)
     now = SystemClock().now()
+    email = getattr(args, "email", "").strip().lower()
+    shown: str | None = None
     try:
         with transaction(engine) as session:
             if args.action == "create":
-                password, generated = _password(args)
-                user = accounts.create_user(session, args.email, Role(args.role), password, now)
+                password, shown = _password(args)
+                user = accounts.create_user(session, email, Role(args.role), password, now)
                 print(f"created {user.role} {user.email}", file=sys.stderr)
             elif args.action == "reset-password":
-                password, generated = _password(args)
-                accounts.reset_password(session, args.email, password, now)
-                print(f"new password set for {args.email.strip().lower()}", file=sys.stderr)
+                password, shown = _password(args)
+                accounts.reset_password(session, email, password, now)
+                print(f"new password set for {email}", file=sys.stderr)
             elif args.action == "disable":
-                accounts.disable_user(session, args.email, now)
-                print(f"disabled {args.email.strip().lower()}")
-                return 0
+                accounts.disable_user(session, email, now)
+                print(f"disabled {email}")
             elif args.action == "enable":
-                accounts.enable_user(session, args.email, now)
-                print(f"enabled {args.email.strip().lower()}")
-                return 0
+                accounts.enable_user(session, email, now)
+                print(f"enabled {email}")
             else:
                 for row in accounts.list_users(session):
                     state = f"disabled {row.disabled_at:%Y-%m-%d}" if row.disabled_at else "active"
                     print(f"{row.email}\t{row.role}\tcreated {row.created_at:%Y-%m-%d}\t{state}")
-                return 0
     except ServiceError as error:
         print(error.message, file=sys.stderr)
         return 1
     finally:
         engine.dispose()
-    if generated:
-        print(password)
+    if shown is not None:
+        print(shown)
         print("(the password is shown once: hand it over now)", file=sys.stderr)
     return 0

@@ -110,14 +110,6 @@ class IncidentView:
             and self.incident.decision is None
         )
 
-    @property
-    def confirmations(self) -> list[Acknowledgement]:
-        return [a for a in self.answers if a.purpose == "acknowledgement"]
-
-    @property
-    def decisions(self) -> list[Acknowledgement]:
-        return [a for a in self.answers if a.purpose == "decision"]
-
     def decision_extras(self, answer: Acknowledgement) -> list[tuple[str, str]]:
         return _decision_extras(self.trail, answer)
 
