@@ -89,3 +89,15 @@ async def test_the_center_page_shows_steps_in_the_centers_time(
     assert "Tue 24 Nov 2026, 11:12 CST" in page.text  # the 2 h reminder, in business hours
     assert 'datetime="2026-11-24T17:12:00Z" data-viewer-time' in page.text
     assert missing.status_code == 404
+
+
+async def test_a_key_date_out_of_range_is_refused_naming_it(
+    service: RunningService, people: People
+) -> None:
+    async with browser(service) as client:
+        await sign_in(client, people.viewer)
+        page = await client.get(
+            "/console/centers/mercy-general-main?lymphodepletion_start=0001-01-02"
+        )
+    assert page.status_code == 422
+    assert page.json()["detail"][0]["loc"] == ["query", "lymphodepletion_start"]

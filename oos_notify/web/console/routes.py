@@ -526,9 +526,12 @@ def email_preview_html(
 ) -> Response:
     found = _incident(session, incident_id)
     row = _notification(session, found, notification_id)
-    message = incident.preview(
-        session, found, row, services.renderer, services.settings, services.clock.now()
-    )
+    try:
+        message = incident.preview(
+            session, found, row, services.renderer, services.settings, services.clock.now()
+        )
+    except RenderError as error:
+        raise PageError(422, "This email cannot be rendered", str(error)) from None
     return _email_html(message.html)
 
 
@@ -607,6 +610,10 @@ def centers_page(request: Request, who: UserDep, services: ServicesDep) -> HTMLR
     return page("centers.html", **_frame(request, who, "centers"), systems=systems)
 
 
+KeyDateQuery = Annotated[date | None, Query(ge=date(2000, 1, 1), le=date(2100, 12, 31))]
+"""A key date as events accept it: outside these years planning cannot count back from it."""
+
+
 @router.get("/console/centers/{center_id}", response_class=HTMLResponse)
 def center_page(
     center_id: str,
@@ -615,8 +622,8 @@ def center_page(
     services: ServicesDep,
     event_type: Annotated[EventType, Query()] = EventType.RELEASE_FAILURE,
     severity: Annotated[Severity, Query()] = Severity.MAJOR,
-    lymphodepletion_start: Annotated[date | None, Query()] = None,
-    planned_infusion: Annotated[date | None, Query()] = None,
+    lymphodepletion_start: KeyDateQuery = None,
+    planned_infusion: KeyDateQuery = None,
 ) -> HTMLResponse:
     if center_id not in services.agreements.center_ids():
         raise _not_found(f"There is no center {center_id!r} in the agreements.")
