@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = Field(default=30, ge=1)
     ack_requests_per_minute: int = Field(default=60, ge=1)
 
+    console_idle_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
+    """A console session ends after this long without a page asked for (live refreshes of an
+    open page do not count)."""
+    console_session_hours: int = Field(default=12, ge=1, le=30 * 24)
+    """A console session ends this long after sign-in, however active."""
+
     @property
     def uses_capture_server(self) -> bool:
         """No SMTP server configured: mail goes to the embedded capture server."""
@@ -90,6 +96,11 @@ class Settings(BaseSettings):
             and not self.listens_on_loopback
             and not self.dev_mailbox_on_network
         )
+
+    @property
+    def uses_https(self) -> bool:
+        """Links and the console are reached over HTTPS: cookies get the Secure flag."""
+        return self.public_base_url.lower().startswith("https://")
 
     @property
     def effective_smtp_port(self) -> int:

@@ -183,3 +183,58 @@ class StoredTemplateSet(SQLModel, table=True):
     version: str = Field(primary_key=True)
     files: dict[str, str] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = _utc()
+
+
+class ConsoleUser(SQLModel, table=True):
+    """A person of the manufacturer's team who signs in to the console."""
+
+    __tablename__ = "console_users"
+
+    id: str = Field(primary_key=True)
+    email: str = Field(unique=True, index=True)
+    """Lower case: the address someone signs in with, whatever case they type."""
+    role: str
+    """``viewer`` reads; ``qa`` may also post follow-ups."""
+    password_hash: str
+    """Argon2id, in the PHC string format (parameters and salt included)."""
+    created_at: datetime = _utc()
+    password_changed_at: datetime = _utc()
+    """Sessions begun before this are over: a reset password signs everyone out."""
+    disabled_at: datetime | None = _utc(default=None)
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A signed-in browser. The cookie holds a random token; the row is keyed by its hash, so
+    a copy of the database cannot be replayed as a cookie."""
+
+    __tablename__ = "console_sessions"
+
+    id: str = Field(primary_key=True)
+    """SHA-256 of the token in the cookie."""
+    user_id: str = Field(foreign_key="console_users.id", index=True)
+    csrf_token: str
+    created_at: datetime = _utc()
+    last_seen_at: datetime = _utc()
+    """The last page the person asked for (refreshes of a live page do not count)."""
+    ended_at: datetime | None = _utc(default=None)
+    client_address: str | None = None
+    user_agent: str | None = None
+
+
+class SignInAttempt(SQLModel, table=True):
+    """Every sign-in attempt, kept to throttle guessing per account and per client."""
+
+    __tablename__ = "console_sign_in_attempts"
+    __table_args__ = (
+        Index("ix_console_sign_in_attempts_email_at", "email", "at"),
+        Index("ix_console_sign_in_attempts_client_at", "client_address", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _utc()
+    email: str
+    """As typed, lower case (an unknown address is throttled like a known one)."""
+    client_address: str
+    outcome: str
+    """``signed_in``, ``refused`` (wrong password, unknown or disabled account) or
+    ``throttled`` (not checked: too many refusals)."""

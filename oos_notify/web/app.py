@@ -112,10 +112,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         return Response(content, status_code=422, media_type="application/json")
 
     from oos_notify.web.api import ack, events, health, incidents, mailbox
+    from oos_notify.web.console import routes as console
 
     app.include_router(events.router)
     app.include_router(incidents.router)
     app.include_router(ack.router)
     app.include_router(health.router)
     app.include_router(mailbox.router)
+    console.install(app)
     return app
