@@ -135,7 +135,7 @@ def _header(message: Message, name: str) -> str:
 
 def sender_address(message: Message) -> str | None:
     addresses = [a for _, a in getaddresses([_header(message, "From")]) if "@" in a]
-    return addresses[0].lower() if addresses else None
+    return addresses[0].lower()[:320] if addresses else None
 
 
 def authentication(message: Message) -> Authentication:

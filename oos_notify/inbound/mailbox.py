@@ -17,6 +17,7 @@ import ssl
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, suppress
+from functools import partial
 from typing import Any, TypeVar
 
 from imapclient import IMAPClient  # type: ignore[import-untyped]
@@ -38,6 +39,7 @@ IDLE_RENEW_SECONDS = 300.0
 MAX_BACKOFF_SECONDS = 300.0
 FETCH_CHUNK = 50
 CONNECT_TIMEOUT_SECONDS = 30.0
+_EXPECTED = (IMAPClientError, OSError, SQLAlchemyError)
 
 
 class MailboxReader:
@@ -90,11 +92,14 @@ class MailboxReader:
             try:
                 self._client = await self._call(self._connect)
                 while not self._stopping.is_set():
-                    await self._pass(self._client)
+                    # Mail that arrives during a pass is announced before IDLE starts, where
+                    # IDLE would not see it: read again until a pass finds nothing.
+                    while await self._pass(self._client):
+                        pass
                     self.health.succeeded()
                     backoff = 1.0
                     await self._wait(self._client)
-            except (IMAPClientError, OSError, SQLAlchemyError) as exc:
+            except Exception as exc:
                 if self._stopping.is_set():
                     break
                 self.health.failed(exc)
@@ -104,6 +109,9 @@ class MailboxReader:
                     type(exc).__name__,
                     exc,
                     backoff,
+                    # A lost connection or a database blip needs no traceback; anything else may
+                    # be a bug.
+                    exc_info=None if isinstance(exc, _EXPECTED) else exc,
                 )
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
@@ -142,8 +150,9 @@ class MailboxReader:
             raise
         return client
 
-    async def _pass(self, client: IMAPClient) -> None:
-        """Process everything in the folder not yet marked processed, oldest first."""
+    async def _pass(self, client: IMAPClient) -> int:
+        """Process everything in the folder not yet marked processed, oldest first; return how
+        many messages there were."""
         folder = self._settings.inbound_imap_folder
         selected = await self._call(client.select_folder, folder)
         uidvalidity = int(selected[b"UIDVALIDITY"])
@@ -155,26 +164,32 @@ class MailboxReader:
             sizes = await self._call(client.fetch, chunk, ["RFC822.SIZE"])
             for uid in chunk:
                 if self._stopping.is_set():
-                    return
-                size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
+                    return 0
+                if uid not in sizes:
+                    continue  # expunged by someone else meanwhile
+                size = int(sizes[uid].get(b"RFC822.SIZE", 0))
                 handled = await self._process(client, uidvalidity, uid, size)
                 await self._call(self._mark, client, uid, handled, keywords)
+        return len(uids)
 
     async def _process(
         self, client: IMAPClient, uidvalidity: int, uid: int, size: int
     ) -> Handled | None:
+        """Process one message unless it was processed already (then None). The message is
+        fetched before the turn at the write gate: the gate is for database work only."""
         origin = Origin(self.source, uidvalidity, uid)
         if await asyncio.to_thread(self._intake.processed, self.source, uidvalidity, uid):
             return None
         limit = self._settings.inbound_max_message_bytes
+        if size > limit:
+            work = partial(
+                self._intake.refuse, origin, f"the message is {size} bytes, over {limit}"
+            )
+        else:
+            fetched = await self._call(client.fetch, [uid], ["BODY.PEEK[]"])
+            work = partial(self._intake.handle, fetched[uid][b"BODY[]"], origin)
         async with self._write_gate:
-            if size > limit:
-                reason = f"the message is {size} bytes, more than {limit}"
-                handled = await asyncio.to_thread(self._intake.refuse, origin, reason)
-            else:
-                fetched = await self._call(client.fetch, [uid], ["BODY.PEEK[]"])
-                raw = fetched.get(uid, {}).get(b"BODY[]", b"")
-                handled = await asyncio.to_thread(self._intake.handle, raw, origin)
+            handled = await asyncio.to_thread(work)
         if handled.wake and self._wake is not None:
             self._wake()
         return handled

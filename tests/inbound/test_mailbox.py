@@ -109,7 +109,7 @@ async def test_a_message_that_cannot_be_processed_fails_alone(
 
     failed, escalated = sorted(recorded(service), key=lambda m: m.outcome)
     assert (failed.outcome, failed.kind) == ("error", "unreadable")
-    assert "more than 65536" in failed.detail["error"]
+    assert "bytes, over 65536" in failed.detail["error"]
     assert escalated.outcome == "escalated"
     assert {m.recipients[0] for m in sent_since(smtp, before)} == LEVEL_ONE
     flags = sorted(flags for flags, _ in dovecot.messages("Processed"))
