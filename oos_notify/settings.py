@@ -5,10 +5,10 @@ from __future__ import annotations
 import ipaddress
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AfterValidator, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from oos_notify.addresses import sender
 
@@ -24,6 +24,39 @@ class LogFormat(StrEnum):
     """One JSON object per line (for log collectors)."""
     TEXT = "text"
     """Classic lines with ``key=value`` ids (for a terminal)."""
+
+
+class InboundMode(StrEnum):
+    NONE = "none"
+    IMAP = "imap"
+    """Poll a mailbox that receives the reply domain's mail (IDLE where the server offers it)."""
+    SMTP = "smtp"
+    """Listen for the reply domain's mail over SMTP, from the organisation's own mail relay."""
+
+
+class ImapSecurity(StrEnum):
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
+DEFAULT_CONFIRM_WORDS = (
+    "received",
+    "confirmed",
+    "confirm",
+    "ack",
+    "acknowledged",
+    "ok",
+    "okay",
+    "noted",
+    "erhalten",
+    "bestätigt",
+    "reçu",
+    "bien reçu",
+    "confirmé",
+    "recibido",
+    "confirmado",
+)
 
 
 class Settings(BaseSettings):
@@ -49,6 +82,27 @@ class Settings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8000"
     secret_key: SecretStr | None = None
 
+    reply_domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+    """The domain of each notification's own reply and bounce addresses; unset, messages carry
+    neither and no mail is read back."""
+    reply_address_separator: str = Field(default="+", pattern=r"^[+=_-]$")
+    inbound: InboundMode = InboundMode.NONE
+    inbound_imap_host: str | None = None
+    inbound_imap_port: int | None = None
+    inbound_imap_username: str | None = None
+    inbound_imap_password: SecretStr | None = None
+    inbound_imap_security: ImapSecurity = ImapSecurity.TLS
+    inbound_imap_folder: str = "INBOX"
+    inbound_imap_processed_folder: str = "Processed"
+    inbound_poll_seconds: float = Field(default=60.0, gt=0)
+    """How often the mailbox is read when the server has no IDLE, and how long an IDLE waits
+    before it is renewed (at most 5 minutes)."""
+    inbound_smtp_host: str = "127.0.0.1"
+    inbound_smtp_port: int = Field(default=2525, ge=1, le=65535)
+    inbound_max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=64 * 1024)
+    reply_confirm_words: Annotated[tuple[str, ...], NoDecode] = DEFAULT_CONFIRM_WORDS
+    """What the first line of a reply may start with to acknowledge, compared without case."""
+
     host: str = "127.0.0.1"
     port: int = 8000
     dev_mailbox_on_network: bool = False
@@ -72,6 +126,23 @@ class Settings(BaseSettings):
     open page do not count)."""
     console_session_hours: int = Field(default=12, ge=1, le=30 * 24)
     """A console session ends this long after sign-in, however active."""
+
+    @field_validator("reply_confirm_words", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """``received, confirmed, ok`` in the environment; a list in code."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            words = tuple(" ".join(str(w).split()).casefold() for w in value)
+            return tuple(w for w in words if w)
+        return value
+
+    @property
+    def effective_imap_port(self) -> int:
+        if self.inbound_imap_port is not None:
+            return self.inbound_imap_port
+        return 993 if self.inbound_imap_security is ImapSecurity.TLS else 143
 
     @property
     def uses_capture_server(self) -> bool:

@@ -267,6 +267,9 @@ class Plan(_Strict):
     """Critical incidents ignore ``business_hours: true`` unless the plan sets this."""
     steps: list[Step] = Field(min_length=1)
     patient_communication: list[PatientStep] = Field(default_factory=list)
+    on_out_of_office: Literal["escalate_now", "record"] = "escalate_now"
+    """What an automatic reply to an escalation notice does: start the round's next step at
+    once, or only go on the incident's timeline."""
 
 
 # --- severity -----------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from oos_notify.delivery.mail import OutgoingMessage, SendOutcome, SmtpBatch, bu
 from oos_notify.delivery.rendering import MessageContext, Renderer, RenderError
 from oos_notify.incidents import qa_reports
 from oos_notify.incidents.acknowledgement import AckTokens
+from oos_notify.return_addresses import ReturnAddresses
 from oos_notify.settings import Settings
 from oos_notify.store import outbox
 from oos_notify.store.db import transaction
@@ -115,8 +116,10 @@ class Dispatcher:
         tokens: AckTokens,
         smtp_host: str,
         smtp_port: int,
+        return_addresses: ReturnAddresses | None = None,
     ) -> None:
         self._engine = engine
+        self._return_addresses = return_addresses
         self._write_gate = write_gate
         self._clock = clock
         self._settings = settings
@@ -445,7 +448,12 @@ class Dispatcher:
             return Unbuildable(f"template error: {exc}")
         try:
             envelope = messaging.envelope(
-                notification, incident, self._settings, item.now, agreement.manufacturer_name
+                notification,
+                incident,
+                self._settings,
+                item.now,
+                agreement.manufacturer_name,
+                self._return_addresses,
             )
             return Prepared(build_message(rendered, envelope), rendered.version)
         except Exception as exc:

@@ -32,6 +32,18 @@ class Envelope:
     thread_id: str
     incident_ref: str
     sent_at: datetime
+    reply_to: str | None = None
+    """The notification's own reply address; None keeps replies going to the From address."""
+    return_path: str | None = None
+    """The envelope sender bounces go to (VERP); None sends from the From address."""
+
+
+SUPPRESS_ALL = "All"
+"""Asks Exchange to send no out-of-office replies, automatic replies or non-delivery reports."""
+SUPPRESS_RECEIPTS = "DR, RN, NRN"
+"""Asks Exchange for no delivery or read receipts only: out-of-office replies, other automatic
+replies and non-delivery reports come back to the return addresses, where the service reads
+them."""
 
 
 @dataclass(frozen=True)
@@ -111,8 +123,12 @@ def build_message(rendered: RenderedMessage, envelope: Envelope) -> OutgoingMess
         # Every message of an incident points at the same thread root, so mail clients group them.
         _header("In-Reply-To", envelope.thread_id),
         _header("References", envelope.thread_id),
+        *([_address("Reply-To", "", envelope.reply_to)] if envelope.reply_to else []),
+        # RFC 3834: still says that no responder should answer; those that follow it stay
+        # silent, return addresses or not (see docs/returned-mail.md).
         "Auto-Submitted: auto-generated",
-        "X-Auto-Response-Suppress: All",
+        "X-Auto-Response-Suppress: "
+        + (SUPPRESS_RECEIPTS if envelope.return_path else SUPPRESS_ALL),
         _header("X-OOS-Incident", envelope.incident_ref),
         # Names the outbox row, so a receiver (or a test) can tell resends of one notification
         # apart from different notifications whatever their Message-ID says.
@@ -130,7 +146,8 @@ def build_message(rendered: RenderedMessage, envelope: Envelope) -> OutgoingMess
         )
         + f"--{boundary}--{CRLF}"
     )
-    return OutgoingMessage(envelope.sender, envelope.recipient, data.encode("ascii"))
+    sender = envelope.return_path or envelope.sender
+    return OutgoingMessage(sender, envelope.recipient, data.encode("ascii"))
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,19 @@ class FailedDeliveryView(BaseModel):
     never_sent: bool = False
     """The message could not be built (a template error, a name or an address that cannot be
     written in a header), so no mail server saw it."""
+    bounced: bool = False
+    """A mail server accepted the message and later returned it as undeliverable."""
+
+
+class ForwardedReplyView(BaseModel):
+    """A center's reply by email that did not acknowledge, as QA receives it forwarded."""
+
+    sender: PersonView
+    received_at: str
+    subject: str
+    text: str
+    reason: str
+    """Why it was not taken as an acknowledgement: "it does not confirm", ..."""
 
 
 class MessageContext(BaseModel):
@@ -138,6 +151,7 @@ class MessageContext(BaseModel):
     decision: AcknowledgementView | None = None
     """The physician's decision on an out-of-specification product, once there is one."""
     failed_delivery: FailedDeliveryView | None = None
+    forwarded_reply: ForwardedReplyView | None = None
 
 
 DISPOSITION_LABELS = {

@@ -22,6 +22,7 @@ from oos_notify.delivery.rendering import (
     CenterView,
     FailedAttributeView,
     FailedDeliveryView,
+    ForwardedReplyView,
     IncidentView,
     MessageContext,
     PersonView,
@@ -31,6 +32,7 @@ from oos_notify.delivery.rendering import (
     key_date_views,
     local_time,
 )
+from oos_notify.inbound.handling import FORWARDED_REPLY_TEMPLATE
 from oos_notify.incidents.acknowledgement import DECISION_RECEIPT_TEMPLATE, RECEIPT_TEMPLATE
 from oos_notify.incidents.planning import (
     DECISION_TEMPLATE,
@@ -45,6 +47,7 @@ BUILT_IN_TEMPLATES = frozenset(
         DECISION_RECEIPT_TEMPLATE,
         DECISION_TEMPLATE,
         DELIVERY_FAILURE_TEMPLATE,
+        FORWARDED_REPLY_TEMPLATE,
         *FOLLOW_UP_TEMPLATES.values(),
     }
 )
@@ -127,6 +130,13 @@ def sample_context(
             smtp_code=550,
             reply="5.1.1 <" + contact.email + ">: mailbox unavailable",
         ),
+        forwarded_reply=ForwardedReplyView(
+            sender=PersonView(name=contact.name, email=contact.email, role=str(contact.roles[0])),
+            received_at=local_time(SAMPLE_INSTANT, agreement.timezone),
+            subject="Re: [OOS] Release failure",
+            text="Who do we call about moving the infusion date?",
+            reason="it does not confirm",
+        ),
     )
 
 
@@ -147,7 +157,12 @@ def sample_contexts(agreement: EffectiveAgreement) -> list[MessageContext]:
             "reply": "cannot build the message: a To header cannot contain a line break",
         }
     )
-    return [*samples, samples[0].model_copy(update={"failed_delivery": never_sent})]
+    bounced = refused.model_copy(update={"bounced": True})
+    return [
+        *samples,
+        samples[0].model_copy(update={"failed_delivery": never_sent}),
+        samples[0].model_copy(update={"failed_delivery": bounced}),
+    ]
 
 
 def _template_problems(agreements: Agreements, renderer: Renderer) -> list[ConfigProblem]:

@@ -27,8 +27,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from oos_notify.delivery.dispatch import Dispatcher
+from oos_notify.inbound.health import IntakeHealth
 from oos_notify.store.lifecycle import NotificationStatus
-from oos_notify.store.models import DeliveryAttempt, Event, Incident, Notification
+from oos_notify.store.models import (
+    DeliveryAttempt,
+    Event,
+    InboundMessage,
+    Incident,
+    Notification,
+)
+from oos_notify.store.outbox import BOUNCED
 
 DATABASE_TIMEOUT_SECONDS = 2.0
 FAILING_RUNS_UNREADY = 3
@@ -71,7 +79,9 @@ def _dispatcher_check(dispatcher: Dispatcher | None) -> tuple[bool, str]:
     return True, "ok"
 
 
-async def readiness(engine: Engine, dispatcher: Dispatcher | None) -> Readiness:
+async def readiness(
+    engine: Engine, dispatcher: Dispatcher | None, inbound: IntakeHealth | None = None
+) -> Readiness:
     """Database and dispatcher must work for the service to be ready; an unreachable mail server
     is reported but does not make it unready: events are still accepted and their notifications
     wait in the outbox until the server is back. A dispatcher whose runs keep failing, or that
@@ -89,6 +99,9 @@ async def readiness(engine: Engine, dispatcher: Dispatcher | None) -> Readiness:
     if dispatcher is not None:
         problem = await dispatcher.probe_mail()
         checks["smtp"] = "ok" if problem is None else f"queueing, server unreachable: {problem}"
+    if inbound is not None:
+        # Like the mail server: returned mail waits in its mailbox or at the relay meanwhile.
+        checks["inbound"] = inbound.describe()
     return Readiness(ready, checks)
 
 
@@ -122,6 +135,7 @@ class DatabaseCollector(Collector):
             yield from self._notifications(session)
             yield self._send_latency(session)
             yield self._time_to_acknowledge(session)
+            yield self._returned_mail(session)
 
     def _events(self, session: Session) -> Metric:
         family = CounterMetricFamily(
@@ -198,7 +212,9 @@ class DatabaseCollector(Collector):
             for bound in SEND_BUCKETS_SECONDS
         ]
         row = session.execute(
-            select(func.count(), func.coalesce(func.sum(duration), 0), *columns)
+            select(func.count(), func.coalesce(func.sum(duration), 0), *columns).where(
+                col(DeliveryAttempt.outcome) != BOUNCED  # a bounce is no attempt of ours
+            )
         ).one()
         total, sum_ms, *counts = tuple(row)
         return _histogram(
@@ -209,6 +225,22 @@ class DatabaseCollector(Collector):
             int(total),
             float(sum_ms) / 1000,
         )
+
+    def _returned_mail(self, session: Session) -> Metric:
+        family = CounterMetricFamily(
+            "oos_notify_returned_mail",
+            "Mail that came back to the return addresses, by kind (bounce, delay, auto_reply, "
+            "reply, report, unreadable) and what it did",
+            labels=["kind", "outcome"],
+        )
+        rows = session.exec(
+            select(InboundMessage.kind, InboundMessage.outcome, func.count()).group_by(
+                InboundMessage.kind, InboundMessage.outcome
+            )
+        ).all()
+        for kind, outcome, count in sorted(rows):
+            family.add_metric([kind, outcome], count)
+        return family
 
     def _time_to_acknowledge(self, session: Session) -> Metric:
         rows = session.exec(

@@ -40,6 +40,8 @@ SCHEDULED = NotificationStatus.SCHEDULED.value
 SENDING = NotificationStatus.SENDING.value
 UNREACHABLE = "unreachable"
 """A delivery attempt that found no mail server to talk to (refused, no route, timed out)."""
+BOUNCED = "bounced"
+"""A message a mail server accepted and later returned as undeliverable (a bounce)."""
 
 
 @dataclass(frozen=True)
@@ -465,13 +467,16 @@ def _record_first_deliveries(
 
 
 def told(session: Session, incident_id: str) -> list[Addressee]:
-    """Everyone the incident has told so far (the manufacturer's receipts aside), in order."""
+    """Everyone the incident has told so far (the manufacturer's receipts and forwarded replies
+    aside), in order."""
     rows = session.exec(
         select(Notification)
         .where(
             Notification.incident_id == incident_id,
             col(Notification.status).in_([NotificationStatus.SENT.value, SENDING]),
-            Notification.kind != NotificationKind.RECEIPT.value,
+            col(Notification.kind).not_in(
+                [NotificationKind.RECEIPT.value, NotificationKind.FORWARDED_REPLY.value]
+            ),
         )
         .order_by(col(Notification.due_at), col(Notification.id))
     )

@@ -19,7 +19,8 @@ from oos_notify.clock import Clock, SystemClock
 from oos_notify.delivery.capture import CaptureServer
 from oos_notify.delivery.dispatch import Dispatcher
 from oos_notify.errors import ServiceError
-from oos_notify.settings import Settings
+from oos_notify.inbound.service import InboundMail
+from oos_notify.settings import InboundMode, Settings
 from oos_notify.web.limits import BodySizeLimit, RateLimited
 from oos_notify.web.pages import SecurityHeaders, page
 from oos_notify.web.services import build_services
@@ -65,11 +66,31 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             services.tokens,
             host,
             port,
+            services.return_addresses,
         )
         await services.dispatcher.start()
+        if services.return_addresses is not None and settings.inbound is not InboundMode.NONE:
+            services.inbound = InboundMail(
+                settings,
+                services.engine,
+                services.clock,
+                services.write_gate,
+                services.return_addresses,
+                services.tokens,
+                services.dispatcher.wake,
+            )
+            await services.inbound.start()
+        elif services.return_addresses is not None:
+            log.warning(
+                "replies and bounces go to %s, but OOS_NOTIFY_INBOUND is none: this process "
+                "reads none of them",
+                settings.reply_domain,
+            )
         try:
             yield
         finally:
+            if services.inbound is not None:
+                await services.inbound.stop()
             await services.dispatcher.stop()
             if services.capture is not None:
                 services.capture.stop()

@@ -17,8 +17,11 @@ from oos_notify.delivery import template_sets
 from oos_notify.delivery.capture import CaptureServer
 from oos_notify.delivery.dispatch import Dispatcher
 from oos_notify.delivery.rendering import Renderer
+from oos_notify.inbound import service as inbound
+from oos_notify.inbound.service import InboundMail
 from oos_notify.incidents.acknowledgement import AckTokens
 from oos_notify.ops import config_check
+from oos_notify.return_addresses import ReturnAddresses
 from oos_notify.settings import Settings
 from oos_notify.store.db import create_schema, make_engine, transaction, write_gate
 from oos_notify.store.models import ServiceValue
@@ -47,6 +50,9 @@ class Services:
     """Each center's template set as of start-up: what a new incident is rendered with."""
     dispatcher: Dispatcher | None = None
     capture: CaptureServer | None = field(default=None)
+    return_addresses: ReturnAddresses | None = None
+    """Each notification's own reply and bounce addresses; None without a reply domain."""
+    inbound: InboundMail | None = None
 
 
 def secret_key(settings: Settings, engine: Engine) -> str:
@@ -121,11 +127,14 @@ def check_templates(
 def build_services(settings: Settings, clock: Clock) -> Services:
     """Check the config and open the database; raise ConfigError before anything starts."""
     refuse_exposed_mailbox(settings)
+    if problems := inbound.problems(settings):
+        raise ConfigError(problems)
     agreements, renderer = config_check.load(settings.config_dir, settings.templates_dir)
     engine = make_engine(settings.database_url)
     create_schema(engine)
     check_templates(engine, settings, agreements, renderer)
-    tokens = AckTokens(secret_key(settings, engine))
+    key = secret_key(settings, engine)
+    tokens = AckTokens(key)
     versions = template_sets.record(engine, renderer, agreements, clock.now())
     renderer.keep_snapshots(template_sets.source(engine))
     gate = write_gate(engine)
@@ -146,4 +155,5 @@ def build_services(settings: Settings, clock: Clock) -> Services:
             settings.ack_requests_per_minute, settings.ack_requests_per_minute
         ),
         template_versions=versions,
+        return_addresses=inbound.return_addresses(settings, key),
     )

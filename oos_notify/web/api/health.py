@@ -22,7 +22,8 @@ def healthz() -> dict[str, str]:
 async def readyz(services: ServicesDep) -> JSONResponse:
     """503 unless the database answers and the dispatcher runs without failing; says how the
     mail server is."""
-    readiness = await monitoring.readiness(services.engine, services.dispatcher)
+    inbound = services.inbound.health if services.inbound is not None else None
+    readiness = await monitoring.readiness(services.engine, services.dispatcher, inbound)
     return JSONResponse(
         {"ready": readiness.ready, "checks": readiness.checks},
         status_code=200 if readiness.ready else 503,
