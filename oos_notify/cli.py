@@ -1,4 +1,4 @@
-"""The ``oos-notify`` command: serve, check-config, preview, apikey, audit."""
+"""The ``oos-notify`` command: serve, check-config, preview, apikey, audit, user."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from oos_notify.ops.config_check import load_checked
 from oos_notify.settings import Settings
 from oos_notify.store import apikeys, audit
 from oos_notify.store.db import create_schema, make_engine, transaction
+from oos_notify.web.console import commands as console_commands
 
 
 def _print_problems(error: ConfigError) -> int:
@@ -167,6 +168,7 @@ def parser() -> argparse.ArgumentParser:
         "verify", help="check every entry's hash and link; name the first broken entry"
     )
     trail.set_defaults(run=_audit)
+    console_commands.add_parser(commands)
     return root
 
 

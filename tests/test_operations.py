@@ -9,7 +9,7 @@ import shutil
 import signal
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
+from sqlmodel import Session, select
 
 from oos_notify.clock import ManualClock
+from oos_notify.delivery.capture import CaptureServer
+from oos_notify.delivery.dispatch import CLAIM_LEASE
 from oos_notify.settings import Settings
 from oos_notify.store.db import make_engine
+from oos_notify.store.models import Notification
 from tests.conftest import (
     CONFIG_DIR,
     RunningService,
@@ -164,6 +168,151 @@ async def test_metrics_count_events_notifications_latency_acknowledgements_and_o
         assert samples[(f"{ack}_sum", ())] == pytest.approx(1200, abs=1)
         assert samples[(f"{ack}_bucket", (("le", "900"),))] == 0
         assert samples[(f"{ack}_bucket", (("le", "1800"),))] == 1
+    finally:
+        await service.stop()
+
+
+async def metrics(service: RunningService) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    answer = await service.client.get("/metrics")
+    assert answer.status_code == 200
+    return scrape(answer.text)
+
+
+def claim_reminders_and_stall(service: RunningService, claimed_at: datetime) -> None:
+    """Leave the two reminders due at 11:12 as a sender that claimed them then and stalled does."""
+    with Session(service.services.engine) as db:
+        rows = db.exec(
+            select(Notification).where(Notification.level == 1, Notification.kind == "escalation")
+        ).all()
+        assert len(rows) == 2 and all(row.due_at == claimed_at for row in rows)
+        for row in rows:
+            row.status, row.attempts, row.lease_until = "sending", 1, claimed_at + CLAIM_LEASE
+            db.add(row)
+        db.commit()
+
+
+async def test_notifications_stuck_sending_count_as_overdue(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given an incident whose two reminders were claimed at 11:12 by a sender that then stalled
+    assert (await service.post_event(release_failure())).status_code == 202
+    await received(smtp, 2)
+    await service.settle()
+    clock.advance(timedelta(hours=2))
+    claim_reminders_and_stall(service, clock.now())
+
+    # When a minute passes: they are overdue by a minute, their claim still running
+    clock.advance(timedelta(minutes=1))
+    samples = await metrics(service)
+    assert samples[("oos_notify_notifications", (("status", "sending"),))] == 2
+    assert samples[("oos_notify_notifications_overdue", ())] == 2
+    assert samples[("oos_notify_oldest_overdue_seconds", ())] == pytest.approx(60, abs=1)
+    assert samples[("oos_notify_notifications_lease_expired", ())] == 0
+
+    # When their claim runs out unsettled: the sender is gone, and the metrics say so
+    clock.advance(CLAIM_LEASE)
+    samples = await metrics(service)
+    assert samples[("oos_notify_notifications_overdue", ())] == 2
+    assert samples[("oos_notify_oldest_overdue_seconds", ())] == pytest.approx(660, abs=1)
+    assert samples[("oos_notify_notifications_lease_expired", ())] == 2
+
+    # And once a sender takes them over and delivers them, nothing is overdue
+    await service.settle()
+    assert len(await received(smtp, 4)) == 4
+    samples = await metrics(service)
+    assert samples[("oos_notify_notifications_overdue", ())] == 0
+    assert samples[("oos_notify_oldest_overdue_seconds", ())] == 0
+    assert samples[("oos_notify_notifications_lease_expired", ())] == 0
+
+
+REFUSE_SENT = text(
+    "CREATE TRIGGER refuse_sent BEFORE UPDATE OF status ON notifications "
+    "WHEN NEW.status = 'sent' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+)
+
+
+async def test_a_dispatcher_whose_runs_keep_failing_gives_back_its_claims_and_is_not_ready(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given a database that refuses to record a notification as sent
+    with service.services.engine.begin() as db:
+        db.execute(REFUSE_SENT)
+    answer = await service.post_event(release_failure())
+    incident_id = answer.json()["incident_id"]
+    await received(smtp, 2)
+    await service.settle()
+
+    # Then the failed run leaves nothing 'sending': its claims go back to the queue, with why
+    detail = (await service.client.get(f"/v1/incidents/{incident_id}", headers=service.auth)).json()
+    first = [n for n in detail["notifications"] if n["level"] == 0]
+    assert {n["status"] for n in first} == {"scheduled"}
+    for notice in first:
+        assert notice["last_error"].startswith("the dispatch run failed: IntegrityError: disk full")
+    # And one failed run is shown, but does not make the service unready
+    status, body = await ready(service)
+    assert status == 200
+    assert body["checks"]["scheduler"] == "retrying: the last dispatch run failed (IntegrityError)"
+
+    # When the runs keep failing
+    for _ in range(2):
+        clock.advance(timedelta(minutes=5))
+        await service.settle()
+
+    # Then the service is unready, naming the part, and the metrics count the failed runs
+    status, body = await ready(service)
+    assert status == 503 and body["ready"] is False
+    assert body["checks"] == {
+        "database": "ok",
+        "scheduler": "failing: the last 3 dispatch runs failed (IntegrityError)",
+        "smtp": "ok",
+    }
+    samples = await metrics(service)
+    assert samples[("oos_notify_dispatch_runs_failed_total", ())] == 3
+    assert samples[("oos_notify_dispatch_failing_runs", ())] == 3
+    assert samples[("oos_notify_notifications", (("status", "sending"),))] == 0
+    assert samples[("oos_notify_dispatcher_last_success_age_seconds", ())] >= 0
+
+    # When the database records sends again, the notices are recorded and the service is ready
+    with service.services.engine.begin() as db:
+        db.execute(text("DROP TRIGGER refuse_sent"))
+    clock.advance(timedelta(minutes=5))
+    await service.settle()
+    detail = (await service.client.get(f"/v1/incidents/{incident_id}", headers=service.auth)).json()
+    assert {n["status"] for n in detail["notifications"] if n["level"] == 0} == {"sent"}
+    status, body = await ready(service)
+    assert status == 200 and body["checks"]["scheduler"] == "ok"
+    samples = await metrics(service)
+    assert samples[("oos_notify_dispatch_failing_runs", ())] == 0
+    assert samples[("oos_notify_dispatch_runs_failed_total", ())] == 3
+    # Each failed run had sent the notices without recording them: they went out again under
+    # their Message-ID, which receivers use to drop the duplicates
+    assert len({m.message_id for m in smtp.handler.messages()}) == 2
+
+
+async def test_a_dispatcher_that_finishes_no_run_for_long_is_not_ready(
+    settings: Settings, clock: ManualClock
+) -> None:
+    # Given a dispatcher that sweeps every minute (the bound is then its claim lease, 10 min)
+    service = await start_service(settings.model_copy(update={"sweep_interval_seconds": 60}), clock)
+    try:
+        await service.settle()
+        status, body = await ready(service)
+        assert status == 200 and body["checks"]["scheduler"] == "ok"
+
+        # When none of its runs finishes for 11 minutes
+        clock.advance(timedelta(minutes=11))
+
+        # Then the service is unready and says the dispatcher is stalled, and for how long
+        status, body = await ready(service)
+        assert status == 503
+        assert body["checks"]["scheduler"] == "stalled: no dispatch run has finished for 660 s"
+        samples = await metrics(service)
+        assert samples[("oos_notify_dispatcher_last_success_age_seconds", ())] == 660
+
+        # When a run finishes, it is ready again
+        await service.settle()
+        status, body = await ready(service)
+        assert status == 200 and body["checks"]["scheduler"] == "ok"
     finally:
         await service.stop()
 

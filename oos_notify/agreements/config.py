@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from oos_notify.addresses import STORED, Address, Name
 from oos_notify.agreements.durations import Duration, DurationField, parse_duration
 from oos_notify.agreements.vocabulary import (
     MANUFACTURER_PREFIX,
@@ -47,17 +47,10 @@ MAX_CONFIG_FILE_BYTES = 1024 * 1024
 MAX_CONFIG_DEPTH = 32
 MAX_CONFIG_VALUES = 50_000
 _ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
-_EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 
 Identifier = Annotated[str, Field(pattern=_ID)]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def _check_email(value: str) -> str:
-    if not _EMAIL.match(value):
-        raise ValueError(f"{value!r} is not an email address")
-    return value
 
 
 def _check_timezone(value: str) -> str:
@@ -70,7 +63,6 @@ def _check_timezone(value: str) -> str:
     return value
 
 
-Email = Annotated[str, AfterValidator(_check_email)]
 TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
 Phone = Annotated[str, Field(min_length=3, max_length=40, pattern=r"^\+?[0-9][0-9 ()./-]*$")]
 """A number a clinician can dial, as written: ``+1 312 555 0142``."""
@@ -87,8 +79,8 @@ class Contact(_Strict):
     """A person or shared mailbox at a treatment center or its health system."""
 
     id: Identifier
-    name: str = Field(min_length=1, max_length=200)
-    email: Email
+    name: Name
+    email: Address
     phone: Phone | None = None
     roles: list[CenterRole] = Field(min_length=1)
     decider: bool = False
@@ -98,8 +90,8 @@ class Contact(_Strict):
 
 class ManufacturerContact(_Strict):
     id: Identifier
-    name: str = Field(min_length=1, max_length=200)
-    email: Email
+    name: Name
+    email: Address
     phone: Phone | None = None
     roles: list[ManufacturerRole] = Field(min_length=1)
 
@@ -125,13 +117,13 @@ class InfusionWindow(_Strict):
 
 class Product(_Strict):
     code: str = Field(pattern=r"^[A-Za-z0-9._-]{1,40}$")
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     infusion_window_after_lymphodepletion: InfusionWindow | None = None
 
 
 class ChecklistItem(_Strict):
     id: Identifier
-    label: str = Field(min_length=1, max_length=200)
+    label: Name
 
 
 class OosPathway(_Strict):
@@ -140,7 +132,7 @@ class OosPathway(_Strict):
     notification in the EU), with what must be on file before the incident resolves as infused."""
 
     id: Identifier
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     checklist: list[ChecklistItem] = Field(min_length=1, max_length=20)
 
     @model_validator(mode="after")
@@ -153,7 +145,7 @@ class OosPathway(_Strict):
 
 
 class Manufacturer(_Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     products: list[Product] = Field(min_length=1)
     contacts: list[ManufacturerContact] = Field(default_factory=list)
     severity_rules: list[SeverityRule] | None = Field(default=None, min_length=1)
@@ -372,6 +364,9 @@ class Plan(_Strict):
     decision: DecisionRule | None = None
     """How an out-of-specification product offered for release is decided under this plan;
     without it the offer is refused for incidents under the plan."""
+    on_out_of_office: Literal["escalate_now", "record"] = "escalate_now"
+    """What an automatic reply to an escalation notice does: start the round's next step at
+    once, or only go on the incident's timeline."""
 
 
 # --- severity -----------------------------------------------------------------------------
@@ -457,12 +452,12 @@ class _CenterSettings(_Strict):
 
 class Site(_CenterSettings):
     id: Identifier
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
 
 
 class HealthSystem(_CenterSettings):
     id: Identifier
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     timezone: TimeZoneName
     sites: list[Site] = Field(min_length=1)
 
@@ -492,6 +487,12 @@ class EffectiveAgreement(_Strict):
     on_call_phone: str | None = None
     oos_pathway: OosPathway | None = None
     """Absent from the agreements of incidents opened before pathways existed."""
+
+    @classmethod
+    def stored(cls, snapshot: Any) -> EffectiveAgreement:
+        """The agreement an incident was planned with, read back as it was stored: its names and
+        addresses passed the checks of the day they were stored, and are not checked again."""
+        return cls.model_validate(snapshot, context=STORED)
 
     def contacts_for(self, recipient: Recipient) -> list[Contact | ManufacturerContact]:
         """The people a step's recipient means here: site contacts first, else system-level ones."""

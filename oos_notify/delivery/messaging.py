@@ -21,6 +21,7 @@ from oos_notify.delivery.rendering import (
     ChecklistItemView,
     FailedAttributeView,
     FailedDeliveryView,
+    ForwardedReplyView,
     IncidentView,
     MessageContext,
     OosReleaseView,
@@ -43,15 +44,20 @@ from oos_notify.incidents.acknowledgement import (
     open_callback,
     purpose_of,
 )
+from oos_notify.return_addresses import Purpose as AddressPurpose
+from oos_notify.return_addresses import ReturnAddresses
 from oos_notify.settings import Settings
 from oos_notify.store.lifecycle import NotificationKind, NotificationStatus
 from oos_notify.store.models import (
     Acknowledgement,
     DeliveryAttempt,
     FailureReport,
+    ForwardedReply,
+    InboundMessage,
     Incident,
     Notification,
 )
+from oos_notify.store.outbox import BOUNCED
 
 
 def center_ids(agreement: EffectiveAgreement) -> tuple[str, str]:
@@ -271,6 +277,9 @@ def build_context(
         failed_delivery=failed_delivery_view(session, notification, agreement)
         if notification.kind == NotificationKind.DELIVERY_FAILURE
         else None,
+        forwarded_reply=forwarded_reply_view(session, notification, agreement)
+        if notification.kind == NotificationKind.FORWARDED_REPLY
+        else None,
     )
 
 
@@ -296,6 +305,30 @@ def failed_delivery_view(
         attempts=failed.attempts,
         smtp_code=last.smtp_code if last else None,
         reply=(last.smtp_reply if last else None) or failed.last_error or "",
+        never_sent=last is not None and last.outcome == "permanent" and last.smtp_code is None,
+        bounced=last is not None and last.outcome == BOUNCED,
+    )
+
+
+def forwarded_reply_view(
+    session: Session, forward: Notification, agreement: EffectiveAgreement
+) -> ForwardedReplyView:
+    """The reply a message to QA forwards, and who sent it."""
+    link = session.get(ForwardedReply, forward.id)
+    assert link is not None, f"{forward.id} forwards no reply"
+    reply = session.get(InboundMessage, link.inbound_message_id)
+    assert reply is not None
+    answered = session.get(Notification, reply.notification_id) if reply.notification_id else None
+    return ForwardedReplyView(
+        sender=PersonView(
+            name=answered.recipient_name if answered else reply.sender or "",
+            email=reply.sender,
+            role=answered.role if answered else None,
+        ),
+        received_at=local_time(reply.received_at, agreement.timezone),
+        subject=reply.subject or "",
+        text=reply.text or "",
+        reason=str(reply.detail.get("reason", "")),
     )
 
 
@@ -333,7 +366,16 @@ def envelope(
     settings: Settings,
     now: datetime,
     manufacturer_name: str,
+    addresses: ReturnAddresses | None = None,
 ) -> Envelope:
+    """Who a message is from and to. With return addresses, bounces come back to the
+    notification's own envelope sender, and a center's replies to its own Reply-To; messages
+    to the manufacturer's QA keep replies going to the From address, where people read them."""
+    reply_to = return_path = None
+    if addresses is not None:
+        return_path = addresses.address(notification.id, AddressPurpose.BOUNCE)
+        if not NotificationKind(notification.kind).reports_to_qa:
+            reply_to = addresses.address(notification.id, AddressPurpose.REPLY)
     return Envelope(
         sender=settings.mail_from,
         sender_name=f"{manufacturer_name} OOS notifications",
@@ -344,4 +386,6 @@ def envelope(
         thread_id=f"<{incident.id.lower()}@{settings.mail_domain}>",
         incident_ref=incident.incident_ref,
         sent_at=now,
+        reply_to=reply_to,
+        return_path=return_path,
     )

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from jinja2 import (
@@ -27,6 +28,7 @@ from jinja2 import (
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel
 
+from oos_notify.addresses import as_one_line
 from oos_notify.agreements.config import InfusionWindow
 from oos_notify.agreements.durations import Duration
 from oos_notify.agreements.vocabulary import Disposition, KeyDate
@@ -183,7 +185,7 @@ class AcknowledgementView(BaseModel):
 
 
 class FailedDeliveryView(BaseModel):
-    """A notification the mail server refused for good, as the QA report describes it."""
+    """A notification that failed for good, as the QA report describes it."""
 
     recipient: PersonView
     template: str
@@ -191,6 +193,23 @@ class FailedDeliveryView(BaseModel):
     attempts: int
     smtp_code: int | None
     reply: str
+    """The mail server's reply, or why the message could not be built."""
+    never_sent: bool = False
+    """The message could not be built (a template error, a name or an address that cannot be
+    written in a header), so no mail server saw it."""
+    bounced: bool = False
+    """A mail server accepted the message and later returned it as undeliverable."""
+
+
+class ForwardedReplyView(BaseModel):
+    """A center's reply by email that did not acknowledge, as QA receives it forwarded."""
+
+    sender: PersonView
+    received_at: str
+    subject: str
+    text: str
+    reason: str
+    """Why it was not taken as an acknowledgement: "it does not confirm", ..."""
 
 
 class MessageContext(BaseModel):
@@ -214,6 +233,7 @@ class MessageContext(BaseModel):
     callback: AcknowledgementView | None = None
     """A decider's request to be called, while it is open."""
     failed_delivery: FailedDeliveryView | None = None
+    forwarded_reply: ForwardedReplyView | None = None
 
 
 DISPOSITION_LABELS = {
@@ -456,7 +476,9 @@ class Renderer:
                     continue
                 assert filename is not None
                 digest.update(self._source_digest(filename))
-        subject = " ".join(rendered[0].split())
+        # A subject template may print anything, a summary's line breaks or an SMTP reply
+        # included: the subject is one header line whatever it printed.
+        subject = as_one_line(rendered[0])
         if not subject:
             raise RenderError(f"{name}/subject.txt", "renders an empty subject")
         return RenderedMessage(
@@ -467,8 +489,20 @@ class Renderer:
         )
 
 
+def mailto(address: str, subject: str | None = None) -> str:
+    """A ``mailto:`` link to one address (the ``mailto`` filter: ``{{ qa_contact.email|mailto(
+    subject=incident.ref) }}``). A valid address may hold ``?``, ``&``, ``#`` or ``%`` before
+    its ``@``; written raw, they would start a query that adds recipients, headers or a body to
+    the message the reader's mail program writes. Everything but the ``@`` is percent-encoded,
+    and the subject is one line, encoded as a whole."""
+    link = "mailto:" + quote(address, safe="@")
+    if subject:
+        link += "?subject=" + quote(as_one_line(subject), safe="")
+    return link
+
+
 def _sandbox(loader: BaseLoader) -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
+    environment = ImmutableSandboxedEnvironment(
         loader=loader,
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
         undefined=StrictUndefined,
@@ -476,3 +510,5 @@ def _sandbox(loader: BaseLoader) -> ImmutableSandboxedEnvironment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    environment.filters["mailto"] = mailto
+    return environment

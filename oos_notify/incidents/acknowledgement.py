@@ -16,10 +16,11 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from itsdangerous import BadSignature, URLSafeSerializer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from oos_notify.addresses import one_line
 from oos_notify.agreements.config import EffectiveAgreement
 from oos_notify.agreements.vocabulary import (
     AckResponse,
@@ -130,8 +131,9 @@ class AckForm(BaseModel):
     comment: Annotated[str, Field(max_length=2000)] | None = None
     round: Annotated[int, Field(ge=1)] | None = None
     """The round the page showed; a form without it answers for the round of its link."""
-    printed_name: Annotated[str, Field(max_length=200)] | None = None
-    """The decider's printed name: with the meaning and the time, the decision's signature."""
+    printed_name: Annotated[str, Field(max_length=200), AfterValidator(one_line)] | None = None
+    """The decider's printed name: with the meaning and the time, the decision's signature, shown
+    in messages like any name, so one line."""
     phone: Annotated[str, Field(max_length=40, pattern=r"^\+?[0-9][0-9 ()./-]*$")] | None = None
     """Where "please call us" is to be answered, when not the contact's number on file."""
 
@@ -140,7 +142,7 @@ FORM_PROBLEMS = {
     "response": "Choose one of the listed answers.",
     "comment": "A comment is limited to 2000 characters.",
     "round": "This page was changed or is not complete. Open the link from the email again.",
-    "printed_name": "A printed name is limited to 200 characters.",
+    "printed_name": "Print your name on one line, in at most 200 characters.",
     "phone": "Write the phone number with digits, spaces and + ( ) - . / only.",
 }
 
@@ -300,7 +302,7 @@ def _load(session: Session, tokens: AckTokens, token: str, now: datetime) -> Ack
     incident = session.get(Incident, notification.incident_id)
     assert incident is not None
     purpose = purpose_of(notification)
-    agreement = EffectiveAgreement.model_validate(incident.agreement)
+    agreement = EffectiveAgreement.stored(incident.agreement)
     stops = purpose is Purpose.DECISION or may_stop(agreement, incident.plan_type, notification)
     own = None
     if not stops:
@@ -420,7 +422,7 @@ def acknowledge(
     if form.response not in state.choices:
         raise InvalidAnswer("That answer is not one of the choices for this incident.")
     incident, notification = state.incident, state.notification
-    agreement = EffectiveAgreement.model_validate(incident.agreement)
+    agreement = EffectiveAgreement.stored(incident.agreement)
     answer = Answer(
         form.response,
         form.comment or None,

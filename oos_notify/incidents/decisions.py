@@ -11,6 +11,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session, col, select
 
+from oos_notify.addresses import Address, Name
 from oos_notify.agreements.config import EffectiveAgreement
 from oos_notify.agreements.vocabulary import AckResponse, Disposition
 from oos_notify.errors import Conflict, InvalidFields, NotFound
@@ -39,8 +40,8 @@ class RecordedBy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: Annotated[str, Field(min_length=1, max_length=200)]
-    email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")]
+    name: Name
+    email: Address
 
 
 class DecisionRevisionIn(BaseModel):
@@ -110,7 +111,7 @@ def revise(
         .order_by(col(Notification.created_at).desc())
     ).first()
     assert request is not None, "every decider asked has a decision request"
-    agreement = EffectiveAgreement.model_validate(incident.agreement)
+    agreement = EffectiveAgreement.stored(incident.agreement)
     previous = answer_that_counts(session, incident, Purpose.DECISION)
     meaning = decision_meaning(revision.response, offer)
     recorded_by = revision.recorded_by

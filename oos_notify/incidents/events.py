@@ -16,6 +16,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from oos_notify.addresses import Address, Name
 from oos_notify.agreements import business_time
 from oos_notify.agreements.business_time import CenterCalendar
 from oos_notify.agreements.config import Agreements, EffectiveAgreement
@@ -70,8 +71,11 @@ class FailedAttribute(_Input):
 
 
 class QaContact(_Input):
-    name: ShortText
-    email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")]
+    """Who the center asks, and to whom the service sends its receipts: the name and address go
+    into a To header, so each is checked as one line and one mailbox."""
+
+    name: Name
+    email: Address
     phone: Annotated[str, Field(max_length=40, pattern=r"^[0-9+()./ -]+$")] | None = None
 
 
@@ -498,7 +502,7 @@ def _follow_up(
             f"incident {incident.incident_ref!r} is already open; "
             "send an update or late_result event for new facts"
         )
-    agreement = EffectiveAgreement.model_validate(incident.agreement)
+    agreement = EffectiveAgreement.stored(incident.agreement)
     offer = _offer(event, incident, agreement, agreements)
     _check_follow_up(event, incident, offer)
     told = outbox.told(session, incident.id)

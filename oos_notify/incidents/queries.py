@@ -19,6 +19,7 @@ from oos_notify.store.models import (
     Acknowledgement,
     AuditEntry,
     Event,
+    InboundMessage,
     Incident,
     Notification,
 )
@@ -204,6 +205,24 @@ class OosReleaseOut(BaseModel):
     """The emails of the deciders asked."""
 
 
+class ReturnedMailOut(BaseModel):
+    """A mail that came back about one of the incident's notifications, and what it did."""
+
+    inbound_id: str
+    received_at: datetime
+    kind: str
+    """``bounce``, ``delay``, ``auto_reply``, ``reply`` or ``report``."""
+    outcome: str
+    notification_id: str | None
+    sender: str | None
+    subject: str | None
+    text: str | None
+    detail: dict[str, Any]
+
+
+RETURNED_MAIL_KINDS = ("bounce", "delay", "auto_reply", "reply")
+
+
 class IncidentDetail(IncidentSummary):
     chain_of_identity: str
     severity_rule: str | None
@@ -227,6 +246,9 @@ class IncidentDetail(IncidentSummary):
     notifications: list[NotificationOut]
     acknowledgements: list[AcknowledgementOut]
     callback_tasks: list[CallbackTask]
+    returned_mail: list[ReturnedMailOut]
+    returned_mail_counts: dict[str, int]
+    """How many bounces, delays, automatic replies and replies came back, by kind."""
 
 
 class TimelineEntry(BaseModel):
@@ -317,6 +339,14 @@ def detail(session: Session, incident_id: str, now: datetime) -> IncidentDetail:
         .order_by(col(Acknowledgement.at))
     ).all()
     decisions = [a for a in acks if a.purpose == "decision"]
+    returned = session.exec(
+        select(InboundMessage)
+        .where(InboundMessage.incident_id == incident.id)
+        .order_by(col(InboundMessage.received_at), col(InboundMessage.id))
+    ).all()
+    counts = dict.fromkeys(RETURNED_MAIL_KINDS, 0)
+    for mail in returned:
+        counts[mail.kind] = counts.get(mail.kind, 0) + 1
     return IncidentDetail(
         **IncidentSummary.of(incident, now).model_dump(),
         chain_of_identity=incident.chain_of_identity,
@@ -380,6 +410,21 @@ def detail(session: Session, incident_id: str, now: datetime) -> IncidentDetail:
             for a in acks
         ],
         callback_tasks=_callback_tasks(acks),
+        returned_mail=[
+            ReturnedMailOut(
+                inbound_id=m.id,
+                received_at=m.received_at,
+                kind=m.kind,
+                outcome=m.outcome,
+                notification_id=m.notification_id,
+                sender=m.sender,
+                subject=m.subject,
+                text=m.text,
+                detail=m.detail,
+            )
+            for m in returned
+        ],
+        returned_mail_counts=counts,
     )
 
 

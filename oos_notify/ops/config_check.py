@@ -30,6 +30,7 @@ from oos_notify.delivery.rendering import (
     ChecklistItemView,
     FailedAttributeView,
     FailedDeliveryView,
+    ForwardedReplyView,
     IncidentView,
     MessageContext,
     OosReleaseView,
@@ -45,6 +46,7 @@ from oos_notify.delivery.rendering import (
     key_date_views,
     local_time,
 )
+from oos_notify.inbound.handling import FORWARDED_REPLY_TEMPLATE
 from oos_notify.incidents.acknowledgement import (
     CALLBACK_TEMPLATE,
     DECISION_RECEIPT_TEMPLATE,
@@ -68,6 +70,7 @@ BUILT_IN_TEMPLATES = frozenset(
         DECISION_RECORDED_TEMPLATE,
         CALLBACK_TEMPLATE,
         DELIVERY_FAILURE_TEMPLATE,
+        FORWARDED_REPLY_TEMPLATE,
         *FOLLOW_UP_TEMPLATES.values(),
     }
 )
@@ -228,20 +231,43 @@ def sample_context(
             smtp_code=550,
             reply="5.1.1 <" + contact.email + ">: mailbox unavailable",
         ),
+        forwarded_reply=ForwardedReplyView(
+            sender=PersonView(name=contact.name, email=contact.email, role=str(contact.roles[0])),
+            received_at=local_time(SAMPLE_INSTANT, agreement.timezone),
+            subject="Re: [OOS] Release failure",
+            text="Who do we call about moving the infusion date?",
+            reason="it does not confirm",
+        ),
     )
 
 
 def sample_contexts(agreement: EffectiveAgreement) -> list[MessageContext]:
-    """One sample per disposition, one asking for a decision, and a late result after and
-    before infusion and with the product's state unknown: every branch a template has for
-    them is rendered by ``check-config``, not first at 3 a.m."""
-    return [
+    """One sample per disposition, one asking for a decision, a late result after and before
+    infusion and with the product's state unknown, and one reporting a message that could not be
+    built and one that bounced: every branch a template has for them is rendered by
+    ``check-config``, not first at 3 a.m."""
+    samples = [
         *(sample_context(agreement, disposition=d) for d in Disposition),
         sample_context(agreement, disposition=Disposition.OOS_RELEASE_OFFERED, asks_decision=True),
         *(
             sample_context(agreement, product_status=status, late_result=True)
             for status in (ProductStatus.INFUSED, ProductStatus.AT_CENTER, None)
         ),
+    ]
+    refused = samples[0].failed_delivery
+    assert refused is not None
+    never_sent = refused.model_copy(
+        update={
+            "never_sent": True,
+            "smtp_code": None,
+            "reply": "cannot build the message: a To header cannot contain a line break",
+        }
+    )
+    bounced = refused.model_copy(update={"bounced": True})
+    return [
+        *samples,
+        samples[0].model_copy(update={"failed_delivery": never_sent}),
+        samples[0].model_copy(update={"failed_delivery": bounced}),
     ]
 
 

@@ -158,6 +158,14 @@ def record(
     end.seq, end.digest = end.seq + 1, digest
 
 
+def head(session: Session) -> tuple[int, str]:
+    """The chain head as committed: the newest entry's number and hash."""
+    value = session.execute(
+        select(col(ServiceValue.value)).where(col(ServiceValue.name) == CHAIN_HEAD)
+    ).scalar_one()
+    return _parse_head(value)
+
+
 @dataclass(frozen=True)
 class ChainReport:
     """What ``verify`` found: how many entries it checked and, if any, the first broken one."""

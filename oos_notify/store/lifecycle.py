@@ -69,7 +69,8 @@ NOTIFICATION_TRANSITIONS: dict[NotificationStatus, frozenset[NotificationStatus]
             NotificationStatus.SENDING,
         }
     ),
-    NotificationStatus.SENT: frozenset(),
+    # SENT -> FAILED: the mail server accepted the message, and a bounce came back later.
+    NotificationStatus.SENT: frozenset({NotificationStatus.FAILED}),
     NotificationStatus.FAILED: frozenset(),
     NotificationStatus.CANCELLED: frozenset(),
 }
@@ -107,12 +108,18 @@ class NotificationKind(StrEnum):
     DECISION_OVERDUE = "decision_overdue"
     """The decision is still missing at the plan's ``decision.due``: the deciders get their
     link again, and the plan's ``decision.escalate`` roles hear of it; a decision cancels it."""
+    FORWARDED_REPLY = "forwarded_reply"
+    """A center's reply by email that did not confirm, forwarded to the manufacturer's QA."""
 
     @property
     def reports_to_qa(self) -> bool:
         """Messages to the manufacturer's QA are not themselves reported when they fail: the
         report would go to the address that just refused mail, and could loop."""
-        return self in (NotificationKind.RECEIPT, NotificationKind.DELIVERY_FAILURE)
+        return self in (
+            NotificationKind.RECEIPT,
+            NotificationKind.DELIVERY_FAILURE,
+            NotificationKind.FORWARDED_REPLY,
+        )
 
 
 class Condition(StrEnum):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from oos_notify.store.instants import UTCDateTime
@@ -210,3 +210,101 @@ class StoredTemplateSet(SQLModel, table=True):
     version: str = Field(primary_key=True)
     files: dict[str, str] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = _utc()
+
+
+class ConsoleUser(SQLModel, table=True):
+    """A person of the manufacturer's team who signs in to the console."""
+
+    __tablename__ = "console_users"
+
+    id: str = Field(primary_key=True)
+    email: str = Field(unique=True, index=True)
+    """Lower case: the address someone signs in with, whatever case they type."""
+    role: str
+    """``viewer`` reads; ``qa`` may also post follow-ups."""
+    password_hash: str
+    """Argon2id, in the PHC string format (parameters and salt included)."""
+    created_at: datetime = _utc()
+    password_changed_at: datetime = _utc()
+    """Sessions begun before this are over: a reset password signs everyone out."""
+    disabled_at: datetime | None = _utc(default=None)
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A signed-in browser. The cookie holds a random token; the row is keyed by its hash, so
+    a copy of the database cannot be replayed as a cookie."""
+
+    __tablename__ = "console_sessions"
+
+    id: str = Field(primary_key=True)
+    """SHA-256 of the token in the cookie."""
+    user_id: str = Field(foreign_key="console_users.id", index=True)
+    csrf_token: str
+    created_at: datetime = _utc()
+    last_seen_at: datetime = _utc()
+    """The last page the person asked for (refreshes of a live page do not count)."""
+    ended_at: datetime | None = _utc(default=None)
+    client_address: str | None = None
+    user_agent: str | None = None
+
+
+class SignInAttempt(SQLModel, table=True):
+    """Every sign-in attempt, kept to throttle guessing per account and per client."""
+
+    __tablename__ = "console_sign_in_attempts"
+    __table_args__ = (
+        Index("ix_console_sign_in_attempts_email_at", "email", "at"),
+        Index("ix_console_sign_in_attempts_client_at", "client_address", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _utc()
+    email: str
+    """As typed, lower case (an unknown address is throttled like a known one)."""
+    client_address: str
+    outcome: str
+    """``signed_in``, ``refused`` (wrong password, unknown or disabled account) or
+    ``throttled`` (not checked: too many refusals)."""
+
+
+class InboundMessage(SQLModel, table=True):
+    """A mail that came back to a return address (a bounce, an automatic reply, a reply), and
+    what it did. Recorded once: its place in the mailbox and its Message-ID are unique, so a
+    restart, a second reader or a redelivery finds it done."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (
+        UniqueConstraint("source", "uidvalidity", "uid", name="uq_inbound_messages_place"),
+    )
+
+    id: str = Field(primary_key=True)
+    source: str
+    """Where it was read: ``imap://user@host:port/folder``, or ``smtp``."""
+    uidvalidity: int | None = Field(default=None, sa_type=BigInteger)
+    uid: int | None = Field(default=None, sa_type=BigInteger)
+    """The message's IMAP UID (32-bit unsigned, hence the big integers) in ``source``."""
+    message_key: str | None = Field(default=None, unique=True)
+    """A hash of the Message-ID (or of the whole message, without one); left empty when the
+    message could not be processed, so that a redelivery of it is tried again."""
+    message_id: str | None = None
+    received_at: datetime = _utc(index=True)
+    kind: str = Field(index=True)
+    """``bounce``, ``delay``, ``auto_reply``, ``reply``, ``report`` or ``unreadable``."""
+    outcome: str = Field(index=True)
+    notification_id: str | None = Field(default=None, foreign_key="notifications.id", index=True)
+    incident_id: str | None = Field(default=None, foreign_key="incidents.id", index=True)
+    sender: str | None = None
+    """The From address."""
+    subject: str | None = None
+    text: str | None = Field(default=None, sa_column=Column(Text))
+    """The first lines of an automatic reply, or the person's own text of a reply."""
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class ForwardedReply(SQLModel, table=True):
+    """Links a message to the manufacturer's QA to the center's reply it forwards."""
+
+    __tablename__ = "forwarded_replies"
+
+    notification_id: str = Field(foreign_key="notifications.id", primary_key=True)
+    inbound_message_id: str = Field(foreign_key="inbound_messages.id", index=True)

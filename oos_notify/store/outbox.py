@@ -9,7 +9,7 @@ can drop a duplicate.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -40,6 +40,8 @@ SCHEDULED = NotificationStatus.SCHEDULED.value
 SENDING = NotificationStatus.SENDING.value
 UNREACHABLE = "unreachable"
 """A delivery attempt that found no mail server to talk to (refused, no route, timed out)."""
+BOUNCED = "bounced"
+"""A message a mail server accepted and later returned as undeliverable (a bounce)."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,40 @@ def release_claims(session: Session, notification_ids: list[str]) -> int:
         .values(status=SCHEDULED, lease_until=None, attempts=Notification.attempts - 1)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def release_after_error(
+    session: Session, retries: Mapping[str, datetime], error: str, now: datetime
+) -> int:
+    """Give back the claims of a batch whose sending failed as a whole (the database, a bug),
+    each due again at its ``retries`` time, showing ``error``; return how many were still
+    claimed. Rows the batch settled before it failed keep their outcome. The claim stays
+    counted, so the delay grows with each failed try."""
+    released: list[tuple[str, str, str, int]] = []
+    for notification_id, retry_at in sorted(retries.items()):
+        row = session.execute(
+            _ROWS.update()
+            .where(_ROWS.c.id == notification_id, _ROWS.c.status == SENDING)
+            .values(status=SCHEDULED, lease_until=None, due_at=retry_at, last_error=error)
+            .returning(_ROWS.c.incident_id, _ROWS.c.recipient_email, _ROWS.c.attempts)
+        ).one_or_none()
+        if row is not None:
+            released.append((notification_id, row.incident_id, row.recipient_email, row.attempts))
+    for notification_id, incident_id, recipient, attempt in released:
+        audit.record(
+            session,
+            now,
+            "notification_retry",
+            "dispatcher",
+            incident_id=incident_id,
+            notification_id=notification_id,
+            recipient=recipient,
+            smtp_code=None,
+            reply=error,
+            attempt=attempt,
+            retry_at=retries[notification_id].isoformat(),
+        )
+    return len(released)
 
 
 def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> list[Notification]:
@@ -431,13 +467,16 @@ def _record_first_deliveries(
 
 
 def told(session: Session, incident_id: str) -> list[Addressee]:
-    """Everyone the incident has told so far (the manufacturer's receipts aside), in order."""
+    """Everyone the incident has told so far (the manufacturer's receipts and forwarded replies
+    aside), in order."""
     rows = session.exec(
         select(Notification)
         .where(
             Notification.incident_id == incident_id,
             col(Notification.status).in_([NotificationStatus.SENT.value, SENDING]),
-            Notification.kind != NotificationKind.RECEIPT.value,
+            col(Notification.kind).not_in(
+                [NotificationKind.RECEIPT.value, NotificationKind.FORWARDED_REPLY.value]
+            ),
         )
         .order_by(col(Notification.due_at), col(Notification.id))
     )

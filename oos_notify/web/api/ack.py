@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Form, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
@@ -23,12 +23,14 @@ from oos_notify.incidents.acknowledgement import (
     Purpose,
     decision_meaning,
 )
-from oos_notify.web.api.deps import ServicesDep, SessionDep, WriterDep
+from oos_notify.web.api.deps import ServicesDep, SessionDep, WriterDep, limit_ack_requests
 from oos_notify.web.pages import page
 from oos_notify.web.services import Services
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["acknowledgement"], include_in_schema=False)
+router = APIRouter(
+    tags=["acknowledgement"], include_in_schema=False, dependencies=[Depends(limit_ack_requests)]
+)
 
 
 def _changes(changes: Changes, timezone: str) -> dict[str, Any]:
@@ -51,7 +53,7 @@ def _changes(changes: Changes, timezone: str) -> dict[str, Any]:
 
 def _render(state: AckState, services: Services) -> HTMLResponse:
     incident = state.incident
-    agreement = EffectiveAgreement.model_validate(incident.agreement)
+    agreement = EffectiveAgreement.stored(incident.agreement)
     ack, own, callback = state.acknowledgement, state.own_confirmation, state.callback
     deciding = state.purpose is Purpose.DECISION
     contact = agreement.contact(state.notification.contact_id)

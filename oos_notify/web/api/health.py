@@ -20,8 +20,10 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(services: ServicesDep) -> JSONResponse:
-    """503 unless the database answers and the dispatcher runs; says how the mail server is."""
-    readiness = await monitoring.readiness(services.engine, services.dispatcher)
+    """503 unless the database answers and the dispatcher runs without failing; says how the
+    mail server is."""
+    inbound = services.inbound.health if services.inbound is not None else None
+    readiness = await monitoring.readiness(services.engine, services.dispatcher, inbound)
     return JSONResponse(
         {"ready": readiness.ready, "checks": readiness.checks},
         status_code=200 if readiness.ready else 503,
@@ -31,5 +33,5 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 @router.get("/metrics", response_class=Response)
 def metrics(services: ServicesDep) -> Response:
     """Prometheus text format, read from the database at scrape time."""
-    body = monitoring.metrics_text(services.engine, services.clock.now())
+    body = monitoring.metrics_text(services.engine, services.clock.now(), services.dispatcher)
     return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)
