@@ -289,7 +289,7 @@ def open_incident_for_links(fuzzed: Fuzzed) -> Links:
     deadline = time.monotonic() + 60
     while True:
         mine = [m for m in fuzzed.smtp.handler.messages() if "OOS-ACK-FUZZ" in m.subject]
-        if len(mine) >= 2 or time.monotonic() > deadline:
+        if len(mine) >= 3 or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     by_recipient = {m.recipients[0]: ack_link(m).rpartition("/ack/")[2] for m in mine}

@@ -139,7 +139,7 @@ async def test_a_message_that_cannot_be_built_fails_alone_and_the_escalation_goe
     # Given two incidents whose first notices went out
     first = await open_incident(service, release_failure())
     other = await open_incident(service, second_incident())
-    await received(smtp, 4)
+    await received(smtp, 6)
     await service.settle()
     # And a name with a line break on one of the four reminders due two hours later
     bad = the_row(service, first, BACKUP, level=1)
@@ -150,7 +150,7 @@ async def test_a_message_that_cannot_be_built_fails_alone_and_the_escalation_goe
     await service.settle()
 
     # Then the three clean ones are delivered, and nothing reaches the injected address
-    messages = await received(smtp, 8)
+    messages = await received(smtp, 10)
     reminders = [m for m in messages if "Not yet confirmed" in m.subject]
     assert sorted(m.recipients[0] for m in reminders) == sorted([PHYSICIAN, BACKUP, PHYSICIAN])
     [backup] = to(reminders, BACKUP)
@@ -219,7 +219,7 @@ async def test_a_qa_receipt_that_cannot_be_built_fails_alone_and_says_qa_was_not
     # Given an incident whose QA contact cannot be written in a To header
     incident_id = await open_incident(service, release_failure())
     coordinator = next(
-        m for m in await received(smtp, 2) if m.recipients == ("ct-coord@mercy.example",)
+        m for m in await received(smtp, 3) if m.recipients == ("ct-coord@mercy.example",)
     )
     await service.settle()
     change_incident(service, incident_id, qa_contact=qa_contact)
@@ -231,7 +231,7 @@ async def test_a_qa_receipt_that_cannot_be_built_fails_alone_and_says_qa_was_not
     await service.settle()
 
     # Then the liaison is briefed, and nothing reaches the injected address
-    messages = await received(smtp, 3)
+    messages = await received(smtp, 4)
     assert len(to(messages, NAVIGATOR)) == 1
     nothing_reached_the_attacker(messages)
 
@@ -252,7 +252,7 @@ async def test_a_qa_receipt_that_cannot_be_built_fails_alone_and_says_qa_was_not
     clock.advance(timedelta(hours=1))
     await service.settle()
     assert len((await detail(service, incident_id))["notifications"]) == count
-    assert len(smtp.handler.messages()) == 3
+    assert len(smtp.handler.messages()) == 4
 
 
 @pytest.mark.parametrize(
@@ -275,7 +275,7 @@ async def test_a_message_whose_facts_cannot_be_read_fails_alone(
     # Given two incidents, one of which holds data no template context can be made from
     broken = await open_incident(service, release_failure())
     other = await open_incident(service, second_incident())
-    await received(smtp, 4)
+    await received(smtp, 6)
     await service.settle()
     with Session(service.services.engine) as db:
         incident = db.get(Incident, broken)
@@ -287,9 +287,9 @@ async def test_a_message_whose_facts_cannot_be_read_fails_alone(
     await service.settle()
 
     # Then the other incident's reminders go out
-    messages = await received(smtp, 6)
-    assert sorted(m.recipients[0] for m in messages[4:]) == sorted([BACKUP, PHYSICIAN])
-    assert all("OOS-2026-0143" in m.subject for m in messages[4:])
+    messages = await received(smtp, 8)
+    assert sorted(m.recipients[0] for m in messages[6:]) == sorted([BACKUP, PHYSICIAN])
+    assert all("OOS-2026-0143" in m.subject for m in messages[6:])
     assert {n["status"] for n in await notifications(service, other, level=1)} == {"sent"}
 
     # And the broken incident's reminders are failed, saying why
@@ -308,7 +308,7 @@ async def test_a_message_whose_facts_cannot_be_read_fails_alone(
     assert "sending" not in statuses(service)
     clock.advance(timedelta(minutes=30))
     await service.settle()
-    assert len(smtp.handler.messages()) == 6
+    assert len(smtp.handler.messages()) == 8
 
 
 async def test_first_notices_that_cannot_be_built_leave_the_promise_to_be_judged_at_its_deadline(
@@ -324,20 +324,20 @@ async def test_first_notices_that_cannot_be_built_leave_the_promise_to_be_judged
         await service.settle()
         assert (await detail(service, incident_id))["severity"] == "critical"
         first = await notifications(service, incident_id, level=0)
-        assert {n["status"] for n in first} == {"scheduled"} and len(first) == 2
-        # And both have a name that cannot be written in a To header
+        assert {n["status"] for n in first} == {"scheduled"} and len(first) == 3
+        # And each has a name that cannot be written in a To header
         for notice in first:
             rename_recipient(service, notice["notification_id"], f"Coordinator\r\nBcc: {ATTACKER}")
 
         # When the server is back
         with faulty:
             await service.settle()
-            messages = await received(faulty, 2)
+            messages = await received(faulty, 3)
 
-            # Then both first notices fail, QA hears of each, and the promise is still open
+            # Then every first notice fails, QA hears of each, and the promise is still open
             first = await notifications(service, incident_id, level=0)
             assert {n["status"] for n in first} == {"failed"}
-            assert len(to(messages, QA)) == 2
+            assert len(to(messages, QA)) == 3
             nothing_reached_the_attacker(messages)
             promise = (await detail(service, incident_id))["notify_within"]
             assert promise["state"] == "pending" and promise["first_delivered_at"] is None

@@ -105,7 +105,7 @@ async def test_forged_acknowledgements_get_a_429_page_and_the_coordinator_still_
     opened = await limited.post_event(release_failure())
     assert opened.status_code == 202, opened.text
     await limited.settle()
-    messages = await received(smtp, 2)
+    messages = await received(smtp, 3)
     link = ack_link(next(m for m in messages if "ct-coord@mercy.example" in m.recipients))
 
     async with client_from("127.0.0.2", limited) as forger:

@@ -82,13 +82,20 @@ class Story:
         assert response.status_code == 202, response.text
 
     async def confirm(self, ref: str, response: str = "received") -> None:
-        """The center's first contact with a link answers."""
+        """The center's coordinator answers from their email's link: a cell lab's answer, also
+        in the first step, would stop nothing."""
         capture = self.service.services.capture
         assert capture is not None
+        with Session(self.service.services.engine) as session:
+            coordinators = set(
+                session.exec(select(Notification.id).where(Notification.role == "coordinator"))
+            )
         message = next(
             m
             for m in capture.handler.messages()
-            if ref in m.subject and ACK_LINK.search(m.part("plain"))
+            if ref in m.subject
+            and ACK_LINK.search(m.part("plain"))
+            and str(m.message["X-OOS-Notification"]) in coordinators
         )
         link = ACK_LINK.findall(message.part("plain"))[0]
         answered = await self.service.client.post(link, data={"response": response})

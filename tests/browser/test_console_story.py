@@ -76,7 +76,7 @@ async def test_qa_watches_the_center_confirm_then_resolves_and_takes_the_record(
     people = add_people(console)
     incident_id = (await console.post_event(release_failure())).json()["incident_id"]
     await console.settle()
-    first_notices = await received(smtp, 2)
+    first_notices = await received(smtp, 3)
 
     tab = await open_tab(browser, console, PHONE)
     page = tab.page

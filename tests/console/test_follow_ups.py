@@ -22,7 +22,7 @@ PHYSICIAN = "ct-md@mercy.example"
 async def opened(service: RunningService, smtp: CaptureServer) -> str:
     incident_id = (await service.post_event(release_failure())).json()["incident_id"]
     await service.settle()
-    await received(smtp, 2)
+    await received(smtp, 3)
     return str(incident_id)
 
 
@@ -67,8 +67,8 @@ async def test_moving_a_key_date_from_the_console_moves_its_step_and_tells_those
         ("cancelled", "2026-11-28T06:00:00+00:00"),
         ("scheduled", "2026-12-05T06:00:00+00:00"),
     }
-    updates = (await received(smtp, 4))[2:]
-    assert sorted(m.recipients[0] for m in updates) == [CELL_LAB, COORDINATOR]
+    updates = (await received(smtp, 6))[3:]
+    assert sorted(m.recipients[0] for m in updates) == [CELL_LAB, COORDINATOR, PHYSICIAN]
     assert "Mon 07 Dec 2026" in updates[0].part("plain")
     with Session(service.services.engine) as session:
         [event] = session.exec(select(Event).where(Event.type == "update")).all()
@@ -92,8 +92,10 @@ async def test_offering_the_product_from_the_console_asks_the_physician_to_decid
         assert answer.status_code == 303
         await service.settle()
         page = await client.get(f"/console/incidents/{incident_id}")
-    asks = [m for m in await received(smtp, 5) if m.recipients[0] == PHYSICIAN]
-    assert len(asks) == 1 and "/ack/" in asks[0].part("plain")
+    # The physician was told in the first step too: the request is the decision's email
+    messages = await received(smtp, 6)
+    asks = [m for m in messages if m.subject.startswith("[OOS DECISION NEEDED]")]
+    assert [m.recipients for m in asks] == [(PHYSICIAN,)] and "/ack/" in asks[0].part("plain")
     assert "decision awaited" in page.text
 
 

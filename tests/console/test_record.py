@@ -21,7 +21,7 @@ async def test_the_record_holds_the_notifications_the_trail_and_its_head(
     incident_id = (await service.post_event(release_failure())).json()["incident_id"]
     await service.settle()
     coordinator = next(
-        m for m in await received(smtp, 2) if m.recipients == ("ct-coord@mercy.example",)
+        m for m in await received(smtp, 3) if m.recipients == ("ct-coord@mercy.example",)
     )
     await service.client.post(
         ack_link(coordinator), data={"response": "call_me", "comment": "Ring 4471"}

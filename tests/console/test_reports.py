@@ -52,7 +52,7 @@ async def test_reports_count_confirmations_and_promises_from_the_incidents(
         await service.post_event(event)
         clock.advance(timedelta(minutes=send_after))
         await service.settle()
-        messages = await received(smtp, 2 * (number + 1) + number)
+        messages = await received(smtp, 3 * (number + 1) + number)
         notice = next(m for m in messages[::-1] if m.recipients[0] == "ct-coord@mercy.example")
         clock.advance(timedelta(minutes=confirm_after))
         await service.client.post(ack_link(notice), data={"response": "received"})

@@ -20,7 +20,7 @@ from tests.inbound.dovecot import PASSWORD, USER, PrivateDovecot, available
 
 REPLY_DOMAIN = "reply.manufacturer.example"
 COORDINATOR = "ct-coord@mercy.example"
-"""Who gets the first notice at mercy-general-main, with the cell lab."""
+"""Who gets the first notice at mercy-general-main, with the physician and the cell lab."""
 LEVEL_ONE = {"ct-coord2@mercy.example", "ct-md@mercy.example"}
 """Who the standard plan's second step notifies: 2 business hours after the first."""
 QA = "qa@manufacturer.example"
@@ -91,7 +91,7 @@ class Opened:
 
 
 async def open_incident(service: RunningService, smtp: CaptureServer, **event: Any) -> Opened:
-    """An incident whose first notices (coordinator, cell lab) have gone out."""
+    """An incident whose first notices (coordinator, physician, cell lab) have gone out."""
     answer = await service.post_event(release_failure(**event))
     assert answer.status_code == 202, answer.text
     await service.settle()
