@@ -14,7 +14,7 @@ import json
 import re
 import shutil
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -117,15 +117,18 @@ def assert_safe_headers(message: CapturedMessage, names: dict[str, str]) -> None
     assert subject == one_line(subject) and subject
 
 
-def leaves(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
-    """The path of every string in a JSON or YAML document."""
+def leaves(
+    value: Any, path: tuple[str | int, ...] = (), *, texts_only: bool = True
+) -> Iterator[tuple[str | int, ...]]:
+    """The path of every string in a JSON or YAML document (or of every value: a yes-or-no
+    field is present in an example without being a text to try)."""
     if isinstance(value, dict):
         for key, item in value.items():
-            yield from leaves(item, (*path, key))
+            yield from leaves(item, (*path, key), texts_only=texts_only)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from leaves(item, (*path, index))
-    elif isinstance(value, str):
+            yield from leaves(item, (*path, index), texts_only=texts_only)
+    elif isinstance(value, str) or not texts_only:
         yield path
 
 
@@ -151,12 +154,83 @@ def model_fields(model: type[BaseModel], path: tuple[str, ...] = ()) -> Iterator
 
 # --- events ------------------------------------------------------------------------------------
 
-EXAMPLE = release_failure()
+
+def example(**overrides: Any) -> dict[str, Any]:
+    """The SPEC's example event with what else a release failure may say: where the product is,
+    and when lymphodepletion ends."""
+    event = release_failure(product_status="shipped", **overrides)
+    planned = date.fromisoformat(event["key_dates"]["planned_infusion"])
+    event["key_dates"]["lymphodepletion_end"] = (planned - timedelta(days=1)).isoformat()
+    return event
+
+
+def follow_ups(number: int) -> dict[str, dict[str, Any]]:
+    """Follow-ups to the example's incident, carrying the fields only a follow-up may: a late
+    result after infusion, an offer under a pathway with a checklist item on file, and the facts
+    of a re-manufacture and of a release within specification."""
+    base = {
+        "event_id": f"QA-HDR-FU-{number}",
+        "incident_ref": f"OOS-HDR-{number}",
+        "occurred_at": "2026-11-24T15:10:00Z",
+        "center_id": "mercy-general-main",
+    }
+    return {
+        "late_result": {
+            **base,
+            "type": "late_result",
+            "failed_attributes": [
+                {"attribute": "sterility", "specification": "no growth", "result": "growth"}
+            ],
+            "product_status": "infused",
+            "infused_at": "2026-11-24T14:00:00Z",
+        },
+        "oos_release_offered": {
+            **base,
+            "type": "disposition",
+            "disposition": "oos_release_offered",
+            "oos_pathway": "us-expanded-access",
+            "oos_checklist": [{"item": "risk_assessment", "reference": "RA-2026-0142"}],
+        },
+        "remanufacture": {
+            **base,
+            "type": "disposition",
+            "disposition": "remanufacture",
+            "remanufacture": {
+                "new_apheresis_needed": False,
+                "expected_release": "2026-12-14",
+                "bridging_therapy_needed": True,
+            },
+        },
+        "released_within_spec": {
+            **base,
+            "type": "disposition",
+            "disposition": "released_within_spec",
+            "within_spec_basis": {
+                "assignable_cause": "Viability stain expired; re-test with a new lot of stain",
+                "certificate_of_analysis": "COA-LOT-24-1187-R1",
+            },
+        },
+    }
+
+
+EXAMPLE = example()
 EVENT_FIELDS = sorted(leaves(EXAMPLE), key=str)
+FOLLOW_UP_FIELDS = sorted(
+    (
+        (kind, path)
+        for kind, event in follow_ups(0).items()
+        for path in leaves(event)
+        if path[0] not in EXAMPLE
+    ),
+    key=str,
+)
+"""The texts of each follow-up that the example event does not already try."""
 
 
-def test_the_example_event_has_every_field_so_every_field_is_tried() -> None:
-    present = {tuple(p for p in path if isinstance(p, str)) for path in EVENT_FIELDS}
+def test_the_example_events_have_every_field_so_every_field_is_tried() -> None:
+    examples = [EXAMPLE, *follow_ups(0).values()]
+    paths = {path for event in examples for path in leaves(event, texts_only=False)}
+    present = {tuple(p for p in path if isinstance(p, str)) for path in paths}
     present |= {path[:n] for path in present for n in range(1, len(path))}
     assert set(model_fields(EventIn)) <= present
 
@@ -176,12 +250,12 @@ async def acknowledge_and_collect(
     """The initial emails of the incident just opened, then the receipt and brief that the
     coordinator's acknowledgement sends: every kind of recipient, the QA contact included."""
     await service.settle()
-    initial = (await received(smtp, seen + 2))[seen:]
+    initial = (await received(smtp, seen + 3))[seen:]
     coordinator = next(m for m in initial if m.recipients == ("ct-coord@mercy.example",))
     answer = await service.client.post(ack_link(coordinator), data={"response": "received"})
     assert answer.status_code == 200, answer.text
     await service.settle()
-    return (await received(smtp, seen + 4))[seen:]
+    return (await received(smtp, seen + 5))[seen:]
 
 
 @pytest.mark.parametrize("field", EVENT_FIELDS, ids=format_location)
@@ -192,7 +266,7 @@ async def test_every_event_field_is_refused_or_sent_with_safe_headers(
     for number, (case, value) in enumerate(HOSTILE.items()):
         # Given the example event of a new incident with a hostile value in this field
         event = replaced(
-            release_failure(event_id=f"QA-HDR-{number}", incident_ref=f"OOS-HDR-{number}"),
+            example(event_id=f"QA-HDR-{number}", incident_ref=f"OOS-HDR-{number}"),
             field,
             value,
         )
@@ -210,7 +284,42 @@ async def test_every_event_field_is_refused_or_sent_with_safe_headers(
         assert answer.status_code == 202, (case, answer.text)
         messages = await acknowledge_and_collect(service, smtp, seen)
         qa_contact = event["qa_contact"]
-        assert len(messages) == 4 and any(m.recipients == (qa_contact["email"],) for m in messages)
+        assert len(messages) == 5 and any(m.recipients == (qa_contact["email"],) for m in messages)
+        for message in messages:
+            assert_safe_headers(message, {**names, qa_contact["email"]: qa_contact["name"]})
+
+
+@pytest.mark.parametrize(
+    ("kind", "field"),
+    FOLLOW_UP_FIELDS,
+    ids=[f"{kind}:{format_location(field)}" for kind, field in FOLLOW_UP_FIELDS],
+)
+async def test_every_follow_up_field_is_refused_or_sent_with_safe_headers(
+    service: RunningService, smtp: CaptureServer, kind: str, field: tuple[str | int, ...]
+) -> None:
+    names = contact_names(CONFIG_DIR)
+    qa_contact = EXAMPLE["qa_contact"]
+    for number, (case, value) in enumerate(HOSTILE.items()):
+        # Given an open incident, and a follow-up to it with a hostile value in this field
+        opened = example(event_id=f"QA-HDR-{number}", incident_ref=f"OOS-HDR-{number}")
+        assert (await service.post_event(opened)).status_code == 202
+        await service.settle()
+        seen = len(smtp.handler.messages())
+        event = replaced(follow_ups(number)[kind], field, value)
+
+        # When QA posts it
+        answer = await service.post_event(event)
+
+        # Then it is refused naming the field, or the emails it sends carry headers that say
+        # only what they should
+        if answer.status_code == 422:
+            locations = [e["loc"] for e in answer.json()["detail"]]
+            assert ["body", *field] in locations, (case, locations)
+            continue
+        assert answer.status_code == 202, (case, answer.text)
+        await service.settle()
+        messages = smtp.handler.messages()[seen:]
+        assert messages, case
         for message in messages:
             assert_safe_headers(message, {**names, qa_contact["email"]: qa_contact["name"]})
 
@@ -353,7 +462,7 @@ async def test_names_from_agreement_files_are_one_recipient_named_as_written(
     try:
         assert (await service.post_event(release_failure())).status_code == 202
         await service.settle()
-        messages = await received(smtp, 2)
+        messages = await received(smtp, 3)
     finally:
         await service.stop()
 
@@ -450,7 +559,7 @@ async def test_a_mailto_link_reaches_exactly_the_address_whatever_it_holds(
 
     # When the center's email arrives
     await service.settle()
-    [message, *_] = await received(smtp, 2)
+    [message, *_] = await received(smtp, 3)
 
     # Then its "Questions" link addresses that one mailbox, with the incident as its only header
     html = message.part("html")
@@ -481,7 +590,7 @@ async def test_an_incident_stored_with_an_address_now_refused_goes_on(
     # email-validator refuses (a special-use domain), as an earlier version stored it
     answer = await service.post_event(release_failure())
     incident_id = answer.json()["incident_id"]
-    link = ack_link(next(m for m in await received(smtp, 2) if "ct-coord@" in m.recipients[0]))
+    link = ack_link(next(m for m in await received(smtp, 3) if "ct-coord@" in m.recipients[0]))
     with Session(service.services.engine) as session:
         incident = session.get(Incident, incident_id)
         assert incident is not None
