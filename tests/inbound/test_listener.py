@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from oos_notify.clock import ManualClock
-from oos_notify.delivery.capture import CaptureServer, free_port
+from oos_notify.delivery.capture import CapturedMessage, CaptureServer, free_port
 from oos_notify.return_addresses import Purpose
 from oos_notify.settings import Settings
 from tests.conftest import CONFIG_DIR, START, RunningService, service_settings, start_service
@@ -278,3 +278,79 @@ async def test_a_reply_that_must_not_count_changes_nothing(
         e for e in await timeline(service, opened.incident_id) if e["action"] == "reply_flagged"
     ]
     assert len(flagged) == (0 if case == "closed incident" else 1)
+
+
+CELL_LAB = "celllab@mercy.example"
+"""In the standard plan's first step, but not among the roles that stop its escalation."""
+
+
+def notice_to(smtp: CaptureServer, recipient: str) -> tuple[CapturedMessage, str]:
+    """The one notice ``recipient`` received, and its notification id."""
+    [notice] = [m for m in smtp.handler.messages() if m.recipients == (recipient,)]
+    return notice, str(notice.message["X-OOS-Notification"])
+
+
+async def test_received_from_the_cell_lab_is_recorded_and_stops_nothing_as_on_the_page(
+    service: RunningService, smtp: CaptureServer, settings: Settings, clock: ManualClock
+) -> None:
+    opened = await open_incident(service, smtp)
+    lab, lab_notification = notice_to(smtp, CELL_LAB)
+    to = addresses(service).address(lab_notification, Purpose.REPLY)
+    before = smtp.handler.count
+
+    # When the cell lab replies "received", and again
+    for _ in range(2):
+        answer = reply(CELL_LAB, to, "Received, thanks.", quoting=lab.part("plain"))
+        await deliver(settings.inbound_smtp_port, answer, to, sender=CELL_LAB)
+        await service.settle()
+
+    # Then its confirmation is recorded once, stopping nothing: nobody is told, nothing forwarded
+    incident = await detail(service, opened.incident_id)
+    assert incident["status"] == "notifying"
+    [confirmation] = incident["acknowledgements"]
+    assert (confirmation["by"], confirmation["role"]) == (CELL_LAB, "cell_lab")
+    assert confirmation["stopped_escalation"] is False
+    assert sent_since(smtp, before) == []
+    assert [(m["outcome"], m["detail"]["reason"]) for m in incident["returned_mail"]] == [
+        ("recorded", "a confirmation from a role that does not stop the escalation"),
+        ("recorded", "already confirmed"),
+    ]
+
+    # And the escalation goes on: the backup and the physician hear two hours in
+    clock.advance(timedelta(hours=2))
+    await service.settle()
+    assert {m.recipients[0] for m in sent_since(smtp, before)} == LEVEL_ONE
+
+    # And the coordinator's own reply still acknowledges, with QA's receipt
+    before = smtp.handler.count
+    to = addresses(service).address(opened.notification_id, Purpose.REPLY)
+    await deliver(
+        settings.inbound_smtp_port, reply(COORDINATOR, to, "Received."), to, sender=COORDINATOR
+    )
+    await service.settle()
+    assert (await detail(service, opened.incident_id))["status"] == "acknowledged"
+    assert QA in {m.recipients[0] for m in sent_since(smtp, before)}
+
+
+async def test_the_cell_labs_out_of_office_reply_brings_no_step_forward(
+    service: RunningService, smtp: CaptureServer, settings: Settings
+) -> None:
+    opened = await open_incident(service, smtp)
+    _, lab_notification = notice_to(smtp, CELL_LAB)
+    before = smtp.handler.count
+    away = returned("autoreply-outlook-en.eml", addresses(service), lab_notification, CELL_LAB)
+
+    await deliver(
+        settings.inbound_smtp_port,
+        away,
+        addresses(service).address(lab_notification, Purpose.REPLY),
+    )
+    await service.settle()
+
+    # Nobody who could stop the escalation is away: the next step keeps its time
+    assert sent_since(smtp, before) == []
+    incident = await detail(service, opened.incident_id)
+    assert incident["status"] == "notifying"
+    [mail] = incident["returned_mail"]
+    assert (mail["kind"], mail["outcome"]) == ("auto_reply", "recorded")
+    assert mail["detail"]["reason"] == "its recipient's confirmation would not stop the escalation"
