@@ -98,6 +98,35 @@ async def test_wrong_keys_from_one_client_get_429_while_the_qa_system_goes_on(
         assert (await guesser.get("/v1/incidents", headers=limited.auth)).status_code == 429
 
 
+async def test_wrong_keys_on_a_decision_revision_count_as_failed_authentications(
+    limited: RunningService,
+) -> None:
+    revision = {
+        "response": "accept_oos_product",
+        "decided_by": "mgm-md",
+        "reason": "Decision given by telephone.",
+        "recorded_by": {"name": "A. Rivera", "email": "qa@manufacturer.example"},
+    }
+    url = "/v1/incidents/inc_01JD0000000000000000000000/decision-revisions"
+    async with client_from("127.0.0.2", limited) as guesser:
+        # Given a client that sent 3 wrong keys to record a decision
+        for _ in range(3):
+            wrong = await guesser.post(url, json=revision, headers=WRONG_KEY)
+            assert wrong.status_code == 401, wrong.text
+
+        # Then it is refused before its key is looked at, on that endpoint as on every other
+        for response in (
+            await guesser.post(url, json=revision, headers=limited.auth),
+            await guesser.post("/v1/events", json=event(0), headers=limited.auth),
+        ):
+            assert response.status_code == 429, response.text
+            assert "too many failed authentications from 127.0.0.2" in response.json()["detail"]
+
+    # While the QA system with its key reaches it (no such incident here)
+    answer = await limited.client.post(url, json=revision, headers=limited.auth)
+    assert answer.status_code == 404, answer.text
+
+
 async def test_forged_acknowledgements_get_a_429_page_and_the_coordinator_still_confirms(
     limited: RunningService, smtp: CaptureServer, clock: ManualClock
 ) -> None:
