@@ -360,7 +360,7 @@ def detail(session: Session, incident_id: str, now: datetime) -> IncidentDetail:
         key_dates=incident.key_dates,
         product_status=incident.product_status,
         infused_at=incident.infused_at,
-        oos_release=_oos_release(incident.oos_release),
+        oos_release=oos_release(incident.oos_release),
         remanufacture=incident.remanufacture,
         within_spec_basis=incident.within_spec_basis,
         agreement_version=incident.agreement_version,
@@ -409,7 +409,7 @@ def detail(session: Session, incident_id: str, now: datetime) -> IncidentDetail:
             )
             for a in acks
         ],
-        callback_tasks=_callback_tasks(acks),
+        callback_tasks=callback_tasks(acks),
         returned_mail=[
             ReturnedMailOut(
                 inbound_id=m.id,
@@ -428,7 +428,8 @@ def detail(session: Session, incident_id: str, now: datetime) -> IncidentDetail:
     )
 
 
-def _oos_release(offer: dict[str, Any] | None) -> OosReleaseOut | None:
+def oos_release(offer: dict[str, Any] | None) -> OosReleaseOut | None:
+    """An offer as the API and the console show it, with what its checklist still lacks."""
     if offer is None:
         return None
     return OosReleaseOut(
@@ -448,7 +449,7 @@ def _oos_release(offer: dict[str, Any] | None) -> OosReleaseOut | None:
     )
 
 
-def _callback_tasks(acks: Sequence[Acknowledgement]) -> list[CallbackTask]:
+def callback_tasks(acks: Sequence[Acknowledgement]) -> list[CallbackTask]:
     """Each request to be called, closed by the first decision recorded after it."""
     tasks = []
     for request in (a for a in acks if a.purpose == "callback_request"):

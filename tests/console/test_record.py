@@ -62,3 +62,74 @@ async def test_the_record_holds_the_notifications_the_trail_and_its_head(
     assert "Confirmationbyct-coord@mercy.example(coordinator)" in compact
     assert "Comment:Ring4471" in compact
     assert f'Entry {exports[0].seq}, sha256 <code class="hash">{exports[0].entry_hash}' in page.text
+
+
+async def test_the_page_and_the_record_show_signatures_callbacks_and_who_stopped_nothing(
+    service: RunningService, smtp: CaptureServer, people: People
+) -> None:
+    # Given a confirmation from the cell lab (which stops nothing), then the coordinator's
+    event = release_failure(product_status="shipped")
+    incident_id = (await service.post_event(event)).json()["incident_id"]
+    await service.settle()
+    first = await received(smtp, 3)
+    for recipient in ("celllab@mercy.example", "ct-coord@mercy.example"):
+        [notice] = [m for m in first if m.recipients == (recipient,)]
+        await service.client.post(ack_link(notice), data={"response": "received"})
+    # And a product offered under its pathway, one checklist item on file
+    offer = {
+        "event_id": "QA-EVT-2026-000200",
+        "type": "disposition",
+        "incident_ref": "OOS-2026-0142",
+        "occurred_at": "2026-11-24T15:10:00Z",
+        "center_id": "mercy-general-main",
+        "disposition": "oos_release_offered",
+        "oos_checklist": [{"item": "risk_assessment", "reference": "RA-2026-0142"}],
+    }
+    assert (await service.post_event(offer)).status_code == 202
+    await service.settle()
+    [request] = [m for m in smtp.handler.messages() if "[OOS DECISION NEEDED]" in m.subject]
+    # And the physician asked to be called, then decided from the same link, signing it
+    link = ack_link(request)
+    await service.client.post(link, data={"response": "call_me", "phone": "+1 312 555 0199"})
+    signed = {"response": "accept_oos_product", "printed_name": "Lena Ortiz"}
+    assert (await service.client.post(link, data=signed)).status_code == 200
+
+    async with browser(service) as client:
+        await sign_in(client, people.viewer)
+        page = (await client.get(f"/console/incidents/{incident_id}")).text
+        record = (await client.get(f"/console/incidents/{incident_id}/record")).text
+        pdf = await client.get(f"/console/incidents/{incident_id}/record.pdf")
+
+    meaning = (
+        "accept use of the out-of-specification product for this patient, under US: "
+        "single-patient expanded access (IND, 21 CFR 312.310)"
+    )
+    # Then the page shows the signature, the callback task and who stopped nothing
+    assert "<strong>Confirmed, stopping nothing</strong> by celllab@mercy.example" in page
+    assert "<strong>Confirmed</strong> by ct-coord@mercy.example" in page
+    assert "<strong>Call requested</strong> by ct-md@mercy.example" in page
+    assert "<dt>signed by (printed name)</dt><dd>Lena Ortiz</dd>" in page
+    assert f"<dt>meaning</dt><dd>{meaning}</dd>" in page
+    assert (
+        "<strong>Closed:</strong> call ct-md@mercy.example (physician) on +1 312 555 0199" in page
+    )
+    assert "<dt>Product</dt><dd>shipped, not yet received by the center</dd>" in page
+    assert "Regulatory pathway: US: single-patient expanded access" in page
+    assert "<strong>RA-2026-0142</strong>, confirmed" in page
+    assert "Patient&#39;s informed consent: not yet on file" in page
+    # And so do the record and its PDF
+    assert "Confirmation, stopping nothing by celllab@mercy.example" in record
+    assert "Signed by (printed name): Lena Ortiz." in record
+    assert f"Meaning: {meaning}." in record
+    assert "Closed: call ct-md@mercy.example (physician) on +1 312 555 0199" in record
+    text = " ".join(
+        " ".join(p.extract_text().split()) for p in PdfReader(io.BytesIO(pdf.content)).pages
+    )
+    compact = text.replace(" ", "")
+    for shown in (
+        "Signed by (printed name): Lena Ortiz.",
+        "Decision Accept",
+        "Closed: call ct-md@mercy.example (physician) on +1 312 555 0199",
+        "Confirmation, stopping nothing by celllab@mercy.example",
+    ):
+        assert shown.replace(" ", "") in compact, shown

@@ -14,7 +14,13 @@ from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
 from oos_notify.agreements.config import Agreements, EffectiveAgreement
-from oos_notify.agreements.vocabulary import AckResponse, Disposition, EventType, KeyDate
+from oos_notify.agreements.vocabulary import (
+    AckResponse,
+    Disposition,
+    EventType,
+    KeyDate,
+    ProductStatus,
+)
 from oos_notify.delivery import messaging
 from oos_notify.delivery.rendering import (
     DISPOSITION_LABELS,
@@ -24,13 +30,15 @@ from oos_notify.delivery.rendering import (
     Renderer,
 )
 from oos_notify.errors import InvalidFields
-from oos_notify.incidents import events
+from oos_notify.incidents import events, queries
 from oos_notify.incidents.acknowledgement import AckTokens
 from oos_notify.incidents.events import EventIn, IngestResult
+from oos_notify.incidents.queries import CallbackTask, OosReleaseOut
 from oos_notify.settings import Settings
 from oos_notify.store import audit
 from oos_notify.store.lifecycle import IncidentStatus, NotificationKind, NotificationStatus
 from oos_notify.store.models import Acknowledgement, AuditEntry, Event, Incident, Notification
+from oos_notify.web.console import fmt
 from oos_notify.web.console.accounts import SignedIn
 from oos_notify.web.console.fmt import role, sentence, words
 
@@ -40,8 +48,37 @@ failed attributes from the quality system)."""
 DISPOSITION_CHOICES = [d for d in Disposition if d is not Disposition.UNDER_INVESTIGATION]
 
 DECISION_FIELDS = frozenset({"response", "comment", "client_address", "user_agent", "round"})
-"""What every ``decided`` audit entry carries; anything else it carries (how the decision was
-signed, say) is shown with the decision as it is."""
+"""What every ``decided`` audit entry carries; anything else it carries is shown with the
+decision as it is."""
+FROM_THE_ANSWER = frozenset({"signature", "revision", "phone"})
+"""Kept on the answer itself too, and shown from there in words (``answer_facts``)."""
+ANSWER_ACTIONS = {
+    "decision": "decided",
+    "callback_request": "callback_requested",
+    "acknowledgement": "acknowledged",
+}
+"""The audit action recording each kind of answer, but for the exceptions ``answer_action``
+knows."""
+
+
+def answer_action(answer: Acknowledgement) -> str:
+    if answer.revision:
+        return "decision_revised"
+    if answer.purpose == "acknowledgement" and answer.stopped_escalation is False:
+        return "confirmation_recorded"
+    return ANSWER_ACTIONS[answer.purpose]
+
+
+def answer_title(answer: Acknowledgement, *, noun: bool = False) -> str:
+    """What an answer is, in the QA desk's words (``noun``: as the record lists it): a
+    confirmation that stopped nothing (a cell lab's) and a request to be called are not
+    confirmations of the round."""
+    if answer.purpose == "decision":
+        return "Decision recorded by QA" if answer.revision else "Decision"
+    if answer.purpose == "callback_request":
+        return "Call request" if noun else "Call requested"
+    confirmed = "Confirmation" if noun else "Confirmed"
+    return f"{confirmed}, stopping nothing" if answer.stopped_escalation is False else confirmed
 
 
 def step_name(kind: str, level: int) -> str:
@@ -110,8 +147,49 @@ class IncidentView:
             and self.incident.decision is None
         )
 
-    def decision_extras(self, answer: Acknowledgement) -> list[tuple[str, str]]:
-        return _decision_extras(self.trail, answer)
+    def answer_title(self, answer: Acknowledgement, *, noun: bool = False) -> str:
+        return answer_title(answer, noun=noun)
+
+    def answer_facts(self, answer: Acknowledgement) -> list[tuple[str, str]]:
+        return answer_facts(self.trail, answer)
+
+    @property
+    def oos_release(self) -> OosReleaseOut | None:
+        return queries.oos_release(self.incident.oos_release)
+
+    @property
+    def callback_tasks(self) -> list[CallbackTask]:
+        return queries.callback_tasks(self.answers)
+
+    def clinical_facts(self, *, in_utc: bool = False) -> list[tuple[str, str]]:
+        """Where the product is, the decision in force with its signature, and the facts of a
+        re-manufacture or of a release within specification, when the incident has them."""
+        i = self.incident
+
+        def when(instant: datetime) -> str:
+            return fmt.utc(instant) if in_utc else fmt.in_zone(instant, self.agreement.timezone)
+
+        facts: list[tuple[str, str]] = []
+        if i.product_status:
+            state = ProductStatus(i.product_status).label
+            facts.append(("Product", f"{state}, {when(i.infused_at)}" if i.infused_at else state))
+        decisions = [a for a in self.answers if a.purpose == "decision"]
+        if i.decision and decisions:
+            decision, signature = AckResponse(i.decision).label, decisions[-1].signature
+            if signature:
+                decision += f", signed by {signature['printed_name']}, {signature['shown']}"
+            facts.append(("Decision", decision))
+        if i.remanufacture:
+            facts += [
+                (f"Re-manufacture: {words(key)}", _fact(value))
+                for key, value in i.remanufacture.items()
+            ]
+        if i.within_spec_basis:
+            facts += [
+                (f"Released within specification: {words(key)}", str(value))
+                for key, value in i.within_spec_basis.items()
+            ]
+        return facts
 
     @property
     def plan(self) -> str:
@@ -146,14 +224,59 @@ def load(session: Session, incident: Incident, now: datetime) -> IncidentView:
     )
 
 
+def answer_facts(trail: Sequence[AuditEntry], answer: Acknowledgement) -> list[tuple[str, str]]:
+    """What an answer says beyond its response and comment: the signature a decision was
+    recorded with (21 CFR 11.50), who recorded a revision and why, the number to call,
+    whether a confirmation stopped the escalation."""
+    facts: list[tuple[str, str]] = []
+    if answer.purpose == "acknowledgement" and answer.stopped_escalation is False:
+        facts.append(("stopped the escalation", "no: not one of the plan's stopping roles"))
+    if answer.callback_phone:
+        facts.append(("call back on", answer.callback_phone))
+    if answer.signature:
+        facts += [
+            ("signed by (printed name)", answer.signature["printed_name"]),
+            ("signed at", answer.signature["shown"]),
+            ("meaning", answer.signature["meaning"]),
+        ]
+    if answer.revision:
+        recorder = answer.revision["recorded_by"]
+        facts += [
+            ("recorded by", f"{recorder['name']} <{recorder['email']}>"),
+            ("reason", answer.revision["reason"]),
+        ]
+        if answer.revision.get("previous_response"):
+            previous = AckResponse(answer.revision["previous_response"]).label
+            facts.append(("replaces", previous))
+    return facts + _decision_extras(trail, answer)
+
+
+def _fact(value: object) -> str:
+    """A stored yes-or-no fact in words; one left out is not known yet."""
+    if value is None:
+        return "not yet known"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
 def _decision_extras(trail: Sequence[AuditEntry], answer: Acknowledgement) -> list[tuple[str, str]]:
+    if answer.purpose != "decision":
+        return []
     entry = next(
-        (e for e in trail if e.action == "decided" and e.notification_id == answer.notification_id),
+        (
+            e
+            for e in trail
+            if e.action == answer_action(answer)
+            and e.notification_id == answer.notification_id
+            and e.at == answer.at
+        ),
         None,
     )
     if entry is None:
         return []
-    return [(words(k), str(v)) for k, v in entry.detail.items() if k not in DECISION_FIELDS]
+    shown = DECISION_FIELDS | FROM_THE_ANSWER
+    return [(words(k), str(v)) for k, v in entry.detail.items() if k not in shown]
 
 
 def _timeline(
@@ -192,19 +315,19 @@ def _timeline(
     items += [_notification_item(n, settled_at.get(n.id), seq, now) for n in notification_rows]
     for answer in answer_rows:
         deciding = answer.purpose == "decision"
-        action = "decided" if deciding else "acknowledged"
+        counted = answer.purpose != "callback_request" and answer.stopped_escalation is not False
         items.append(
             Item(
                 answer.at,
-                seq.get((action, answer.notification_id), 0),
+                seq.get((answer_action(answer), answer.notification_id), 0),
                 "decision" if deciding else "confirmation",
-                ("Decision: " if deciding else "Confirmed: ") + AckResponse(answer.response).label,
-                "ok",
+                f"{answer_title(answer)}: {AckResponse(answer.response).label}",
+                "ok" if counted else "info",
                 answer=answer,
                 by=f"{answer.email} ({role(answer.role)})",
                 details=[
                     *([("comment", answer.comment)] if answer.comment else []),
-                    *(_decision_extras(trail, answer) if deciding else []),
+                    *answer_facts(trail, answer),
                 ],
             )
         )
@@ -219,6 +342,23 @@ def _timeline(
         )
         for e in trail
         if e.action in ("incident_status_changed", "escalation_restarted")
+    ]
+    items += [
+        Item(
+            e.at,
+            e.seq or 0,
+            "status",
+            f"Severity raised to {e.detail.get('severity_to')}"
+            if e.action == "severity_changed"
+            else "Reopened by a late result",
+            "warn",
+            by=e.actor,
+            details=[("rule", str(e.detail["severity_rule"]))]
+            if e.detail.get("severity_rule")
+            else [],
+        )
+        for e in trail
+        if e.action in ("severity_changed", "incident_reopened")
     ]
     return sorted(items, key=lambda item: (item.at, item.seq))
 

@@ -163,6 +163,20 @@ def pdf(record: IncidentRecord) -> bytes:
         (f"Failed: {a['attribute']}", f"result {a['result']} (specification {a['specification']})")
         for a in incident.failed_attributes
     ]
+    facts += view.clinical_facts(in_utc=True)
+    offer = view.oos_release
+    if offer:
+        asked = ", ".join(offer.asked) or "nobody"
+        facts.append(("Regulatory pathway", f"{offer.name}; asked to decide: {asked}"))
+        facts += [
+            (
+                f"Checklist: {item.label}",
+                f"{item.reference}, confirmed {when(item.confirmed_at)}"
+                if item.reference
+                else "not yet on file",
+            )
+            for item in offer.checklist
+        ]
     if incident.summary:
         facts.append(("Summary", incident.summary))
     story.append(grid([[p(k), p(v)] for k, v in facts], [150, 620], header=False))
@@ -191,15 +205,22 @@ def pdf(record: IncidentRecord) -> bytes:
     if not view.answers:
         story.append(p("None."))
     for answer in view.answers:
-        kind = "Decision" if answer.purpose == "decision" else "Confirmation"
         text = (
-            f"{kind} by {answer.email} ({answer.role}), round {answer.round}, "
-            f"at {when(answer.at)}: {AckResponse(answer.response).label}."
+            f"{view.answer_title(answer, noun=True)} by {answer.email} ({answer.role}), "
+            f"round {answer.round}, at {when(answer.at)}: {AckResponse(answer.response).label}."
         )
         if answer.comment:
             text += f" Comment: {answer.comment}"
-        extras = view.decision_extras(answer) if answer.purpose == "decision" else []
-        text += "".join(f" {fmt.sentence(k)}: {v}." for k, v in extras)
+        text += "".join(f" {fmt.sentence(k)}: {v}." for k, v in view.answer_facts(answer))
+        story.append(p(text))
+    if view.callback_tasks:
+        story.append(p("Callback tasks", heading))
+    for task in view.callback_tasks:
+        text = f"{fmt.sentence(task.status)}: call {task.requested_by} ({task.role})"
+        text += f" on {task.phone}" if task.phone else ""
+        text += f", asked {when(task.requested_at)}"
+        text += f", closed by the decision of {when(task.closed_at)}." if task.closed_at else "."
+        text += f" Comment: {task.comment}" if task.comment else ""
         story.append(p(text))
 
     story.append(p("Events", heading))
