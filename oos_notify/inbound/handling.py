@@ -431,7 +431,7 @@ class Intake:
             first_lines=returned.text,
             evidence=list(returned.evidence),
         )
-        agreement = EffectiveAgreement.model_validate(incident.agreement)
+        agreement = EffectiveAgreement.stored(incident.agreement)
         plan = agreement.plans[EventType(incident.plan_type)]
         if plan.on_out_of_office == "record":
             return _Effect(Outcome.RECORDED, {"reason": "the plan says record"})
@@ -593,7 +593,7 @@ class Intake:
         reason: str,
     ) -> _Effect:
         reports = plan_to_qa(
-            EffectiveAgreement.model_validate(incident.agreement),
+            EffectiveAgreement.stored(incident.agreement),
             incident.qa_contact,
             NotificationKind.FORWARDED_REPLY,
             FORWARDED_REPLY_TEMPLATE,

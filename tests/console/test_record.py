@@ -4,13 +4,15 @@ with their hashes and the chain head; exporting it is itself in the trail."""
 from __future__ import annotations
 
 import io
+import json
+import re
 
 from pypdf import PdfReader
 from sqlmodel import Session, select
 
 from oos_notify.delivery.capture import CaptureServer
 from oos_notify.store import audit
-from oos_notify.store.models import AuditEntry, Notification
+from oos_notify.store.models import AuditEntry, Incident, Notification
 from tests.conftest import RunningService, ack_link, received, release_failure
 from tests.console.conftest import People, browser, sign_in
 
@@ -133,3 +135,35 @@ async def test_the_page_and_the_record_show_signatures_callbacks_and_who_stopped
         "Confirmation, stopping nothing by celllab@mercy.example",
     ):
         assert shown.replace(" ", "") in compact, shown
+
+
+async def test_an_incident_stored_with_an_address_now_refused_still_shows(
+    service: RunningService, smtp: CaptureServer, people: People
+) -> None:
+    # Given an incident whose stored agreement has an address today's checks refuse (a
+    # special-use domain the old pattern let through), as an earlier version stored it
+    incident_id = (await service.post_event(release_failure())).json()["incident_id"]
+    await service.settle()
+    with Session(service.services.engine) as session:
+        incident = session.get(Incident, incident_id)
+        assert incident is not None
+        incident.agreement = json.loads(
+            json.dumps(incident.agreement).replace("@mercy.example", "@mercy.local")
+        )
+        session.add(incident)
+        session.commit()
+
+    # When QA opens its page, a scheduled email's preview and its record
+    async with browser(service) as client:
+        await sign_in(client, people.qa)
+        page = await client.get(f"/console/incidents/{incident_id}")
+        preview = next(
+            re.finditer(r'href="(/console/incidents/[^"]+/notifications/[^"]+)"', page.text)
+        )
+        shown = await client.get(preview.group(1))
+        record = await client.get(f"/console/incidents/{incident_id}/record")
+
+    # Then each shows the incident as it was stored
+    assert page.status_code == 200 and "OOS-2026-0142" in page.text
+    assert shown.status_code == 200 and "OOS-2026-0142" in shown.text
+    assert record.status_code == 200 and "OOS-2026-0142" in record.text

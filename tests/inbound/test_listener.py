@@ -3,6 +3,7 @@ effect on the incident."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -10,11 +11,13 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 import yaml
+from sqlmodel import Session
 
 from oos_notify.clock import ManualClock
 from oos_notify.delivery.capture import CapturedMessage, CaptureServer, free_port
 from oos_notify.return_addresses import Purpose
 from oos_notify.settings import Settings
+from oos_notify.store.models import Incident
 from tests.conftest import CONFIG_DIR, START, RunningService, service_settings, start_service
 from tests.inbound.conftest import (
     COORDINATOR,
@@ -354,3 +357,31 @@ async def test_the_cell_labs_out_of_office_reply_brings_no_step_forward(
     [mail] = incident["returned_mail"]
     assert (mail["kind"], mail["outcome"]) == ("auto_reply", "recorded")
     assert mail["detail"]["reason"] == "its recipient's confirmation would not stop the escalation"
+
+
+async def test_a_question_about_an_incident_stored_under_older_address_rules_is_forwarded(
+    service: RunningService, smtp: CaptureServer, settings: Settings
+) -> None:
+    # Given an incident whose stored agreement has an address today's checks refuse
+    opened = await open_incident(service, smtp)
+    with Session(service.services.engine) as session:
+        incident = session.get(Incident, opened.incident_id)
+        assert incident is not None
+        incident.agreement = json.loads(
+            json.dumps(incident.agreement).replace("@mercy.example", "@mercy.local")
+        )
+        session.add(incident)
+        session.commit()
+    before = smtp.handler.count
+    to = addresses(service).address(opened.notification_id, Purpose.REPLY)
+
+    # When the coordinator asks a question by reply
+    question = reply(COORDINATOR, to, "Who should we call about the infusion date?")
+    await deliver(settings.inbound_smtp_port, question, to, sender=COORDINATOR)
+    await service.settle()
+
+    # Then it reaches QA as for any incident
+    [forward] = sent_since(smtp, before)
+    assert forward.recipients == (QA,)
+    incident_now = await detail(service, opened.incident_id)
+    assert incident_now["returned_mail"][0]["outcome"] == "forwarded"

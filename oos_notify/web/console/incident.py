@@ -217,7 +217,7 @@ def load(session: Session, incident: Incident, now: datetime) -> IncidentView:
         .where(AuditEntry.incident_id == incident.id)
         .order_by(col(AuditEntry.seq))
     ).all()
-    agreement = EffectiveAgreement.model_validate(incident.agreement)
+    agreement = EffectiveAgreement.stored(incident.agreement)
     timeline = _timeline(event_rows, notification_rows, answer_rows, trail, now)
     return IncidentView(
         incident, agreement, event_rows, notification_rows, answer_rows, trail, timeline, now
@@ -497,7 +497,7 @@ def preview(
 ) -> RenderedMessage:
     """The email as the dispatcher would render it now, its acknowledgement link replaced by a
     placeholder (QA must not answer for the center)."""
-    agreement = EffectiveAgreement.model_validate(incident.agreement)
+    agreement = EffectiveAgreement.stored(incident.agreement)
     answers = messaging.Answers.of(session, incident)
     context = messaging.build_context(
         session, notification, incident, agreement, answers, _THROWAWAY_TOKENS, settings, now
