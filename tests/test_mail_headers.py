@@ -38,6 +38,7 @@ from oos_notify.store.models import Incident
 from tests.conftest import (
     CONFIG_DIR,
     START,
+    TEMPLATES_DIR,
     RunningService,
     ack_link,
     received,
@@ -616,3 +617,25 @@ async def test_an_incident_stored_with_an_address_now_refused_goes_on(
     recipients = [m.recipients[0] for m in smtp.handler.messages()]
     assert {"ct-coord2@mercy.example", "ct-md@mercy.example"} <= set(recipients)
     assert recipients[-2:].count("qa@manufacturer.example") == 1
+
+
+def test_a_forwarded_replys_links_answer_exactly_its_sender() -> None:
+    # Given a reply forwarded to QA from an address with characters that mean something in a URL
+    address = "qa?cc=attacker@mercy.example"
+    forwarded = SAMPLE.forwarded_reply
+    assert forwarded is not None
+    sender = forwarded.sender.model_copy(update={"email": address})
+    context = SAMPLE.model_copy(
+        update={"forwarded_reply": forwarded.model_copy(update={"sender": sender})}
+    )
+
+    # When QA's message is rendered
+    html = Renderer(TEMPLATES_DIR).render("forwarded_reply", context).html
+
+    # Then each link to answer the sender addresses that one mailbox, naming the incident
+    links = [link for link in re.findall(r'href="(mailto:[^"]+)"', html) if "attacker" in link]
+    assert len(links) == 2
+    for link in links:
+        parts = urlsplit(link.replace("&amp;", "&"))
+        assert (unquote(parts.path), parts.fragment) == (address, "")
+        assert parse_qs(parts.query) == {"subject": ["OOS-SAMPLE-0001, lot LOT-SAMPLE-01"]}
