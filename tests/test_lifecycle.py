@@ -872,3 +872,24 @@ async def test_a_decision_after_the_notice_was_acknowledged_reaches_qa_and_chang
         ("acknowledgement", COORDINATOR),
         ("decision", PHYSICIAN),
     ]
+
+
+async def test_the_trail_records_the_status_an_acknowledgement_ends(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given an incident that escalated: nobody at the center confirmed within two hours
+    opened = await post(service, release_failure())
+    await advance(service, clock, hours=2)
+    [notice] = [m for m in smtp.handler.messages() if m.recipients[0] == COORDINATOR]
+
+    # When the coordinator confirms
+    confirmed = await service.client.post(ack_link(notice), data={"response": "received"})
+    assert confirmed.status_code == 200
+
+    # Then the trail says the incident went from escalated to acknowledged
+    changes = [
+        (e["detail"]["status_from"], e["detail"]["status_to"])
+        for e in await timeline(service, opened["incident_id"])
+        if e["action"] == "incident_status_changed"
+    ]
+    assert changes == [("notifying", "escalated"), ("escalated", "acknowledged")]

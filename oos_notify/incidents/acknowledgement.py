@@ -604,6 +604,8 @@ def acknowledge_round(
 ) -> list[PlannedNotification] | None:
     """Acknowledge the current round: stop its escalation and plan the ``when: acknowledged``
     steps, which are returned. None when the round was already acknowledged (or is closed)."""
+    # Read before the update, which refreshes the loaded incident as it changes the row.
+    status_from = incident.status
     # The conditional update makes two simultaneous acknowledgements settle on one winner.
     won = session.execute(
         update(Incident)
@@ -622,7 +624,7 @@ def acknowledge_round(
         "incident_status_changed",
         actor,
         incident_id=incident.id,
-        status_from=incident.status,
+        status_from=status_from,
         status_to=IncidentStatus.ACKNOWLEDGED.value,
     )
     outbox.cancel_pending(
