@@ -490,6 +490,49 @@ async def test_a_revision_names_a_decider_who_was_asked(
     assert (await detail(service, opened["incident_id"]))["decision"] is None
 
 
+async def test_a_revision_is_signed_by_one_named_person_with_one_mailbox(
+    service: RunningService, smtp: CaptureServer
+) -> None:
+    opened = await post(service, release_failure())
+    await post(service, follow_up("disposition", 200, disposition="oos_release_offered"))
+    url = f"/v1/incidents/{opened['incident_id']}/decision-revisions"
+    revision = {
+        "response": "accept_oos_product",
+        "decided_by": "mgm-md",
+        "reason": "Decided by telephone.",
+    }
+
+    for recorded_by, field in [
+        ({"name": "A. Rivera", "email": "qa,evil@manufacturer.example"}, "email"),
+        (
+            {"name": "A. Rivera", "email": "qa@manufacturer.example?cc=evil%40attacker.example"},
+            "email",
+        ),
+        ({"name": "A. Rivera", "email": "qa@manufacturer.local"}, "email"),
+        ({"name": "A. Rivera\r\nBcc: x@evil.example", "email": "qa@manufacturer.example"}, "name"),
+    ]:
+        answer = await service.client.post(
+            url, json={**revision, "recorded_by": recorded_by}, headers=service.auth
+        )
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["detail"][0]["loc"] == ["body", "recorded_by", field]
+    assert (await detail(service, opened["incident_id"]))["decision"] is None
+
+
+async def test_a_printed_name_is_one_line(service: RunningService, smtp: CaptureServer) -> None:
+    opened = await post(service, release_failure())
+    await post(service, follow_up("disposition", 200, disposition="oos_release_offered"))
+
+    page = await service.client.post(
+        ack_link(decision_request(smtp)),
+        data={"response": "accept_oos_product", "printed_name": "Lena Ortiz\r\nDr. Someone Else"},
+    )
+
+    assert page.status_code == 422
+    assert "Print your name on one line" in page.text
+    assert (await detail(service, opened["incident_id"]))["decision"] is None
+
+
 async def test_an_unanswered_decision_is_escalated_72_hours_before_lymphodepletion(
     service: RunningService, smtp: CaptureServer, clock: ManualClock
 ) -> None:
