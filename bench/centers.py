@@ -16,7 +16,7 @@ SITES_PER_SYSTEM = 10
 TIMEZONES = ("America/Chicago", "America/New_York", "Europe/Berlin", "America/Denver")
 FIRST_STEP_ROLES = ("coordinator", "cell_lab", "physician", "pharmacy")
 """Who hears of a failure at once: four contacts per center."""
-PLAN = {
+PLAN: dict[str, Any] = {
     "id": "bench",
     "description": "Four contacts at once; the backup coordinator after 4 business hours.",
     "steps": [
@@ -37,6 +37,13 @@ PLAN = {
         }
     ],
 }
+LATE_PLAN: dict[str, Any] = {
+    **PLAN,
+    "id": "bench-late",
+    "description": "The bench plan for late results: their own first message.",
+    "steps": [{**PLAN["steps"][0], "template": "late_result_initial"}, *PLAN["steps"][1:]],
+}
+"""Late results get a first message of their own (check-config refuses the pre-release one)."""
 MANUFACTURER = {
     "name": "Benchmark Therapeutics",
     "products": [{"code": "CARTX", "name": "examplecel (autologous anti-CD19 CAR-T)"}],
@@ -86,6 +93,7 @@ def write_config(directory: Path, centers: int) -> list[str]:
     (directory / "health_systems").mkdir()
     (directory / "manufacturer.yaml").write_text(yaml.safe_dump(MANUFACTURER))
     (directory / "plans" / "bench.yaml").write_text(yaml.safe_dump(PLAN))
+    (directory / "plans" / "bench-late.yaml").write_text(yaml.safe_dump(LATE_PLAN))
     for first in range(0, centers, SITES_PER_SYSTEM):
         system = first // SITES_PER_SYSTEM
         numbers = range(first, min(first + SITES_PER_SYSTEM, centers))
@@ -93,7 +101,7 @@ def write_config(directory: Path, centers: int) -> list[str]:
             "id": f"bench-system-{system:02d}",
             "name": f"Benchmark Health System {system}",
             "timezone": TIMEZONES[system % len(TIMEZONES)],
-            "plans": {"release_failure": "bench", "late_result": "bench"},
+            "plans": {"release_failure": "bench", "late_result": "bench-late"},
             "sites": [_site(number) for number in numbers],
         }
         (directory / "health_systems" / f"system-{system:02d}.yaml").write_text(

@@ -1,5 +1,5 @@
 """The ``oos-notify`` command: serve (or api and worker), check-config, preview, apikey, audit,
-db."""
+db, user."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from oos_notify.store.db import (
     open_schema,
     transaction,
 )
+from oos_notify.web.console import commands as console_commands
 
 
 def _print_problems(error: ConfigError) -> int:
@@ -252,6 +253,7 @@ def parser() -> argparse.ArgumentParser:
     revision.add_argument("message", help="what the migration changes, e.g. 'add users'")
     revision.add_argument("--url", help="compare on this database (default: a scratch SQLite)")
     schema.set_defaults(run=_db)
+    console_commands.add_parser(commands)
     return root
 
 

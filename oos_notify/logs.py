@@ -33,11 +33,14 @@ CONTEXT_FIELDS = (
 
 _ACK_TOKEN = re.compile(r"/ack/[^\s?\"'<>]+")
 _API_KEY = re.compile(r"\b(oosk_[0-9a-f]{10})_[A-Za-z0-9_-]+")
+_RETURN_ADDRESS = re.compile(r"\b(oos|bounce)([+=_-])[0-9A-Za-z]{43}@", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
-    """The text with every acknowledgement token and API key secret cut out."""
-    return _API_KEY.sub(r"\1_…", _ACK_TOKEN.sub("/ack/…", text))
+    """The text with every acknowledgement token, API key secret and return-address token
+    (which would let its holder answer for a notification) cut out."""
+    text = _RETURN_ADDRESS.sub(r"\1\2…@", _ACK_TOKEN.sub("/ack/…", text))
+    return _API_KEY.sub(r"\1_…", text)
 
 
 class JsonFormatter(logging.Formatter):

@@ -47,10 +47,11 @@ async def run_full_incident(directory: Path) -> None:
         try:
             opened = await service.post_event(release_failure())
             assert opened.status_code == 202, opened.text
-            link = ack_link((await received(smtp, 2))[0])
+            first = await received(smtp, 3)
+            link = ack_link(next(m for m in first if m.recipients[0] == "ct-coord@mercy.example"))
             clock.advance(timedelta(hours=2))
             await service.settle()
-            await received(smtp, 4)
+            await received(smtp, 5)
             confirmed = await service.client.post(link, data={"response": "received"})
             assert confirmed.status_code == 200
             await service.settle()

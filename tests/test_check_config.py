@@ -187,6 +187,7 @@ def test_serve_refuses_a_broken_config_quickly_with_the_same_messages(workspace:
 MERCY = "config/health_systems/mercy-health.yaml"
 RHEIN = "config/health_systems/rhein-klinikum.yaml"
 STANDARD = "config/plans/standard.yaml"
+MANUFACTURER = "config/manufacturer.yaml"
 
 
 @pytest.mark.parametrize(
@@ -215,8 +216,9 @@ STANDARD = "config/plans/standard.yaml"
         ),
         pytest.param(
             STANDARD,
-            "{after: 0m, notify: [coordinator, cell_lab]",
-            "{after: 0m, before: lymphodepletion_start, by: 48h, notify: [coordinator, cell_lab]",
+            "{after: 0m, notify: [coordinator, physician, cell_lab]",
+            "{after: 0m, before: lymphodepletion_start, by: 48h, "
+            "notify: [coordinator, physician, cell_lab]",
             f"{STANDARD}: steps[0]: a step has either 'after' or 'before', not both",
             id="a-step-with-after-and-before",
         ),
@@ -247,6 +249,51 @@ STANDARD = "config/plans/standard.yaml"
             "holidays: {subdivision: TX}",
             f"{MERCY}: holidays: a subdivision needs its country",
             id="a-subdivision-without-its-country",
+        ),
+        pytest.param(
+            MERCY,
+            "email: ct-coord@mercy.example",
+            'email: "ct-coord,evil@mercy.example"',
+            f"{MERCY}: sites[0].contacts[0].email: not an email address: ",
+            id="an-address-with-two-local-parts",
+        ),
+        pytest.param(
+            MERCY,
+            "email: rx-director@mercy.example",
+            'email: "rx-director@mercy.example, evil@attacker.example"',
+            f"{MERCY}: contacts[0].email: not an email address: ",
+            id="two-addresses-in-one",
+        ),
+        pytest.param(
+            MANUFACTURER,
+            "email: qa-release@manufacturer.example",
+            'email: "qa-release@manufacturer.example?cc=evil%40attacker.example"',
+            f"{MANUFACTURER}: contacts[0].email: not an email address: ",
+            id="an-address-with-a-query",
+        ),
+        pytest.param(
+            RHEIN,
+            "email: zelltherapie@ukb.example",
+            "email: zelltherapie-jörg@ukb.example",
+            f"{RHEIN}: sites[0].contacts[0].email: not an address this service can send to: "
+            "the part before the @ has non-ASCII characters, which need SMTPUTF8",
+            id="a-non-ascii-mailbox-name",
+        ),
+        pytest.param(
+            MERCY,
+            "name: Cell Therapy Coordinator",
+            'name: "Cell Therapy Coordinator\\r\\nBcc: attacker@evil.example"',
+            f"{MERCY}: sites[0].contacts[0].name: must be one line of text without control "
+            "characters; it contains U+000D",
+            id="a-contact-name-with-a-line-break",
+        ),
+        pytest.param(
+            MANUFACTURER,
+            "name: Example Therapeutics",
+            'name: "Example Therapeutics\\u2028Bcc: attacker@evil.example"',
+            f"{MANUFACTURER}: name: must be one line of text without control characters; "
+            "it contains U+2028",
+            id="a-manufacturer-name-with-a-line-separator",
         ),
     ],
 )
@@ -283,3 +330,23 @@ def test_a_missing_delivery_failure_report_is_refused(workspace: Path) -> None:
     assert result.returncode == 2
     lines = problem_lines(result.stderr)
     assert lines and all("template 'delivery_failure'" in line for line in lines), lines
+
+
+def test_a_from_address_that_is_not_one_mailbox_is_refused_naming_the_variable(
+    workspace: Path,
+) -> None:
+    env = command_env(workspace) | {"OOS_NOTIFY_MAIL_FROM": "oos@x.example, evil@attacker.example"}
+    for command in ("check-config", "serve"):
+        result = subprocess.run(
+            [OOS_NOTIFY, command],
+            cwd=workspace,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "OOS_NOTIFY_MAIL_FROM: Value error, not an email address" in result.stderr
+        assert "evil@attacker.example" not in result.stderr
+        assert "Traceback" not in result.stderr

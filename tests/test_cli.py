@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -70,31 +73,10 @@ def served(workdir: Path) -> Iterator[tuple[str, str]]:
     """``oos-notify serve`` on its embedded defaults, as a newcomer starts it."""
     key = run(workdir, "apikey", "create", "--name", "newcomer").stdout.strip()
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OOS_NOTIFY_")}
-    env |= {"OOS_NOTIFY_PORT": str(port), "OOS_NOTIFY_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
-    process = subprocess.Popen(
-        [COMMAND, "serve"],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("oos-notify serve did not become ready")
+    env = {"OOS_NOTIFY_PORT": str(port), "OOS_NOTIFY_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
+    with serving(workdir, env) as (base, log):
         yield base, key
-    finally:
-        process.terminate()
-        output, _ = process.communicate(timeout=30)
-    assert process.returncode in (0, -15), output  # uvicorn re-raises SIGTERM after a clean stop
+    output = log.read_text(encoding="utf-8")
     assert "Application shutdown complete" in output
     assert "/ack/" not in output.replace("/ack/…", ""), "an acknowledgement token reached the log"
 
@@ -125,17 +107,17 @@ def test_serve_on_embedded_defaults_shows_the_whole_flow_in_the_mailbox(
     # On any day, only the first step is due at once: lymphodepletion is days away
     first = [s for s in answer["scheduled"] if s["template"] == "release_failure_initial"]
     later = [s for s in answer["scheduled"] if s not in first]
-    assert {s["role"] for s in first} == {"coordinator", "cell_lab"}
+    assert {s["role"] for s in first} == {"coordinator", "physician", "cell_lab"}
     assert later and min(s["due_at"] for s in later) > max(s["due_at"] for s in first)
 
     # The newcomer finds the initial notice in the capture mailbox, link included
     for _ in range(100):
         listing = httpx.get(f"{base}/dev/mailbox").text
         numbers = re.findall(r'href="/dev/mailbox/(\d+)"', listing)
-        if len(numbers) >= 2:
+        if len(numbers) >= 3:
             break
         time.sleep(0.05)
-    assert len(numbers) == 2 and "LOT-24-1187" in listing
+    assert len(numbers) == 3 and "LOT-24-1187" in listing
     pages = [httpx.get(f"{base}/dev/mailbox/{n}").text for n in numbers]
     coordinator = next(p for p in pages if "ct-coord@mercy.example" in p)
     [link] = re.findall(rf'<a href="({re.escape(base)}/ack/[^"]+)"', coordinator)
@@ -158,6 +140,125 @@ def test_serve_without_a_secret_key_refuses_a_real_smtp_server(workdir: Path) ->
     )
     assert result.returncode == 2
     assert "OOS_NOTIFY_SECRET_KEY" in result.stderr
+
+
+# --- the Docker image --------------------------------------------------------------------------
+# No container engine here: the image's environment, read from the Dockerfile, is given to
+# `oos-notify serve` in the image's layout (config/ and templates/ in the working directory).
+
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def dockerfile_env() -> dict[str, str]:
+    """The OOS_NOTIFY_* variables that the Dockerfile's ENV instructions set."""
+    env: dict[str, str] = {}
+    for line in DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ").splitlines():
+        instruction, _, arguments = line.strip().partition(" ")
+        if instruction == "ENV":
+            env |= dict(pair.split("=", 1) for pair in shlex.split(arguments))
+    return {name: value for name, value in env.items() if name.startswith("OOS_NOTIFY_")}
+
+
+def dockerfile_demo() -> list[str]:
+    """The demo's ``docker run`` command, as the Dockerfile's comments write it."""
+    [command] = [
+        line.lstrip("#").strip()
+        for line in DOCKERFILE.read_text(encoding="utf-8").splitlines()
+        if line.startswith("#") and "docker run" in line and "DEV_MAILBOX" in line
+    ]
+    return shlex.split(command)
+
+
+def image_env(workdir: Path, **extra: str) -> dict[str, str]:
+    """The image's environment on this machine: its own port and database, nothing else moved."""
+    env = dockerfile_env()
+    assert env["OOS_NOTIFY_DATABASE_URL"].startswith("sqlite:////data/")
+    return env | {
+        "OOS_NOTIFY_PORT": str(free_port()),
+        "OOS_NOTIFY_DATABASE_URL": f"sqlite:///{workdir / 'oos.db'}",
+        **extra,
+    }
+
+
+def test_the_docker_image_without_smtp_refuses_to_start_and_says_how_to_run_it(
+    workdir: Path,
+) -> None:
+    # Given the image's environment: listening on every interface, no SMTP server configured
+    env = image_env(workdir)
+
+    # When it starts as `docker run oos-notify` starts it
+    result = run(workdir, "serve", env=env)
+
+    # Then it refuses before it listens or creates anything, and says what to do instead
+    assert result.returncode == 2, result.stderr
+    assert "OOS_NOTIFY_HOST: 0.0.0.0 is not a loopback address" in result.stderr
+    assert "/dev/mailbox" in result.stderr
+    for real_use in ("OOS_NOTIFY_SMTP_HOST", "OOS_NOTIFY_SECRET_KEY", "OOS_NOTIFY_PUBLIC_BASE_URL"):
+        assert real_use in result.stderr
+    assert shlex.join(dockerfile_demo()) in result.stderr
+    assert not (workdir / "oos.db").exists()
+
+
+def test_the_docker_images_demo_command_serves_the_mailbox_published_on_loopback(
+    workdir: Path,
+) -> None:
+    # Given the demo command the Dockerfile documents
+    demo = dockerfile_demo()
+    assert demo[:2] == ["docker", "run"]
+    published = demo[demo.index("-p") + 1]
+    assert published.startswith("127.0.0.1:"), "the demo must publish on the host's loopback only"
+    opted_in = dict(demo[i + 1].split("=", 1) for i, flag in enumerate(demo) if flag == "-e")
+    assert opted_in == {"OOS_NOTIFY_DEV_MAILBOX_ON_NETWORK": "true"}
+
+    # When the image runs with it, and QA posts an event
+    env = image_env(workdir, **opted_in)
+    key = run(workdir, "apikey", "create", "--name", "demo", env=env).stdout.strip()
+    with serving(workdir, env) as (base, output):
+        posted = httpx.post(
+            f"{base}/v1/events",
+            json=release_failure(at=now()),
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert posted.status_code == 202, posted.text
+
+        # Then the demo's user finds the emails in the mailbox
+        for _ in range(100):
+            listing = httpx.get(f"{base}/dev/mailbox")
+            if listing.text.count('href="/dev/mailbox/') >= 3:
+                break
+            time.sleep(0.05)
+        assert listing.status_code == 200 and "LOT-24-1187" in listing.text
+    # And the log warns that the mailbox is open to the network
+    assert "OOS_NOTIFY_DEV_MAILBOX_ON_NETWORK is set" in output.read_text(encoding="utf-8")
+
+
+@contextmanager
+def serving(workdir: Path, env: Mapping[str, str]) -> Iterator[tuple[str, Path]]:
+    """``oos-notify serve`` with ``env`` for the block: its base URL on loopback and its log."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OOS_NOTIFY_")}
+    base = f"http://127.0.0.1:{env['OOS_NOTIFY_PORT']}"
+    log = workdir / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [COMMAND, "serve"], cwd=workdir, env={**clean, **env}, stdout=output, stderr=output
+        )
+    try:
+        for _ in range(600):
+            if process.poll() is not None:
+                pytest.fail(f"serve exited: {log.read_text(encoding='utf-8')}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("oos-notify serve did not become ready")
+        yield base, log
+    finally:
+        process.terminate()
+        returncode = process.wait(timeout=30)
+    # uvicorn re-raises SIGTERM after a clean stop
+    assert returncode in (0, -signal.SIGTERM), log.read_text(encoding="utf-8")
 
 
 # --- preview ---------------------------------------------------------------------------------

@@ -57,13 +57,13 @@ async def test_server_down_then_back_retries_with_the_same_message_id(
         with CaptureServer(port=port) as smtp:
             clock.advance(timedelta(minutes=2))
             await service.settle()
-            messages = await received(smtp, 2)
+            messages = await received(smtp, 3)
         # Then each notification arrives once, with the Message-ID it was given at scheduling
         by_id = {n["message_id"]: n for n in first}
         assert sorted(m.message_id for m in messages) == sorted(by_id)
         with DbSession(service.services.engine) as db:
             attempts = db.exec(select(DeliveryAttempt).order_by(DeliveryAttempt.at)).all()
-        assert [a.outcome for a in attempts] == ["unreachable", "unreachable", "sent", "sent"]
+        assert [a.outcome for a in attempts] == ["unreachable"] * 3 + ["sent"] * 3
         assert all(a.smtp_reply for a in attempts)
     finally:
         await service.stop()
@@ -77,9 +77,12 @@ async def test_permanent_rejection_is_recorded_and_escalation_goes_on(
         try:
             answer = await service.post_event(release_failure())
             incident_id = answer.json()["incident_id"]
-            [delivered] = await received(smtp, 1)
+            delivered = await received(smtp, 2)
             await service.settle()
-            assert delivered.recipients == ("ct-coord@mercy.example",)
+            assert sorted(m.recipients[0] for m in delivered) == [
+                "ct-coord@mercy.example",
+                "ct-md@mercy.example",
+            ]
 
             detail = (
                 await service.client.get(f"/v1/incidents/{incident_id}", headers=service.auth)
@@ -93,7 +96,7 @@ async def test_permanent_rejection_is_recorded_and_escalation_goes_on(
             # The escalation is not held up by the failed delivery
             clock.advance(timedelta(hours=2))
             await service.settle()
-            reminders = (await received(smtp, 3))[1:]
+            reminders = (await received(smtp, 4))[2:]
             assert {m.recipients[0] for m in reminders} >= {"ct-coord2@mercy.example"}
             timeline = (
                 await service.client.get(
@@ -113,13 +116,13 @@ async def test_sent_row_is_never_claimed_again(settings: Settings, clock: Manual
         service = await start_service(settings.model_copy(update={"smtp_port": smtp.port}), clock)
         try:
             await service.post_event(release_failure())
-            await received(smtp, 2)
+            await received(smtp, 3)
             for _ in range(3):
                 await service.settle()
             with DbSession(service.services.engine) as db:
                 sent = db.exec(select(Notification).where(Notification.status == "sent")).all()
-            assert len(sent) == 2 and all(n.attempts == 1 for n in sent)
-            assert len(smtp.handler.messages()) == 2
+            assert len(sent) == 3 and all(n.attempts == 1 for n in sent)
+            assert len(smtp.handler.messages()) == 3
         finally:
             await service.stop()
 
@@ -150,11 +153,11 @@ async def test_a_send_interrupted_by_a_crash_is_resent_with_its_message_id(
             settings.model_copy(update={"smtp_port": port}), clock, api_key=service.api_key
         )
         try:
-            messages = await received(smtp, 2)
+            messages = await received(smtp, 3)
             await again.settle()
             # Then each is sent at once, once, under the Message-ID it was given
             assert sorted(m.message_id for m in smtp.handler.messages()) == expected
-            assert len(messages) == 2
+            assert len(messages) == 3
         finally:
             await again.stop()
 

@@ -21,13 +21,14 @@ async def test_acknowledgement_stops_escalation_and_starts_patient_brief(
     first_step = {
         s["recipient"] for s in body["scheduled"] if s["due_at"] == "2026-11-24T15:12:00Z"
     }
-    assert first_step == {"ct-coord@mercy.example", "celllab@mercy.example"}
+    assert first_step == {"ct-coord@mercy.example", "ct-md@mercy.example", "celllab@mercy.example"}
 
     # When the initial emails arrive over SMTP
-    initial = await received(smtp, 2)
+    initial = await received(smtp, 3)
     assert sorted(r for m in initial for r in m.recipients) == [
         "celllab@mercy.example",
         "ct-coord@mercy.example",
+        "ct-md@mercy.example",
     ]
     coordinator_mail = next(m for m in initial if m.recipients == ("ct-coord@mercy.example",))
     assert coordinator_mail.subject == (
@@ -60,8 +61,8 @@ async def test_acknowledgement_stops_escalation_and_starts_patient_brief(
     assert ack["by"] == "ct-coord@mercy.example" and ack["comment"] == "Physician informed"
 
     # The QA receipt and the patient-liaison brief go out at once
-    after_ack = await received(smtp, 4)
-    new = after_ack[2:]
+    after_ack = await received(smtp, 5)
+    new = after_ack[3:]
     assert {m.recipients[0] for m in new} == {"qa@manufacturer.example", "navigator@mercy.example"}
     receipt = next(m for m in new if m.recipients == ("qa@manufacturer.example",))
     assert receipt.subject.startswith("[OOS] Acknowledged by Mercy General")
@@ -73,7 +74,7 @@ async def test_acknowledgement_stops_escalation_and_starts_patient_brief(
     # And when the reminder's time comes, nothing more reaches the SMTP server
     clock.advance(timedelta(hours=9))
     await service.settle()
-    assert len(smtp.handler.messages()) == 4
+    assert len(smtp.handler.messages()) == 5
     statuses = {
         (n["template"], n["status"])
         for n in (
@@ -95,16 +96,16 @@ async def test_unacknowledged_incident_escalates_on_time(
 ) -> None:
     answer = await service.post_event(release_failure())
     incident_id = answer.json()["incident_id"]
-    await received(smtp, 2)
+    await received(smtp, 3)
 
     # Just before the reminder is due (2 business hours: 11:12 Chicago), nothing more is sent
     clock.advance(timedelta(hours=1, minutes=59))
     await service.settle()
-    assert len(smtp.handler.messages()) == 2
+    assert len(smtp.handler.messages()) == 3
 
     clock.advance(timedelta(minutes=1))
     await service.settle()
-    reminders = (await received(smtp, 4))[2:]
+    reminders = (await received(smtp, 5))[3:]
     assert {m.recipients[0] for m in reminders} == {
         "ct-coord2@mercy.example",
         "ct-md@mercy.example",
@@ -116,7 +117,7 @@ async def test_unacknowledged_incident_escalates_on_time(
     # Mail clients thread every message of the incident together
     threads = {m.message["References"] for m in smtp.handler.messages()}
     assert len(threads) == 1
-    assert len({m.message_id for m in smtp.handler.messages()}) == 4
+    assert len({m.message_id for m in smtp.handler.messages()}) == 5
 
 
 async def test_step_survives_a_restart_and_is_sent_once(
@@ -125,21 +126,21 @@ async def test_step_survives_a_restart_and_is_sent_once(
     first = await start_service(settings, clock)
     answer = await first.post_event(release_failure())
     assert answer.status_code == 202
-    await received(smtp, 2)
+    await received(smtp, 3)
     await first.stop()
 
     # While the service is down, the reminder falls due
     clock.advance(timedelta(hours=3))
     second = await start_service(settings, clock, api_key=first.api_key)
     try:
-        messages = await received(smtp, 4)
+        messages = await received(smtp, 5)
         await second.settle()
         reminders = [m for m in smtp.handler.messages() if "Not yet confirmed" in m.subject]
         assert sorted(m.recipients[0] for m in reminders) == [
             "ct-coord2@mercy.example",
             "ct-md@mercy.example",
         ]
-        assert len(messages) == len(smtp.handler.messages()) == 4
+        assert len(messages) == len(smtp.handler.messages()) == 5
     finally:
         await second.stop()
 
@@ -149,7 +150,7 @@ async def test_withdrawn_incident_cancels_what_is_pending_and_its_links_stop_wor
 ) -> None:
     answer = await service.post_event(release_failure())
     incident_id = answer.json()["incident_id"]
-    link = ack_link((await received(smtp, 2))[0])
+    link = ack_link((await received(smtp, 3))[0])
 
     # When QA withdraws the event that was raised in error
     withdrawn = await service.post_event(
@@ -162,10 +163,10 @@ async def test_withdrawn_incident_cancels_what_is_pending_and_its_links_stop_wor
     clock.advance(timedelta(days=3))
     await service.settle()
     messages = smtp.handler.messages()
-    assert len(messages) == 4
-    withdrawals = messages[2:]
+    assert len(messages) == 6
+    withdrawals = messages[3:]
     assert sorted(m.recipients[0] for m in withdrawals) == sorted(
-        m.recipients[0] for m in messages[:2]
+        m.recipients[0] for m in messages[:3]
     )
     assert all(m.subject.startswith("[OOS WITHDRAWN] OOS-2026-0142") for m in withdrawals)
     # And the link says the incident is closed without acknowledging

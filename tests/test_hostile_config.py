@@ -273,3 +273,30 @@ def test_the_commands_refuse_hostile_files_quickly_in_bounded_memory(
         assert any(line.startswith(f"  {file}: ") and says in line for line in stderr.splitlines())
     assert seconds < 30
     assert peak_mib < 300, f"{command} peaked at {peak_mib} MiB"
+
+
+@pytest.mark.parametrize(
+    "escape",
+    ["\\r\\n", "\\n", "\\r", "\\x85", "\\u2028", "\\u2029", "\\0", "\\t", "\\e", "\\x7f", "\\x9b"],
+)
+@pytest.mark.parametrize(
+    ("old", "field"),
+    [
+        pytest.param("name: System Pharmacy Director", "contacts[0].name", id="contact"),
+        pytest.param("name: Mercy West Cancer Center", "sites[1].name", id="site"),
+        pytest.param("name: Mercy Health", "name", id="health-system"),
+    ],
+)
+def test_a_control_character_in_a_name_is_refused_naming_the_field(
+    config: Path, escape: str, old: str, field: str
+) -> None:
+    # A name goes into the To header (contacts) or the subject (sites): one line, no controls
+    path = config / SYSTEM
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) == 1
+    path.write_text(text.replace(old, f'{old[:6]}"{old[6:]}{escape}Bcc: x@evil.example"'))
+
+    [problem] = refusals(config, SYSTEM)
+
+    assert problem.field == field
+    assert problem.message.startswith("must be one line of text without control characters")

@@ -3,6 +3,7 @@ physician's decision, updates that move key dates, late results, closing, and th
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections import Counter
 from collections.abc import Callable
@@ -10,9 +11,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+from itsdangerous import URLSafeSerializer
+from sqlmodel import Session, select
+
 from oos_notify.clock import ManualClock
 from oos_notify.delivery.capture import CapturedMessage, CaptureServer
 from oos_notify.settings import Settings
+from oos_notify.store.models import Notification
 from tests.conftest import (
     CONFIG_DIR,
     TEMPLATES_DIR,
@@ -32,6 +39,12 @@ PHARMACY_DIRECTOR = "rx-director@mercy.example"
 ACCOUNT_LEAD = "al-midwest@manufacturer.example"
 PROGRAM_DIRECTOR = "ct-director@mercy.example"
 NAVIGATOR = "navigator@mercy.example"
+QUALITY = "ct-quality@mercy.example"
+PHARMACY = "ids-pharmacy@mercy.example"
+REGULATORY = "regulatory@manufacturer.example"
+MEDICAL_AFFAIRS = "medical-affairs@manufacturer.example"
+SIGNED = {"printed_name": "Lena Ortiz"}
+"""What a decider types to sign a decision on the page."""
 
 
 def follow_up(event_type: str, number: int, **fields: Any) -> dict[str, Any]:
@@ -52,6 +65,12 @@ def sent_to(messages: list[CapturedMessage]) -> Counter[str]:
 
 def subjects(messages: list[CapturedMessage]) -> dict[str, str]:
     return {m.recipients[0]: m.subject for m in messages}
+
+
+def decision_request(smtp: CaptureServer) -> CapturedMessage:
+    """The one email that asks the physician to decide on the offered product."""
+    [mail] = [m for m in smtp.handler.messages() if m.subject.startswith("[OOS DECISION NEEDED]")]
+    return mail
 
 
 async def detail(service: RunningService, incident_id: str) -> dict[str, Any]:
@@ -92,15 +111,15 @@ async def test_a_full_incident_from_failure_to_physician_decision_to_closing(
     # Given a release failure nobody at the center acknowledges (Tuesday 09:12 in Chicago)
     opened = await post(service, release_failure())
     incident_id = opened["incident_id"]
-    first = await received(smtp, 2)
-    assert sent_to(first) == {COORDINATOR: 1, CELL_LAB: 1}
+    first = await received(smtp, 3)
+    assert sent_to(first) == {COORDINATOR: 1, PHYSICIAN: 1, CELL_LAB: 1}
 
     # Then the escalation goes on at 11:12 and 13:12 local time, as the standard plan says
     await advance(service, clock, hours=2)
-    reminders = smtp.handler.messages()[2:]
+    reminders = smtp.handler.messages()[3:]
     assert sent_to(reminders) == {BACKUP: 1, PHYSICIAN: 1}
     await advance(service, clock, hours=2)
-    finals = smtp.handler.messages()[4:]
+    finals = smtp.handler.messages()[5:]
     assert sent_to(finals) == {PHARMACY_DIRECTOR: 1, ACCOUNT_LEAD: 1}
     assert (await detail(service, incident_id))["status"] == "escalated"
 
@@ -108,8 +127,9 @@ async def test_a_full_incident_from_failure_to_physician_decision_to_closing(
     clock.advance(timedelta(minutes=18))
     await post(service, follow_up("disposition", 200, disposition="oos_release_offered"))
 
-    # Then the physician is asked for a decision, and everyone else told hears the disposition
-    offered = smtp.handler.messages()[6:]
+    # Then the physician is asked for a decision, quality, pharmacy and regulatory affairs hear
+    # of the offer, and everyone else told hears the disposition
+    offered = smtp.handler.messages()[7:]
     assert sent_to(offered) == {
         PHYSICIAN: 1,
         COORDINATOR: 1,
@@ -117,6 +137,9 @@ async def test_a_full_incident_from_failure_to_physician_decision_to_closing(
         BACKUP: 1,
         PHARMACY_DIRECTOR: 1,
         ACCOUNT_LEAD: 1,
+        QUALITY: 1,
+        PHARMACY: 1,
+        REGULATORY: 1,
     }
     by_recipient = {m.recipients[0]: m for m in offered}
     decision_mail = by_recipient[PHYSICIAN]
@@ -136,13 +159,14 @@ async def test_a_full_incident_from_failure_to_physician_decision_to_closing(
     # When the physician accepts the product
     clock.advance(timedelta(minutes=30))
     answer = await service.client.post(
-        link, data={"response": "accept_oos_product", "comment": "Benefit outweighs risk."}
+        link,
+        data={"response": "accept_oos_product", "comment": "Benefit outweighs risk.", **SIGNED},
     )
     assert answer.status_code == 200 and "your decision is recorded" in answer.text
     await service.settle()
 
     # Then QA receives the decision, the incident is acknowledged and the liaison is briefed
-    decided = smtp.handler.messages()[12:]
+    decided = smtp.handler.messages()[16:]
     assert sent_to(decided) == {QA: 1, NAVIGATOR: 1}
     receipt = {m.recipients[0]: m for m in decided}[QA]
     assert receipt.subject.startswith("[OOS DECISION] Mercy General")
@@ -158,7 +182,7 @@ async def test_a_full_incident_from_failure_to_physician_decision_to_closing(
     await post(service, follow_up("resolved", 201))
 
     # Then everyone told hears it once, and nothing at all is sent afterwards
-    closing = smtp.handler.messages()[14:]
+    closing = smtp.handler.messages()[18:]
     assert sent_to(closing) == {
         COORDINATOR: 1,
         CELL_LAB: 1,
@@ -167,10 +191,13 @@ async def test_a_full_incident_from_failure_to_physician_decision_to_closing(
         PHARMACY_DIRECTOR: 1,
         ACCOUNT_LEAD: 1,
         NAVIGATOR: 1,
+        QUALITY: 1,
+        PHARMACY: 1,
+        REGULATORY: 1,
     }
     assert all(m.subject.startswith("[OOS CLOSED] OOS-2026-0142") for m in closing)
     await advance(service, clock, days=10)
-    assert len(smtp.handler.messages()) == 21
+    assert len(smtp.handler.messages()) == 28
     state = await detail(service, incident_id)
     assert state["status"] == "resolved"
     assert {n["status"] for n in state["notifications"]} == {"sent", "cancelled"}
@@ -184,11 +211,10 @@ async def test_a_second_decision_is_not_recorded_and_says_who_decided(
 ) -> None:
     await post(service, release_failure())
     await post(service, follow_up("disposition", 200, disposition="oos_release_offered"))
-    [decision_mail] = [m for m in smtp.handler.messages() if m.recipients[0] == PHYSICIAN]
-    link = ack_link(decision_mail)
+    link = ack_link(decision_request(smtp))
 
-    first = await service.client.post(link, data={"response": "request_remanufacture"})
-    second = await service.client.post(link, data={"response": "accept_oos_product"})
+    first = await service.client.post(link, data={"response": "request_remanufacture", **SIGNED})
+    second = await service.client.post(link, data={"response": "accept_oos_product", **SIGNED})
 
     assert first.status_code == 200 and second.status_code == 200
     assert "Already decided" in second.text and PHYSICIAN in second.text
@@ -201,8 +227,7 @@ async def test_a_decision_needs_a_choice_from_the_decision_list(
 ) -> None:
     await post(service, release_failure())
     await post(service, follow_up("disposition", 200, disposition="oos_release_offered"))
-    [decision_mail] = [m for m in smtp.handler.messages() if m.recipients[0] == PHYSICIAN]
-    link = ack_link(decision_mail)
+    link = ack_link(decision_request(smtp))
 
     # "received" acknowledges a notice; it is not an answer to the release offer
     refused = await service.client.post(link, data={"response": "received"})
@@ -223,13 +248,13 @@ async def test_a_cancelled_lot_is_told_to_everyone_told_and_the_escalation_goes_
 
     await post(service, follow_up("disposition", 200, disposition="cancelled"))
 
-    notices = smtp.handler.messages()[2:]
-    assert sent_to(notices) == {COORDINATOR: 1, CELL_LAB: 1}
+    notices = smtp.handler.messages()[3:]
+    assert sent_to(notices) == {COORDINATOR: 1, PHYSICIAN: 1, CELL_LAB: 1}
     assert all("Lot cancelled" in m.subject for m in notices)
     assert "Do not start lymphodepletion for this lot" in notices[0].part("plain")
     # Nobody has acknowledged yet, so the reminder still goes out at 11:12
     await advance(service, clock, hours=2)
-    assert sent_to(smtp.handler.messages()[4:]) == {BACKUP: 1, PHYSICIAN: 1}
+    assert sent_to(smtp.handler.messages()[6:]) == {BACKUP: 1, PHYSICIAN: 1}
 
 
 # --- updates that move key dates --------------------------------------------------------------
@@ -263,8 +288,8 @@ async def test_moving_lymphodepletion_moves_the_liaison_alert_and_tells_everyone
     assert set(due_of(state, "patient_liaison_urgent", "scheduled")) == {"2026-12-05T06:00:00Z"}
     assert set(due_of(state, "patient_liaison_urgent", "cancelled")) == {"2026-11-28T06:00:00Z"}
     assert state["key_dates"]["lymphodepletion_start"] == "2026-12-07"
-    updates = smtp.handler.messages()[2:]
-    assert sent_to(updates) == {COORDINATOR: 1, CELL_LAB: 1}
+    updates = smtp.handler.messages()[3:]
+    assert sent_to(updates) == {COORDINATOR: 1, PHYSICIAN: 1, CELL_LAB: 1}
     assert updates[0].subject.startswith("[OOS UPDATE] OOS-2026-0142")
     assert "Mon 07 Dec 2026" in updates[0].part("plain")
 
@@ -343,7 +368,7 @@ async def test_a_late_result_restarts_the_escalation_under_the_urgent_plan(
     acked = await service.client.post(ack_link(coordinator_mail), data={"response": "received"})
     assert acked.status_code == 200
     await service.settle()
-    assert sent_to(smtp.handler.messages()[2:]) == {QA: 1, NAVIGATOR: 1}
+    assert sent_to(smtp.handler.messages()[3:]) == {QA: 1, NAVIGATOR: 1}
 
     # When a late sterility result arrives, without a severity
     clock.advance(timedelta(hours=1))
@@ -354,8 +379,14 @@ async def test_a_late_result_restarts_the_escalation_under_the_urgent_plan(
     assert state["severity"] == "critical"
     assert state["severity_rule"] == "late safety result (sterility, mycoplasma, endotoxin)"
     assert (state["status"], state["plan"], state["ack_round"]) == ("notifying", "urgent", 2)
-    restarted = smtp.handler.messages()[4:]
-    assert sent_to(restarted) == {COORDINATOR: 1, PHYSICIAN: 1, CELL_LAB: 1, NAVIGATOR: 1}
+    restarted = smtp.handler.messages()[5:]
+    assert sent_to(restarted) == {
+        COORDINATOR: 1,
+        PHYSICIAN: 1,
+        CELL_LAB: 1,
+        MEDICAL_AFFAIRS: 1,
+        NAVIGATOR: 1,
+    }
     by_recipient = {m.recipients[0]: m for m in restarted}
     assert by_recipient[COORDINATOR].subject.startswith("[OOS CRITICAL] OOS-2026-0142")
     assert "growth at day 9" in by_recipient[COORDINATOR].part("plain")
@@ -364,7 +395,7 @@ async def test_a_late_result_restarts_the_escalation_under_the_urgent_plan(
 
     # And the urgent plan escalates after 30 min, around the clock, until somebody confirms
     await advance(service, clock, minutes=30)
-    assert sent_to(smtp.handler.messages()[8:]) == {BACKUP: 1, PROGRAM_DIRECTOR: 1}
+    assert sent_to(smtp.handler.messages()[10:]) == {BACKUP: 1, PROGRAM_DIRECTOR: 1}
     physician_mail = by_recipient[PHYSICIAN]
     confirmed = await service.client.post(ack_link(physician_mail), data={"response": "call_me"})
     assert "Thank you" in confirmed.text
@@ -378,6 +409,265 @@ async def test_a_late_result_restarts_the_escalation_under_the_urgent_plan(
     assert PHARMACY_DIRECTOR not in sent_to(smtp.handler.messages())
 
 
+# --- links from before a late result ------------------------------------------------------------
+
+SHOWN_ROUND = re.compile(r'<input type="hidden" name="round" value="(\d+)">')
+
+
+def shown_round(page: httpx.Response) -> int | None:
+    """The round the page's form answers for, as the browser will post it."""
+    found = SHOWN_ROUND.findall(page.text)
+    return int(found[0]) if found else None
+
+
+async def confirmed_then_late(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> tuple[str, str]:
+    """The coordinator confirms the first notice; an hour later a late sterility result starts
+    round 2. Returns the incident and the cell lab's round-1 link, never used."""
+    opened = await post(service, release_failure())
+    first = {m.recipients[0]: m for m in smtp.handler.messages()}
+    acked = await service.client.post(ack_link(first[COORDINATOR]), data={"response": "received"})
+    assert "Thank you — acknowledged" in acked.text
+    await service.settle()
+    clock.advance(timedelta(hours=1))
+    await post(service, late_sterility(200))
+    assert len(smtp.handler.messages()) == 10
+    return opened["incident_id"], ack_link(first[PHYSICIAN])
+
+
+async def test_a_first_round_link_posted_after_a_late_result_records_nothing(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given round 2 started by a late result, and the physician's link from round 1
+    incident_id, old_link = await confirmed_then_late(service, smtp, clock)
+
+    # When the old link is posted, bare or from a page opened before the late result
+    for form in ({"response": "received"}, {"response": "received", "round": "1"}):
+        page = await service.client.post(old_link, data=form)
+
+        # Then nothing is recorded, and the page says so with the new facts and a fresh form
+        assert page.status_code == 409
+        assert "Nothing was recorded — this incident has changed" in page.text
+        assert "Thank you" not in page.text
+        assert "sterility: result growth at day 9 (specification no growth)" in page.text
+        assert '<span class="badge">critical</span>' in page.text
+        assert shown_round(page) == 2
+    await service.settle()
+    state = await detail(service, incident_id)
+    assert (state["status"], state["ack_round"]) == ("notifying", 2)
+    assert [(a["round"], a["by"]) for a in state["acknowledgements"]] == [(1, COORDINATOR)]
+
+    # And QA gets no receipt, while round 2's escalation fires at its time, 30 minutes on
+    await advance(service, clock, minutes=29, seconds=59)
+    assert len(smtp.handler.messages()) == 10
+    await advance(service, clock, seconds=1)
+    assert sent_to(smtp.handler.messages()[10:]) == {BACKUP: 1, PROGRAM_DIRECTOR: 1}
+
+
+async def test_a_first_round_link_shows_the_late_result_and_confirms_the_new_round(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given round 2 started by a late result, and the physician's link from round 1
+    incident_id, old_link = await confirmed_then_late(service, smtp, clock)
+
+    # When the physician opens it
+    page = await service.client.get(old_link)
+
+    # Then the page says what changed since the email: the late result, severity and status
+    assert page.status_code == 200
+    assert "This incident changed after your email was sent" in page.text
+    assert "What changed since your email of Tue 24 Nov 2026, 09:12 CST" in page.text
+    assert page.text.count("Late test result") == 1
+    assert "sterility: result growth at day 9 (specification no growth)" in page.text
+    assert '<strong>Severity now:</strong> <span class="badge">critical</span>' in page.text
+    assert "<strong>Status now:</strong> waiting for confirmation" in page.text
+    # And it asks to confirm the current round, with labelled choices
+    assert shown_round(page) == 2
+    assert '<label class="choice"><input type="radio" name="response" value="received"' in (
+        page.text
+    )
+    assert '<label for="comment"' in page.text and 'name="viewport"' in page.text
+    # And opening it changed nothing
+    state = await detail(service, incident_id)
+    assert [(a["round"], a["by"]) for a in state["acknowledgements"]] == [(1, COORDINATOR)]
+
+    # When the physician confirms from that page
+    confirmed = await service.client.post(
+        old_link, data={"response": "received", "round": str(shown_round(page))}
+    )
+    await service.settle()
+
+    # Then round 2 is acknowledged: QA gets the receipt and the escalation stops
+    assert confirmed.status_code == 200 and "Thank you — acknowledged" in confirmed.text
+    state = await detail(service, incident_id)
+    assert state["status"] == "acknowledged"
+    assert [(a["round"], a["by"]) for a in state["acknowledgements"]] == [
+        (1, COORDINATOR),
+        (2, PHYSICIAN),
+    ]
+    assert sent_to(smtp.handler.messages()[10:]) == {QA: 1, NAVIGATOR: 1}
+    await advance(service, clock, hours=2)
+    assert len(smtp.handler.messages()) == 12
+
+    # And the coordinator's first link now says who confirmed round 2, asking nothing
+    coordinator_mail = next(m for m in smtp.handler.messages() if m.recipients[0] == COORDINATOR)
+    again = await service.client.get(ack_link(coordinator_mail))
+    assert "Already acknowledged" in again.text and PHYSICIAN in again.text
+    assert "Late test result" in again.text and shown_round(again) is None
+
+
+async def test_a_link_from_the_current_round_acknowledges_as_before(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given the coordinator's email of round 2
+    incident_id, _ = await confirmed_then_late(service, smtp, clock)
+    [new_mail] = [m for m in smtp.handler.messages()[5:] if m.recipients[0] == COORDINATOR]
+    link = ack_link(new_mail)
+
+    # When the coordinator opens and confirms it
+    page = await service.client.get(link)
+    assert "please confirm" in page.text and "What changed" not in page.text
+    assert shown_round(page) == 2
+    confirmed = await service.client.post(link, data={"response": "received", "round": "2"})
+    await service.settle()
+
+    # Then round 2 is acknowledged and its escalation stops
+    assert confirmed.status_code == 200 and "Thank you — acknowledged" in confirmed.text
+    state = await detail(service, incident_id)
+    assert [(a["round"], a["by"]) for a in state["acknowledgements"]] == [
+        (1, COORDINATOR),
+        (2, COORDINATOR),
+    ]
+    await advance(service, clock, hours=2)
+    assert sent_to(smtp.handler.messages()[10:]) == {QA: 1, NAVIGATOR: 1}
+
+
+async def test_a_page_left_open_across_a_second_late_result_records_nothing(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given the coordinator's round-2 page, opened before a second late result starts round 3
+    incident_id, _ = await confirmed_then_late(service, smtp, clock)
+    [new_mail] = [m for m in smtp.handler.messages()[5:] if m.recipients[0] == COORDINATOR]
+    link = ack_link(new_mail)
+    assert shown_round(await service.client.get(link)) == 2
+    clock.advance(timedelta(minutes=10))
+    mycoplasma = late_sterility(201)
+    mycoplasma["failed_attributes"] = [
+        {"attribute": "mycoplasma", "specification": "negative", "result": "positive"}
+    ]
+    await post(service, mycoplasma)
+
+    # When the page's form is posted
+    page = await service.client.post(link, data={"response": "received", "round": "2"})
+
+    # Then nothing is recorded, and only the result the page did not show is listed as new
+    assert page.status_code == 409 and "Nothing was recorded" in page.text
+    assert "mycoplasma: result positive" in page.text
+    assert page.text.count("Late test result") == 1 and shown_round(page) == 3
+    state = await detail(service, incident_id)
+    assert (state["status"], state["ack_round"]) == ("notifying", 3)
+    assert len(state["acknowledgements"]) == 1
+
+
+async def test_a_decision_link_from_before_a_late_result_decides_nothing_until_seen_again(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given the physician asked to decide on the offered product, then a late sterility result
+    opened = await post(service, release_failure())
+    clock.advance(timedelta(minutes=10))
+    await post(service, follow_up("disposition", 200, disposition="oos_release_offered"))
+    decision_mail = decision_request(smtp)
+    clock.advance(timedelta(hours=1))
+    await post(service, late_sterility(201))
+    sent = len(smtp.handler.messages())
+
+    # When the physician accepts the product from the decision email
+    link = ack_link(decision_mail)
+    page = await service.client.post(link, data={"response": "accept_oos_product"})
+
+    # Then no decision is recorded: the page shows the late result and asks again
+    assert page.status_code == 409 and "Nothing was recorded" in page.text
+    assert "sterility: result growth at day 9" in page.text
+    assert 'value="accept_oos_product"' in page.text and shown_round(page) == 2
+    await service.settle()
+    state = await detail(service, opened["incident_id"])
+    assert (state["decision"], state["acknowledgements"]) == (None, [])
+    assert len(smtp.handler.messages()) == sent
+
+    # When the physician decides from that page
+    decided = await service.client.post(
+        link, data={"response": "decline_product", "round": str(shown_round(page)), **SIGNED}
+    )
+    await service.settle()
+
+    # Then the decision is recorded in round 2, which it acknowledges, and QA hears of it
+    assert decided.status_code == 200 and "your decision is recorded" in decided.text
+    state = await detail(service, opened["incident_id"])
+    assert (state["status"], state["decision"]) == ("acknowledged", "decline_product")
+    assert [(a["purpose"], a["round"]) for a in state["acknowledgements"]] == [("decision", 2)]
+    receipt = next(m for m in smtp.handler.messages()[sent:] if m.recipients[0] == QA)
+    assert "Decline the product" in receipt.subject
+
+    # And a round-1 link of the cell lab lists the decision among what changed
+    cell_lab_mail = next(m for m in smtp.handler.messages() if m.recipients[0] == CELL_LAB)
+    cell_lab_page = await service.client.get(ack_link(cell_lab_mail))
+    assert f"Decision recorded</strong> by {PHYSICIAN}: Decline the product" in cell_lab_page.text
+
+
+async def test_a_link_signed_before_rounds_counts_as_the_first_round(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock, settings: Settings
+) -> None:
+    # Given a link as the service signed them before it signed the round, from round 1
+    incident_id, _ = await confirmed_then_late(service, smtp, clock)
+    with Session(service.services.engine) as session:
+        notification = session.exec(
+            select(Notification).where(
+                Notification.incident_id == incident_id,
+                Notification.recipient_email == CELL_LAB,
+                Notification.template == "release_failure_initial",
+            )
+        ).first()
+    assert notification is not None
+    signer = URLSafeSerializer(settings.secret_key.get_secret_value(), salt="oos-notify.ack.v1")
+    token = signer.dumps(
+        {
+            "n": notification.id,
+            "i": incident_id,
+            "c": notification.contact_id,
+            "x": int((clock.now() + timedelta(days=14)).timestamp()),
+        }
+    )
+
+    # Then it shows what changed and records nothing when posted
+    assert "Late test result" in (await service.client.get(f"/ack/{token}")).text
+    posted = await service.client.post(f"/ack/{token}", data={"response": "received"})
+    assert posted.status_code == 409
+    assert len((await detail(service, incident_id))["acknowledgements"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("shown", "status"),
+    [
+        pytest.param("3", 409, id="a-round-not-yet-started"),
+        pytest.param("two", 422, id="not-a-number"),
+        pytest.param("0", 422, id="zero"),
+        pytest.param("", 409, id="empty-reads-as-missing"),
+    ],
+)
+async def test_a_form_with_a_round_the_page_never_showed_records_nothing(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock, shown: str, status: int
+) -> None:
+    incident_id, old_link = await confirmed_then_late(service, smtp, clock)
+
+    page = await service.client.post(old_link, data={"response": "received", "round": shown})
+
+    assert page.status_code == status and "Thank you" not in page.text
+    if status == 422:
+        assert "Open the link from the email again" in page.text
+    assert len((await detail(service, incident_id))["acknowledgements"]) == 1
+
+
 # --- withdrawn ---------------------------------------------------------------------------------
 
 
@@ -389,11 +679,11 @@ async def test_withdrawing_tells_everyone_told_and_cancels_everything_else(
 
     await post(service, follow_up("withdrawn", 200))
 
-    withdrawn = smtp.handler.messages()[4:]
+    withdrawn = smtp.handler.messages()[5:]
     assert sent_to(withdrawn) == {COORDINATOR: 1, CELL_LAB: 1, BACKUP: 1, PHYSICIAN: 1}
     assert "Disregard the earlier messages" in withdrawn[0].part("plain")
     await advance(service, clock, days=10)
-    assert len(smtp.handler.messages()) == 8
+    assert len(smtp.handler.messages()) == 9
     state = await detail(service, opened["incident_id"])
     assert state["status"] == "withdrawn"
     assert {n["status"] for n in state["notifications"]} == {"sent", "cancelled"}
@@ -548,20 +838,28 @@ async def test_a_decision_after_the_notice_was_acknowledged_reaches_qa_and_chang
     coordinator_mail = next(m for m in smtp.handler.messages() if m.recipients[0] == COORDINATOR)
     await service.client.post(ack_link(coordinator_mail), data={"response": "received"})
     await service.settle()
-    assert len(smtp.handler.messages()) == 4
+    assert len(smtp.handler.messages()) == 5
 
     # When the product is offered for release and the physician declines it
     await post(service, follow_up("disposition", 200, disposition="oos_release_offered"))
-    [decision_mail] = [m for m in smtp.handler.messages()[4:] if m.recipients[0] == PHYSICIAN]
     declined = await service.client.post(
-        ack_link(decision_mail), data={"response": "decline_product"}
+        ack_link(decision_request(smtp)), data={"response": "decline_product", **SIGNED}
     )
     assert "your decision is recorded" in declined.text
     await service.settle()
 
     # Then QA alone hears of it, and the incident stays acknowledged in its first round
-    after = smtp.handler.messages()[4:]
-    assert sent_to(after) == {PHYSICIAN: 1, COORDINATOR: 1, CELL_LAB: 1, NAVIGATOR: 1, QA: 1}
+    after = smtp.handler.messages()[5:]
+    assert sent_to(after) == {
+        PHYSICIAN: 1,
+        COORDINATOR: 1,
+        CELL_LAB: 1,
+        NAVIGATOR: 1,
+        QUALITY: 1,
+        PHARMACY: 1,
+        REGULATORY: 1,
+        QA: 1,
+    }
     receipt = next(m for m in after if m.recipients[0] == QA)
     assert "Decline the product" in receipt.subject
     state = await detail(service, opened["incident_id"])
@@ -574,3 +872,24 @@ async def test_a_decision_after_the_notice_was_acknowledged_reaches_qa_and_chang
         ("acknowledgement", COORDINATOR),
         ("decision", PHYSICIAN),
     ]
+
+
+async def test_the_trail_records_the_status_an_acknowledgement_ends(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given an incident that escalated: nobody at the center confirmed within two hours
+    opened = await post(service, release_failure())
+    await advance(service, clock, hours=2)
+    [notice] = [m for m in smtp.handler.messages() if m.recipients[0] == COORDINATOR]
+
+    # When the coordinator confirms
+    confirmed = await service.client.post(ack_link(notice), data={"response": "received"})
+    assert confirmed.status_code == 200
+
+    # Then the trail says the incident went from escalated to acknowledged
+    changes = [
+        (e["detail"]["status_from"], e["detail"]["status_to"])
+        for e in await timeline(service, opened["incident_id"])
+        if e["action"] == "incident_status_changed"
+    ]
+    assert changes == [("notifying", "escalated"), ("escalated", "acknowledged")]

@@ -9,7 +9,7 @@ import shutil
 import signal
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
+from sqlmodel import Session, select
 
 from oos_notify.clock import ManualClock
+from oos_notify.delivery.capture import CaptureServer
+from oos_notify.delivery.dispatch import CLAIM_LEASE
 from oos_notify.settings import Settings
 from oos_notify.store.db import make_engine
+from oos_notify.store.models import Notification
 from tests.conftest import (
     CONFIG_DIR,
     RunningService,
@@ -121,7 +125,7 @@ async def test_metrics_count_events_notifications_latency_acknowledgements_and_o
             )
             assert answer.status_code == 202
         await service.settle()
-        messages = await received(faulty, 4)  # 2 coordinators, 2 reports to QA
+        messages = await received(faulty, 6)  # 2 coordinators, 2 physicians, 2 reports to QA
         coordinator = next(m for m in messages if m.recipients == ("ct-coord@mercy.example",))
         clock.advance(timedelta(minutes=20))
         link = ack_link(coordinator).replace(settings.public_base_url, "")
@@ -140,8 +144,8 @@ async def test_metrics_count_events_notifications_latency_acknowledgements_and_o
             status: samples[("oos_notify_notifications", (("status", status),))]
             for status in ("scheduled", "sending", "sent", "failed", "cancelled")
         }
-        # sent: 2 coordinators, 2 QA reports, the QA receipt and the navigator's brief
-        assert by_status["sent"] == 6 and by_status["failed"] == 2
+        # sent: 2 coordinators, 2 physicians, 2 QA reports, the QA receipt and the brief
+        assert by_status["sent"] == 8 and by_status["failed"] == 2
         assert by_status["sending"] == 0
         # the acknowledged incident's 4 escalations and 2 liaison alerts were cancelled
         assert by_status["cancelled"] == 6
@@ -154,8 +158,8 @@ async def test_metrics_count_events_notifications_latency_acknowledgements_and_o
         assert samples[("oos_notify_notifications_retrying", ())] == 0
 
         # And every delivery attempt is in the latency histogram
-        assert samples[("oos_notify_send_duration_seconds_count", ())] == 8
-        assert samples[("oos_notify_send_duration_seconds_bucket", (("le", "+Inf"),))] == 8
+        assert samples[("oos_notify_send_duration_seconds_count", ())] == 10
+        assert samples[("oos_notify_send_duration_seconds_bucket", (("le", "+Inf"),))] == 10
         assert samples[("oos_notify_send_duration_seconds_sum", ())] > 0
 
         # And the acknowledgement, 20 minutes after the opening, is in the 30-minute bucket
@@ -164,6 +168,151 @@ async def test_metrics_count_events_notifications_latency_acknowledgements_and_o
         assert samples[(f"{ack}_sum", ())] == pytest.approx(1200, abs=1)
         assert samples[(f"{ack}_bucket", (("le", "900"),))] == 0
         assert samples[(f"{ack}_bucket", (("le", "1800"),))] == 1
+    finally:
+        await service.stop()
+
+
+async def metrics(service: RunningService) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    answer = await service.client.get("/metrics")
+    assert answer.status_code == 200
+    return scrape(answer.text)
+
+
+def claim_reminders_and_stall(service: RunningService, claimed_at: datetime) -> None:
+    """Leave the two reminders due at 11:12 as a sender that claimed them then and stalled does."""
+    with Session(service.services.engine) as db:
+        rows = db.exec(
+            select(Notification).where(Notification.level == 1, Notification.kind == "escalation")
+        ).all()
+        assert len(rows) == 2 and all(row.due_at == claimed_at for row in rows)
+        for row in rows:
+            row.status, row.attempts, row.lease_until = "sending", 1, claimed_at + CLAIM_LEASE
+            db.add(row)
+        db.commit()
+
+
+async def test_notifications_stuck_sending_count_as_overdue(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given an incident whose two reminders were claimed at 11:12 by a sender that then stalled
+    assert (await service.post_event(release_failure())).status_code == 202
+    await received(smtp, 3)
+    await service.settle()
+    clock.advance(timedelta(hours=2))
+    claim_reminders_and_stall(service, clock.now())
+
+    # When a minute passes: they are overdue by a minute, their claim still running
+    clock.advance(timedelta(minutes=1))
+    samples = await metrics(service)
+    assert samples[("oos_notify_notifications", (("status", "sending"),))] == 2
+    assert samples[("oos_notify_notifications_overdue", ())] == 2
+    assert samples[("oos_notify_oldest_overdue_seconds", ())] == pytest.approx(60, abs=1)
+    assert samples[("oos_notify_notifications_lease_expired", ())] == 0
+
+    # When their claim runs out unsettled: the sender is gone, and the metrics say so
+    clock.advance(CLAIM_LEASE)
+    samples = await metrics(service)
+    assert samples[("oos_notify_notifications_overdue", ())] == 2
+    assert samples[("oos_notify_oldest_overdue_seconds", ())] == pytest.approx(660, abs=1)
+    assert samples[("oos_notify_notifications_lease_expired", ())] == 2
+
+    # And once a sender takes them over and delivers them, nothing is overdue
+    await service.settle()
+    assert len(await received(smtp, 5)) == 5
+    samples = await metrics(service)
+    assert samples[("oos_notify_notifications_overdue", ())] == 0
+    assert samples[("oos_notify_oldest_overdue_seconds", ())] == 0
+    assert samples[("oos_notify_notifications_lease_expired", ())] == 0
+
+
+REFUSE_SENT = text(
+    "CREATE TRIGGER refuse_sent BEFORE UPDATE OF status ON notifications "
+    "WHEN NEW.status = 'sent' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+)
+
+
+async def test_a_dispatcher_whose_runs_keep_failing_gives_back_its_claims_and_is_not_ready(
+    service: RunningService, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    # Given a database that refuses to record a notification as sent
+    with service.services.engine.begin() as db:
+        db.execute(REFUSE_SENT)
+    answer = await service.post_event(release_failure())
+    incident_id = answer.json()["incident_id"]
+    await received(smtp, 3)
+    await service.settle()
+
+    # Then the failed run leaves nothing 'sending': its claims go back to the queue, with why
+    detail = (await service.client.get(f"/v1/incidents/{incident_id}", headers=service.auth)).json()
+    first = [n for n in detail["notifications"] if n["level"] == 0]
+    assert {n["status"] for n in first} == {"scheduled"}
+    for notice in first:
+        assert notice["last_error"].startswith("the dispatch run failed: IntegrityError: disk full")
+    # And one failed run is shown, but does not make the service unready
+    status, body = await ready(service)
+    assert status == 200
+    assert body["checks"]["scheduler"] == "retrying: the last dispatch run failed (IntegrityError)"
+
+    # When the runs keep failing
+    for _ in range(2):
+        clock.advance(timedelta(minutes=5))
+        await service.settle()
+
+    # Then the service is unready, naming the part, and the metrics count the failed runs
+    status, body = await ready(service)
+    assert status == 503 and body["ready"] is False
+    assert body["checks"] == {
+        "database": "ok",
+        "scheduler": "failing: the last 3 dispatch runs failed (IntegrityError)",
+        "smtp": "ok",
+    }
+    samples = await metrics(service)
+    assert samples[("oos_notify_dispatch_runs_failed_total", ())] == 3
+    assert samples[("oos_notify_dispatch_failing_runs", ())] == 3
+    assert samples[("oos_notify_notifications", (("status", "sending"),))] == 0
+    assert samples[("oos_notify_dispatcher_last_success_age_seconds", ())] >= 0
+
+    # When the database records sends again, the notices are recorded and the service is ready
+    with service.services.engine.begin() as db:
+        db.execute(text("DROP TRIGGER refuse_sent"))
+    clock.advance(timedelta(minutes=5))
+    await service.settle()
+    detail = (await service.client.get(f"/v1/incidents/{incident_id}", headers=service.auth)).json()
+    assert {n["status"] for n in detail["notifications"] if n["level"] == 0} == {"sent"}
+    status, body = await ready(service)
+    assert status == 200 and body["checks"]["scheduler"] == "ok"
+    samples = await metrics(service)
+    assert samples[("oos_notify_dispatch_failing_runs", ())] == 0
+    assert samples[("oos_notify_dispatch_runs_failed_total", ())] == 3
+    # Each failed run had sent the notices without recording them: they went out again under
+    # their Message-ID, which receivers use to drop the duplicates
+    assert len({m.message_id for m in smtp.handler.messages()}) == 3
+
+
+async def test_a_dispatcher_that_finishes_no_run_for_long_is_not_ready(
+    settings: Settings, clock: ManualClock
+) -> None:
+    # Given a dispatcher that sweeps every minute (the bound is then its claim lease, 10 min)
+    service = await start_service(settings.model_copy(update={"sweep_interval_seconds": 60}), clock)
+    try:
+        await service.settle()
+        status, body = await ready(service)
+        assert status == 200 and body["checks"]["scheduler"] == "ok"
+
+        # When none of its runs finishes for 11 minutes
+        clock.advance(timedelta(minutes=11))
+
+        # Then the service is unready and says the dispatcher is stalled, and for how long
+        status, body = await ready(service)
+        assert status == 503
+        assert body["checks"]["scheduler"] == "stalled: no dispatch run has finished for 660 s"
+        samples = await metrics(service)
+        assert samples[("oos_notify_dispatcher_last_success_age_seconds", ())] == 660
+
+        # When a run finishes, it is ready again
+        await service.settle()
+        status, body = await ready(service)
+        assert status == 200 and body["checks"]["scheduler"] == "ok"
     finally:
         await service.stop()
 
@@ -197,7 +346,7 @@ def test_logs_are_json_lines_with_ids_and_no_secrets(
     answer = httpx.post(f"{served.base}/v1/events", json=event, headers=headers, timeout=30)
     assert answer.status_code == 202
     incident_id = answer.json()["incident_id"]
-    wait_for(lambda: faulty.handler.count >= 2, "the first notices")
+    wait_for(lambda: faulty.handler.count >= 3, "the first notices")
     coordinator = next(
         m for m in faulty.handler.messages() if m.recipients == ("ct-coord@mercy.example",)
     )
@@ -211,7 +360,7 @@ def test_logs_are_json_lines_with_ids_and_no_secrets(
         ).status_code
         == 401
     )
-    wait_for(lambda: faulty.handler.count >= 4, "the receipt and the brief")
+    wait_for(lambda: faulty.handler.count >= 5, "the receipt and the brief")
     assert served.terminate() in CLEAN_EXIT
 
     # Then every line is one JSON object with time, level, logger and message
@@ -221,7 +370,7 @@ def test_logs_are_json_lines_with_ids_and_no_secrets(
 
     # And each send is logged with its incident and notification ids
     sent = [r for r in records if r["message"].startswith("sent ")]
-    assert len(sent) == 4
+    assert len(sent) == 5
     assert all(r["incident_id"] == incident_id and r["notification_id"] for r in sent)
     assert {r["recipient"] for r in sent} >= {"ct-coord@mercy.example", "celllab@mercy.example"}
     accepted = next(r for r in records if r.get("event_id") == event["event_id"])
@@ -254,7 +403,7 @@ def test_sigterm_finishes_the_send_in_flight_records_it_and_claims_nothing_more(
         timeout=30,
     )
     assert answer.status_code == 202
-    # When the service is told to stop while the first of two notices is being sent
+    # When the service is told to stop while the first of three notices is being sent
     assert faulty.handler.data_begun.wait(timeout=60)
     stopped_at = time.monotonic()
     assert served.terminate() in CLEAN_EXIT
@@ -263,7 +412,7 @@ def test_sigterm_finishes_the_send_in_flight_records_it_and_claims_nothing_more(
     assert time.monotonic() - stopped_at >= 1.5
     [delivered] = faulty.handler.messages()
     assert faulty.handler.count == 1
-    # And it recorded that send before exiting; the other notice is back in the queue, unspent
+    # And it recorded that send before exiting; the others are back in the queue, unspent
     engine = create_engine(served.database_url)
     with engine.connect() as db:
         rows = {
@@ -279,15 +428,15 @@ def test_sigterm_finishes_the_send_in_flight_records_it_and_claims_nothing_more(
     first = rows[delivered.recipients[0]]
     assert first.status == "sent" and first.sent_at is not None and first.attempts == 1
     assert first.message_id == delivered.message_id
-    [other] = [row for email, row in rows.items() if email != delivered.recipients[0]]
-    assert other.status == "scheduled" and other.attempts == 0
+    others = [row for email, row in rows.items() if email != delivered.recipients[0]]
+    assert [(o.status, o.attempts) for o in others] == [("scheduled", 0)] * 2
     log = served.log.read_text()
-    assert re.search(r"stopping: 1 claimed notifications go back to the queue", log)
+    assert re.search(r"stopping: 2 claimed notifications go back to the queue", log)
 
-    # And the next start sends the other one, and only that one
+    # And the next start sends the other ones, and only those
     faulty.handler.set_faults()
     served.start()
-    wait_for(lambda: faulty.handler.count >= 2, "the second notice")
+    wait_for(lambda: faulty.handler.count >= 3, "the other notices")
     time.sleep(1)
     recipients = sorted(m.recipients[0] for m in faulty.handler.messages())
-    assert recipients == ["celllab@mercy.example", "ct-coord@mercy.example"]
+    assert recipients == ["celllab@mercy.example", "ct-coord@mercy.example", "ct-md@mercy.example"]

@@ -73,18 +73,19 @@ async def test_a_scanner_opening_every_link_acknowledges_nothing_and_escalation_
                 opened.add(link)
 
     # When a scanner opens every link of every message as it arrives, at each step
-    await scan(await received(smtp, 2))
+    await scan(await received(smtp, 3))
     clock.advance(timedelta(hours=2))
     await service.settle()
-    await scan((await received(smtp, 4))[2:])
+    await scan((await received(smtp, 5))[3:])
     clock.advance(timedelta(hours=2))
     await service.settle()
-    final = (await received(smtp, 6))[4:]
+    final = (await received(smtp, 7))[5:]
     await scan(final)
 
-    # Then it opened the personal links of the five center contacts told (the manufacturer's
-    # account lead gets no link), and acknowledged nothing
-    assert sum("/ack/" in link for link in opened) == 5
+    # Then it opened the personal links of the six center emails (the physician's first notice
+    # and reminder each have one; the manufacturer's account lead gets none), and acknowledged
+    # nothing
+    assert sum("/ack/" in link for link in opened) == 6
     detail = await incident(service, incident_id)
     assert detail["acknowledgements"] == [] and detail["acknowledged_at"] is None
     # And the escalation went all the way to the final step
@@ -105,7 +106,7 @@ async def test_the_link_of_a_closed_incident_says_so_and_changes_nothing(
     # Given a coordinator's link, and the incident then closed by QA
     answer = await service.post_event(release_failure())
     incident_id = answer.json()["incident_id"]
-    link = ack_link(next(m for m in await received(smtp, 2) if "ct-coord@" in m.recipients[0]))
+    link = ack_link(next(m for m in await received(smtp, 3) if "ct-coord@" in m.recipients[0]))
     closed = await service.post_event(
         release_failure(event_id="QA-EVT-2026-000199", type=closing, failed_attributes=[])
     )
@@ -200,7 +201,13 @@ async def test_html_in_every_free_text_field_is_escaped_in_emails_and_pages(
     await service.settle()
     messages = capture.handler.messages()
     link_a = ack_link(next(m for m in messages if m.recipients == ("ct-coord@mercy.example",)))
-    link_b = ack_link(next(m for m in messages if "OOS-2026-0150" in m.subject))
+    link_b = ack_link(
+        next(
+            m
+            for m in messages
+            if "OOS-2026-0150" in m.subject and m.recipients == ("ct-coord@mercy.example",)
+        )
+    )
 
     # And a coordinator who answers with markup in the comment
     pages["ack page"] = (await service.client.get(link_a)).text

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, time
 from functools import cache
@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from oos_notify.addresses import STORED, Address, Name
 from oos_notify.agreements.durations import Duration, DurationField, parse_duration
 from oos_notify.agreements.vocabulary import (
     MANUFACTURER_PREFIX,
@@ -46,17 +47,10 @@ MAX_CONFIG_FILE_BYTES = 1024 * 1024
 MAX_CONFIG_DEPTH = 32
 MAX_CONFIG_VALUES = 50_000
 _ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
-_EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 
 Identifier = Annotated[str, Field(pattern=_ID)]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def _check_email(value: str) -> str:
-    if not _EMAIL.match(value):
-        raise ValueError(f"{value!r} is not an email address")
-    return value
 
 
 def _check_timezone(value: str) -> str:
@@ -69,8 +63,9 @@ def _check_timezone(value: str) -> str:
     return value
 
 
-Email = Annotated[str, AfterValidator(_check_email)]
 TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
+Phone = Annotated[str, Field(min_length=3, max_length=40, pattern=r"^\+?[0-9][0-9 ()./-]*$")]
+"""A number a clinician can dial, as written: ``+1 312 555 0142``."""
 
 
 class _Strict(BaseModel):
@@ -84,28 +79,88 @@ class Contact(_Strict):
     """A person or shared mailbox at a treatment center or its health system."""
 
     id: Identifier
-    name: str = Field(min_length=1, max_length=200)
-    email: Email
+    name: Name
+    email: Address
+    phone: Phone | None = None
     roles: list[CenterRole] = Field(min_length=1)
+    decider: bool = False
+    """An individual who may decide on an out-of-specification product: a decision belongs to
+    one person, so a shared mailbox is never marked as one."""
 
 
 class ManufacturerContact(_Strict):
     id: Identifier
-    name: str = Field(min_length=1, max_length=200)
-    email: Email
+    name: Name
+    email: Address
+    phone: Phone | None = None
     roles: list[ManufacturerRole] = Field(min_length=1)
+
+
+class InfusionWindow(_Strict):
+    """When a product must be infused, counted from lymphodepletion: later than ``latest`` the
+    patient's lymphodepletion has to be repeated."""
+
+    counted_from: Literal[KeyDate.LYMPHODEPLETION_START, KeyDate.LYMPHODEPLETION_END] = (
+        KeyDate.LYMPHODEPLETION_END
+    )
+    earliest: DurationField
+    latest: DurationField
+
+    @model_validator(mode="after")
+    def _days_in_order(self) -> Self:
+        if self.earliest.is_business_days or self.latest.is_business_days:
+            raise ValueError("an infusion window counts calendar time (2d, 36h), not business days")
+        if self.earliest.as_timedelta() > self.latest.as_timedelta():
+            raise ValueError(f"earliest {self.earliest} is after latest {self.latest}")
+        return self
 
 
 class Product(_Strict):
     code: str = Field(pattern=r"^[A-Za-z0-9._-]{1,40}$")
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
+    infusion_window_after_lymphodepletion: InfusionWindow | None = None
+
+
+class ChecklistItem(_Strict):
+    id: Identifier
+    label: Name
+
+
+class OosPathway(_Strict):
+    """The regulatory path under which a physician may accept an out-of-specification product
+    (expanded access in the US, the manufacturer's risk evaluation and the authority's
+    notification in the EU), with what must be on file before the incident resolves as infused."""
+
+    id: Identifier
+    name: Name
+    checklist: list[ChecklistItem] = Field(min_length=1, max_length=20)
+
+    @model_validator(mode="after")
+    def _distinct_items(self) -> Self:
+        ids = [item.id for item in self.checklist]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"checklist item {repeated[0]!r} is repeated")
+        return self
 
 
 class Manufacturer(_Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     products: list[Product] = Field(min_length=1)
     contacts: list[ManufacturerContact] = Field(default_factory=list)
     severity_rules: list[SeverityRule] | None = Field(default=None, min_length=1)
+    oos_pathways: list[OosPathway] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _distinct_pathways(self) -> Self:
+        ids = [p.id for p in self.oos_pathways]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"oos pathway {repeated[0]!r} is repeated")
+        return self
+
+    def pathway(self, pathway_id: str) -> OosPathway | None:
+        return next((p for p in self.oos_pathways if p.id == pathway_id), None)
 
 
 # --- calendar -----------------------------------------------------------------------------
@@ -268,6 +323,32 @@ class PatientStep(Timing):
     template: Identifier
 
 
+DEFAULT_STOPPING_ROLES = (CenterRole.COORDINATOR, CenterRole.PHYSICIAN)
+DEFAULT_DECISION_INFORMS = ("quality", "pharmacy", f"{MANUFACTURER_PREFIX}regulatory_affairs")
+
+
+class DecisionRule(_Strict):
+    """Who decides on an out-of-specification product offered for release, who else is told of
+    the offer, and by when the decision is needed before somebody else hears it is missing."""
+
+    ask: list[CenterRole] = Field(default_factory=lambda: [CenterRole.PHYSICIAN], min_length=1)
+    """Roles whose contacts marked ``decider: true`` are asked; nobody else is."""
+    inform: list[RecipientField] = Field(
+        default_factory=lambda: [_parse_recipient(r) for r in DEFAULT_DECISION_INFORMS]
+    )
+    due: Timing | None = None
+    escalate: list[RecipientField] = Field(default_factory=list)
+    """Told, with the deciders again, when the decision is still missing at ``due``."""
+
+    @model_validator(mode="after")
+    def _escalation_needs_a_deadline(self) -> Self:
+        if self.escalate and self.due is None:
+            raise ValueError(
+                "'escalate' needs 'due', e.g. due: {before: lymphodepletion_start, by: 72h}"
+            )
+        return self
+
+
 class Plan(_Strict):
     id: Identifier
     description: str = ""
@@ -275,6 +356,17 @@ class Plan(_Strict):
     """Critical incidents ignore ``business_hours: true`` unless the plan sets this."""
     steps: list[Step] = Field(min_length=1)
     patient_communication: list[PatientStep] = Field(default_factory=list)
+    stops_escalation: list[CenterRole] = Field(
+        default_factory=lambda: list(DEFAULT_STOPPING_ROLES), min_length=1
+    )
+    """Roles whose confirmation stops the escalation; anybody else's is recorded and stops
+    nothing (a cell lab's confirmation must not cancel the physician's step)."""
+    decision: DecisionRule | None = None
+    """How an out-of-specification product offered for release is decided under this plan;
+    without it the offer is refused for incidents under the plan."""
+    on_out_of_office: Literal["escalate_now", "record"] = "escalate_now"
+    """What an automatic reply to an escalation notice does: start the round's next step at
+    once, or only go on the incident's timeline."""
 
 
 # --- severity -----------------------------------------------------------------------------
@@ -345,6 +437,11 @@ class Defaults(_Strict):
 
 class _CenterSettings(_Strict):
     timezone: TimeZoneName | None = None
+    on_call_phone: Phone | None = None
+    """The center's round-the-clock number, named in the final escalation."""
+    oos_pathway: Identifier | None = None
+    """The regulatory path (``oos_pathways`` in manufacturer.yaml) for accepting an
+    out-of-specification product here."""
     business_hours: BusinessHours | None = None
     holidays: HolidaysField | None = None
     contacts: list[Contact] = Field(default_factory=list)
@@ -355,12 +452,12 @@ class _CenterSettings(_Strict):
 
 class Site(_CenterSettings):
     id: Identifier
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
 
 
 class HealthSystem(_CenterSettings):
     id: Identifier
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     timezone: TimeZoneName
     sites: list[Site] = Field(min_length=1)
 
@@ -387,6 +484,15 @@ class EffectiveAgreement(_Strict):
     notify_within: dict[Severity, DurationField]
     severity_rules: list[SeverityRule]
     plans: dict[EventType, Plan]
+    on_call_phone: str | None = None
+    oos_pathway: OosPathway | None = None
+    """Absent from the agreements of incidents opened before pathways existed."""
+
+    @classmethod
+    def stored(cls, snapshot: Any) -> EffectiveAgreement:
+        """The agreement an incident was planned with, read back as it was stored: its names and
+        addresses passed the checks of the day they were stored, and are not checked again."""
+        return cls.model_validate(snapshot, context=STORED)
 
     def contacts_for(self, recipient: Recipient) -> list[Contact | ManufacturerContact]:
         """The people a step's recipient means here: site contacts first, else system-level ones."""
@@ -395,6 +501,20 @@ class EffectiveAgreement(_Strict):
         role = CenterRole(recipient.role)
         site = [c for c in self.contacts if role in c.roles]
         return list(site or [c for c in self.system_contacts if role in c.roles])
+
+    def deciders(self, roles: Sequence[CenterRole]) -> list[Contact]:
+        """The individuals asked to decide: contacts with one of ``roles`` marked ``decider``,
+        the site's first, else the system's. Never anybody else: no fallback to coordinators."""
+        site = [c for c in self.contacts if c.decider and set(roles) & set(c.roles)]
+        return site or [c for c in self.system_contacts if c.decider and set(roles) & set(c.roles)]
+
+    def contact(self, contact_id: str) -> Contact | None:
+        return next(
+            (c for c in [*self.contacts, *self.system_contacts] if c.id == contact_id), None
+        )
+
+    def product(self, code: str) -> Product | None:
+        return next((p for p in self.products if p.code == code), None)
 
     def version(self) -> str:
         """A content hash: the same agreement always has the same version."""
@@ -604,6 +724,8 @@ class Agreements:
                 or DEFAULT_SEVERITY_RULES
             ),
             plans={event_type: self.plans[plan_id] for event_type, plan_id in plan_ids.items()},
+            on_call_phone=site.on_call_phone or system.on_call_phone,
+            oos_pathway=self.manufacturer.pathway(site.oos_pathway or system.oos_pathway or ""),
         )
 
 
@@ -738,6 +860,10 @@ def _reference_problems(
         if plan_id not in plan_ids:
             message = f"no plan {plan_id!r} in plans/"
             problems.append(ConfigProblem(file, f"{prefix}plans.{event_type}", message))
+    if settings.oos_pathway is not None and manufacturer.pathway(settings.oos_pathway) is None:
+        known = ", ".join(p.id for p in manufacturer.oos_pathways) or "none"
+        message = f"no oos pathway {settings.oos_pathway!r} in manufacturer.yaml; known: {known}"
+        problems.append(ConfigProblem(file, f"{prefix}oos_pathway", message))
     return problems
 
 
@@ -770,10 +896,13 @@ def _check_site(
         plan = plans.get(plan_id)
         if plan is None:  # reported where it is referenced, or the plan file itself is invalid
             continue
+        field = f"{where}.plans.{event_type}"
+        problems.extend(_clinical_problems(file, field, where, event_type, plan, system, site))
         recipients = [r for s in plan.steps for r in s.notify]
         recipients += [r for s in plan.patient_communication for r in s.notify]
+        if plan.decision is not None:
+            recipients += [*plan.decision.inform, *plan.decision.escalate]
         for recipient in dict.fromkeys(recipients):
-            field = f"{where}.plans.{event_type}"
             if not recipient.manufacturer:
                 if recipient.role not in center_roles:
                     problems.append(
@@ -806,6 +935,60 @@ def _check_site(
                         f"manufacturer_contacts: {{{recipient.role}: <id>}}",
                     )
                 )
+    return list(dict.fromkeys(problems))  # a site's missing pathway matters once, not per plan
+
+
+LATE_RESULT_TEMPLATE = "late_result_initial"
+PRE_RELEASE_TEMPLATE = "release_failure_initial"
+
+
+def _clinical_problems(
+    file: str,
+    field: str,
+    where: str,
+    event_type: EventType,
+    plan: Plan,
+    system: HealthSystem,
+    site: Site,
+) -> list[ConfigProblem]:
+    """What would make a plan tell a clinician something wrong, or leave a decision to nobody."""
+    problems: list[ConfigProblem] = []
+    if event_type is EventType.LATE_RESULT and any(
+        s.template == PRE_RELEASE_TEMPLATE for s in plan.steps
+    ):
+        problems.append(
+            ConfigProblem(
+                file,
+                field,
+                f"plan {plan.id!r} handles late results but sends {PRE_RELEASE_TEMPLATE}, which "
+                "tells the center to hold lymphodepletion even after infusion: use "
+                f"{LATE_RESULT_TEMPLATE}",
+            )
+        )
+    if plan.decision is None:
+        return problems
+    contacts = [*site.contacts, *system.contacts]
+    asked = set(plan.decision.ask)
+    if not any(c.decider and asked & set(c.roles) for c in contacts):
+        roles = " or ".join(plan.decision.ask)
+        problems.append(
+            ConfigProblem(
+                file,
+                field,
+                f"plan {plan.id!r} asks a {roles} to decide on an out-of-specification product "
+                f"but no {roles} of site {site.id!r} or of {system.id!r} is marked decider: true "
+                "(an individual, not a shared mailbox)",
+            )
+        )
+    if (site.oos_pathway or system.oos_pathway) is None:
+        problems.append(
+            ConfigProblem(
+                file,
+                f"{where}.oos_pathway",
+                f"site {site.id!r} has plans that ask for decisions on out-of-specification "
+                "products but no oos_pathway (set it here or on the system)",
+            )
+        )
     return problems
 
 
@@ -815,12 +998,15 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "Contact",
+    "DecisionRule",
     "Duration",
     "EffectiveAgreement",
     "HealthSystem",
     "Holidays",
+    "InfusionWindow",
     "Manufacturer",
     "ManufacturerContact",
+    "OosPathway",
     "PatientStep",
     "Plan",
     "Recipient",

@@ -39,6 +39,7 @@ class Disposition(StrEnum):
 class KeyDate(StrEnum):
     APHERESIS = "apheresis"
     LYMPHODEPLETION_START = "lymphodepletion_start"
+    LYMPHODEPLETION_END = "lymphodepletion_end"
     PLANNED_INFUSION = "planned_infusion"
     PRODUCT_SHIPMENT = "product_shipment"
 
@@ -55,6 +56,25 @@ class CenterRole(StrEnum):
     QUALITY = "quality"
     PATIENT_LIAISON = "patient_liaison"
 
+    @property
+    def label(self) -> str:
+        """How a message names the role to a clinician."""
+        return _ROLE_LABELS[self]
+
+
+_ROLE_LABELS = {
+    CenterRole.COORDINATOR: "cell therapy coordinator",
+    CenterRole.COORDINATOR_BACKUP: "backup coordinator",
+    CenterRole.PHYSICIAN: "treating physician",
+    CenterRole.CELL_LAB: "cell processing laboratory",
+    CenterRole.PHARMACY: "pharmacy",
+    CenterRole.PHARMACY_DIRECTOR: "pharmacy director",
+    CenterRole.PROGRAM_DIRECTOR: "program director",
+    CenterRole.APHERESIS_UNIT: "apheresis unit",
+    CenterRole.QUALITY: "quality",
+    CenterRole.PATIENT_LIAISON: "patient liaison",
+}
+
 
 class ManufacturerRole(StrEnum):
     QA = "qa"
@@ -62,6 +82,28 @@ class ManufacturerRole(StrEnum):
     PATIENT_SERVICES = "patient_services"
     MEDICAL_AFFAIRS = "medical_affairs"
     SUPPLY_CHAIN = "supply_chain"
+    REGULATORY_AFFAIRS = "regulatory_affairs"
+
+
+class ProductStatus(StrEnum):
+    """Where the product is when an event is sent: what the center must do depends on it."""
+
+    IN_MANUFACTURING = "in_manufacturing"
+    SHIPPED = "shipped"
+    AT_CENTER = "at_center"
+    INFUSED = "infused"
+
+    @property
+    def label(self) -> str:
+        return _PRODUCT_STATUS_LABELS[self]
+
+
+_PRODUCT_STATUS_LABELS = {
+    ProductStatus.IN_MANUFACTURING: "in manufacturing",
+    ProductStatus.SHIPPED: "shipped, not yet received by the center",
+    ProductStatus.AT_CENTER: "at the center, not infused",
+    ProductStatus.INFUSED: "infused",
+}
 
 
 MANUFACTURER_PREFIX = "manufacturer:"
@@ -81,6 +123,24 @@ class AckResponse(StrEnum):
     def label(self) -> str:
         return _ACK_LABELS[self]
 
+    @property
+    def is_decision(self) -> bool:
+        """An answer that decides what happens to an offered product (and is signed)."""
+        return self in _DECISION_MEANINGS
+
+    @property
+    def meaning(self) -> str:
+        """What a decider signs with this answer (21 CFR 11.50: the meaning of the signature)."""
+        return _DECISION_MEANINGS[self]
+
+
+_DECISION_MEANINGS = {
+    AckResponse.ACCEPT_OOS_PRODUCT: "accept use of the out-of-specification product for this "
+    "patient",
+    AckResponse.REQUEST_REMANUFACTURE: "request re-manufacture instead of using the "
+    "out-of-specification product for this patient",
+    AckResponse.DECLINE_PRODUCT: "decline the out-of-specification product for this patient",
+}
 
 _ACK_LABELS = {
     AckResponse.RECEIVED: "Received — we are reviewing it",

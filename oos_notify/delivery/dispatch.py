@@ -17,7 +17,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
+from pydantic import ValidationError
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlmodel import Session
 
 from oos_notify.agreements.config import EffectiveAgreement
@@ -27,6 +29,7 @@ from oos_notify.delivery.mail import OutgoingMessage, SendOutcome, SmtpBatch, bu
 from oos_notify.delivery.rendering import MessageContext, Renderer, RenderError
 from oos_notify.incidents import qa_reports
 from oos_notify.incidents.acknowledgement import AckTokens
+from oos_notify.return_addresses import ReturnAddresses
 from oos_notify.settings import Settings
 from oos_notify.store import outbox
 from oos_notify.store.db import transaction
@@ -42,6 +45,10 @@ RENEW_EVERY = CLAIM_LEASE / 3
 MAX_RETRY_DELAY = timedelta(hours=1)
 SETTLE_EVERY = timedelta(seconds=0.5)
 """How long sent messages may go unrecorded while the rest of their batch is being sent."""
+STALLED_AFTER = timedelta(minutes=10)
+"""A dispatcher that has finished no run and no batch for this long (or three sweeps, if
+longer) is stuck: a batch, even over a slow mail server, takes a few minutes at most. Not the
+claim lease: a sender renews that while a long batch goes on."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,30 @@ class _Gathered:
 class Prepared:
     message: OutgoingMessage
     template_version: str
+
+
+@dataclass(frozen=True)
+class Unbuildable:
+    """A notification whose message could not be made: it fails alone, for good, with ``reason``;
+    retrying would build the same message from the same rows and fail the same way."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class DispatchHealth:
+    """How this process's dispatch runs are going, for readiness and metrics."""
+
+    failed_runs_total: int
+    """Runs that ended in an error since the process started."""
+    failing_runs: int
+    """Failed runs in a row (see ``Dispatcher._on_clean_run``); 0 when all is well."""
+    last_error: str | None
+    """The type of the error that ended the last failed run, while ``failing_runs`` is not 0."""
+    last_success_age_seconds: float
+    """Seconds since a run or a batch last finished without an error (or since the start)."""
+    stalled_after_seconds: float
+    """How long without a success means the dispatcher is stuck: it runs every sweep."""
 
 
 @dataclass
@@ -90,8 +121,10 @@ class Dispatcher:
         tokens: AckTokens,
         smtp_host: str,
         smtp_port: int,
+        return_addresses: ReturnAddresses | None = None,
     ) -> None:
         self._engine = engine
+        self._return_addresses = return_addresses
         self._write_gate = write_gate
         self._clock = clock
         self._settings = settings
@@ -112,6 +145,23 @@ class Dispatcher:
         self._holding = False
         self._lease_from = 0.0
         """When (monotonic) the claims held were last taken or renewed."""
+        self._failed_runs_total = 0
+        self._failing_runs = 0
+        self._last_error: str | None = None
+        self._last_success = clock.now()
+        self._last_batch_failure: datetime | None = None
+
+    @property
+    def health(self) -> DispatchHealth:
+        return DispatchHealth(
+            failed_runs_total=self._failed_runs_total,
+            failing_runs=self._failing_runs,
+            last_error=self._last_error if self._failing_runs else None,
+            last_success_age_seconds=(self._clock.now() - self._last_success).total_seconds(),
+            stalled_after_seconds=max(
+                STALLED_AFTER.total_seconds(), 3 * self._settings.sweep_interval_seconds
+            ),
+        )
 
     @property
     def running(self) -> bool:
@@ -198,8 +248,27 @@ class Dispatcher:
             self._wanted = False
             try:
                 await self._dispatch_due()
-            except Exception:
-                log.exception("dispatch run failed; the sweep will retry")
+            except Exception as exc:
+                self._failed_runs_total += 1
+                self._failing_runs += 1
+                self._last_error = type(exc).__name__
+                log.exception(
+                    "dispatch run failed (%d in a row); the sweep will retry",
+                    self._failing_runs,
+                    extra={"count": self._failing_runs},
+                )
+            else:
+                self._on_clean_run()
+
+    def _on_clean_run(self) -> None:
+        """A run without an error ends a failing streak, unless a batch failed within the
+        longest retry delay: the rows it gave back are not due yet, so a run that found nothing
+        to claim says nothing about them, and a dispatcher that fails every batch would
+        otherwise never look failing."""
+        now = self._clock.now()
+        self._last_success = now
+        if self._last_batch_failure is None or now - self._last_batch_failure > MAX_RETRY_DELAY:
+            self._failing_runs = 0
 
     async def _dispatch_due(self) -> None:
         if self._mail_unreachable and await self.probe_mail() is None:
@@ -243,6 +312,36 @@ class Dispatcher:
         )
 
     async def _send(self, batch: list[Notification]) -> None:
+        """Send a claimed batch. If that fails for a reason no single message explains (the
+        database, a bug), give the batch's unsettled claims back to the queue, due after a
+        backoff and showing the error, rather than leave them 'sending' until their lease runs
+        out; then fail the run. Messages sent but not yet recorded go out again under their
+        Message-ID, as after a crash."""
+        try:
+            await self._send_batch(batch)
+        except Exception as exc:
+            error = f"the dispatch run failed: {_describe(exc)}"
+            now = self._last_batch_failure = self._clock.now()
+            retries = {
+                n.id: now + retry_delay(n.attempts, self._settings.retry_base_seconds)
+                for n in batch
+            }
+            try:
+                released = await self._in_database(self._release_after_error, retries, error)
+            except Exception:
+                log.exception("cannot give back the claims of a failed batch")
+            else:
+                log.error(
+                    "%s: %d claimed notifications go back to the queue",
+                    error,
+                    released,
+                    extra={"count": released},
+                )
+            raise
+        self._failing_runs, self._last_batch_failure = 0, None
+        self._last_success = self._clock.now()
+
+    async def _send_batch(self, batch: list[Notification]) -> None:
         """Render the batch off the event loop, send it over a few connections at once, and
         settle what was sent at least every SETTLE_EVERY seconds and at the end.
 
@@ -273,15 +372,15 @@ class Dispatcher:
             )
 
     async def _send_lane(
-        self, work: list[tuple[Notification, Prepared | RenderError]], pending: _Pending
+        self, work: list[tuple[Notification, Prepared | Unbuildable]], pending: _Pending
     ) -> list[str]:
         """Send one connection's share of a batch; return the ids left unsent by a stop."""
         async with SmtpBatch(self._settings, self._smtp_host, self._smtp_port) as smtp:
             for position, (notification, item) in enumerate(work):
                 if self._stopping or self._lease_lost():
                     return [n.id for n, _ in work[position:]]
-                if isinstance(item, RenderError):
-                    outcome = SendOutcome(False, True, None, f"template error: {item}", 0)
+                if isinstance(item, Unbuildable):
+                    outcome = SendOutcome(False, True, None, item.reason, 0)
                     pending.results.append((notification, outcome, None))
                 else:
                     outcome = await smtp.send(item.message)
@@ -319,6 +418,12 @@ class Dispatcher:
         with transaction(self._engine) as session:
             return outbox.release_claims(session, notification_ids, self.owner)
 
+    def _release_after_error(self, retries: dict[str, datetime], error: str) -> int:
+        with transaction(self._engine) as session:
+            return outbox.release_after_error(
+                session, retries, error, self._clock.now(), self.owner
+            )
+
     def _claim(self) -> list[Notification]:
         with transaction(self._engine) as session:
             return outbox.claim_due(
@@ -329,37 +434,49 @@ class Dispatcher:
         with transaction(self._engine) as session:
             return outbox.next_due(session)
 
-    def _gather(self, batch: list[Notification]) -> list[_Gathered]:
-        """Read what the batch's templates need, in one transaction."""
+    def _gather(self, batch: list[Notification]) -> list[_Gathered | Unbuildable]:
+        """Read what the batch's templates need, in one transaction. A row whose facts cannot
+        be made into a template context (data this code does not expect) fails alone; a
+        database error is no row's fault and fails the batch."""
         now = self._clock.now()
         per_incident: dict[str, tuple[EffectiveAgreement, messaging.Answers]] = {}
-        gathered = []
+        gathered: list[_Gathered | Unbuildable] = []
         with transaction(self._engine) as session:
             for notification in batch:
-                incident = session.get(Incident, notification.incident_id)
-                assert incident is not None
-                if incident.id not in per_incident:
-                    per_incident[incident.id] = (
-                        EffectiveAgreement.model_validate(incident.agreement),
-                        messaging.Answers.of(session, incident),
-                    )
-                agreement, answers = per_incident[incident.id]
-                context = messaging.build_context(
-                    session,
-                    notification,
-                    incident,
-                    agreement,
-                    answers,
-                    self._tokens,
-                    self._settings,
-                    now,
-                )
-                gathered.append(_Gathered(notification, incident, agreement, context, now))
+                try:
+                    gathered.append(self._gather_one(session, notification, per_incident, now))
+                except SQLAlchemyError:
+                    raise
+                except Exception as exc:
+                    gathered.append(self._unbuildable(notification, exc))
         return gathered
 
-    def _render(self, item: _Gathered) -> Prepared | RenderError:
+    def _gather_one(
+        self,
+        session: Session,
+        notification: Notification,
+        per_incident: dict[str, tuple[EffectiveAgreement, messaging.Answers]],
+        now: datetime,
+    ) -> _Gathered:
+        incident = session.get(Incident, notification.incident_id)
+        assert incident is not None
+        if incident.id not in per_incident:
+            per_incident[incident.id] = (
+                EffectiveAgreement.stored(incident.agreement),
+                messaging.Answers.of(session, incident),
+            )
+        agreement, answers = per_incident[incident.id]
+        context = messaging.build_context(
+            session, notification, incident, agreement, answers, self._tokens, self._settings, now
+        )
+        return _Gathered(notification, incident, agreement, context, now)
+
+    def _render(self, item: _Gathered | Unbuildable) -> Prepared | Unbuildable:
+        """The message on the wire, or why there is none: whatever one message's templates,
+        names or addresses hold, it cannot stop the rest of its batch."""
+        if isinstance(item, Unbuildable):
+            return item
         notification, incident, agreement = item.notification, item.incident, item.agreement
-        now = item.now
         try:
             rendered = self._renderer.render(
                 notification.template,
@@ -375,11 +492,32 @@ class Dispatcher:
                 exc,
                 extra=_ids(notification),
             )
-            return exc
-        envelope = messaging.envelope(
-            notification, incident, self._settings, now, agreement.manufacturer_name
+            return Unbuildable(f"template error: {exc}")
+        try:
+            envelope = messaging.envelope(
+                notification,
+                incident,
+                self._settings,
+                item.now,
+                agreement.manufacturer_name,
+                self._return_addresses,
+            )
+            return Prepared(build_message(rendered, envelope), rendered.version)
+        except Exception as exc:
+            return self._unbuildable(notification, exc)
+
+    def _unbuildable(self, notification: Notification, exc: Exception) -> Unbuildable:
+        described = _describe(exc)
+        log.error(
+            "cannot build %s for %s: %s",
+            notification.template,
+            notification.id,
+            described,
+            # A refused header is the data's fault and says so; anything else may be a bug.
+            exc_info=None if type(exc) is ValueError else exc,
+            extra=_ids(notification),
         )
-        return Prepared(build_message(rendered, envelope), rendered.version)
+        return Unbuildable(f"cannot build the message: {described}")
 
     def _settle(self, results: list[tuple[Notification, SendOutcome, str | None]]) -> None:
         now = self._clock.now()
@@ -433,8 +571,15 @@ class Dispatcher:
             duration_ms=outcome.duration_ms,
             retry_at=retry_at,
         )
-        if failed:
-            qa_reports.delivery_failure(session, notification, now, self._settings.mail_domain)
+        if failed and not qa_reports.delivery_failure(
+            session, notification, now, self._settings.mail_domain, outcome.reply
+        ):
+            log.error(
+                "QA could not be told that %s failed: %s",
+                notification.id,
+                outcome.reply,
+                extra=_ids(notification),
+            )
         log.warning(
             "delivery of %s failed (%s): %s",
             notification.id,
@@ -446,6 +591,25 @@ class Dispatcher:
                 retry_at=retry_at.isoformat() if retry_at else None,
             ),
         )
+
+
+def _describe(exc: Exception) -> str:
+    """An error as a notification's ``last_error`` shows it, on one line: a refused header says
+    what was wrong; anything else names its type too. Without the values a validation error
+    echoes (they could be anything an incident holds) or the SQL a database error adds."""
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False)
+        )
+        text = f"invalid {exc.title}: {problems}"
+    elif isinstance(exc, DBAPIError):
+        text = f"{type(exc).__name__}: {exc.orig}"
+    elif type(exc) is ValueError:
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:500] or type(exc).__name__
 
 
 def _ids(notification: Notification, **more: object) -> dict[str, object]:

@@ -7,12 +7,14 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from email.charset import Charset
 from email.header import Header
 from email.utils import format_datetime, formataddr
 from types import TracebackType
 
 import aiosmtplib
 
+from oos_notify.addresses import is_breaking
 from oos_notify.delivery.rendering import RenderedMessage
 from oos_notify.settings import Settings, SmtpSecurity
 
@@ -30,6 +32,18 @@ class Envelope:
     thread_id: str
     incident_ref: str
     sent_at: datetime
+    reply_to: str | None = None
+    """The notification's own reply address; None keeps replies going to the From address."""
+    return_path: str | None = None
+    """The envelope sender bounces go to (VERP); None sends from the From address."""
+
+
+SUPPRESS_ALL = "All"
+"""Asks Exchange to send no out-of-office replies, automatic replies or non-delivery reports."""
+SUPPRESS_RECEIPTS = "DR, RN, NRN"
+"""Asks Exchange for no delivery or read receipts only: out-of-office replies, other automatic
+replies and non-delivery reports come back to the return addresses, where the service reads
+them."""
 
 
 @dataclass(frozen=True)
@@ -44,24 +58,42 @@ class OutgoingMessage:
 CRLF = "\r\n"
 _FOLD_AT = 78
 """Header lines longer than this are folded (RFC 5322's recommended limit)."""
+_UTF8 = Charset("utf-8")
+
+
+def _refuse_breaks(name: str, value: str) -> None:
+    """Checked at the door (events, agreement files); refused here again, because a header
+    that held one would end early and the rest of the value would start a header of its own."""
+    if any(is_breaking(c) for c in value):
+        raise ValueError(f"a {name} header cannot contain a line break or control character")
 
 
 def _header(name: str, value: str) -> str:
-    """One header line: ASCII as it is, anything else as RFC 2047 words; long lines folded."""
-    if "\r" in value or "\n" in value:
-        raise ValueError(f"a {name} header cannot contain a line break")
-    if value.isascii() and len(name) + 2 + len(value) <= _FOLD_AT:
+    """One header line: ASCII as it is, anything else as RFC 2047 words; long lines folded.
+    Text that looks like an RFC 2047 word (``=?``) is encoded too, so it reads as written."""
+    _refuse_breaks(name, value)
+    plain = value.isascii() and "=?" not in value
+    if plain and len(name) + 2 + len(value) <= _FOLD_AT:
         return f"{name}: {value}"
-    charset = None if value.isascii() else "utf-8"
+    charset = None if plain else "utf-8"
     return f"{name}: {Header(value, charset, header_name=name).encode(linesep=CRLF)}"
 
 
 def _address(name: str, display_name: str, address: str) -> str:
-    """An address header; a line break in a name from an agreement file must not start a new
-    header (``formataddr`` would quote it, not refuse it, as ``EmailMessage`` did)."""
-    if any(c in display_name + address for c in "\r\n"):
-        raise ValueError(f"a {name} header cannot contain a line break")
-    return f"{name}: {formataddr((display_name, address), 'utf-8')}"
+    """An address header with exactly one mailbox. An ASCII name is quoted where it has to be
+    (``Rivera, A.`` would otherwise read as two addresses); any other name is one RFC 2047
+    word, as ``formataddr`` writes it: split into several, it would decode with spaces inside
+    words in readers that keep the white space between them (Python's parser among them). The
+    address goes out as it is, so it must be ASCII: an internationalised one would need
+    SMTPUTF8, which the service does not ask the server for."""
+    _refuse_breaks(name, display_name + address)
+    if not address.isascii():
+        raise ValueError(f"a {name} address must be ASCII, not {address!r}")
+    if any(c in address for c in ' ,;<>"()[]\\'):
+        raise ValueError(f"a {name} header takes one plain mailbox, not {address!r}")
+    if display_name.isascii() and "=?" not in display_name:
+        return f"{name}: {formataddr((display_name, address))}"
+    return f"{name}: {_UTF8.header_encode(display_name)} <{address}>"
 
 
 def _part(subtype: str, body: str) -> str:
@@ -74,7 +106,8 @@ def _part(subtype: str, body: str) -> str:
 
 
 def build_message(rendered: RenderedMessage, envelope: Envelope) -> OutgoingMessage:
-    """A ``multipart/alternative`` message (text, then HTML) that threads per incident.
+    """A ``multipart/alternative`` message (text, then HTML) that threads per incident; raises
+    ValueError for a header that cannot be written (a line break, an address that is not ASCII).
 
     Written out directly: the email package's generator (and before it ``EmailMessage``'s
     header parsing) cost more per message than rendering its templates.
@@ -90,8 +123,12 @@ def build_message(rendered: RenderedMessage, envelope: Envelope) -> OutgoingMess
         # Every message of an incident points at the same thread root, so mail clients group them.
         _header("In-Reply-To", envelope.thread_id),
         _header("References", envelope.thread_id),
+        *([_address("Reply-To", "", envelope.reply_to)] if envelope.reply_to else []),
+        # RFC 3834: still says that no responder should answer; those that follow it stay
+        # silent, return addresses or not (see docs/returned-mail.md).
         "Auto-Submitted: auto-generated",
-        "X-Auto-Response-Suppress: All",
+        "X-Auto-Response-Suppress: "
+        + (SUPPRESS_RECEIPTS if envelope.return_path else SUPPRESS_ALL),
         _header("X-OOS-Incident", envelope.incident_ref),
         # Names the outbox row, so a receiver (or a test) can tell resends of one notification
         # apart from different notifications whatever their Message-ID says.
@@ -109,7 +146,8 @@ def build_message(rendered: RenderedMessage, envelope: Envelope) -> OutgoingMess
         )
         + f"--{boundary}--{CRLF}"
     )
-    return OutgoingMessage(envelope.sender, envelope.recipient, data.encode("ascii"))
+    sender = envelope.return_path or envelope.sender
+    return OutgoingMessage(sender, envelope.recipient, data.encode("ascii"))
 
 
 @dataclass(frozen=True)

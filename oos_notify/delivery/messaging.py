@@ -2,39 +2,62 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
 
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from oos_notify.agreements.business_time import CenterCalendar
 from oos_notify.agreements.business_time import add as add_duration
-from oos_notify.agreements.config import EffectiveAgreement
-from oos_notify.agreements.vocabulary import AckResponse
+from oos_notify.agreements.config import EffectiveAgreement, Recipient
+from oos_notify.agreements.vocabulary import AckResponse, EventType, ProductStatus
 from oos_notify.delivery.mail import Envelope
 from oos_notify.delivery.rendering import (
     AckLinkView,
     AcknowledgementView,
     CenterView,
+    ChecklistItemView,
     FailedAttributeView,
     FailedDeliveryView,
+    ForwardedReplyView,
     IncidentView,
     MessageContext,
+    OosReleaseView,
     PersonView,
+    RemanufactureView,
+    RevisionView,
+    SignatureView,
+    WithinSpecBasisView,
+    day,
     disposition_label,
+    infusion_window_view,
     key_date_views,
     local_time,
 )
-from oos_notify.incidents.acknowledgement import AckTokens, Purpose, first_answer, purpose_of
+from oos_notify.incidents.acknowledgement import (
+    AckTokens,
+    Purpose,
+    answer_that_counts,
+    confirmations,
+    open_callback,
+    purpose_of,
+)
+from oos_notify.return_addresses import Purpose as AddressPurpose
+from oos_notify.return_addresses import ReturnAddresses
 from oos_notify.settings import Settings
-from oos_notify.store.lifecycle import NotificationKind
+from oos_notify.store.lifecycle import NotificationKind, NotificationStatus
 from oos_notify.store.models import (
     Acknowledgement,
     DeliveryAttempt,
     FailureReport,
+    ForwardedReply,
+    InboundMessage,
     Incident,
     Notification,
 )
+from oos_notify.store.outbox import BOUNCED
 
 
 def center_ids(agreement: EffectiveAgreement) -> tuple[str, str]:
@@ -42,47 +65,167 @@ def center_ids(agreement: EffectiveAgreement) -> tuple[str, str]:
     return (agreement.center_id, agreement.health_system_id)
 
 
-def incident_view(incident: Incident, agreement: EffectiveAgreement) -> IncidentView:
-    product = next(
-        (p.name for p in agreement.products if p.code == incident.product_code),
-        incident.product_code,
-    )
+MICROBIAL_ATTRIBUTES = frozenset({"sterility", "mycoplasma", "gram stain"})
+"""Failed attributes that mean organisms may have been infused: blood cultures, and the
+organism's identity and susceptibilities to follow."""
+
+
+def incident_view(
+    incident: Incident, agreement: EffectiveAgreement, decision_due: datetime | None = None
+) -> IncidentView:
+    product = agreement.product(incident.product_code)
+    status = ProductStatus(incident.product_status) if incident.product_status else None
+    infused = status is ProductStatus.INFUSED
     return IncidentView(
         id=incident.id,
         ref=incident.incident_ref,
         status=incident.status,
         severity=incident.severity,
+        severity_rule=incident.severity_rule,
         disposition=incident.disposition,
         disposition_label=disposition_label(incident.disposition),
         product_code=incident.product_code,
-        product_name=product,
+        product_name=product.name if product else incident.product_code,
         lot_number=incident.lot_number,
         chain_of_identity=incident.chain_of_identity,
         summary=incident.summary,
         failed_attributes=[FailedAttributeView(**a) for a in incident.failed_attributes],
         key_dates=key_date_views(incident.key_dates),
         opened_at=local_time(incident.opened_at, agreement.timezone),
+        product_status=status.value if status else None,
+        product_status_label=status.label if status else None,
+        infused=infused,
+        infused_at=local_time(incident.infused_at, agreement.timezone)
+        if incident.infused_at
+        else None,
+        late_result=incident.plan_type == EventType.LATE_RESULT,
+        microbial=any(
+            a["attribute"].strip().lower() in MICROBIAL_ATTRIBUTES
+            for a in incident.failed_attributes
+        ),
+        infusion_window=None
+        if infused or product is None
+        else infusion_window_view(
+            product.infusion_window_after_lymphodepletion, incident.key_dates
+        ),
+        oos_release=oos_release_view(incident.oos_release, agreement),
+        remanufacture=remanufacture_view(incident.remanufacture),
+        within_spec_basis=WithinSpecBasisView(**incident.within_spec_basis)
+        if incident.within_spec_basis
+        else None,
+        decision_due=local_time(decision_due, agreement.timezone) if decision_due else None,
+    )
+
+
+def oos_release_view(
+    offer: dict[str, Any] | None, agreement: EffectiveAgreement
+) -> OosReleaseView | None:
+    if offer is None:
+        return None
+    timezone = agreement.timezone
+    asked = []
+    for person in offer["asked"]:
+        contact = agreement.contact(person["contact_id"])
+        asked.append(
+            PersonView(
+                name=person["name"],
+                email=person["email"],
+                phone=contact.phone if contact else None,
+                role=person["role"],
+            )
+        )
+    items = [
+        ChecklistItemView(
+            label=item["label"],
+            reference=item["reference"],
+            confirmed_at=local_time(datetime.fromisoformat(item["confirmed_at"]), timezone)
+            if item["confirmed_at"]
+            else None,
+        )
+        for item in offer["items"]
+    ]
+    return OosReleaseView(
+        pathway=offer["name"],
+        checklist=items,
+        outstanding=sum(1 for item in items if item.reference is None),
+        asked=asked,
+    )
+
+
+def remanufacture_view(facts: dict[str, Any] | None) -> RemanufactureView | None:
+    if facts is None:
+        return None
+    release = facts.get("expected_release")
+    return RemanufactureView(
+        new_apheresis_needed=facts.get("new_apheresis_needed"),
+        expected_release=day(date.fromisoformat(release)) if release else None,
+        bridging_therapy_needed=facts.get("bridging_therapy_needed"),
+    )
+
+
+def center_view(
+    agreement: EffectiveAgreement, plan_type: str = EventType.RELEASE_FAILURE
+) -> CenterView:
+    """The center as its messages name it, with who may stop the escalation of the plan in
+    force and the numbers to call in the final escalation."""
+    stopping = agreement.plans[EventType(plan_type)].stops_escalation
+    labels = [f"the {role.label}" for role in stopping]
+    phrase = labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} or {labels[-1]}"
+    callers: dict[str, PersonView] = {}
+    for role in stopping:
+        for contact in agreement.contacts_for(Recipient(role, manufacturer=False)):
+            if contact.phone and contact.email not in callers:
+                callers[contact.email] = PersonView(
+                    name=contact.name, email=contact.email, phone=contact.phone, role=role.label
+                )
+    return CenterView(
+        id=agreement.center_id,
+        name=agreement.center_name,
+        health_system=agreement.health_system_name,
+        timezone=agreement.timezone,
+        on_call_phone=agreement.on_call_phone,
+        stopping_roles=phrase,
+        call_list=list(callers.values()),
     )
 
 
 @dataclass(frozen=True)
 class Answers:
-    """What an incident's messages say was answered: the first acknowledgement of the current
-    round and the first decision. Read once per incident for a batch of its messages."""
+    """What an incident's messages say was answered: the acknowledgement that stopped the
+    current round, the decision in force, the confirmations that stopped nothing, an open
+    request to be called, and when a missing decision is escalated. Read once per incident for
+    a batch of its messages."""
 
     acknowledgement: Acknowledgement | None
     decision: Acknowledgement | None
+    confirmations: list[Acknowledgement] = field(default_factory=list)
+    callback: Acknowledgement | None = None
+    decision_due: datetime | None = None
 
     @classmethod
     def of(cls, session: Session, incident: Incident) -> Answers:
         """Read from the acknowledgements only when the incident says it has some: it notes
-        when it was first acknowledged and its decision in the transactions that record them."""
+        when it was first acknowledged, its decision, and (by its update time) any other
+        answer, in the transactions that record them."""
+        changed = incident.updated_at > incident.opened_at
+        offered = incident.oos_release is not None and incident.decision is None
         return cls(
-            first_answer(session, incident, Purpose.ACKNOWLEDGEMENT)
+            answer_that_counts(session, incident, Purpose.ACKNOWLEDGEMENT)
             if incident.acknowledged_at is not None
             else None,
-            first_answer(session, incident, Purpose.DECISION)
+            answer_that_counts(session, incident, Purpose.DECISION)
             if incident.decision is not None
+            else None,
+            confirmations(session, incident) if changed else [],
+            open_callback(session, incident) if offered else None,
+            session.exec(
+                select(func.min(Notification.due_at)).where(
+                    Notification.incident_id == incident.id,
+                    Notification.kind == NotificationKind.DECISION_OVERDUE.value,
+                    col(Notification.status) != NotificationStatus.CANCELLED.value,
+                )
+            ).one()
+            if offered
             else None,
         )
 
@@ -103,24 +246,21 @@ def build_context(
         expires_at = add_duration(
             now, agreement.ack_link_valid_for, CenterCalendar.of(agreement), business_hours=False
         )
-        token = tokens.issue(notification, expires_at)
+        token = tokens.issue(notification, expires_at, ack_round=incident.ack_round)
         ack_link = AckLinkView(
             url=f"{settings.public_base_url.rstrip('/')}/ack/{token}",
             expires_at=local_time(expires_at, agreement.timezone),
         )
     first_ack, decision = answers.acknowledgement, answers.decision
     qa = incident.qa_contact
+    contact = agreement.contact(notification.contact_id)
     return MessageContext(
-        incident=incident_view(incident, agreement),
-        center=CenterView(
-            id=agreement.center_id,
-            name=agreement.center_name,
-            health_system=agreement.health_system_name,
-            timezone=agreement.timezone,
-        ),
+        incident=incident_view(incident, agreement, answers.decision_due),
+        center=center_view(agreement, incident.plan_type),
         recipient=PersonView(
             name=notification.recipient_name,
             email=notification.recipient_email,
+            phone=contact.phone if contact else None,
             role=notification.role,
         ),
         manufacturer=agreement.manufacturer_name,
@@ -129,11 +269,16 @@ def build_context(
         else None,
         step_level=notification.level,
         ack=ack_link,
-        asks_decision=purpose_of(notification) is Purpose.DECISION,
+        asks_decision=notification.with_ack_link and purpose_of(notification) is Purpose.DECISION,
         acknowledgement=acknowledgement_view(first_ack, agreement) if first_ack else None,
         decision=acknowledgement_view(decision, agreement) if decision else None,
+        confirmations=[acknowledgement_view(c, agreement) for c in answers.confirmations],
+        callback=acknowledgement_view(answers.callback, agreement) if answers.callback else None,
         failed_delivery=failed_delivery_view(session, notification, agreement)
         if notification.kind == NotificationKind.DELIVERY_FAILURE
+        else None,
+        forwarded_reply=forwarded_reply_view(session, notification, agreement)
+        if notification.kind == NotificationKind.FORWARDED_REPLY
         else None,
     )
 
@@ -160,21 +305,58 @@ def failed_delivery_view(
         attempts=failed.attempts,
         smtp_code=last.smtp_code if last else None,
         reply=(last.smtp_reply if last else None) or failed.last_error or "",
+        never_sent=last is not None and last.outcome == "permanent" and last.smtp_code is None,
+        bounced=last is not None and last.outcome == BOUNCED,
+    )
+
+
+def forwarded_reply_view(
+    session: Session, forward: Notification, agreement: EffectiveAgreement
+) -> ForwardedReplyView:
+    """The reply a message to QA forwards, and who sent it."""
+    link = session.get(ForwardedReply, forward.id)
+    assert link is not None, f"{forward.id} forwards no reply"
+    reply = session.get(InboundMessage, link.inbound_message_id)
+    assert reply is not None
+    answered = session.get(Notification, reply.notification_id) if reply.notification_id else None
+    return ForwardedReplyView(
+        sender=PersonView(
+            name=answered.recipient_name if answered else reply.sender or "",
+            email=reply.sender,
+            role=answered.role if answered else None,
+        ),
+        received_at=local_time(reply.received_at, agreement.timezone),
+        subject=reply.subject or "",
+        text=reply.text or "",
+        reason=str(reply.detail.get("reason", "")),
     )
 
 
 def acknowledgement_view(
     ack: Acknowledgement, agreement: EffectiveAgreement
 ) -> AcknowledgementView:
-    contact = next(
-        (c for c in agreement.contacts + agreement.system_contacts if c.id == ack.contact_id), None
-    )
+    contact = agreement.contact(ack.contact_id)
+    signed, revision = ack.signature, ack.revision
     return AcknowledgementView(
         by=f"{contact.name} <{ack.email}>" if contact else ack.email,
         role=ack.role,
         at=local_time(ack.at, agreement.timezone),
         response=AckResponse(ack.response).label,
         comment=ack.comment,
+        signature=SignatureView(
+            printed_name=signed["printed_name"],
+            meaning=signed["meaning"],
+            signed_at=signed["shown"],
+        )
+        if signed
+        else None,
+        revision=RevisionView(
+            reason=revision["reason"],
+            recorded_by=f"{revision['recorded_by']['name']} <{revision['recorded_by']['email']}>",
+        )
+        if revision
+        else None,
+        phone=ack.callback_phone,
     )
 
 
@@ -184,7 +366,16 @@ def envelope(
     settings: Settings,
     now: datetime,
     manufacturer_name: str,
+    addresses: ReturnAddresses | None = None,
 ) -> Envelope:
+    """Who a message is from and to. With return addresses, bounces come back to the
+    notification's own envelope sender, and a center's replies to its own Reply-To; messages
+    to the manufacturer's QA keep replies going to the From address, where people read them."""
+    reply_to = return_path = None
+    if addresses is not None:
+        return_path = addresses.address(notification.id, AddressPurpose.BOUNCE)
+        if not NotificationKind(notification.kind).reports_to_qa:
+            reply_to = addresses.address(notification.id, AddressPurpose.REPLY)
     return Envelope(
         sender=settings.mail_from,
         sender_name=f"{manufacturer_name} OOS notifications",
@@ -195,4 +386,6 @@ def envelope(
         thread_id=f"<{incident.id.lower()}@{settings.mail_domain}>",
         incident_ref=incident.incident_ref,
         sent_at=now,
+        reply_to=reply_to,
+        return_path=return_path,
     )

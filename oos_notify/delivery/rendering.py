@@ -11,8 +11,9 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from jinja2 import (
@@ -27,6 +28,9 @@ from jinja2 import (
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel
 
+from oos_notify.addresses import as_one_line
+from oos_notify.agreements.config import InfusionWindow
+from oos_notify.agreements.durations import Duration
 from oos_notify.agreements.vocabulary import Disposition, KeyDate
 
 PARTS = ("subject.txt", "body.txt", "body.html")
@@ -60,11 +64,59 @@ class KeyDateView(BaseModel):
     date: str
 
 
+class PersonView(BaseModel):
+    name: str
+    email: str | None = None
+    phone: str | None = None
+    role: str | None = None
+
+
+class InfusionWindowView(BaseModel):
+    """When the product must be infused after lymphodepletion, and when waiting longer means
+    repeating lymphodepletion (``repeat_after``: the last day, once the date is known)."""
+
+    earliest: str
+    latest: str
+    counted_from: str
+    repeat_after: str | None
+
+
+class ChecklistItemView(BaseModel):
+    label: str
+    reference: str | None
+    confirmed_at: str | None
+
+
+class OosReleaseView(BaseModel):
+    """The regulatory pathway of an out-of-specification product offered for release."""
+
+    pathway: str
+    checklist: list[ChecklistItemView]
+    outstanding: int
+    asked: list[PersonView] = []
+    """Who was asked to decide, with their numbers where the agreement has them."""
+
+
+class RemanufactureView(BaseModel):
+    """What re-manufacture means for the patient; None where the manufacturer has not said."""
+
+    new_apheresis_needed: bool | None = None
+    expected_release: str | None = None
+    bridging_therapy_needed: bool | None = None
+
+
+class WithinSpecBasisView(BaseModel):
+    assignable_cause: str
+    certificate_of_analysis: str
+
+
 class IncidentView(BaseModel):
     id: str
     ref: str
     status: str
     severity: str
+    severity_rule: str | None = None
+    """The rule that chose the severity, when a rule did: why the clock is as fast as it is."""
     disposition: str | None
     disposition_label: str | None
     product_code: str
@@ -75,6 +127,20 @@ class IncidentView(BaseModel):
     failed_attributes: list[FailedAttributeView]
     key_dates: list[KeyDateView]
     opened_at: str
+    product_status: str | None = None
+    product_status_label: str | None = None
+    infused: bool = False
+    infused_at: str | None = None
+    late_result: bool = False
+    """The escalation is for a result that came after release (the late-result plan)."""
+    microbial: bool = False
+    """A failed attribute is a microbial test (sterility, mycoplasma, Gram stain)."""
+    infusion_window: InfusionWindowView | None = None
+    oos_release: OosReleaseView | None = None
+    remanufacture: RemanufactureView | None = None
+    within_spec_basis: WithinSpecBasisView | None = None
+    decision_due: str | None = None
+    """When a decision still missing is escalated."""
 
 
 class CenterView(BaseModel):
@@ -82,18 +148,29 @@ class CenterView(BaseModel):
     name: str
     health_system: str
     timezone: str
-
-
-class PersonView(BaseModel):
-    name: str
-    email: str | None = None
-    phone: str | None = None
-    role: str | None = None
+    on_call_phone: str | None = None
+    stopping_roles: str = "the coordinator or the treating physician"
+    """Who may stop the escalation, as a sentence fragment."""
+    call_list: list[PersonView] = []
+    """The people of the roles that stop the escalation who have a phone number."""
 
 
 class AckLinkView(BaseModel):
     url: str
     expires_at: str
+
+
+class SignatureView(BaseModel):
+    printed_name: str
+    meaning: str
+    signed_at: str
+
+
+class RevisionView(BaseModel):
+    """A decision QA recorded for a decider, and why."""
+
+    reason: str
+    recorded_by: str
 
 
 class AcknowledgementView(BaseModel):
@@ -102,10 +179,13 @@ class AcknowledgementView(BaseModel):
     at: str
     response: str
     comment: str | None
+    signature: SignatureView | None = None
+    revision: RevisionView | None = None
+    phone: str | None = None
 
 
 class FailedDeliveryView(BaseModel):
-    """A notification the mail server refused for good, as the QA report describes it."""
+    """A notification that failed for good, as the QA report describes it."""
 
     recipient: PersonView
     template: str
@@ -113,6 +193,23 @@ class FailedDeliveryView(BaseModel):
     attempts: int
     smtp_code: int | None
     reply: str
+    """The mail server's reply, or why the message could not be built."""
+    never_sent: bool = False
+    """The message could not be built (a template error, a name or an address that cannot be
+    written in a header), so no mail server saw it."""
+    bounced: bool = False
+    """A mail server accepted the message and later returned it as undeliverable."""
+
+
+class ForwardedReplyView(BaseModel):
+    """A center's reply by email that did not acknowledge, as QA receives it forwarded."""
+
+    sender: PersonView
+    received_at: str
+    subject: str
+    text: str
+    reason: str
+    """Why it was not taken as an acknowledgement: "it does not confirm", ..."""
 
 
 class MessageContext(BaseModel):
@@ -130,8 +227,13 @@ class MessageContext(BaseModel):
     acknowledgement: AcknowledgementView | None
     """The acknowledgement of the current round of notices, once there is one."""
     decision: AcknowledgementView | None = None
-    """The physician's decision on an out-of-specification product, once there is one."""
+    """The decision in force on an out-of-specification product, once there is one."""
+    confirmations: list[AcknowledgementView] = []
+    """The current round's confirmations that stopped nothing (a cell lab's, say)."""
+    callback: AcknowledgementView | None = None
+    """A decider's request to be called, while it is open."""
     failed_delivery: FailedDeliveryView | None = None
+    forwarded_reply: ForwardedReplyView | None = None
 
 
 DISPOSITION_LABELS = {
@@ -145,6 +247,7 @@ DISPOSITION_LABELS = {
 KEY_DATE_LABELS = {
     KeyDate.APHERESIS: "Apheresis",
     KeyDate.LYMPHODEPLETION_START: "Lymphodepletion start",
+    KeyDate.LYMPHODEPLETION_END: "Lymphodepletion end",
     KeyDate.PLANNED_INFUSION: "Planned infusion",
     KeyDate.PRODUCT_SHIPMENT: "Product shipment",
 }
@@ -159,17 +262,52 @@ def key_date_views(key_dates: dict[str, str]) -> list[KeyDateView]:
     order = list(KeyDate)
     views = []
     for name in sorted(key_dates, key=lambda k: order.index(KeyDate(k))):
-        day = date.fromisoformat(key_dates[name])
-        views.append(
-            KeyDateView(
-                name=name, label=KEY_DATE_LABELS[KeyDate(name)], date=day.strftime("%a %d %b %Y")
-            )
-        )
+        when = date.fromisoformat(key_dates[name])
+        views.append(KeyDateView(name=name, label=KEY_DATE_LABELS[KeyDate(name)], date=day(when)))
     return views
 
 
 def disposition_label(disposition: str | None) -> str | None:
     return DISPOSITION_LABELS[Disposition(disposition)] if disposition else None
+
+
+def day(value: date) -> str:
+    """A date as the messages write it: ``Mon 30 Nov 2026``."""
+    return value.strftime("%a %d %b %Y")
+
+
+_COUNTED_FROM = {
+    KeyDate.LYMPHODEPLETION_START: "lymphodepletion starts",
+    KeyDate.LYMPHODEPLETION_END: "lymphodepletion ends",
+}
+_UNITS = {"s": "second", "m": "minute", "h": "hour", "d": "day", "bd": "business day"}
+
+
+def spoken(duration: Duration) -> str:
+    """A duration in words: ``2 days``."""
+    unit = _UNITS[duration.unit]
+    return f"{duration.amount} {unit}{'' if duration.amount == 1 else 's'}"
+
+
+def infusion_window_view(
+    window: InfusionWindow | None, key_dates: dict[str, str]
+) -> InfusionWindowView | None:
+    """The product's infusion window, with the last day before lymphodepletion must be repeated
+    once the date it counts from is known (a window of whole days ends on a calendar day)."""
+    if window is None:
+        return None
+    anchor = key_dates.get(window.counted_from.value)
+    last = (
+        date.fromisoformat(anchor) + timedelta(days=window.latest.as_timedelta().days)
+        if anchor
+        else None
+    )
+    return InfusionWindowView(
+        earliest=spoken(window.earliest),
+        latest=spoken(window.latest),
+        counted_from=_COUNTED_FROM[window.counted_from],
+        repeat_after=day(last) if last else None,
+    )
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -338,7 +476,9 @@ class Renderer:
                     continue
                 assert filename is not None
                 digest.update(self._source_digest(filename))
-        subject = " ".join(rendered[0].split())
+        # A subject template may print anything, a summary's line breaks or an SMTP reply
+        # included: the subject is one header line whatever it printed.
+        subject = as_one_line(rendered[0])
         if not subject:
             raise RenderError(f"{name}/subject.txt", "renders an empty subject")
         return RenderedMessage(
@@ -349,8 +489,20 @@ class Renderer:
         )
 
 
+def mailto(address: str, subject: str | None = None) -> str:
+    """A ``mailto:`` link to one address (the ``mailto`` filter: ``{{ qa_contact.email|mailto(
+    subject=incident.ref) }}``). A valid address may hold ``?``, ``&``, ``#`` or ``%`` before
+    its ``@``; written raw, they would start a query that adds recipients, headers or a body to
+    the message the reader's mail program writes. Everything but the ``@`` is percent-encoded,
+    and the subject is one line, encoded as a whole."""
+    link = "mailto:" + quote(address, safe="@")
+    if subject:
+        link += "?subject=" + quote(as_one_line(subject), safe="")
+    return link
+
+
 def _sandbox(loader: BaseLoader) -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
+    environment = ImmutableSandboxedEnvironment(
         loader=loader,
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
         undefined=StrictUndefined,
@@ -358,3 +510,5 @@ def _sandbox(loader: BaseLoader) -> ImmutableSandboxedEnvironment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    environment.filters["mailto"] = mailto
+    return environment

@@ -1,22 +1,26 @@
 """Acknowledgement by signed link: tokens, the confirmation page's facts, and recording the answer.
 
-A token names one notification, its incident and its recipient, and carries its expiry; it is
-signed with the service's secret key, so it cannot be forged or moved. Reading a token never
-changes anything: mail scanners open every link, and only the page's POST acknowledges.
+A token names one notification, its incident and its recipient, and carries its expiry and the
+incident's round when the email was sent; it is signed with the service's secret key, so it
+cannot be forged or moved. Reading a token never changes anything: mail scanners open every
+link, and only the page's POST acknowledges. An answer counts for the round its page showed: a
+late result starts a new round, and an old email or an old page must not confirm facts nobody saw.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from itsdangerous import BadSignature, URLSafeSerializer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from oos_notify.addresses import one_line
 from oos_notify.agreements.config import EffectiveAgreement
 from oos_notify.agreements.vocabulary import (
     AckResponse,
@@ -30,12 +34,13 @@ from oos_notify.incidents import qa_reports
 from oos_notify.incidents.planning import IncidentFacts, plan_acknowledged
 from oos_notify.store import audit, outbox
 from oos_notify.store.lifecycle import Condition, IncidentStatus, NotificationKind, incident_sources
-from oos_notify.store.models import Acknowledgement, Incident, Notification
+from oos_notify.store.models import Acknowledgement, Event, Incident, Notification
 from oos_notify.store.outbox import PlannedNotification
 
 MAX_TOKEN_LENGTH = 512
 RECEIPT_TEMPLATE = "acknowledgement_receipt"
 DECISION_RECEIPT_TEMPLATE = "decision_receipt"
+CALLBACK_TEMPLATE = "callback_request"
 
 
 class LinkError(ServiceError):
@@ -69,6 +74,8 @@ class Claims:
     incident_id: str
     contact_id: str
     expires_at: datetime
+    ack_round: int
+    """The incident's round when the email was sent, so the facts the email showed."""
 
 
 class AckTokens:
@@ -77,12 +84,15 @@ class AckTokens:
     def __init__(self, secret_key: str) -> None:
         self._serializer = URLSafeSerializer(secret_key, salt="oos-notify.ack.v1")
 
-    def issue(self, notification: Notification, expires_at: datetime) -> str:
+    def issue(self, notification: Notification, expires_at: datetime, *, ack_round: int = 1) -> str:
+        """A link for the email about to be sent, which shows the incident in ``ack_round``.
+        Links signed before the round was added carry none and read as round 1, like the default."""
         payload = {
             "n": notification.id,
             "i": notification.incident_id,
             "c": notification.contact_id,
             "x": int(expires_at.timestamp()),
+            "r": ack_round,
         }
         token = self._serializer.dumps(payload)
         assert isinstance(token, str)
@@ -99,8 +109,9 @@ class AckTokens:
                 incident_id=str(payload["i"]),
                 contact_id=str(payload["c"]),
                 expires_at=datetime.fromtimestamp(int(payload["x"]), UTC),
+                ack_round=int(payload.get("r", 1)),
             )
-        except (BadSignature, KeyError, TypeError, ValueError, OverflowError):
+        except (BadSignature, AttributeError, KeyError, TypeError, ValueError, OverflowError):
             raise InvalidLink(
                 "This acknowledgement link is not valid. Open the link from the email again, "
                 "or reply to the email to reach the manufacturer."
@@ -118,19 +129,62 @@ class AckForm(BaseModel):
 
     response: AckResponse = AckResponse.RECEIVED
     comment: Annotated[str, Field(max_length=2000)] | None = None
+    round: Annotated[int, Field(ge=1)] | None = None
+    """The round the page showed; a form without it answers for the round of its link."""
+    printed_name: Annotated[str, Field(max_length=200), AfterValidator(one_line)] | None = None
+    """The decider's printed name: with the meaning and the time, the decision's signature, shown
+    in messages like any name, so one line."""
+    phone: Annotated[str, Field(max_length=40, pattern=r"^\+?[0-9][0-9 ()./-]*$")] | None = None
+    """Where "please call us" is to be answered, when not the contact's number on file."""
+
+
+FORM_PROBLEMS = {
+    "response": "Choose one of the listed answers.",
+    "comment": "A comment is limited to 2000 characters.",
+    "round": "This page was changed or is not complete. Open the link from the email again.",
+    "printed_name": "Print your name on one line, in at most 200 characters.",
+    "phone": "Write the phone number with digits, spaces and + ( ) - . / only.",
+}
+
+
+def form_problem(error: ValidationError) -> InvalidAnswer:
+    """The page's plain words for the first form field that is wrong."""
+    field = str(error.errors()[0]["loc"][0]) if error.errors() else ""
+    return InvalidAnswer(FORM_PROBLEMS.get(field, FORM_PROBLEMS["response"]))
 
 
 class Purpose(StrEnum):
-    """What an answer on the page is: the acknowledgement of a notice, or a physician's decision."""
+    """What an answer is: the acknowledgement of a notice, a decider's decision, or a decider's
+    request to be called first (which leaves the decision open)."""
 
     ACKNOWLEDGEMENT = "acknowledgement"
     DECISION = "decision"
+    CALLBACK_REQUEST = "callback_request"
+
+
+DECISION_KINDS = (NotificationKind.DECISION, NotificationKind.DECISION_OVERDUE)
 
 
 def purpose_of(notification: Notification) -> Purpose:
-    if notification.kind == NotificationKind.DECISION:
+    if notification.kind in DECISION_KINDS:
         return Purpose.DECISION
     return Purpose.ACKNOWLEDGEMENT
+
+
+def decision_meaning(response: AckResponse, oos_release: dict[str, Any] | None) -> str:
+    """What a decider signs with ``response``: acceptance names the regulatory pathway."""
+    if response is AckResponse.ACCEPT_OOS_PRODUCT and oos_release:
+        return f"{response.meaning}, under {oos_release['name']}"
+    return response.meaning
+
+
+def may_stop(agreement: EffectiveAgreement, plan_type: str, notification: Notification) -> bool:
+    """Whether the person a notification went to may stop the escalation: one of their roles
+    (the one they were told under, or another they hold) is in the plan's stops_escalation."""
+    plan = agreement.plans[EventType(plan_type)]
+    contact = agreement.contact(notification.contact_id)
+    roles = {notification.role, *(contact.roles if contact else [])}
+    return bool(roles & set(plan.stops_escalation))
 
 
 def response_choices(purpose: Purpose) -> list[AckResponse]:
@@ -146,6 +200,19 @@ def response_choices(purpose: Purpose) -> list[AckResponse]:
 
 
 @dataclass(frozen=True)
+class Changes:
+    """What happened to the incident after an email from an earlier round was sent: the page
+    shows it before asking again, so nobody confirms facts they have not seen."""
+
+    sent_at: datetime
+    events: list[Event]
+    """The follow-up events since, oldest first: every late result that started a later round,
+    and whatever else arrived after the email was sent."""
+    decision: Acknowledgement | None
+    """The physician's decision, when it was recorded after the email was sent."""
+
+
+@dataclass(frozen=True)
 class AckState:
     """What the acknowledgement page shows."""
 
@@ -154,23 +221,73 @@ class AckState:
     purpose: Purpose
     choices: list[AckResponse]
     acknowledgement: Acknowledgement | None
-    """The answer already given for what this link asks, if any."""
+    """The answer already given for what this link asks, if any: the confirmation that stopped
+    the round's escalation, or the decision that counts."""
+    link_round: int
+    changes: Changes | None
+    """Set when the email is from an earlier round than the incident's current one."""
+    stops_escalation: bool = True
+    """Whether this recipient's confirmation stops the escalation (the plan's roles)."""
+    own_confirmation: Acknowledgement | None = None
+    """This recipient's confirmation of the current round, when it stopped nothing."""
+    callback: Acknowledgement | None = None
+    """A request to be called that is still open: the decision it leaves open is not made."""
     just_acknowledged: bool = False
+    just_asked_callback: bool = False
+    not_recorded: bool = False
+    """The answer was for a round that is no longer current: nothing was recorded."""
 
     @property
     def closed(self) -> bool:
         return IncidentStatus(self.incident.status).is_closed
 
 
-def first_answer(session: Session, incident: Incident, purpose: Purpose) -> Acknowledgement | None:
-    """The answer that counts: the first decision, or the first acknowledgement of the current
-    round (a late result starts a new round that needs its own)."""
+def answer_that_counts(
+    session: Session, incident: Incident, purpose: Purpose
+) -> Acknowledgement | None:
+    """The acknowledgement that stopped the current round's escalation (a late result starts a
+    new round that needs its own), or the decision in force: the last one recorded, since QA
+    may record a revision."""
     query = select(Acknowledgement).where(
         Acknowledgement.incident_id == incident.id, Acknowledgement.purpose == purpose.value
     )
     if purpose is Purpose.ACKNOWLEDGEMENT:
-        query = query.where(Acknowledgement.round == incident.ack_round)
-    return session.exec(query.order_by(col(Acknowledgement.at))).first()
+        query = query.where(
+            Acknowledgement.round == incident.ack_round,
+            col(Acknowledgement.stopped_escalation).is_not(False),
+        )
+        return session.exec(query.order_by(col(Acknowledgement.at))).first()
+    return session.exec(query.order_by(col(Acknowledgement.at).desc())).first()
+
+
+def confirmations(session: Session, incident: Incident) -> list[Acknowledgement]:
+    """The current round's confirmations that stopped nothing (a cell lab's, say), oldest first."""
+    return list(
+        session.exec(
+            select(Acknowledgement)
+            .where(
+                Acknowledgement.incident_id == incident.id,
+                Acknowledgement.purpose == Purpose.ACKNOWLEDGEMENT.value,
+                Acknowledgement.round == incident.ack_round,
+                col(Acknowledgement.stopped_escalation).is_(False),
+            )
+            .order_by(col(Acknowledgement.at))
+        ).all()
+    )
+
+
+def open_callback(session: Session, incident: Incident) -> Acknowledgement | None:
+    """The latest request to be called while no decision is recorded: a decision closes it."""
+    if incident.decision is not None:
+        return None
+    return session.exec(
+        select(Acknowledgement)
+        .where(
+            Acknowledgement.incident_id == incident.id,
+            Acknowledgement.purpose == Purpose.CALLBACK_REQUEST.value,
+        )
+        .order_by(col(Acknowledgement.at).desc())
+    ).first()
 
 
 def _load(session: Session, tokens: AckTokens, token: str, now: datetime) -> AckState:
@@ -185,8 +302,66 @@ def _load(session: Session, tokens: AckTokens, token: str, now: datetime) -> Ack
     incident = session.get(Incident, notification.incident_id)
     assert incident is not None
     purpose = purpose_of(notification)
-    answer = first_answer(session, incident, purpose)
-    return AckState(incident, notification, purpose, response_choices(purpose), answer)
+    agreement = EffectiveAgreement.stored(incident.agreement)
+    stops = purpose is Purpose.DECISION or may_stop(agreement, incident.plan_type, notification)
+    own = None
+    if not stops:
+        own = next(
+            (
+                c
+                for c in confirmations(session, incident)
+                if c.contact_id == notification.contact_id
+            ),
+            None,
+        )
+    return AckState(
+        incident,
+        notification,
+        purpose,
+        # Somebody whose answer stops nothing is not offered to ask for anything either: a
+        # "please call us" that reaches nobody would be worse than none.
+        response_choices(purpose) if stops else [AckResponse.RECEIVED],
+        answer_that_counts(session, incident, purpose),
+        claims.ack_round,
+        _changes(session, incident, notification, claims.ack_round, purpose),
+        stops_escalation=stops,
+        own_confirmation=own,
+        callback=open_callback(session, incident) if purpose is Purpose.DECISION else None,
+    )
+
+
+def _changes(
+    session: Session,
+    incident: Incident,
+    notification: Notification,
+    link_round: int,
+    purpose: Purpose,
+) -> Changes | None:
+    if link_round >= incident.ack_round:
+        return None
+    sent_at = notification.sent_at or notification.created_at
+    events = session.exec(
+        select(Event)
+        .where(Event.incident_id == incident.id)
+        .order_by(col(Event.received_at), col(Event.occurred_at))
+    ).all()
+    # Each late result after the opening started one round, so the last ones started the rounds
+    # after the link's: counted, not compared by time, they are found even when the email went
+    # out in the same instant.
+    late = [e.event_id for e in events if e.type == EventType.LATE_RESULT]
+    restarts = set(late[-(incident.ack_round - link_round) :])
+    decision = (
+        answer_that_counts(session, incident, Purpose.DECISION)
+        if purpose is Purpose.ACKNOWLEDGEMENT
+        and incident.decided_at is not None
+        and incident.decided_at > sent_at
+        else None
+    )
+    return Changes(
+        sent_at,
+        [e for e in events if e.event_id in restarts or e.received_at > sent_at],
+        decision,
+    )
 
 
 def view(session: Session, tokens: AckTokens, token: str, now: datetime) -> AckState:
@@ -195,11 +370,30 @@ def view(session: Session, tokens: AckTokens, token: str, now: datetime) -> AckS
 
 
 @dataclass(frozen=True)
-class _Answer:
-    form: AckForm
+class Answer:
+    """An answer as it was given: on the page, or recorded by QA for a decider."""
+
+    response: AckResponse
+    comment: str | None
     client_address: str | None
     user_agent: str | None
     now: datetime
+    phone: str | None = None
+    signature: dict[str, Any] | None = None
+    revision: dict[str, Any] | None = None
+
+
+def signature(printed_name: str, meaning: str, now: datetime, timezone: str) -> dict[str, Any]:
+    """A signature manifestation (21 CFR 11.50): the signer's printed name, the date and time of
+    signing with its zone, and the meaning of what was signed."""
+    local = now.astimezone(ZoneInfo(timezone))
+    return {
+        "printed_name": printed_name,
+        "meaning": meaning,
+        "signed_at": local.isoformat(),
+        "timezone": timezone,
+        "shown": local.strftime("%a %d %b %Y, %H:%M %Z"),
+    }
 
 
 def acknowledge(
@@ -213,45 +407,116 @@ def acknowledge(
     now: datetime,
     mail_domain: str,
 ) -> AckState:
-    """Record the answer: an acknowledgement stops the escalation and starts what it starts; a
-    decision is recorded once (and acknowledges the notice too). The manufacturer hears of it."""
+    """Record the answer: a confirmation from a role the plan lets stop the escalation stops it
+    and starts what it starts; anybody else's is recorded and stops nothing. A decision is
+    recorded once, signed (and acknowledges the notice too); "please call us" leaves it open.
+    The manufacturer hears of each but a confirmation that stopped nothing. An answer for a
+    round that is no longer current records nothing: the page shows what changed and asks
+    again."""
     state = _load(session, tokens, token, now)
-    if state.closed or state.acknowledgement is not None:
+    if state.closed or state.acknowledgement is not None or state.own_confirmation is not None:
         return state
+    answered_round = state.link_round if form.round is None else form.round
+    if answered_round != state.incident.ack_round:
+        return replace(state, not_recorded=True)
     if form.response not in state.choices:
         raise InvalidAnswer("That answer is not one of the choices for this incident.")
-    answer = _Answer(form, client_address, (user_agent or "")[:300] or None, now)
     incident, notification = state.incident, state.notification
-    agreement = EffectiveAgreement.model_validate(incident.agreement)
-    started: list[PlannedNotification] | None
+    agreement = EffectiveAgreement.stored(incident.agreement)
+    answer = Answer(
+        form.response,
+        form.comment or None,
+        client_address,
+        (user_agent or "")[:300] or None,
+        now,
+        phone=form.phone,
+    )
     if state.purpose is Purpose.DECISION:
-        recorded = _decide(session, incident, notification, answer)
-        if recorded is None:
-            session.rollback()
-            return _load(session, tokens, token, now)
-        # A decision answers the notice too, unless somebody acknowledged it already.
-        started = _acknowledge_round(session, incident, notification, answer, agreement) or []
-        receipt_template = DECISION_RECEIPT_TEMPLATE
-    else:
-        started = _acknowledge_round(session, incident, notification, answer, agreement)
-        if started is None:
-            session.rollback()
-            return _load(session, tokens, token, now)
-        receipt_template = RECEIPT_TEMPLATE
-    receipts = qa_reports.receipts(incident, agreement, receipt_template, now)
+        return _answer_decision(session, tokens, token, state, form, answer, agreement, mail_domain)
+    if not state.stops_escalation:
+        own = _record(session, incident, notification, answer, Purpose.ACKNOWLEDGEMENT, False)
+        # The incident changed: its next messages read the confirmations again.
+        session.execute(
+            update(Incident).where(col(Incident.id) == incident.id).values(updated_at=now)
+        )
+        session.flush()
+        return replace(state, own_confirmation=own, just_acknowledged=True)
+    started = acknowledge_round(session, incident, notification.recipient_email, agreement, now)
+    if started is None:
+        session.rollback()
+        return _load(session, tokens, token, now)
+    _record(session, incident, notification, answer, Purpose.ACKNOWLEDGEMENT, True)
+    receipts = qa_reports.receipts(incident, agreement, RECEIPT_TEMPLATE, now)
     outbox.schedule(session, incident.id, [*started, *receipts], now, mail_domain)
     session.flush()
     session.refresh(incident)
-    recorded_answer = first_answer(session, incident, state.purpose)
-    return AckState(incident, notification, state.purpose, state.choices, recorded_answer, True)
+    recorded = answer_that_counts(session, incident, state.purpose)
+    return replace(state, acknowledgement=recorded, just_acknowledged=True)
+
+
+def _answer_decision(
+    session: Session,
+    tokens: AckTokens,
+    token: str,
+    state: AckState,
+    form: AckForm,
+    answer: Answer,
+    agreement: EffectiveAgreement,
+    mail_domain: str,
+) -> AckState:
+    """A decision, signed; or a request to be called, which leaves the decision open. Either
+    answers the notice too, unless somebody acknowledged it already."""
+    incident, notification, now = state.incident, state.notification, answer.now
+    if answer.response is AckResponse.CALL_ME:
+        if state.callback is not None:
+            return state
+        contact = agreement.contact(notification.contact_id)
+        phone = answer.phone or (contact.phone if contact else None)
+        callback = _record(
+            session,
+            incident,
+            notification,
+            replace(answer, phone=phone),
+            Purpose.CALLBACK_REQUEST,
+            True,
+        )
+        template = CALLBACK_TEMPLATE
+    else:
+        if not form.printed_name:
+            raise InvalidAnswer(
+                "Print your full name: with the meaning shown and the time, it is recorded as "
+                "your signature of this decision."
+            )
+        meaning = decision_meaning(answer.response, incident.oos_release)
+        signed = replace(
+            answer, signature=signature(form.printed_name, meaning, now, agreement.timezone)
+        )
+        if record_decision(session, incident, notification, signed) is None:
+            session.rollback()
+            return _load(session, tokens, token, now)
+        callback = None
+        template = DECISION_RECEIPT_TEMPLATE
+    started = acknowledge_round(session, incident, notification.recipient_email, agreement, now)
+    receipts = qa_reports.receipts(incident, agreement, template, now)
+    outbox.schedule(session, incident.id, [*(started or []), *receipts], now, mail_domain)
+    session.flush()
+    session.refresh(incident)
+    return replace(
+        state,
+        acknowledgement=answer_that_counts(session, incident, Purpose.DECISION),
+        callback=callback,
+        just_acknowledged=callback is None,
+        just_asked_callback=callback is not None,
+    )
 
 
 def _record(
     session: Session,
     incident: Incident,
     notification: Notification,
-    answer: _Answer,
+    answer: Answer,
     purpose: Purpose,
+    stopped_escalation: bool,
 ) -> Acknowledgement:
     ack = Acknowledgement(
         id=new_id("ack"),
@@ -262,53 +527,85 @@ def _record(
         role=notification.role,
         purpose=purpose.value,
         round=incident.ack_round,
-        response=answer.form.response,
-        comment=answer.form.comment or None,
+        response=answer.response,
+        comment=answer.comment,
         client_address=answer.client_address,
         user_agent=answer.user_agent,
         at=answer.now,
+        stopped_escalation=stopped_escalation if purpose is Purpose.ACKNOWLEDGEMENT else None,
+        signature=answer.signature,
+        revision=answer.revision,
+        callback_phone=answer.phone if purpose is Purpose.CALLBACK_REQUEST else None,
     )
     session.add(ack)
+    actions = {
+        Purpose.ACKNOWLEDGEMENT: "acknowledged" if stopped_escalation else "confirmation_recorded",
+        Purpose.DECISION: "decision_revised" if answer.revision else "decided",
+        Purpose.CALLBACK_REQUEST: "callback_requested",
+    }
+    extra: dict[str, Any] = {}
+    if answer.signature:
+        extra["signature"] = answer.signature
+    if answer.revision:
+        extra["revision"] = answer.revision
+    if purpose is Purpose.CALLBACK_REQUEST:
+        extra["phone"] = answer.phone
     audit.record(
         session,
         answer.now,
-        "decided" if purpose is Purpose.DECISION else "acknowledged",
-        notification.recipient_email,
+        actions[purpose],
+        answer.revision["recorded_by"]["email"]
+        if answer.revision
+        else notification.recipient_email,
         incident_id=incident.id,
         notification_id=notification.id,
-        response=answer.form.response,
+        response=answer.response,
         comment=ack.comment,
         client_address=answer.client_address,
         user_agent=ack.user_agent,
         round=incident.ack_round,
+        **extra,
     )
     return ack
 
 
-def _decide(
-    session: Session, incident: Incident, notification: Notification, answer: _Answer
+def record_decision(
+    session: Session, incident: Incident, notification: Notification, answer: Answer
 ) -> Acknowledgement | None:
-    """Record the decision unless another one was recorded first (then None)."""
+    """Record a signed decision; on the page, unless another one was recorded first (then
+    None). A revision QA records replaces the decision in force. Either cancels what waits for
+    a decision (its deadline's escalation)."""
+    update_decision = update(Incident).where(col(Incident.id) == incident.id)
+    if answer.revision is None:
+        update_decision = update_decision.where(col(Incident.decision).is_(None))
     won = session.execute(
-        update(Incident)
-        .where(col(Incident.id) == incident.id, col(Incident.decision).is_(None))
-        .values(decision=answer.form.response.value, decided_at=answer.now, updated_at=answer.now)
+        update_decision.values(
+            decision=answer.response.value, decided_at=answer.now, updated_at=answer.now
+        )
     )
     if won.rowcount != 1:  # type: ignore[attr-defined]
         return None
-    return _record(session, incident, notification, answer, Purpose.DECISION)
+    outbox.cancel_pending(
+        session,
+        incident.id,
+        answer.now,
+        "decided",
+        col(Notification.condition) == Condition.UNDECIDED.value,
+    )
+    return _record(session, incident, notification, answer, Purpose.DECISION, True)
 
 
-def _acknowledge_round(
+def acknowledge_round(
     session: Session,
     incident: Incident,
-    notification: Notification,
-    answer: _Answer,
+    actor: str,
     agreement: EffectiveAgreement,
+    now: datetime,
 ) -> list[PlannedNotification] | None:
     """Acknowledge the current round: stop its escalation and plan the ``when: acknowledged``
     steps, which are returned. None when the round was already acknowledged (or is closed)."""
-    now = answer.now
+    # Read before the update, which refreshes the loaded incident as it changes the row.
+    status_from = incident.status
     # The conditional update makes two simultaneous acknowledgements settle on one winner.
     won = session.execute(
         update(Incident)
@@ -321,15 +618,13 @@ def _acknowledge_round(
     )
     if won.rowcount != 1:  # type: ignore[attr-defined]
         return None
-    if purpose_of(notification) is Purpose.ACKNOWLEDGEMENT:
-        _record(session, incident, notification, answer, Purpose.ACKNOWLEDGEMENT)
     audit.record(
         session,
         now,
         "incident_status_changed",
-        notification.recipient_email,
+        actor,
         incident_id=incident.id,
-        status_from=incident.status,
+        status_from=status_from,
         status_to=IncidentStatus.ACKNOWLEDGED.value,
     )
     outbox.cancel_pending(

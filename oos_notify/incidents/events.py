@@ -16,30 +16,37 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from oos_notify.addresses import Address, Name
 from oos_notify.agreements import business_time
 from oos_notify.agreements.business_time import CenterCalendar
 from oos_notify.agreements.config import Agreements, EffectiveAgreement
 from oos_notify.agreements.vocabulary import (
     OPENING_EVENT_TYPES,
     SEVERITY_ORDER,
+    AckResponse,
     Disposition,
     EventType,
     KeyDate,
+    ProductStatus,
     Severity,
 )
 from oos_notify.errors import Conflict, InvalidFields
 from oos_notify.ids import new_id
+from oos_notify.incidents import offers
 from oos_notify.incidents.planning import (
     IncidentFacts,
     PlanResult,
     derive_severity,
+    plan_decision_overdue,
+    plan_decision_request,
     plan_follow_up,
     plan_key_date_steps,
     plan_opening,
+    plan_round_again,
 )
 from oos_notify.store import audit, locks, outbox
 from oos_notify.store.instants import UtcInstant
-from oos_notify.store.lifecycle import IncidentStatus, NotificationKind, can_move
+from oos_notify.store.lifecycle import Condition, IncidentStatus, NotificationKind, can_move
 from oos_notify.store.models import Event, Incident, Notification
 from oos_notify.store.outbox import PlannedNotification
 
@@ -64,9 +71,36 @@ class FailedAttribute(_Input):
 
 
 class QaContact(_Input):
-    name: ShortText
-    email: Annotated[str, Field(max_length=254, pattern=r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")]
+    """Who the center asks, and to whom the service sends its receipts: the name and address go
+    into a To header, so each is checked as one line and one mailbox."""
+
+    name: Name
+    email: Address
     phone: Annotated[str, Field(max_length=40, pattern=r"^[0-9+()./ -]+$")] | None = None
+
+
+class ChecklistConfirmation(_Input):
+    """QA's word that one item of the OOS-acceptance checklist is on file, and where."""
+
+    item: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+    reference: Reference
+    """The document's number in the manufacturer's or the center's records."""
+
+
+class Remanufacture(_Input):
+    """What re-manufacture means for the patient: unknown facts are left out, not guessed."""
+
+    new_apheresis_needed: bool | None = None
+    expected_release: KeyDateValue | None = None
+    bridging_therapy_needed: bool | None = None
+
+
+class WithinSpecBasis(_Input):
+    """Why a lot that failed is released within specification after all: the laboratory cause
+    that invalidated the failing result, and the new certificate of analysis."""
+
+    assignable_cause: Annotated[str, Field(min_length=1, max_length=1000)]
+    certificate_of_analysis: Reference
 
 
 class EventIn(_Input):
@@ -86,11 +120,34 @@ class EventIn(_Input):
     key_dates: dict[KeyDate, KeyDateValue] = {}
     summary: Annotated[str, Field(max_length=4000)] | None = None
     qa_contact: QaContact | None = None
+    product_status: ProductStatus | None = None
+    """Where the product is: a late result after infusion asks for the patient to be assessed,
+    before it for the product to be quarantined."""
+    infused_at: UtcInstant | None = None
+    oos_pathway: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")] | None = None
+    """With ``oos_release_offered``: the regulatory pathway, when not the center's own."""
+    oos_checklist: Annotated[list[ChecklistConfirmation], Field(max_length=20)] = []
+    remanufacture: Remanufacture | None = None
+    within_spec_basis: WithinSpecBasis | None = None
 
     def body_hash(self) -> str:
         """The same event, however its JSON was spaced or ordered, hashes the same."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # Fields added after events were first stored stay out of the hash while empty, so an
+        # event stored before they existed is recognised when it is posted again.
+        empty = {name for name in ADDED_FIELDS if getattr(self, name) in (None, [])}
+        body = self.model_dump(mode="json", exclude=empty)
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+ADDED_FIELDS = (
+    "product_status",
+    "infused_at",
+    "oos_pathway",
+    "oos_checklist",
+    "remanufacture",
+    "within_spec_basis",
+)
 
 
 class ScheduledOut(BaseModel):
@@ -133,6 +190,33 @@ def _shape_errors(event: EventIn) -> list[tuple[str, str, str]]:
     ):
         choices = ", ".join(d for d in Disposition if d is not Disposition.UNDER_INVESTIGATION)
         errors.append(("disposition", f"a disposition event says which one: {choices}", "missing"))
+    return errors + _product_errors(event)
+
+
+def _product_errors(event: EventIn) -> list[tuple[str, str, str]]:
+    """The product's state must be consistent: an infusion has a time, and comes after release."""
+    errors: list[tuple[str, str, str]] = []
+    infused = event.product_status is ProductStatus.INFUSED
+    if infused and event.infused_at is None:
+        errors.append(("infused_at", "required when product_status is infused", "missing"))
+    if event.infused_at is not None and not infused:
+        errors.append(("infused_at", "goes with product_status infused", "unexpected"))
+    if event.infused_at is not None and event.infused_at > event.occurred_at:
+        errors.append(("infused_at", "is after the event's occurred_at", "invalid"))
+    if infused and event.type is EventType.RELEASE_FAILURE:
+        errors.append(
+            (
+                "product_status",
+                "a release_failure comes before release: a result after infusion is a late_result",
+                "invalid",
+            )
+        )
+    for name, disposition in (
+        ("oos_pathway", Disposition.OOS_RELEASE_OFFERED),
+        ("within_spec_basis", Disposition.RELEASED_WITHIN_SPEC),
+    ):
+        if getattr(event, name) is not None and event.disposition is not disposition:
+            errors.append((name, f"goes with disposition {disposition}", "unexpected"))
     return errors
 
 
@@ -205,7 +289,7 @@ def _apply(
         agreement = agreements.effective(event.center_id)
         incident, scheduled = _open(session, event, agreement, now, mail_domain, template_version)
     else:
-        scheduled = _follow_up(session, incident, event, now, mail_domain)
+        scheduled = _follow_up(session, incident, event, agreements, now, mail_domain)
     answer = EventAccepted(
         incident_id=incident.id,
         event_id=event.event_id,
@@ -270,6 +354,16 @@ def _open(
     template_version: str | None,
 ) -> tuple[Incident, list[ScheduledOut]]:
     assert event.product_code and event.lot_number and event.chain_of_identity
+    if event.oos_checklist or event.remanufacture:
+        raise InvalidFields(
+            [
+                (
+                    "oos_checklist" if event.oos_checklist else "remanufacture",
+                    "follows up an incident with its disposition: send it in a later event",
+                    "unexpected",
+                )
+            ]
+        )
     calendar = CenterCalendar.of(agreement)
     severity, rule = _severity(event, agreement, calendar, event.key_dates, now)
     promise = agreement.notify_within.get(severity)
@@ -290,11 +384,17 @@ def _open(
         key_dates={k.value: v.isoformat() for k, v in event.key_dates.items()},
         summary=event.summary,
         qa_contact=event.qa_contact.model_dump(mode="json") if event.qa_contact else None,
+        product_status=event.product_status,
+        infused_at=event.infused_at,
+        within_spec_basis=event.within_spec_basis.model_dump(mode="json")
+        if event.within_spec_basis
+        else None,
         agreement_version=agreement.version(),
         agreement=agreement.model_dump(mode="json"),
         template_version=template_version,
         opened_at=now,
         updated_at=now,
+        escalation_started_at=now,
         notify_deadline=(
             business_time.add(now, promise, calendar, business_hours=False) if promise else None
         ),
@@ -316,6 +416,7 @@ def _open(
         template_version=template_version,
         plan=agreement.plans[EventType(event.type)].id,
         notify_deadline=incident.notify_deadline.isoformat() if incident.notify_deadline else None,
+        product_status=event.product_status,
     )
     result = plan_opening(agreement, IncidentFacts(event.type, severity, event.key_dates), now)
     return incident, _schedule(session, incident, result, now, mail_domain)
@@ -371,14 +472,26 @@ def _schedule(
 
 
 def _follow_up(
-    session: Session, incident: Incident, event: EventIn, now: datetime, mail_domain: str
+    session: Session,
+    incident: Incident,
+    event: EventIn,
+    agreements: Agreements,
+    now: datetime,
+    mail_domain: str,
 ) -> list[ScheduledOut]:
-    """Apply a follow-up to an open incident: update its facts, re-plan what they change, tell
-    everyone already told, and close the incident where the event ends it."""
+    """Apply a follow-up to an incident: update its facts, re-plan what they change, tell
+    everyone already told, and close the incident where the event ends it (or reopen a
+    resolved one for a late result)."""
     status = IncidentStatus(incident.status)
-    if status.is_closed:
+    reopening = status is IncidentStatus.RESOLVED and event.type is EventType.LATE_RESULT
+    if status.is_closed and not reopening:
+        hint = (
+            "; a late result for it opens a new incident under a new incident_ref"
+            if status is IncidentStatus.WITHDRAWN and event.type is EventType.LATE_RESULT
+            else ""
+        )
         raise Conflict(
-            f"incident {incident.incident_ref!r} is {status}; it accepts no further events"
+            f"incident {incident.incident_ref!r} is {status}; it accepts no further events{hint}"
         )
     if event.center_id != incident.center_id:
         raise Conflict(
@@ -390,27 +503,106 @@ def _follow_up(
             f"incident {incident.incident_ref!r} is already open; "
             "send an update or late_result event for new facts"
         )
-    agreement = EffectiveAgreement.model_validate(incident.agreement)
+    agreement = EffectiveAgreement.stored(incident.agreement)
+    offer = _offer(event, incident, agreement, agreements)
+    _check_follow_up(event, incident, offer)
     told = outbox.told(session, incident.id)
-    moved = _update_facts(session, incident, event, now)
+    if reopening:
+        _reopen(session, incident, now)
+    moved = _update_facts(session, incident, event, offer, now)
     result = PlanResult([], [])
     if event.type is EventType.LATE_RESULT:
         result = _restart_escalation(session, incident, event, agreement, now)
-    elif moved:
-        result = _move_key_date_steps(session, incident, agreement, moved, now)
+    elif event.type in (EventType.UPDATE, EventType.DISPOSITION):
+        result = _replan(session, incident, event, agreement, moved, now)
     elif event.type in CLOSING:
         _close(session, incident, CLOSING[event.type], now)
+    if offer is not None:
+        asking = plan_decision_request(
+            offer.source.agreement, offer.source.rule, offer.source.asked, _facts(incident), now
+        )
+        result = PlanResult(
+            [*result.notifications, *asking.notifications], [*result.skipped, *asking.skipped]
+        )
     starting_now = {n.recipient_email.lower() for n in result.notifications if n.due_at <= now}
-    notices = plan_follow_up(
-        agreement,
-        event.type,
-        Disposition(incident.disposition) if incident.disposition else None,
-        [person for person in told if person.email.lower() not in starting_now],
-        now,
-    )
+    notices = plan_follow_up(event.type, told, now, told_otherwise=starting_now)
     incident.updated_at = now
     session.add(incident)
     return _schedule(session, incident, result, now, mail_domain, notices)
+
+
+@dataclass(frozen=True)
+class _Offer:
+    """An out-of-specification product offered for release by this event."""
+
+    source: offers.DecisionSource
+    record: dict[str, Any]
+    """What the incident keeps of it (``Incident.oos_release``)."""
+
+
+def _offer(
+    event: EventIn, incident: Incident, agreement: EffectiveAgreement, agreements: Agreements
+) -> _Offer | None:
+    """The offer this event makes, checked before anything is written: who decides, and under
+    which regulatory pathway. None when the event offers nothing."""
+    if not (
+        event.type is EventType.DISPOSITION and event.disposition is Disposition.OOS_RELEASE_OFFERED
+    ):
+        return None
+    source = offers.decision_source(agreement, agreements, EventType(incident.plan_type))
+    pathway = offers.pathway_for(event.oos_pathway, agreement, agreements, incident.oos_release)
+    return _Offer(source, offers.new_offer(pathway, source, incident.oos_release))
+
+
+def _check_follow_up(event: EventIn, incident: Incident, offer: _Offer | None) -> None:
+    """What a follow-up may say given the incident's state; nothing is written before this."""
+    errors: list[tuple[str, str, str]] = []
+    disposition = event.disposition or incident.disposition
+    if event.remanufacture is not None and disposition != Disposition.REMANUFACTURE:
+        errors.append(("remanufacture", "goes with disposition remanufacture", "unexpected"))
+    checklist = offer.record if offer is not None else incident.oos_release
+    if event.oos_checklist:
+        if checklist is None or disposition != Disposition.OOS_RELEASE_OFFERED:
+            errors.append(
+                (
+                    "oos_checklist",
+                    "confirms the checklist of an out-of-specification product offered for "
+                    "release; this incident has no such offer",
+                    "unexpected",
+                )
+            )
+        else:
+            for index, item in offers.unknown_items(
+                checklist, (c.item for c in event.oos_checklist)
+            ):
+                known = ", ".join(i["id"] for i in checklist["items"])
+                errors.append(
+                    (
+                        f"oos_checklist.{index}.item",
+                        f"{item!r} is not on the {checklist['pathway']} checklist; known: {known}",
+                        "unknown",
+                    )
+                )
+    if errors:
+        raise InvalidFields(errors)
+    if event.type is EventType.RESOLVED:
+        _check_resolution(event, incident)
+
+
+def _check_resolution(event: EventIn, incident: Incident) -> None:
+    """An accepted OOS product recorded as infused resolves only with its checklist on file."""
+    infused = (event.product_status or incident.product_status) == ProductStatus.INFUSED
+    accepted = incident.decision == AckResponse.ACCEPT_OOS_PRODUCT
+    if not (infused and accepted and incident.oos_release):
+        return
+    confirming = {c.item for c in event.oos_checklist}
+    outstanding = [i for i in offers.missing(incident.oos_release) if i not in confirming]
+    if outstanding:
+        raise Conflict(
+            f"incident {incident.incident_ref!r} cannot be resolved as infused: the "
+            f"{incident.oos_release['pathway']} checklist still needs {', '.join(outstanding)}; "
+            "confirm them with oos_checklist in an update event"
+        )
 
 
 PLAN_STEP_KINDS = [NotificationKind.ESCALATION.value, NotificationKind.PATIENT.value]
@@ -423,12 +615,20 @@ CLOSING = {
 
 
 def _update_facts(
-    session: Session, incident: Incident, event: EventIn, now: datetime
+    session: Session, incident: Incident, event: EventIn, offer: _Offer | None, now: datetime
 ) -> set[KeyDate]:
     """Write the event's new facts on the incident; return the key dates that changed."""
     changed: dict[str, Any] = {}
     if event.disposition is not None and event.disposition != incident.disposition:
         changed["disposition"] = event.disposition.value
+        if incident.disposition == Disposition.OOS_RELEASE_OFFERED:
+            outbox.cancel_pending(
+                session,
+                incident.id,
+                now,
+                "the product is no longer offered for a decision",
+                col(Notification.condition) == Condition.UNDECIDED.value,
+            )
         incident.disposition = event.disposition
     moved = {
         key
@@ -450,6 +650,7 @@ def _update_facts(
     if event.summary is not None and event.summary != incident.summary:
         changed["summary"] = True
         incident.summary = event.summary
+    changed |= _update_product(incident, event, offer, now)
     if changed:
         audit.record(
             session,
@@ -463,12 +664,55 @@ def _update_facts(
     return moved
 
 
+def _update_product(
+    incident: Incident, event: EventIn, offer: _Offer | None, now: datetime
+) -> dict[str, Any]:
+    """The product's state, the offer and its checklist, the re-manufacture facts and the basis
+    of a release within specification; returns what changed, for the audit trail."""
+    changed: dict[str, Any] = {}
+    if event.product_status is not None and event.product_status != incident.product_status:
+        changed["product_status"] = event.product_status.value
+        incident.product_status = event.product_status
+    if event.infused_at is not None and event.infused_at != incident.infused_at:
+        changed["infused_at"] = event.infused_at.isoformat()
+        incident.infused_at = event.infused_at
+    if offer is not None:
+        changed["oos_pathway"] = offer.record["pathway"]
+        incident.oos_release = offer.record
+    if event.oos_checklist:
+        assert incident.oos_release is not None  # checked by _check_follow_up
+        confirmations = [(c.item, c.reference) for c in event.oos_checklist]
+        incident.oos_release = offers.confirm(incident.oos_release, confirmations, now)
+        changed["oos_checklist"] = dict(confirmations)
+    if event.remanufacture is not None:
+        given = event.remanufacture.model_dump(mode="json", exclude_none=True)
+        incident.remanufacture = {**(incident.remanufacture or {}), **given}
+        changed["remanufacture"] = given
+    if event.within_spec_basis is not None:
+        incident.within_spec_basis = event.within_spec_basis.model_dump(mode="json")
+        changed["within_spec_basis"] = incident.within_spec_basis
+    return changed
+
+
 def _facts(incident: Incident) -> IncidentFacts:
     return IncidentFacts(
         EventType(incident.plan_type),
         Severity(incident.severity),
         {KeyDate(k): date.fromisoformat(v) for k, v in incident.key_dates.items()},
     )
+
+
+def _reopen(session: Session, incident: Incident, now: datetime) -> None:
+    """A result that ends after the closing (a 14-day sterility culture) reopens the incident."""
+    audit.record(
+        session,
+        now,
+        "incident_reopened",
+        "manufacturer",
+        incident_id=incident.id,
+        closed_at=incident.closed_at.isoformat() if incident.closed_at else None,
+    )
+    incident.closed_at = None
 
 
 def _restart_escalation(
@@ -508,7 +752,90 @@ def _restart_escalation(
     incident.plan_type = EventType.LATE_RESULT
     incident.escalation_level = 0
     incident.ack_round += 1
+    incident.escalation_started_at = now
     return plan_opening(agreement, _facts(incident), now)
+
+
+def _replan(
+    session: Session,
+    incident: Incident,
+    event: EventIn,
+    agreement: EffectiveAgreement,
+    moved: set[KeyDate],
+    now: datetime,
+) -> PlanResult:
+    """New facts may make the incident more severe (lymphodepletion moved within 72 hours): then
+    the unconfirmed escalation runs again on the faster clock. Steps due before a key date that
+    moved follow it either way, the decision deadline too."""
+    faster = _rederive_severity(session, incident, event, agreement, now)
+    acknowledged = incident.status == IncidentStatus.ACKNOWLEDGED
+    started = incident.escalation_started_at or incident.opened_at
+    if faster and not acknowledged:
+        outbox.cancel_pending(
+            session,
+            incident.id,
+            now,
+            f"the incident became {incident.severity}: its escalation runs on a faster clock",
+            col(Notification.kind).in_(PLAN_STEP_KINDS),
+            col(Notification.condition) == Condition.UNACKNOWLEDGED.value,
+        )
+        sent = outbox.sent_steps(session, incident.id, since=started)
+        result = plan_round_again(agreement, _facts(incident), started, sent, now)
+        if moved:  # the acknowledged steps before a moved date are not part of the round
+            outbox.cancel_pending(
+                session,
+                incident.id,
+                now,
+                "its key date moved",
+                col(Notification.anchor).in_([k.value for k in moved]),
+                col(Notification.kind) == NotificationKind.DECISION_OVERDUE.value,
+            )
+    elif moved:
+        result = _move_key_date_steps(session, incident, agreement, moved, started, now)
+    else:
+        return PlanResult([], [])
+    overdue = _decision_deadline_again(session, incident, agreement, moved, started, now)
+    return PlanResult(
+        [*result.notifications, *overdue.notifications], [*result.skipped, *overdue.skipped]
+    )
+
+
+def _rederive_severity(
+    session: Session,
+    incident: Incident,
+    event: EventIn,
+    agreement: EffectiveAgreement,
+    now: datetime,
+) -> bool:
+    """Severity follows the facts on every update: the rules are applied again to the incident
+    as it is now, and the event's own severity counts too. It only rises on its own: a slower
+    clock is never chosen for the patient by a rule. Returns whether it rose."""
+    facts = _facts(incident)
+    attributes = (a["attribute"] for a in incident.failed_attributes)
+    calendar = CenterCalendar.of(agreement)
+    current = (Severity(incident.severity), incident.severity_rule)
+    derived = derive_severity(
+        agreement.severity_rules, facts.event_type, attributes, facts.key_dates, calendar, now
+    )
+    candidates = [current, derived]
+    if event.severity is not None:
+        candidates.append((event.severity, None))
+    severity, rule = min(candidates, key=lambda c: SEVERITY_ORDER.index(c[0]))
+    if severity is current[0]:
+        return False
+    audit.record(
+        session,
+        now,
+        "severity_changed",
+        "manufacturer",
+        incident_id=incident.id,
+        event_type=event.type,
+        severity_from=incident.severity,
+        severity_to=severity,
+        severity_rule=rule,
+    )
+    incident.severity, incident.severity_rule = severity, rule
+    return True
 
 
 def _move_key_date_steps(
@@ -516,6 +843,7 @@ def _move_key_date_steps(
     incident: Incident,
     agreement: EffectiveAgreement,
     moved: set[KeyDate],
+    started: datetime,
     now: datetime,
 ) -> PlanResult:
     """Steps due before a key date follow it when it moves (or plan once it is known)."""
@@ -531,9 +859,33 @@ def _move_key_date_steps(
         _facts(incident),
         moved,
         acknowledged=incident.status == IncidentStatus.ACKNOWLEDGED,
-        sent=outbox.sent_steps(session, incident.id),
+        sent=outbox.sent_steps(session, incident.id, since=started),
         now=now,
     )
+
+
+def _decision_deadline_again(
+    session: Session,
+    incident: Incident,
+    agreement: EffectiveAgreement,
+    moved: set[KeyDate],
+    started: datetime,
+    now: datetime,
+) -> PlanResult:
+    """A decision still missing keeps its deadline before the key date it counts back from."""
+    offer = incident.oos_release
+    if (
+        offer is None
+        or incident.decision is not None
+        or incident.disposition != Disposition.OOS_RELEASE_OFFERED
+    ):
+        return PlanResult([], [])
+    rule = offers.stored_rule(offer)
+    if rule.due is None or rule.due.before not in moved:
+        return PlanResult([], [])
+    if (NotificationKind.DECISION_OVERDUE, 0) in outbox.sent_steps(session, incident.id):
+        return PlanResult([], [])
+    return plan_decision_overdue(agreement, rule, offers.stored_asked(offer), _facts(incident), now)
 
 
 def _close(session: Session, incident: Incident, target: IncidentStatus, now: datetime) -> None:

@@ -9,17 +9,16 @@ from datetime import date, datetime
 from oos_notify.agreements import business_time
 from oos_notify.agreements.business_time import CenterCalendar
 from oos_notify.agreements.config import (
+    DecisionRule,
     EffectiveAgreement,
     PatientStep,
     Plan,
-    Recipient,
     SeverityRule,
     Step,
+    Timing,
 )
 from oos_notify.agreements.vocabulary import (
     MANUFACTURER_PREFIX,
-    CenterRole,
-    Disposition,
     EventType,
     KeyDate,
     ManufacturerRole,
@@ -41,8 +40,7 @@ FOLLOW_UP_TEMPLATES: dict[EventType, str] = {
 """The default message that tells everyone already told about each follow-up event."""
 
 DECISION_TEMPLATE = "oos_release_decision"
-DECISION_ROLES = (CenterRole.PHYSICIAN, CenterRole.COORDINATOR)
-"""Who is asked to decide on an OOS product: the center's physicians, else its coordinators."""
+DECISION_OVERDUE_TEMPLATE = "decision_overdue"
 
 
 @dataclass(frozen=True)
@@ -141,37 +139,127 @@ def plan_key_date_steps(
     return _plan_steps(agreement, plan, facts, now, steps)
 
 
-def plan_follow_up(
+def plan_round_again(
     agreement: EffectiveAgreement,
+    facts: IncidentFacts,
+    started_at: datetime,
+    sent: Collection[tuple[NotificationKind, int]],
+    now: datetime,
+) -> PlanResult:
+    """The round's steps not yet sent, planned again from the round's start with the facts as
+    they are now: when the severity rises, a critical incident's steps count every hour, so a
+    reminder waiting for Monday morning is due this evening (or at once, if that is past)."""
+    plan = plan_for(agreement, facts.event_type)
+    steps = [step for step in _unacknowledged_steps(plan) if (step[0], step[1]) not in sent]
+    return _plan_steps(agreement, plan, facts, started_at, steps, not_before=now)
+
+
+def plan_follow_up(
     event_type: EventType,
-    disposition: Disposition | None,
     told: Sequence[Addressee],
     now: datetime,
+    *,
+    told_otherwise: Collection[str] = (),
 ) -> list[PlannedNotification]:
-    """Tell everyone already told about a follow-up event, at once.
-
-    When the manufacturer offers an out-of-specification product for release, the center's
-    physicians (else its coordinators) are asked for a decision, with a link, whether or not
-    they were told before; everyone else already told gets the disposition notice.
-    """
-    deciders: list[Addressee] = []
-    if event_type is EventType.DISPOSITION and disposition is Disposition.OOS_RELEASE_OFFERED:
-        for role in DECISION_ROLES:
-            contacts = agreement.contacts_for(Recipient(role, manufacturer=False))
-            deciders = [Addressee(c.id, role, c.name, c.email) for c in contacts]
-            if deciders:
-                break
-    deciding = {d.email.lower() for d in deciders}
-    notices = [
-        _immediate(NotificationKind.DECISION, person, DECISION_TEMPLATE, now, with_ack_link=True)
-        for person in _distinct(deciders)
-    ]
-    notices += [
+    """Tell everyone already told about a follow-up event, at once, but those whose email is in
+    ``told_otherwise`` (they get a message of their own about it, such as a decision request)."""
+    skip = {email.lower() for email in told_otherwise}
+    return [
         _immediate(NotificationKind.FOLLOW_UP, person, FOLLOW_UP_TEMPLATES[event_type], now)
         for person in _distinct(told)
-        if person.email.lower() not in deciding
+        if person.email.lower() not in skip
     ]
-    return notices
+
+
+def deciders(agreement: EffectiveAgreement, rule: DecisionRule) -> list[Addressee]:
+    """The individuals asked to decide on an offered product, each under the role asked."""
+    people = []
+    for contact in agreement.deciders(rule.ask):
+        role = next(r for r in rule.ask if r in contact.roles)
+        people.append(Addressee(contact.id, role, contact.name, contact.email))
+    return people
+
+
+def plan_decision_request(
+    agreement: EffectiveAgreement,
+    rule: DecisionRule,
+    asked: Sequence[Addressee],
+    facts: IncidentFacts,
+    now: datetime,
+) -> PlanResult:
+    """An out-of-specification product is offered: each decider is asked with a link of their
+    own, the plan's ``decision.inform`` roles hear of the offer, and the deadline's escalation is
+    planned. Nobody but the deciders is asked: a decision belongs to one person."""
+    notices = [
+        _immediate(NotificationKind.DECISION, person, DECISION_TEMPLATE, now, with_ack_link=True)
+        for person in _distinct(asked)
+    ]
+    skipped: list[SkippedStep] = []
+    informed: list[Addressee] = []
+    for recipient in rule.inform:
+        contacts = agreement.contacts_for(recipient)
+        if not contacts:
+            skipped.append(SkippedStep(NotificationKind.FOLLOW_UP, 0, f"nobody has {recipient}"))
+        informed += [Addressee(c.id, str(recipient), c.name, c.email) for c in contacts]
+    asking = {person.email.lower() for person in asked}
+    notices += plan_follow_up(EventType.DISPOSITION, informed, now, told_otherwise=asking)
+    overdue = plan_decision_overdue(agreement, rule, asked, facts, now)
+    return PlanResult([*notices, *overdue.notifications], [*skipped, *overdue.skipped])
+
+
+def plan_decision_overdue(
+    agreement: EffectiveAgreement,
+    rule: DecisionRule,
+    asked: Sequence[Addressee],
+    facts: IncidentFacts,
+    now: datetime,
+) -> PlanResult:
+    """What happens when the decision is still missing at ``decision.due``: the deciders get
+    their link again and the ``decision.escalate`` roles are told. A decision cancels both."""
+    if rule.due is None:
+        return PlanResult([], [])
+    plan = plan_for(agreement, facts.event_type)
+    calendar = CenterCalendar.of(agreement)
+    due_at = _due_at(rule.due, facts, calendar, now, _business_hours_apply(plan, facts))
+    if due_at is None:
+        reason = f"the incident has no key date {rule.due.before}: no decision deadline"
+        return PlanResult([], [SkippedStep(NotificationKind.DECISION_OVERDUE, 0, reason)])
+    people = [(person, True) for person in _distinct(asked)]
+    skipped: list[SkippedStep] = []
+    for recipient in rule.escalate:
+        contacts = agreement.contacts_for(recipient)
+        if not contacts:
+            skipped.append(
+                SkippedStep(NotificationKind.DECISION_OVERDUE, 0, f"nobody has {recipient}")
+            )
+        people += [(Addressee(c.id, str(recipient), c.name, c.email), False) for c in contacts]
+    seen: set[str] = set()
+    planned = []
+    for person, with_link in people:
+        if person.email.lower() in seen:
+            continue
+        seen.add(person.email.lower())
+        planned.append(
+            PlannedNotification(
+                kind=NotificationKind.DECISION_OVERDUE,
+                level=0,
+                role=person.role,
+                contact_id=person.contact_id,
+                recipient_name=person.name,
+                recipient_email=person.email,
+                template=DECISION_OVERDUE_TEMPLATE,
+                due_at=due_at,
+                condition=Condition.UNDECIDED,
+                with_ack_link=with_link,
+                anchor=rule.due.before,
+            )
+        )
+    return PlanResult(planned, skipped)
+
+
+def plan_message(person: Addressee, template: str, now: datetime) -> PlannedNotification:
+    """One message to one person at once, whatever the center answers."""
+    return _immediate(NotificationKind.FOLLOW_UP, person, template, now)
 
 
 def _distinct(people: Iterable[Addressee]) -> list[Addressee]:
@@ -259,17 +347,20 @@ def plan_to_qa(
     ]
 
 
+def _business_hours_apply(plan: Plan, facts: IncidentFacts) -> bool:
+    return facts.severity is not Severity.CRITICAL or plan.critical_uses_business_hours
+
+
 def _plan_steps(
     agreement: EffectiveAgreement,
     plan: Plan,
     facts: IncidentFacts,
     trigger_at: datetime,
     steps: list[_PlanStep],
+    not_before: datetime | None = None,
 ) -> PlanResult:
     calendar = CenterCalendar.of(agreement)
-    business_hours_apply = (
-        facts.severity is not Severity.CRITICAL or plan.critical_uses_business_hours
-    )
+    business_hours_apply = _business_hours_apply(plan, facts)
     planned: list[PlannedNotification] = []
     skipped: list[SkippedStep] = []
     for kind, level, step, condition in steps:
@@ -277,6 +368,8 @@ def _plan_steps(
         if due_at is None:
             skipped.append(SkippedStep(kind, level, f"the incident has no key date {step.before}"))
             continue
+        if not_before is not None:
+            due_at = max(due_at, not_before)
         seen: set[str] = set()
         for recipient in step.notify:
             contacts = agreement.contacts_for(recipient)
@@ -297,8 +390,9 @@ def _plan_steps(
                         template=step.template,
                         due_at=due_at,
                         condition=condition,
-                        # Only the escalation's own center contacts can stop it: a patient
-                        # liaison's confirmation must not silence the clinical team's notice.
+                        # Only the escalation's own center contacts get a link (and only the
+                        # plan's stops_escalation roles stop it): a patient liaison's
+                        # confirmation must not silence the clinical team's notice.
                         with_ack_link=(
                             kind is NotificationKind.ESCALATION and not recipient.manufacturer
                         ),
@@ -309,7 +403,7 @@ def _plan_steps(
 
 
 def _due_at(
-    step: Step | PatientStep,
+    step: Timing,
     facts: IncidentFacts,
     calendar: CenterCalendar,
     trigger_at: datetime,

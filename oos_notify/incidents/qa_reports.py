@@ -9,7 +9,7 @@ from sqlmodel import Session
 
 from oos_notify.agreements.config import EffectiveAgreement
 from oos_notify.incidents.planning import DELIVERY_FAILURE_TEMPLATE, plan_to_qa
-from oos_notify.store import outbox
+from oos_notify.store import audit, outbox
 from oos_notify.store.lifecycle import Condition, NotificationKind
 from oos_notify.store.models import FailureReport, Incident, Notification
 from oos_notify.store.outbox import PlannedNotification
@@ -30,24 +30,49 @@ def receipts(
 
 
 def delivery_failure(
-    session: Session, notification: Notification, now: datetime, mail_domain: str
-) -> None:
-    """Tell QA that ``notification`` failed for good, linked to it so the report can say why.
-    A message to QA that failed is not reported: the report would go to the address that just
-    refused mail, and could loop."""
+    session: Session, notification: Notification, now: datetime, mail_domain: str, reason: str
+) -> bool:
+    """Tell QA that ``notification`` failed for good (``reason``), linked to it so the report can
+    say why; return whether a report was scheduled. When none can be, the incident's trail says
+    QA was not told, so that nobody takes the silence for news that all is well."""
     if NotificationKind(notification.kind).reports_to_qa:
-        return
+        # The report would go to the address that just failed, and could loop.
+        return _not_told(session, notification, now, reason, "the failed message was to QA")
     incident = session.get(Incident, notification.incident_id)
     assert incident is not None
-    reports = plan_to_qa(
-        EffectiveAgreement.model_validate(incident.agreement),
-        incident.qa_contact,
-        NotificationKind.DELIVERY_FAILURE,
-        DELIVERY_FAILURE_TEMPLATE,
-        now,
-        Condition.ALWAYS,
-    )
+    try:
+        reports = plan_to_qa(
+            EffectiveAgreement.stored(incident.agreement),
+            incident.qa_contact,
+            NotificationKind.DELIVERY_FAILURE,
+            DELIVERY_FAILURE_TEMPLATE,
+            now,
+            Condition.ALWAYS,
+        )
+    except Exception as exc:  # nothing is written yet: the failure is recorded, not lost
+        because = f"the report cannot be planned: {type(exc).__name__}"
+        return _not_told(session, notification, now, reason, because)
+    if not reports:
+        return _not_told(session, notification, now, reason, "there is no QA contact to tell")
     for report_id, _ in outbox.schedule(session, incident.id, reports, now, mail_domain):
         session.add(
             FailureReport(notification_id=report_id, failed_notification_id=notification.id)
         )
+    return True
+
+
+def _not_told(
+    session: Session, notification: Notification, now: datetime, reason: str, because: str
+) -> bool:
+    audit.record(
+        session,
+        now,
+        "qa_not_told",
+        "dispatcher",
+        incident_id=notification.incident_id,
+        notification_id=notification.id,
+        recipient=notification.recipient_email,
+        reason=reason,
+        because=because,
+    )
+    return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -18,6 +19,7 @@ from oos_notify.store.models import (
     Acknowledgement,
     AuditEntry,
     Event,
+    InboundMessage,
     Incident,
     Notification,
 )
@@ -124,15 +126,101 @@ class NotificationOut(BaseModel):
     message_id: str
 
 
+class SignatureOut(BaseModel):
+    """A decision's signature manifestation (21 CFR 11.50)."""
+
+    printed_name: str
+    signed_at: datetime
+    """The date and time of signing, with the center's UTC offset."""
+    timezone: str
+    meaning: str
+
+    @classmethod
+    def of(cls, signature: dict[str, Any] | None) -> SignatureOut | None:
+        if signature is None:
+            return None
+        return cls(
+            printed_name=signature["printed_name"],
+            signed_at=datetime.fromisoformat(signature["signed_at"]),
+            timezone=signature["timezone"],
+            meaning=signature["meaning"],
+        )
+
+
+class RevisionOut(BaseModel):
+    """Set on a decision QA recorded for the decider."""
+
+    reason: str
+    recorded_by: dict[str, str]
+    replaces: str | None
+    previous_response: str | None
+
+
 class AcknowledgementOut(BaseModel):
     acknowledgement_id: str
     purpose: str
+    """``acknowledgement``, ``decision`` or ``callback_request``."""
     round: int
     by: str
     role: str
     response: str
     comment: str | None
     at: datetime
+    stopped_escalation: bool | None
+    """For an acknowledgement: whether it stopped the escalation (only the plan's
+    ``stops_escalation`` roles do); None for other purposes."""
+    signature: SignatureOut | None
+    revision: RevisionOut | None
+
+
+class CallbackTask(BaseModel):
+    """A decider's request to be called: open until a decision is recorded."""
+
+    acknowledgement_id: str
+    requested_by: str
+    role: str
+    phone: str | None
+    comment: str | None
+    requested_at: datetime
+    status: str
+    """``open`` or ``closed``."""
+    closed_at: datetime | None
+
+
+class ChecklistItemOut(BaseModel):
+    id: str
+    label: str
+    reference: str | None
+    confirmed_at: datetime | None
+
+
+class OosReleaseOut(BaseModel):
+    """The regulatory pathway of the product offered for release, and its checklist."""
+
+    pathway: str
+    name: str
+    checklist: list[ChecklistItemOut]
+    outstanding: list[str]
+    asked: list[str]
+    """The emails of the deciders asked."""
+
+
+class ReturnedMailOut(BaseModel):
+    """A mail that came back about one of the incident's notifications, and what it did."""
+
+    inbound_id: str
+    received_at: datetime
+    kind: str
+    """``bounce``, ``delay``, ``auto_reply``, ``reply`` or ``report``."""
+    outcome: str
+    notification_id: str | None
+    sender: str | None
+    subject: str | None
+    text: str | None
+    detail: dict[str, Any]
+
+
+RETURNED_MAIL_KINDS = ("bounce", "delay", "auto_reply", "reply")
 
 
 class IncidentDetail(IncidentSummary):
@@ -142,14 +230,25 @@ class IncidentDetail(IncidentSummary):
     """The escalation plan in force (a late result switches to the center's plan for those)."""
     ack_round: int
     decided_at: datetime | None
+    decision_signature: SignatureOut | None
+    """The signature of the decision in force."""
     summary: str | None
     failed_attributes: list[dict[str, Any]]
     key_dates: dict[str, str]
+    product_status: str | None
+    infused_at: datetime | None
+    oos_release: OosReleaseOut | None
+    remanufacture: dict[str, Any] | None
+    within_spec_basis: dict[str, Any] | None
     agreement_version: str
     template_version: str | None
     events: list[EventOut]
     notifications: list[NotificationOut]
     acknowledgements: list[AcknowledgementOut]
+    callback_tasks: list[CallbackTask]
+    returned_mail: list[ReturnedMailOut]
+    returned_mail_counts: dict[str, int]
+    """How many bounces, delays, automatic replies and replies came back, by kind."""
 
 
 class TimelineEntry(BaseModel):
@@ -239,6 +338,15 @@ def detail(session: Session, incident_id: str, now: datetime) -> IncidentDetail:
         .where(Acknowledgement.incident_id == incident.id)
         .order_by(col(Acknowledgement.at))
     ).all()
+    decisions = [a for a in acks if a.purpose == "decision"]
+    returned = session.exec(
+        select(InboundMessage)
+        .where(InboundMessage.incident_id == incident.id)
+        .order_by(col(InboundMessage.received_at), col(InboundMessage.id))
+    ).all()
+    counts = dict.fromkeys(RETURNED_MAIL_KINDS, 0)
+    for mail in returned:
+        counts[mail.kind] = counts.get(mail.kind, 0) + 1
     return IncidentDetail(
         **IncidentSummary.of(incident, now).model_dump(),
         chain_of_identity=incident.chain_of_identity,
@@ -246,9 +354,15 @@ def detail(session: Session, incident_id: str, now: datetime) -> IncidentDetail:
         plan=incident.agreement["plans"][incident.plan_type]["id"],
         ack_round=incident.ack_round,
         decided_at=incident.decided_at,
+        decision_signature=SignatureOut.of(decisions[-1].signature) if decisions else None,
         summary=incident.summary,
         failed_attributes=incident.failed_attributes,
         key_dates=incident.key_dates,
+        product_status=incident.product_status,
+        infused_at=incident.infused_at,
+        oos_release=oos_release(incident.oos_release),
+        remanufacture=incident.remanufacture,
+        within_spec_basis=incident.within_spec_basis,
         agreement_version=incident.agreement_version,
         template_version=incident.template_version,
         events=[
@@ -287,10 +401,72 @@ def detail(session: Session, incident_id: str, now: datetime) -> IncidentDetail:
                 response=a.response,
                 comment=a.comment,
                 at=a.at,
+                stopped_escalation=(
+                    a.stopped_escalation is not False if a.purpose == "acknowledgement" else None
+                ),
+                signature=SignatureOut.of(a.signature),
+                revision=RevisionOut.model_validate(a.revision) if a.revision else None,
             )
             for a in acks
         ],
+        callback_tasks=callback_tasks(acks),
+        returned_mail=[
+            ReturnedMailOut(
+                inbound_id=m.id,
+                received_at=m.received_at,
+                kind=m.kind,
+                outcome=m.outcome,
+                notification_id=m.notification_id,
+                sender=m.sender,
+                subject=m.subject,
+                text=m.text,
+                detail=m.detail,
+            )
+            for m in returned
+        ],
+        returned_mail_counts=counts,
     )
+
+
+def oos_release(offer: dict[str, Any] | None) -> OosReleaseOut | None:
+    """An offer as the API and the console show it, with what its checklist still lacks."""
+    if offer is None:
+        return None
+    return OosReleaseOut(
+        pathway=offer["pathway"],
+        name=offer["name"],
+        checklist=[
+            ChecklistItemOut(
+                id=item["id"],
+                label=item["label"],
+                reference=item["reference"],
+                confirmed_at=item["confirmed_at"],
+            )
+            for item in offer["items"]
+        ],
+        outstanding=[item["id"] for item in offer["items"] if not item["reference"]],
+        asked=[person["email"] for person in offer["asked"]],
+    )
+
+
+def callback_tasks(acks: Sequence[Acknowledgement]) -> list[CallbackTask]:
+    """Each request to be called, closed by the first decision recorded after it."""
+    tasks = []
+    for request in (a for a in acks if a.purpose == "callback_request"):
+        closing = next((a for a in acks if a.purpose == "decision" and a.at >= request.at), None)
+        tasks.append(
+            CallbackTask(
+                acknowledgement_id=request.id,
+                requested_by=request.email,
+                role=request.role,
+                phone=request.callback_phone,
+                comment=request.comment,
+                requested_at=request.at,
+                status="closed" if closing else "open",
+                closed_at=closing.at if closing else None,
+            )
+        )
+    return tasks
 
 
 def timeline(session: Session, incident_id: str) -> list[TimelineEntry]:

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
+from oos_notify.agreements.business_time import CenterCalendar
+from oos_notify.agreements.business_time import add as add_duration
 from oos_notify.agreements.config import (
     Agreements,
     ConfigError,
@@ -14,25 +16,45 @@ from oos_notify.agreements.config import (
     EffectiveAgreement,
     load_agreements,
 )
-from oos_notify.agreements.vocabulary import AckResponse, Disposition
-from oos_notify.delivery.messaging import center_ids
+from oos_notify.agreements.vocabulary import (
+    AckResponse,
+    CenterRole,
+    Disposition,
+    EventType,
+    ProductStatus,
+)
+from oos_notify.delivery.messaging import center_ids, center_view
 from oos_notify.delivery.rendering import (
     AckLinkView,
     AcknowledgementView,
-    CenterView,
+    ChecklistItemView,
     FailedAttributeView,
     FailedDeliveryView,
+    ForwardedReplyView,
     IncidentView,
     MessageContext,
+    OosReleaseView,
     PersonView,
+    RemanufactureView,
     Renderer,
     RenderError,
+    RevisionView,
+    SignatureView,
+    WithinSpecBasisView,
     disposition_label,
+    infusion_window_view,
     key_date_views,
     local_time,
 )
-from oos_notify.incidents.acknowledgement import DECISION_RECEIPT_TEMPLATE, RECEIPT_TEMPLATE
+from oos_notify.inbound.handling import FORWARDED_REPLY_TEMPLATE
+from oos_notify.incidents.acknowledgement import (
+    CALLBACK_TEMPLATE,
+    DECISION_RECEIPT_TEMPLATE,
+    RECEIPT_TEMPLATE,
+)
+from oos_notify.incidents.decisions import DECISION_RECORDED_TEMPLATE
 from oos_notify.incidents.planning import (
+    DECISION_OVERDUE_TEMPLATE,
     DECISION_TEMPLATE,
     DELIVERY_FAILURE_TEMPLATE,
     FOLLOW_UP_TEMPLATES,
@@ -44,7 +66,11 @@ BUILT_IN_TEMPLATES = frozenset(
         RECEIPT_TEMPLATE,
         DECISION_RECEIPT_TEMPLATE,
         DECISION_TEMPLATE,
+        DECISION_OVERDUE_TEMPLATE,
+        DECISION_RECORDED_TEMPLATE,
+        CALLBACK_TEMPLATE,
         DELIVERY_FAILURE_TEMPLATE,
+        FORWARDED_REPLY_TEMPLATE,
         *FOLLOW_UP_TEMPLATES.values(),
     }
 )
@@ -56,24 +82,42 @@ def sample_context(
     with_ack_link: bool = True,
     disposition: Disposition = Disposition.UNDER_INVESTIGATION,
     asks_decision: bool = False,
+    product_status: ProductStatus | None = None,
+    late_result: bool = False,
 ) -> MessageContext:
-    """A realistic context for a center, to check and preview templates without an incident."""
+    """A realistic context for a center, to check and preview templates without an incident:
+    every fact a template can show is there, so every branch of it renders."""
     product = agreement.products[0]
     contact = (agreement.contacts or agreement.system_contacts)[0]
+    decider = next(iter(agreement.deciders([CenterRole.PHYSICIAN])), contact)
+    signed_at = local_time(SAMPLE_INSTANT, agreement.timezone)
     answer = AcknowledgementView(
         by=f"{contact.name} <{contact.email}>",
         role=str(contact.roles[0]),
-        at=local_time(SAMPLE_INSTANT, agreement.timezone),
+        at=signed_at,
         response=AckResponse.RECEIVED.label,
         comment="Physician informed.",
     )
     decided = disposition is Disposition.OOS_RELEASE_OFFERED and not asks_decision
+    pathway = agreement.oos_pathway
+    offered = disposition is Disposition.OOS_RELEASE_OFFERED
+    key_dates = {
+        "lymphodepletion_start": "2026-11-30",
+        "lymphodepletion_end": "2026-12-02",
+        "planned_infusion": "2026-12-04",
+    }
+    infused = product_status is ProductStatus.INFUSED
+    calendar = CenterCalendar.of(agreement)
+    expires_at = add_duration(SAMPLE_INSTANT, agreement.ack_link_valid_for, calendar, False)
     return MessageContext(
         incident=IncidentView(
             id="inc_SAMPLE",
             ref="OOS-SAMPLE-0001",
             status="notifying",
-            severity="major",
+            severity="critical" if late_result else "major",
+            severity_rule="late safety result (sterility, mycoplasma, endotoxin)"
+            if late_result
+            else "release failure",
             disposition=disposition,
             disposition_label=disposition_label(disposition),
             product_code=product.code,
@@ -83,24 +127,64 @@ def sample_context(
             summary="Final product viability below specification. Investigation opened.",
             failed_attributes=[
                 FailedAttributeView(
-                    attribute="viability",
-                    specification=">= 80 %",
-                    result="71 %",
-                    method="flow cytometry 7-AAD",
+                    attribute="sterility" if late_result else "viability",
+                    specification="no growth" if late_result else ">= 80 %",
+                    result="growth at day 9" if late_result else "71 %",
+                    method="BacT/ALERT" if late_result else "flow cytometry 7-AAD",
                 )
             ],
-            key_dates=key_date_views(
-                {"lymphodepletion_start": "2026-11-30", "planned_infusion": "2026-12-03"}
-            ),
-            opened_at=local_time(SAMPLE_INSTANT, agreement.timezone),
+            key_dates=key_date_views(key_dates),
+            opened_at=signed_at,
+            product_status=product_status.value if product_status else None,
+            product_status_label=product_status.label if product_status else None,
+            infused=infused,
+            infused_at=signed_at if infused else None,
+            late_result=late_result,
+            microbial=late_result,
+            infusion_window=None
+            if infused
+            else infusion_window_view(product.infusion_window_after_lymphodepletion, key_dates),
+            oos_release=OosReleaseView(
+                pathway=pathway.name if pathway else "Sample pathway",
+                checklist=[
+                    ChecklistItemView(
+                        label=item.label,
+                        reference=None if index else "RA-SAMPLE-01",
+                        confirmed_at=None if index else signed_at,
+                    )
+                    for index, item in enumerate(pathway.checklist if pathway else [])
+                ],
+                outstanding=max(len(pathway.checklist) - 1, 0) if pathway else 0,
+                asked=[
+                    PersonView(
+                        name=decider.name,
+                        email=decider.email,
+                        phone=decider.phone,
+                        role="physician",
+                    )
+                ],
+            )
+            if offered
+            else None,
+            remanufacture=RemanufactureView(
+                new_apheresis_needed=False,
+                expected_release="Mon 14 Dec 2026",
+                bridging_therapy_needed=None,
+            )
+            if disposition is Disposition.REMANUFACTURE
+            else None,
+            within_spec_basis=WithinSpecBasisView(
+                assignable_cause="Sample mix-up at the testing laboratory, confirmed by re-test",
+                certificate_of_analysis="COA-SAMPLE-01-R1",
+            )
+            if disposition is Disposition.RELEASED_WITHIN_SPEC
+            else None,
+            decision_due=signed_at if offered else None,
         ),
-        center=CenterView(
-            id=agreement.center_id,
-            name=agreement.center_name,
-            health_system=agreement.health_system_name,
-            timezone=agreement.timezone,
+        center=center_view(agreement, EventType.LATE_RESULT if late_result else "release_failure"),
+        recipient=PersonView(
+            name=contact.name, email=contact.email, phone=contact.phone, role=str(contact.roles[0])
         ),
-        recipient=PersonView(name=contact.name, email=contact.email, role=str(contact.roles[0])),
         manufacturer=agreement.manufacturer_name,
         qa_contact=PersonView(
             name="QA Release Desk", email="qa@manufacturer.example", phone="+1 555 0100"
@@ -108,34 +192,82 @@ def sample_context(
         step_level=0,
         ack=AckLinkView(
             url="http://127.0.0.1:8000/ack/SAMPLE-TOKEN",
-            expires_at=local_time(SAMPLE_INSTANT, agreement.timezone),
+            expires_at=local_time(expires_at, agreement.timezone),
         )
         if with_ack_link
         else None,
         asks_decision=asks_decision,
         acknowledgement=answer,
-        decision=answer.model_copy(update={"response": AckResponse.ACCEPT_OOS_PRODUCT.label})
+        decision=answer.model_copy(
+            update={
+                "by": f"{decider.name} <{decider.email}>",
+                "response": AckResponse.ACCEPT_OOS_PRODUCT.label,
+                "signature": SignatureView(
+                    printed_name=decider.name,
+                    meaning=AckResponse.ACCEPT_OOS_PRODUCT.meaning,
+                    signed_at=signed_at,
+                ),
+                "revision": RevisionView(
+                    reason="Decision given by telephone after the callback.",
+                    recorded_by="QA Release Desk <qa@manufacturer.example>",
+                ),
+            }
+        )
         if decided
+        else None,
+        confirmations=[answer],
+        callback=answer.model_copy(
+            update={"response": AckResponse.CALL_ME.label, "phone": decider.phone}
+        )
+        if offered
         else None,
         failed_delivery=FailedDeliveryView(
             recipient=PersonView(
                 name=contact.name, email=contact.email, role=str(contact.roles[0])
             ),
             template="release_failure_initial",
-            failed_at=local_time(SAMPLE_INSTANT, agreement.timezone),
+            failed_at=signed_at,
             attempts=1,
             smtp_code=550,
             reply="5.1.1 <" + contact.email + ">: mailbox unavailable",
+        ),
+        forwarded_reply=ForwardedReplyView(
+            sender=PersonView(name=contact.name, email=contact.email, role=str(contact.roles[0])),
+            received_at=local_time(SAMPLE_INSTANT, agreement.timezone),
+            subject="Re: [OOS] Release failure",
+            text="Who do we call about moving the infusion date?",
+            reason="it does not confirm",
         ),
     )
 
 
 def sample_contexts(agreement: EffectiveAgreement) -> list[MessageContext]:
-    """One sample per disposition, and one asking for a decision: every branch a template has
-    for them is rendered by ``check-config``, not first at 3 a.m."""
-    return [
+    """One sample per disposition, one asking for a decision, a late result after and before
+    infusion and with the product's state unknown, and one reporting a message that could not be
+    built and one that bounced: every branch a template has for them is rendered by
+    ``check-config``, not first at 3 a.m."""
+    samples = [
         *(sample_context(agreement, disposition=d) for d in Disposition),
         sample_context(agreement, disposition=Disposition.OOS_RELEASE_OFFERED, asks_decision=True),
+        *(
+            sample_context(agreement, product_status=status, late_result=True)
+            for status in (ProductStatus.INFUSED, ProductStatus.AT_CENTER, None)
+        ),
+    ]
+    refused = samples[0].failed_delivery
+    assert refused is not None
+    never_sent = refused.model_copy(
+        update={
+            "never_sent": True,
+            "smtp_code": None,
+            "reply": "cannot build the message: a To header cannot contain a line break",
+        }
+    )
+    bounced = refused.model_copy(update={"bounced": True})
+    return [
+        *samples,
+        samples[0].model_copy(update={"failed_delivery": never_sent}),
+        samples[0].model_copy(update={"failed_delivery": bounced}),
     ]
 
 

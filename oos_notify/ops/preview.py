@@ -15,12 +15,13 @@ from pydantic import ValidationError
 from oos_notify.agreements import business_time
 from oos_notify.agreements.business_time import CenterCalendar
 from oos_notify.agreements.config import (
+    LATE_RESULT_TEMPLATE,
     Agreements,
     ConfigProblem,
     EffectiveAgreement,
     format_location,
 )
-from oos_notify.agreements.vocabulary import Disposition
+from oos_notify.agreements.vocabulary import OPENING_EVENT_TYPES, Disposition, EventType
 from oos_notify.delivery.messaging import center_ids, incident_view
 from oos_notify.delivery.rendering import (
     MessageContext,
@@ -29,8 +30,15 @@ from oos_notify.delivery.rendering import (
     Renderer,
     local_time,
 )
+from oos_notify.incidents.acknowledgement import CALLBACK_TEMPLATE
+from oos_notify.incidents.decisions import DECISION_RECORDED_TEMPLATE
 from oos_notify.incidents.events import EventIn
-from oos_notify.incidents.planning import DECISION_TEMPLATE
+from oos_notify.incidents.planning import (
+    DECISION_OVERDUE_TEMPLATE,
+    DECISION_TEMPLATE,
+    FOLLOW_UP_TEMPLATES,
+    derive_severity,
+)
 from oos_notify.ops.config_check import sample_context
 from oos_notify.store.models import Incident
 
@@ -59,11 +67,13 @@ def preview(
             f"--template: no template {template!r} for {center_id} (a folder in "
             f"{renderer.templates_dir} with subject.txt, body.txt and body.html)"
         )
-    asks_decision = template == DECISION_TEMPLATE
-    disposition = (
-        Disposition.OOS_RELEASE_OFFERED if asks_decision else Disposition.UNDER_INVESTIGATION
+    asks_decision = template in (DECISION_TEMPLATE, DECISION_OVERDUE_TEMPLATE)
+    offered = asks_decision or template in (CALLBACK_TEMPLATE, DECISION_RECORDED_TEMPLATE)
+    disposition = Disposition.OOS_RELEASE_OFFERED if offered else Disposition.UNDER_INVESTIGATION
+    late = template in LATE_RESULT_TEMPLATES
+    context = sample_context(
+        agreement, disposition=disposition, asks_decision=asks_decision, late_result=late
     )
-    context = sample_context(agreement, disposition=disposition, asks_decision=asks_decision)
     if event_file is not None:
         event = _read_event(event_file, center_id)
         context = _with_event(context, event, agreement, now)
@@ -88,10 +98,30 @@ def _read_event(path: Path, center_id: str) -> EventIn:
     return event
 
 
+LATE_RESULT_TEMPLATES = frozenset(
+    {LATE_RESULT_TEMPLATE, FOLLOW_UP_TEMPLATES[EventType.LATE_RESULT]}
+)
+
+
 def _with_event(
     sample: MessageContext, event: EventIn, agreement: EffectiveAgreement, now: datetime
 ) -> MessageContext:
-    """The sample context with the incident the event describes (as if it opened now)."""
+    """The sample context with the incident the event describes (as if it opened now), with
+    the severity the live service would give it: the event's own, else the agreement's rules'."""
+    calendar = CenterCalendar.of(agreement)
+    opening = event.type if event.type in OPENING_EVENT_TYPES else EventType.RELEASE_FAILURE
+    severity, rule = (
+        (event.severity, None)
+        if event.severity is not None
+        else derive_severity(
+            agreement.severity_rules,
+            opening,
+            (a.attribute for a in event.failed_attributes),
+            event.key_dates,
+            calendar,
+            now,
+        )
+    )
     incident = Incident(
         id="inc_PREVIEW",
         incident_ref=event.incident_ref,
@@ -99,26 +129,34 @@ def _with_event(
         product_code=event.product_code or sample.incident.product_code,
         lot_number=event.lot_number or sample.incident.lot_number,
         chain_of_identity=event.chain_of_identity or sample.incident.chain_of_identity,
-        opening_type=event.type,
-        plan_type=event.type,
-        severity=event.severity or sample.incident.severity,
+        opening_type=opening,
+        plan_type=opening,
+        severity=severity,
+        severity_rule=rule,
         status="notifying",
         disposition=event.disposition or sample.incident.disposition,
         failed_attributes=[a.model_dump(mode="json") for a in event.failed_attributes],
         key_dates={k.value: v.isoformat() for k, v in event.key_dates.items()},
         summary=event.summary,
+        product_status=event.product_status,
+        infused_at=event.infused_at,
+        remanufacture=event.remanufacture.model_dump(mode="json", exclude_none=True)
+        if event.remanufacture
+        else None,
+        within_spec_basis=event.within_spec_basis.model_dump(mode="json")
+        if event.within_spec_basis
+        else None,
         agreement_version=agreement.version(),
         agreement={},
         opened_at=now,
         updated_at=now,
     )
     qa = event.qa_contact
-    expires_at = business_time.add(
-        now, agreement.ack_link_valid_for, CenterCalendar.of(agreement), business_hours=False
-    )
+    expires_at = business_time.add(now, agreement.ack_link_valid_for, calendar, False)
+    view = incident_view(incident, agreement)
     return sample.model_copy(
         update={
-            "incident": incident_view(incident, agreement),
+            "incident": view.model_copy(update={"oos_release": sample.incident.oos_release}),
             "ack": sample.ack.model_copy(
                 update={"expires_at": local_time(expires_at, agreement.timezone)}
             )

@@ -225,6 +225,11 @@ def record(
     )
 
 
+def head(session: Session) -> tuple[int, str]:
+    """The chain head as committed: the newest entry's number and hash."""
+    return _parse_head(_head(session, CHAIN_HEAD) or "")
+
+
 @dataclass(frozen=True)
 class ChainReport:
     """What ``verify`` found: how many entries it checked, the digest of the trail as of an entry

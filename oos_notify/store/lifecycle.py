@@ -15,8 +15,9 @@ class IncidentStatus(StrEnum):
 
     @property
     def is_closed(self) -> bool:
-        """A closed incident goes nowhere: it takes no further events or acknowledgements."""
-        return not INCIDENT_TRANSITIONS[self]
+        """A closed incident takes no acknowledgements and no events, but for the late result
+        that reopens a resolved one (a 14-day sterility culture can end after the closing)."""
+        return self in (IncidentStatus.RESOLVED, IncidentStatus.WITHDRAWN)
 
 
 INCIDENT_TRANSITIONS: dict[IncidentStatus, frozenset[IncidentStatus]] = {
@@ -40,7 +41,8 @@ INCIDENT_TRANSITIONS: dict[IncidentStatus, frozenset[IncidentStatus]] = {
     IncidentStatus.ACKNOWLEDGED: frozenset(
         {IncidentStatus.NOTIFYING, IncidentStatus.RESOLVED, IncidentStatus.WITHDRAWN}
     ),
-    IncidentStatus.RESOLVED: frozenset(),
+    # -> NOTIFYING: a late result reopens a resolved incident under the urgent plan.
+    IncidentStatus.RESOLVED: frozenset({IncidentStatus.NOTIFYING}),
     IncidentStatus.WITHDRAWN: frozenset(),
 }
 
@@ -67,7 +69,8 @@ NOTIFICATION_TRANSITIONS: dict[NotificationStatus, frozenset[NotificationStatus]
             NotificationStatus.SENDING,
         }
     ),
-    NotificationStatus.SENT: frozenset(),
+    # SENT -> FAILED: the mail server accepted the message, and a bounce came back later.
+    NotificationStatus.SENT: frozenset({NotificationStatus.FAILED}),
     NotificationStatus.FAILED: frozenset(),
     NotificationStatus.CANCELLED: frozenset(),
 }
@@ -102,12 +105,21 @@ class NotificationKind(StrEnum):
     release; answered on the acknowledgement page."""
     DELIVERY_FAILURE = "delivery_failure"
     """A message to the manufacturer that a notification could not be delivered."""
+    DECISION_OVERDUE = "decision_overdue"
+    """The decision is still missing at the plan's ``decision.due``: the deciders get their
+    link again, and the plan's ``decision.escalate`` roles hear of it; a decision cancels it."""
+    FORWARDED_REPLY = "forwarded_reply"
+    """A center's reply by email that did not confirm, forwarded to the manufacturer's QA."""
 
     @property
     def reports_to_qa(self) -> bool:
         """Messages to the manufacturer's QA are not themselves reported when they fail: the
         report would go to the address that just refused mail, and could loop."""
-        return self in (NotificationKind.RECEIPT, NotificationKind.DELIVERY_FAILURE)
+        return self in (
+            NotificationKind.RECEIPT,
+            NotificationKind.DELIVERY_FAILURE,
+            NotificationKind.FORWARDED_REPLY,
+        )
 
 
 class Condition(StrEnum):
@@ -117,3 +129,5 @@ class Condition(StrEnum):
     """Planned when the incident is acknowledged."""
     ALWAYS = "always"
     """Sent whatever the center answers; only closing the incident cancels it."""
+    UNDECIDED = "undecided"
+    """Sent only while no decision on the offered product is recorded: a decision cancels it."""

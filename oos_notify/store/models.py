@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from oos_notify.store.instants import UTCDateTime
@@ -55,8 +55,23 @@ class Incident(SQLModel, table=True):
     ack_round: int = 1
     """Raised when a late result restarts the escalation: each round needs its own answer."""
     decision: str | None = None
-    """The center's answer when an out-of-specification product was offered for release."""
+    """The decision that counts on an out-of-specification product offered for release: the
+    decider's, or the revision QA recorded last."""
     decided_at: datetime | None = _utc(default=None)
+    product_status: str | None = None
+    """Where the product is (``ProductStatus``): what the center is asked depends on it."""
+    infused_at: datetime | None = _utc(default=None)
+    escalation_started_at: datetime | None = _utc(default=None)
+    """When the current round's escalation started (the opening, or the late result that
+    restarted it): a faster clock re-plans its steps from here. None means ``opened_at``."""
+    oos_release: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    """The regulatory pathway of an OOS product offered for release and its checklist:
+    ``{"pathway", "name", "items": [{"id", "label", "reference", "confirmed_at"}]}``."""
+    remanufacture: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    """``{"new_apheresis_needed", "expected_release", "bridging_therapy_needed"}``."""
+    within_spec_basis: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    """Why a lot released within specification after all: ``{"assignable_cause",
+    "certificate_of_analysis"}``."""
     failed_attributes: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
     key_dates: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
     summary: str | None = Field(default=None, sa_column=Column(Text))
@@ -152,10 +167,22 @@ class Acknowledgement(SQLModel, table=True):
     email: str
     role: str
     purpose: str = "acknowledgement"
-    """``acknowledgement`` of the notice, or the physician's ``decision`` on an OOS product."""
+    """``acknowledgement`` of the notice, the physician's ``decision`` on an OOS product, or a
+    ``callback_request`` that leaves the decision open."""
     round: int = 1
     response: str
     comment: str | None = Field(default=None, sa_column=Column(Text))
+    stopped_escalation: bool | None = None
+    """Whether this confirmation stopped the round's escalation: only the plan's
+    ``stops_escalation`` roles do. None on rows from before that rule, which all stopped it."""
+    signature: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    """A decision's signature manifestation (21 CFR 11.50): ``{"printed_name", "meaning",
+    "signed_at" (local, with offset), "timezone", "shown"}``."""
+    revision: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    """Set on a decision QA recorded: ``{"reason", "recorded_by": {"name", "email"},
+    "replaces", "previous_response"}``."""
+    callback_phone: str | None = None
+    """The number a ``callback_request`` asks to be called on."""
     client_address: str | None = None
     user_agent: str | None = None
     at: datetime = _utc()
@@ -201,3 +228,101 @@ class RateBucket(SQLModel, table=True):
     allowed_from: float
     """When (Unix seconds) the key's bucket would be empty: each event taken moves it on by one
     token's worth of time, never to more than a whole burst ahead of now."""
+
+
+class ConsoleUser(SQLModel, table=True):
+    """A person of the manufacturer's team who signs in to the console."""
+
+    __tablename__ = "console_users"
+
+    id: str = Field(primary_key=True)
+    email: str = Field(unique=True, index=True)
+    """Lower case: the address someone signs in with, whatever case they type."""
+    role: str
+    """``viewer`` reads; ``qa`` may also post follow-ups."""
+    password_hash: str
+    """Argon2id, in the PHC string format (parameters and salt included)."""
+    created_at: datetime = _utc()
+    password_changed_at: datetime = _utc()
+    """Sessions begun before this are over: a reset password signs everyone out."""
+    disabled_at: datetime | None = _utc(default=None)
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A signed-in browser. The cookie holds a random token; the row is keyed by its hash, so
+    a copy of the database cannot be replayed as a cookie."""
+
+    __tablename__ = "console_sessions"
+
+    id: str = Field(primary_key=True)
+    """SHA-256 of the token in the cookie."""
+    user_id: str = Field(foreign_key="console_users.id", index=True)
+    csrf_token: str
+    created_at: datetime = _utc()
+    last_seen_at: datetime = _utc()
+    """The last page the person asked for (refreshes of a live page do not count)."""
+    ended_at: datetime | None = _utc(default=None)
+    client_address: str | None = None
+    user_agent: str | None = None
+
+
+class SignInAttempt(SQLModel, table=True):
+    """Every sign-in attempt, kept to throttle guessing per account and per client."""
+
+    __tablename__ = "console_sign_in_attempts"
+    __table_args__ = (
+        Index("ix_console_sign_in_attempts_email_at", "email", "at"),
+        Index("ix_console_sign_in_attempts_client_at", "client_address", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _utc()
+    email: str
+    """As typed, lower case (an unknown address is throttled like a known one)."""
+    client_address: str
+    outcome: str
+    """``signed_in``, ``refused`` (wrong password, unknown or disabled account) or
+    ``throttled`` (not checked: too many refusals)."""
+
+
+class InboundMessage(SQLModel, table=True):
+    """A mail that came back to a return address (a bounce, an automatic reply, a reply), and
+    what it did. Recorded once: its place in the mailbox and its Message-ID are unique, so a
+    restart, a second reader or a redelivery finds it done."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (
+        UniqueConstraint("source", "uidvalidity", "uid", name="uq_inbound_messages_place"),
+    )
+
+    id: str = Field(primary_key=True)
+    source: str
+    """Where it was read: ``imap://user@host:port/folder``, or ``smtp``."""
+    uidvalidity: int | None = Field(default=None, sa_type=BigInteger)
+    uid: int | None = Field(default=None, sa_type=BigInteger)
+    """The message's IMAP UID (32-bit unsigned, hence the big integers) in ``source``."""
+    message_key: str | None = Field(default=None, unique=True)
+    """A hash of the Message-ID (or of the whole message, without one); left empty when the
+    message could not be processed, so that a redelivery of it is tried again."""
+    message_id: str | None = None
+    received_at: datetime = _utc(index=True)
+    kind: str = Field(index=True)
+    """``bounce``, ``delay``, ``auto_reply``, ``reply``, ``report`` or ``unreadable``."""
+    outcome: str = Field(index=True)
+    notification_id: str | None = Field(default=None, foreign_key="notifications.id", index=True)
+    incident_id: str | None = Field(default=None, foreign_key="incidents.id", index=True)
+    sender: str | None = None
+    """The From address."""
+    subject: str | None = None
+    text: str | None = Field(default=None, sa_column=Column(Text))
+    """The first lines of an automatic reply, or the person's own text of a reply."""
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class ForwardedReply(SQLModel, table=True):
+    """Links a message to the manufacturer's QA to the center's reply it forwards."""
+
+    __tablename__ = "forwarded_replies"
+
+    notification_id: str = Field(foreign_key="notifications.id", primary_key=True)
+    inbound_message_id: str = Field(foreign_key="inbound_messages.id", index=True)

@@ -12,7 +12,7 @@ records nothing. A resend reuses the row's Message-ID so receivers can drop a du
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -43,6 +43,8 @@ SCHEDULED = NotificationStatus.SCHEDULED.value
 SENDING = NotificationStatus.SENDING.value
 UNREACHABLE = "unreachable"
 """A delivery attempt that found no mail server to talk to (refused, no route, timed out)."""
+BOUNCED = "bounced"
+"""A message a mail server accepted and later returned as undeliverable (a bounce)."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,53 @@ def release_claims(session: Session, notification_ids: list[str], owner: str) ->
     if released:
         wakeups.announce(session)
     return released
+
+
+def release_after_error(
+    session: Session, retries: Mapping[str, datetime], error: str, now: datetime, owner: str
+) -> int:
+    """Give back ``owner``'s claims of a batch whose sending failed as a whole (the database, a
+    bug), each due again at its ``retries`` time, showing ``error``; return how many were still
+    its own. Rows the batch settled before it failed keep their outcome, and rows another sender
+    took over are theirs to record. The claim stays counted, so the delay grows with each
+    failed try."""
+    released: list[tuple[str, str, str, int]] = []
+    for notification_id, retry_at in sorted(retries.items()):
+        row = session.execute(
+            _ROWS.update()
+            .where(
+                _ROWS.c.id == notification_id,
+                _ROWS.c.status == SENDING,
+                _ROWS.c.claimed_by == owner,
+            )
+            .values(
+                status=SCHEDULED,
+                lease_until=None,
+                claimed_by=None,
+                due_at=retry_at,
+                last_error=error,
+            )
+            .returning(_ROWS.c.incident_id, _ROWS.c.recipient_email, _ROWS.c.attempts)
+        ).one_or_none()
+        if row is not None:
+            released.append((notification_id, row.incident_id, row.recipient_email, row.attempts))
+    for notification_id, incident_id, recipient, attempt in released:
+        audit.record(
+            session,
+            now,
+            "notification_retry",
+            "dispatcher",
+            incident_id=incident_id,
+            notification_id=notification_id,
+            recipient=recipient,
+            smtp_code=None,
+            reply=error,
+            attempt=attempt,
+            retry_at=retries[notification_id].isoformat(),
+        )
+    if released:
+        wakeups.announce(session)
+    return len(released)
 
 
 def claim_due(
@@ -514,28 +563,34 @@ def _record_first_deliveries(
 
 
 def told(session: Session, incident_id: str) -> list[Addressee]:
-    """Everyone the incident has told so far (the manufacturer's receipts aside), in order."""
+    """Everyone the incident has told so far (the manufacturer's receipts and forwarded replies
+    aside), in order."""
     rows = session.exec(
         select(Notification)
         .where(
             Notification.incident_id == incident_id,
             col(Notification.status).in_([NotificationStatus.SENT.value, SENDING]),
-            Notification.kind != NotificationKind.RECEIPT.value,
+            col(Notification.kind).not_in(
+                [NotificationKind.RECEIPT.value, NotificationKind.FORWARDED_REPLY.value]
+            ),
         )
         .order_by(col(Notification.due_at), col(Notification.id))
     )
     return [Addressee(n.contact_id, n.role, n.recipient_name, n.recipient_email) for n in rows]
 
 
-def sent_steps(session: Session, incident_id: str) -> set[tuple[NotificationKind, int]]:
-    """The plan steps of an incident that have reached someone."""
-    rows = session.exec(
-        select(Notification.kind, Notification.level).where(
-            Notification.incident_id == incident_id,
-            col(Notification.status).in_([NotificationStatus.SENT.value, SENDING]),
-        )
+def sent_steps(
+    session: Session, incident_id: str, since: datetime | None = None
+) -> set[tuple[NotificationKind, int]]:
+    """The plan steps of an incident that have reached someone (planned ``since`` then: the
+    current round's, when a late result restarted the escalation)."""
+    query = select(Notification.kind, Notification.level).where(
+        Notification.incident_id == incident_id,
+        col(Notification.status).in_([NotificationStatus.SENT.value, SENDING]),
     )
-    return {(NotificationKind(kind), level) for kind, level in rows}
+    if since is not None:
+        query = query.where(col(Notification.created_at) >= since)
+    return {(NotificationKind(kind), level) for kind, level in session.exec(query)}
 
 
 def _escalate(session: Session, notification: Notification, now: datetime) -> None:

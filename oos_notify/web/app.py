@@ -13,17 +13,18 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from oos_notify import __version__
 from oos_notify.clock import Clock, SystemClock
 from oos_notify.delivery.capture import CaptureServer
 from oos_notify.delivery.dispatch import Dispatcher
 from oos_notify.errors import ServiceError
-from oos_notify.settings import Settings
+from oos_notify.inbound.service import InboundMail
+from oos_notify.settings import InboundMode, Settings
 from oos_notify.store.wakeups import Listener
-from oos_notify.web.limits import BodySizeLimit
-from oos_notify.web.pages import SecurityHeaders
+from oos_notify.web.limits import BodySizeLimit, RateLimited
+from oos_notify.web.pages import SecurityHeaders, page
 from oos_notify.web.services import Role, build_services
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,13 @@ def create_app(
             log.info(
                 "no SMTP server configured: capturing mail on %s:%d, see /dev/mailbox", host, port
             )
+            if not settings.listens_on_loopback:
+                log.warning(
+                    "OOS_NOTIFY_DEV_MAILBOX_ON_NETWORK is set: /dev/mailbox shows every email, "
+                    "links included, to whoever reaches %s:%d; for development only",
+                    settings.host,
+                    settings.port,
+                )
         else:
             assert settings.smtp_host is not None
             host, port = settings.smtp_host, settings.effective_smtp_port
@@ -68,15 +76,35 @@ def create_app(
             services.tokens,
             host,
             port,
+            services.return_addresses,
         )
         await services.dispatcher.start()
         listener = None
         if services.engine.dialect.name == "postgresql":
             listener = Listener(services.engine.url, services.dispatcher.wake)
             listener.start()
+        if services.return_addresses is not None and settings.inbound is not InboundMode.NONE:
+            services.inbound = InboundMail(
+                settings,
+                services.engine,
+                services.clock,
+                services.write_gate,
+                services.return_addresses,
+                services.tokens,
+                services.dispatcher.wake,
+            )
+            await services.inbound.start()
+        elif services.return_addresses is not None:
+            log.warning(
+                "replies and bounces go to %s, but OOS_NOTIFY_INBOUND is none: this process "
+                "reads none of them",
+                settings.reply_domain,
+            )
         try:
             yield
         finally:
+            if services.inbound is not None:
+                await services.inbound.stop()
             if listener is not None:
                 await listener.stop()
             await services.dispatcher.stop()
@@ -98,6 +126,20 @@ def create_app(
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail()}, status_code=exc.status_code)
 
+    @app.exception_handler(RateLimited)
+    async def rate_limited(request: Request, exc: RateLimited) -> HTMLResponse:
+        """A limit met on a page (the acknowledgement links): a person reads when to come back.
+        The API's limits answer in JSON themselves."""
+        response = page(
+            "message.html",
+            429,
+            title="Too many requests",
+            message="Too many requests came from your network in the last minute. "
+            f"Please try again in {exc.retry_after} seconds: your link still works.",
+        )
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         """FastAPI's usual 422, encodable whatever the client sent: NaN, lone surrogates, bytes."""
@@ -107,6 +149,7 @@ def create_app(
         return Response(content, status_code=422, media_type="application/json")
 
     from oos_notify.web.api import ack, events, health, incidents, mailbox
+    from oos_notify.web.console import routes as console
 
     if role.answers:
         app.include_router(events.router)
@@ -115,4 +158,6 @@ def create_app(
     app.include_router(health.router)
     if role.sends:
         app.include_router(mailbox.router)  # the capture server lives beside the dispatcher
+    if role.answers:
+        console.install(app)
     return app

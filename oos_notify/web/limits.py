@@ -1,15 +1,18 @@
-"""Limits on what a client can make the service do: body size, and events per API key.
+"""Limits on what a client can make the service do: body size, events per API key, and failed
+authentications and acknowledgement requests per client address.
 
-The body limit is enforced while the body streams in (a lying Content-Length too). The event rate
-is a token bucket per API key, kept in memory: each process counts for itself, so N replicas
-allow up to N times the rate, and a restart refills every bucket.
+The body limit is enforced while the body streams in (a lying Content-Length too). The rates are
+token buckets kept in memory: each process counts for itself, so N replicas allow up to N times
+the rate, and a restart refills every bucket.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import threading
+from collections import OrderedDict
 from datetime import datetime
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -77,24 +80,74 @@ class RateLimited(Exception):
 
 
 class TokenBuckets:
-    """One bucket per key: ``burst`` requests at once, refilled at ``per_minute``."""
+    """One bucket per key: ``burst`` requests at once, refilled at ``per_minute``.
 
-    def __init__(self, per_minute: float, burst: int) -> None:
+    Memory stays bounded whatever a flood of client addresses does: a bucket idle long enough
+    to be full again is forgotten (a new one starts full, so nothing changes), and beyond
+    ``max_keys`` buckets the least recently used go first (such a client starts afresh).
+    """
+
+    def __init__(self, per_minute: float, burst: int, max_keys: int = 10_000) -> None:
         self.per_minute = per_minute
         self.burst = burst
-        self._buckets: dict[str, tuple[float, datetime]] = {}
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, datetime]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def check(self, key: str, now: datetime) -> None:
+        """Raise RateLimited if ``key`` has no token left, spending none."""
+        with self._lock:
+            tokens, _ = self._refilled(key, now)
+            if tokens < 1:
+                raise RateLimited(self._wait(tokens))
 
     def take(self, key: str, now: datetime) -> None:
         """Spend one token of ``key``'s bucket, or raise RateLimited saying when to come back."""
-        per_second = self.per_minute / 60
         with self._lock:
-            tokens, since = self._buckets.get(key, (float(self.burst), now))
-            # A clock set back refills nothing, now or when it catches up again
-            elapsed = max((now - since).total_seconds(), 0.0)
-            tokens = min(float(self.burst), tokens + elapsed * per_second)
-            since = max(since, now)
+            tokens, since = self._refilled(key, now)
             if tokens < 1:
-                self._buckets[key] = (tokens, since)
-                raise RateLimited(max(1, math.ceil((1 - tokens) / per_second)))
-            self._buckets[key] = (tokens - 1, since)
+                self._keep(key, tokens, since)
+                raise RateLimited(self._wait(tokens))
+            self._keep(key, tokens - 1, since)
+
+    def _refilled(self, key: str, now: datetime) -> tuple[float, datetime]:
+        tokens, since = self._buckets.get(key, (float(self.burst), now))
+        # A clock set back refills nothing, now or when it catches up again
+        return self._level(tokens, since, now), max(since, now)
+
+    def _level(self, tokens: float, since: datetime, now: datetime) -> float:
+        elapsed = max((now - since).total_seconds(), 0.0)
+        return min(float(self.burst), tokens + elapsed * self.per_minute / 60)
+
+    def _wait(self, tokens: float) -> int:
+        return max(1, math.ceil((1 - tokens) / (self.per_minute / 60)))
+
+    def _keep(self, key: str, tokens: float, now: datetime) -> None:
+        self._buckets[key] = (tokens, now)
+        self._buckets.move_to_end(key)
+        # Least recently used first: forget the full ones there, and any beyond the cap
+        while self._buckets:
+            oldest = next(iter(self._buckets))
+            left, since = self._buckets[oldest]
+            if len(self._buckets) <= self.max_keys and self._level(left, since, now) < self.burst:
+                return
+            del self._buckets[oldest]
+
+
+def client_key(address: str | None) -> str:
+    """Whom a per-client limit counts: the peer's address (behind a proxy, what uvicorn's proxy
+    headers make of it), an IPv6 peer by its /64, since one host commonly holds a whole /64."""
+    if address is None:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)

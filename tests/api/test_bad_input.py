@@ -111,7 +111,7 @@ class Opened:
 async def opened(service: RunningService, smtp: CaptureServer) -> Opened:
     answer = await service.post_event(release_failure())
     assert answer.status_code == 202, answer.text
-    messages = await received(smtp, 2)
+    messages = await received(smtp, 3)
     coordinator = next(m for m in messages if m.recipients == ("ct-coord@mercy.example",))
     link = ack_link(coordinator)
     return Opened(
@@ -255,6 +255,36 @@ async def test_a_missing_required_field_is_named_and_nothing_is_stored(
     assert await mail_count(service, smtp) == 0
 
 
+NOT_ONE_MAILBOX = {
+    "two-local-parts": "qa,evil@manufacturer.example",
+    "two-addresses": "qa@manufacturer.example, evil@attacker.example",
+    "semicolon-list": "qa@manufacturer.example;evil.example",
+    "mailto-query": "qa@manufacturer.example?cc=evil%40attacker.example&body=Send%20the%20COI",
+    "display-name": "A. Rivera <qa@manufacturer.example>",
+    "group": "QA: qa@manufacturer.example;",
+    "quoted-local-part": '"qa evil"@manufacturer.example',
+    "ip-literal": "qa@[192.0.2.1]",
+    "no-dot-in-domain": "qa@manufacturer",
+    "non-ascii-local-part": "jörg@bücher.example",
+    "line-break": "qa@manufacturer.example\r\nBcc: attacker@evil.example",
+}
+"""Addresses the old pattern let through (or might have): each must be refused as one field."""
+
+NOT_ONE_LINE = {
+    "crlf-bcc": "A. Rivera\r\nBcc: attacker@evil.example",
+    "lf": "A. Rivera\nBcc: attacker@evil.example",
+    "cr": "A. Rivera\rBcc: attacker@evil.example",
+    "nel": "A. Rivera\x85Bcc: attacker@evil.example",
+    "line-separator": "A. Rivera\u2028Bcc: attacker@evil.example",
+    "paragraph-separator": "A. Rivera\u2029Bcc: attacker@evil.example",
+    "nul": "A. Rivera\x00",
+    "tab": "A.\tRivera",
+    "escape": "A. Rivera\x1b[2J",
+    "delete": "A. Rivera\x7f",
+}
+"""Names that would end a header line early, or smuggle a control character into one."""
+
+
 @pytest.mark.parametrize(
     ("overrides", "loc"),
     [
@@ -338,6 +368,22 @@ async def test_a_missing_required_field_is_named_and_nothing_is_stored(
             {"qa_contact": {"name": "A. Rivera", "email": "qa@x.example", "phone": "call me"}},
             ["body", "qa_contact", "phone"],
             id="qa_contact-phone",
+        ),
+        *(
+            pytest.param(
+                {"qa_contact": {"name": "A. Rivera", "email": email}},
+                ["body", "qa_contact", "email"],
+                id=f"qa_contact-email-{case}",
+            )
+            for case, email in NOT_ONE_MAILBOX.items()
+        ),
+        *(
+            pytest.param(
+                {"qa_contact": {"name": name, "email": "qa@x.example"}},
+                ["body", "qa_contact", "name"],
+                id=f"qa_contact-name-{case}",
+            )
+            for case, name in NOT_ONE_LINE.items()
         ),
     ],
 )
@@ -615,26 +661,32 @@ async def test_a_second_release_failure_for_an_open_incident_is_a_conflict(
     await assert_conflict_changed_nothing(service, smtp, response, before, incident, opened.mails)
 
 
-@pytest.mark.parametrize("closing", ["resolved", "withdrawn"])
+LATE_STERILITY = {
+    "type": "late_result",
+    "product_code": "CARTX",
+    "lot_number": "LOT-24-1187",
+    "chain_of_identity": "COI-8K2M-4471",
+    "failed_attributes": [
+        {"attribute": "sterility", "specification": "no growth", "result": "growth"}
+    ],
+}
+"""A late result: it reopens a resolved incident (tests/test_clinical.py), not a withdrawn one."""
+
+
 @pytest.mark.parametrize(
-    "next_event",
+    ("closing", "next_event"),
     [
-        pytest.param({"type": "update", "summary": "New facts"}, id="update"),
-        pytest.param({"type": "disposition", "disposition": "cancelled"}, id="disposition"),
-        pytest.param({"type": "resolved"}, id="resolved"),
-        pytest.param({"type": "withdrawn"}, id="withdrawn"),
-        pytest.param(
-            {
-                "type": "late_result",
-                "product_code": "CARTX",
-                "lot_number": "LOT-24-1187",
-                "chain_of_identity": "COI-8K2M-4471",
-                "failed_attributes": [
-                    {"attribute": "sterility", "specification": "no growth", "result": "growth"}
-                ],
-            },
-            id="late_result",
+        *(
+            pytest.param(closing, event, id=f"{event['type']}-{closing}")
+            for closing in ("resolved", "withdrawn")
+            for event in (
+                {"type": "update", "summary": "New facts"},
+                {"type": "disposition", "disposition": "cancelled"},
+                {"type": "resolved"},
+                {"type": "withdrawn"},
+            )
         ),
+        pytest.param("withdrawn", LATE_STERILITY, id="late_result-withdrawn"),
     ],
 )
 async def test_any_event_after_the_incident_is_closed_is_a_conflict(

@@ -84,8 +84,9 @@ def test_a_step_with_both_after_and_before(config: Path) -> None:
     edit(
         config,
         "plans/standard.yaml",
-        "{after: 0m, notify: [coordinator, cell_lab]",
-        "{after: 0m, before: lymphodepletion_start, by: 48h, notify: [coordinator, cell_lab]",
+        "{after: 0m, notify: [coordinator, physician, cell_lab]",
+        "{after: 0m, before: lymphodepletion_start, by: 48h, "
+        "notify: [coordinator, physician, cell_lab]",
     )
     find(problems_of(config), STANDARD, "steps[0]", "either 'after' or 'before', not both")
 
@@ -321,7 +322,14 @@ def test_a_site_inherits_its_health_system_defaults(config: Path) -> None:
     }
     assert west.business_hours == BusinessHours()  # mon-fri 08:00-17:00 from the system
     assert west.holidays.country == "US"
-    assert [c.id for c in west.system_contacts] == ["mh-pharmacy-dir", "mh-program-dir"]
+    assert [c.id for c in west.system_contacts] == [
+        "mh-pharmacy-dir",
+        "mh-program-dir",
+        "mh-pharmacy",
+        "mh-quality",
+    ]
+    assert west.on_call_phone == "+1 303 555 0199"  # its own, not the system's
+    assert west.oos_pathway is not None and west.oos_pathway.id == "us-expanded-access"
     assert {t: p.id for t, p in west.plans.items()} == {
         EventType.RELEASE_FAILURE: "standard",
         EventType.LATE_RESULT: "urgent",

@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 
 from oos_notify.agreements.config import EffectiveAgreement, load_agreements
-from oos_notify.agreements.vocabulary import CenterRole, Disposition, EventType, KeyDate, Severity
-from oos_notify.incidents.planning import IncidentFacts, plan_follow_up, plan_key_date_steps
+from oos_notify.agreements.vocabulary import CenterRole, EventType, KeyDate, Severity
+from oos_notify.incidents.planning import (
+    IncidentFacts,
+    deciders,
+    plan_decision_request,
+    plan_follow_up,
+    plan_key_date_steps,
+    plan_round_again,
+)
 from oos_notify.store.lifecycle import Condition, NotificationKind
 from oos_notify.store.outbox import Addressee
 
@@ -20,6 +27,9 @@ COORDINATOR = Addressee(
 )
 LAB = Addressee("mgm-lab", "cell_lab", "Cell Processing Lab", "celllab@mercy.example")
 PHYSICIAN = Addressee("mgm-md", "physician", "Treating Physician Group", "ct-md@mercy.example")
+PHYSICIAN_DECIDER = Addressee(
+    "mgm-md", "physician", "Dr. Lena Ortiz, CAR-T attending", "ct-md@mercy.example"
+)
 ACCOUNT_LEAD = Addressee(
     "al-midwest",
     "manufacturer:account_lead",
@@ -49,7 +59,7 @@ def facts(lymphodepletion: date) -> IncidentFacts:
     ],
 )
 def test_everyone_told_hears_of_a_follow_up_once_and_at_once(
-    mercy: EffectiveAgreement, event_type: EventType, template: str
+    event_type: EventType, template: str
 ) -> None:
     # The coordinator was told twice (first notice and a reminder), once in other letter case
     shouting = Addressee(
@@ -57,7 +67,7 @@ def test_everyone_told_hears_of_a_follow_up_once_and_at_once(
     )
     told = [COORDINATOR, LAB, shouting, ACCOUNT_LEAD]
 
-    notices = plan_follow_up(mercy, event_type, None, told, NOW)
+    notices = plan_follow_up(event_type, told, NOW)
 
     assert [(n.recipient_email, n.template, n.kind) for n in notices] == [
         (COORDINATOR.email, template, NotificationKind.FOLLOW_UP),
@@ -69,50 +79,93 @@ def test_everyone_told_hears_of_a_follow_up_once_and_at_once(
     }
 
 
-def test_an_oos_release_offer_asks_the_physicians_and_tells_the_others(
+def test_those_told_otherwise_get_no_follow_up_notice() -> None:
+    notices = plan_follow_up(
+        EventType.DISPOSITION, [COORDINATOR, PHYSICIAN], NOW, told_otherwise=["CT-MD@mercy.example"]
+    )
+    assert [n.recipient_email for n in notices] == [COORDINATOR.email]
+
+
+def test_an_oos_release_offer_asks_the_individual_decider_and_tells_quality_pharmacy_and_ra(
     mercy: EffectiveAgreement,
 ) -> None:
-    notices = plan_follow_up(
-        mercy, EventType.DISPOSITION, Disposition.OOS_RELEASE_OFFERED, [COORDINATOR, PHYSICIAN], NOW
-    )
+    rule = mercy.plans[EventType.RELEASE_FAILURE].decision
+    assert rule is not None
+    asked = deciders(mercy, rule)
 
-    assert [(n.recipient_email, n.template, n.kind, n.with_ack_link) for n in notices] == [
-        (PHYSICIAN.email, "oos_release_decision", NotificationKind.DECISION, True),
-        (COORDINATOR.email, "disposition_notice", NotificationKind.FOLLOW_UP, False),
+    result = plan_decision_request(mercy, rule, asked, facts(date(2026, 11, 30)), NOW)
+
+    # Only the physician marked decider is asked, with a link; nobody else decides
+    assert asked == [PHYSICIAN_DECIDER]
+    now_due = [n for n in result.notifications if n.due_at == NOW]
+    assert [(n.recipient_email, n.template, n.kind, n.with_ack_link) for n in now_due] == [
+        ("ct-md@mercy.example", "oos_release_decision", NotificationKind.DECISION, True),
+        ("ct-quality@mercy.example", "disposition_notice", NotificationKind.FOLLOW_UP, False),
+        ("ids-pharmacy@mercy.example", "disposition_notice", NotificationKind.FOLLOW_UP, False),
+        (
+            "regulatory@manufacturer.example",
+            "disposition_notice",
+            NotificationKind.FOLLOW_UP,
+            False,
+        ),
     ]
+    assert result.skipped == []
 
 
-def test_without_a_physician_the_coordinators_are_asked_to_decide(
+def test_a_missing_decision_is_escalated_72_hours_before_lymphodepletion(
     mercy: EffectiveAgreement,
 ) -> None:
-    no_physician = mercy.model_copy(
-        update={"contacts": [c for c in mercy.contacts if CenterRole.PHYSICIAN not in c.roles]}
+    rule = mercy.plans[EventType.RELEASE_FAILURE].decision
+    assert rule is not None
+
+    result = plan_decision_request(
+        mercy, rule, deciders(mercy, rule), facts(date(2026, 11, 30)), NOW
     )
 
-    notices = plan_follow_up(
-        no_physician, EventType.DISPOSITION, Disposition.OOS_RELEASE_OFFERED, [LAB], NOW
-    )
-
-    assert [(n.recipient_email, n.kind) for n in notices] == [
-        (COORDINATOR.email, NotificationKind.DECISION),
-        (LAB.email, NotificationKind.FOLLOW_UP),
+    # 72 h before Monday Nov 30 in Chicago: Friday Nov 27, 00:00 CST, whatever the hours
+    overdue = [n for n in result.notifications if n.kind is NotificationKind.DECISION_OVERDUE]
+    assert [(n.recipient_email, n.role, n.with_ack_link) for n in overdue] == [
+        ("ct-md@mercy.example", "physician", True),
+        ("ct-director@mercy.example", "program_director", False),
+        ("ct-coord@mercy.example", "coordinator", False),
+        ("medical-affairs@manufacturer.example", "manufacturer:medical_affairs", False),
     ]
+    assert {(n.due_at, n.condition, n.anchor, n.template) for n in overdue} == {
+        (
+            datetime(2026, 11, 27, 6, 0, tzinfo=UTC),
+            Condition.UNDECIDED,
+            KeyDate.LYMPHODEPLETION_START,
+            "decision_overdue",
+        )
+    }
 
 
-@pytest.mark.parametrize(
-    "disposition", [d for d in Disposition if d is not Disposition.OOS_RELEASE_OFFERED]
-)
-def test_other_dispositions_ask_nobody_to_decide(
-    mercy: EffectiveAgreement, disposition: Disposition
+def test_without_the_key_date_the_decision_deadline_is_skipped_and_says_why(
+    mercy: EffectiveAgreement,
 ) -> None:
-    notices = plan_follow_up(mercy, EventType.DISPOSITION, disposition, [COORDINATOR], NOW)
-    assert [(n.recipient_email, n.template) for n in notices] == [
-        (COORDINATOR.email, "disposition_notice")
+    rule = mercy.plans[EventType.RELEASE_FAILURE].decision
+    assert rule is not None
+    no_dates = IncidentFacts(EventType.RELEASE_FAILURE, Severity.MAJOR, {})
+
+    result = plan_decision_request(mercy, rule, deciders(mercy, rule), no_dates, NOW)
+
+    assert NotificationKind.DECISION_OVERDUE not in {n.kind for n in result.notifications}
+    [skipped] = result.skipped
+    assert "no key date lymphodepletion_start" in skipped.reason
+
+
+def test_a_shared_physician_mailbox_is_never_asked_and_coordinators_never_decide(
+    mercy: EffectiveAgreement,
+) -> None:
+    group = [
+        c.model_copy(update={"decider": False}) if CenterRole.PHYSICIAN in c.roles else c
+        for c in mercy.contacts
     ]
+    no_decider = mercy.model_copy(update={"contacts": group})
+    rule = mercy.plans[EventType.RELEASE_FAILURE].decision
+    assert rule is not None
 
-
-def test_nobody_told_means_no_notices(mercy: EffectiveAgreement) -> None:
-    assert plan_follow_up(mercy, EventType.UPDATE, None, [], NOW) == []
+    assert deciders(no_decider, rule) == []
 
 
 # --- key-date steps ------------------------------------------------------------------------------
@@ -170,3 +223,31 @@ def test_a_moved_date_already_within_the_window_is_due_at_once(mercy: EffectiveA
         mercy, facts(date(2026, 11, 25)), {KeyDate.LYMPHODEPLETION_START}, False, set(), NOW
     )
     assert {n.due_at for n in result.notifications} == {NOW}
+
+
+# --- severity rising: the round again on the faster clock -----------------------------------------
+
+
+def test_a_round_that_became_critical_is_planned_again_around_the_clock(
+    mercy: EffectiveAgreement,
+) -> None:
+    # Opened Tue 16:12 CST as major: the reminder waited for Wed 09:12 (business hours)
+    opened = datetime(2026, 11, 24, 22, 12, tzinfo=UTC)
+    now = datetime(2026, 11, 24, 22, 40, tzinfo=UTC)
+    critical = IncidentFacts(
+        EventType.RELEASE_FAILURE,
+        Severity.CRITICAL,
+        {KeyDate.LYMPHODEPLETION_START: date(2026, 11, 26)},
+    )
+
+    result = plan_round_again(mercy, critical, opened, {(NotificationKind.ESCALATION, 0)}, now)
+
+    # Then the steps not yet sent count every hour from the opening: 18:12 and 20:12 CST, and
+    # the liaison alert (48 h before Thursday, already past) is due now
+    due = {(n.kind, n.level): n.due_at for n in result.notifications}
+    assert due == {
+        (NotificationKind.ESCALATION, 1): datetime(2026, 11, 25, 0, 12, tzinfo=UTC),
+        (NotificationKind.ESCALATION, 2): datetime(2026, 11, 25, 2, 12, tzinfo=UTC),
+        (NotificationKind.PATIENT, 1): now,
+    }
+    assert {n.condition for n in result.notifications} == {Condition.UNACKNOWLEDGED}

@@ -85,6 +85,7 @@ def test_a_tuesday_morning_incident_escalates_two_and_four_hours_later(
     result = plan_opening(mercy, facts(), opened)
     assert schedule(result) == [
         ("escalation", 0, "ct-coord@mercy.example", "release_failure_initial", opened),
+        ("escalation", 0, "ct-md@mercy.example", "release_failure_initial", opened),
         ("escalation", 0, "celllab@mercy.example", "release_failure_initial", opened),
         (
             "escalation",
@@ -273,7 +274,8 @@ def test_the_same_mailbox_under_two_roles_of_a_step_gets_one_email(
     result = plan_opening(agreement, facts(), utc(2026, 11, 24, 15, 12))
     first = [n for n in result.notifications if n.kind is ESCALATION and n.level == 0]
     assert [(n.role, n.contact_id, n.recipient_email) for n in first] == [
-        ("coordinator", "mgm-coord", "ct-coord@mercy.example")
+        ("coordinator", "mgm-coord", "ct-coord@mercy.example"),
+        ("physician", "mgm-md", "ct-md@mercy.example"),
     ]
 
 

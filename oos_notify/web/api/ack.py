@@ -1,50 +1,100 @@
-"""``/ack/{token}``: the no-login confirmation page. GET only shows; POST acknowledges."""
+"""``/ack/{token}``: the no-login confirmation page. GET only shows; POST acknowledges the round
+the page showed, or records nothing and shows what changed (409) when that round is over."""
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Form, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from oos_notify.agreements.config import EffectiveAgreement
-from oos_notify.agreements.vocabulary import AckResponse
+from oos_notify.agreements.vocabulary import AckResponse, ProductStatus
+from oos_notify.delivery.messaging import center_view, oos_release_view
 from oos_notify.delivery.rendering import disposition_label, local_time
 from oos_notify.incidents import acknowledgement
 from oos_notify.incidents.acknowledgement import (
     AckForm,
     AckState,
-    InvalidAnswer,
+    Changes,
     LinkError,
     Purpose,
+    decision_meaning,
 )
-from oos_notify.web.api.deps import ServicesDep, SessionDep, WriterDep
+from oos_notify.web.api.deps import ServicesDep, SessionDep, WriterDep, limit_ack_requests
 from oos_notify.web.pages import page
 from oos_notify.web.services import Services
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["acknowledgement"], include_in_schema=False)
+router = APIRouter(
+    tags=["acknowledgement"], include_in_schema=False, dependencies=[Depends(limit_ack_requests)]
+)
+
+
+def _changes(changes: Changes, timezone: str) -> dict[str, Any]:
+    decision = changes.decision
+    return {
+        "sent_at": local_time(changes.sent_at, timezone),
+        "events": [
+            {
+                "type": event.type,
+                "at": local_time(event.received_at, timezone),
+                "failed_attributes": event.payload.get("failed_attributes") or [],
+                "disposition": disposition_label(event.payload.get("disposition")),
+            }
+            for event in changes.events
+        ],
+        "decision": AckResponse(decision.response).label if decision else None,
+        "decided_by": decision.email if decision else None,
+    }
 
 
 def _render(state: AckState, services: Services) -> HTMLResponse:
-    agreement = EffectiveAgreement.model_validate(state.incident.agreement)
-    ack = state.acknowledgement
+    incident = state.incident
+    agreement = EffectiveAgreement.stored(incident.agreement)
+    ack, own, callback = state.acknowledgement, state.own_confirmation, state.callback
+    deciding = state.purpose is Purpose.DECISION
+    contact = agreement.contact(state.notification.contact_id)
     return page(
         "ack.html",
-        incident=state.incident,
+        409 if state.not_recorded else 200,
+        incident=incident,
         manufacturer=agreement.manufacturer_name,
         center_name=agreement.center_name,
         recipient=f"{state.notification.recipient_name} <{state.notification.recipient_email}>",
-        disposition=disposition_label(state.incident.disposition),
+        recipient_name=state.notification.recipient_name,
+        recipient_phone=contact.phone if contact else None,
+        disposition=disposition_label(incident.disposition),
+        product_status=ProductStatus(incident.product_status).label
+        if incident.product_status
+        else None,
+        infused_at=local_time(incident.infused_at, agreement.timezone)
+        if incident.infused_at
+        else None,
+        oos_release=oos_release_view(incident.oos_release, agreement),
         choices=state.choices,
-        deciding=state.purpose is Purpose.DECISION,
+        meanings={
+            c.value: decision_meaning(c, incident.oos_release)
+            for c in state.choices
+            if c.is_decision
+        },
+        deciding=deciding,
         closed=state.closed,
         just_acknowledged=state.just_acknowledged,
+        just_asked_callback=state.just_asked_callback,
+        stops_escalation=state.stops_escalation,
+        stopping_roles=center_view(agreement, incident.plan_type).stopping_roles,
         acknowledgement=ack,
         acknowledged_at=local_time(ack.at, agreement.timezone) if ack else None,
         acknowledgement_label=AckResponse(ack.response).label if ack else None,
+        own_confirmation=own,
+        own_confirmed_at=local_time(own.at, agreement.timezone) if own else None,
+        callback=callback,
+        callback_at=local_time(callback.at, agreement.timezone) if callback else None,
+        changes=_changes(state.changes, agreement.timezone) if state.changes else None,
+        not_recorded=state.not_recorded,
     )
 
 
@@ -74,15 +124,22 @@ async def confirm(
     # the request body limit bounds what can arrive at all.
     response: Annotated[str, Form()] = AckResponse.RECEIVED.value,
     comment: Annotated[str, Form()] = "",
+    round: Annotated[str | None, Form()] = None,
+    printed_name: Annotated[str, Form()] = "",
+    phone: Annotated[str, Form()] = "",
 ) -> HTMLResponse:
     try:
-        form = AckForm.model_validate({"response": response, "comment": comment})
-    except ValidationError:
-        return _refusal(
-            InvalidAnswer(
-                "Choose one of the listed answers; a comment is limited to 2000 characters."
-            )
+        form = AckForm.model_validate(
+            {
+                "response": response,
+                "comment": comment,
+                "round": round,
+                "printed_name": printed_name or None,
+                "phone": phone.strip() or None,
+            }
         )
+    except ValidationError as error:
+        return _refusal(acknowledgement.form_problem(error))
     try:
         state = await writer.run(
             lambda session: acknowledgement.acknowledge(
@@ -107,4 +164,10 @@ async def confirm(
         )
         if services.dispatcher is not None:
             background.add_task(services.dispatcher.wake)
+    elif state.not_recorded:
+        log.info(
+            "incident %s: an answer for an earlier round was not recorded",
+            state.incident.id,
+            extra={"incident_id": state.incident.id, "notification_id": state.notification.id},
+        )
     return _render(state, services)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, HTTPException, Request, status
@@ -13,7 +14,7 @@ from sqlmodel import Session
 from oos_notify.store import apikeys
 from oos_notify.store.db import transaction
 from oos_notify.store.models import ApiKey
-from oos_notify.web.limits import RateLimited
+from oos_notify.web.limits import RateLimited, client_key
 from oos_notify.web.services import Services
 
 _T = TypeVar("_T")
@@ -64,26 +65,56 @@ WriterDep = Annotated[Writer, Depends(get_writer)]
 _bearer = HTTPBearer(auto_error=False, description="An API key from `oos-notify apikey create`")
 
 
+def client_of(request: Request) -> str:
+    return client_key(request.client.host if request.client else None)
+
+
+def _too_many_failures(services: Services, client: str, limited: RateLimited) -> HTTPException:
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        f"too many failed authentications from {client}: at most "
+        f"{services.settings.auth_failures_per_minute} a minute; "
+        f"retry after {limited.retry_after} s",
+        headers={"Retry-After": str(limited.retry_after)},
+    )
+
+
 def require_api_key(
+    request: Request,
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiKey:
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing API key: send 'Authorization: Bearer <key>'",
-            headers=challenge,
-        )
-    # A session of its own, closed at once: a request waiting for its turn to write must not
-    # hold a pooled connection, or a burst empties the pool that the gate's holder needs.
-    with Session(services.engine) as session:
-        key = apikeys.authenticate(session, credentials.credentials)
-    if key is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "unknown or revoked API key", headers=challenge
-        )
-    return key
+    """The presented key. A client that failed too often is refused before its key is looked
+    up, whatever it presents: a flood of wrong keys costs a dictionary lookup, not a query."""
+    client = client_of(request)
+    now = services.clock.now()
+    try:
+        services.auth_failures.check(client, now)
+    except RateLimited as limited:
+        raise _too_many_failures(services, client, limited) from None
+    presented = (
+        credentials.credentials
+        if credentials is not None and credentials.scheme.lower() == "bearer"
+        else None
+    )
+    if presented is not None:
+        # A session of its own, closed at once: a request waiting for its turn to write must
+        # not hold a pooled connection, or a burst empties the pool that the gate's holder needs.
+        with Session(services.engine) as session:
+            key = apikeys.authenticate(session, presented)
+        if key is not None:
+            return key
+    # Another request may have spent the client's last token since the check: this one still
+    # gets its 401, the next its 429.
+    with suppress(RateLimited):
+        services.auth_failures.take(client, now)
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        "unknown or revoked API key"
+        if presented is not None
+        else "missing API key: send 'Authorization: Bearer <key>'",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]
@@ -106,3 +137,9 @@ def limit_event_rate(key: ApiKeyDep, services: ServicesDep) -> ApiKey:
 
 
 RateLimitedKeyDep = Annotated[ApiKey, Depends(limit_event_rate)]
+
+
+def limit_ack_requests(request: Request, services: ServicesDep) -> None:
+    """Count a request to an acknowledgement link against its client. Beyond the limit this
+    raises RateLimited, which the app answers with a page (a person follows these links)."""
+    services.ack_requests.take(client_of(request), services.clock.now())

@@ -20,9 +20,11 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(services: ServicesDep) -> JSONResponse:
-    """503 unless the database answers and the dispatcher runs; says how the mail server is."""
+    """503 unless the database answers and the dispatcher (where this process sends) runs
+    without failing; says how the mail server is."""
+    inbound = services.inbound.health if services.inbound is not None else None
     readiness = await monitoring.readiness(
-        services.engine, services.dispatcher, services.role.sends
+        services.engine, services.dispatcher, inbound, sends=services.role.sends
     )
     return JSONResponse(
         {"ready": readiness.ready, "checks": readiness.checks},
@@ -33,5 +35,5 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 @router.get("/metrics", response_class=Response)
 def metrics(services: ServicesDep) -> Response:
     """Prometheus text format, read from the database at scrape time."""
-    body = monitoring.metrics_text(services.engine, services.clock.now())
+    body = monitoring.metrics_text(services.engine, services.clock.now(), services.dispatcher)
     return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)

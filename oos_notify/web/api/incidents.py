@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, BackgroundTasks, Query, status
 
-from oos_notify.incidents import queries
+from oos_notify.incidents import decisions, queries
+from oos_notify.incidents.decisions import DecisionRevisionIn, DecisionRevisionOut
 from oos_notify.incidents.queries import IncidentDetail, IncidentPage, TimelineEntry
 from oos_notify.store.instants import UtcInstant
 from oos_notify.store.lifecycle import IncidentStatus
-from oos_notify.web.api.deps import ApiKeyDep, ServicesDep, SessionDep
+from oos_notify.web.api.deps import ApiKeyDep, ServicesDep, SessionDep, WriterDep
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
 
@@ -55,3 +56,37 @@ def get_incident(
 def get_timeline(incident_id: str, session: SessionDep, _key: ApiKeyDep) -> list[TimelineEntry]:
     """The incident's audit trail, in order."""
     return queries.timeline(session, incident_id)
+
+
+@router.post(
+    "/{incident_id}/decision-revisions",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        404: {"description": "No such incident"},
+        409: {"description": "The incident is closed, or no product is offered for a decision"},
+        422: {"description": "Invalid fields; every one is named"},
+    },
+)
+async def revise_decision(
+    incident_id: str,
+    revision: DecisionRevisionIn,
+    background: BackgroundTasks,
+    writer: WriterDep,
+    services: ServicesDep,
+    _key: ApiKeyDep,
+) -> DecisionRevisionOut:
+    """Record a decision a decider gave outside the decision page (after asking to be called),
+    or correct one on their word: with the reason and the recorder's printed name, audited;
+    QA gets the receipt and the decider is told what was recorded in their name."""
+    answer = await writer.run(
+        lambda session: decisions.revise(
+            session,
+            incident_id,
+            revision,
+            services.clock.now(),
+            services.settings.mail_domain,
+        )
+    )
+    if services.dispatcher is not None:
+        background.add_task(services.dispatcher.wake)
+    return answer

@@ -1,4 +1,9 @@
-"""``/dev/mailbox``: what the embedded capture server received, served only while it is in use."""
+"""``/dev/mailbox``: what the embedded capture server received, served only while it is in use.
+
+The service starts with the capture server only on a loopback bind, or when the operator set
+``OOS_NOTIFY_DEV_MAILBOX_ON_NETWORK`` (see ``services.refuse_exposed_mailbox``): this page shows
+every email, acknowledgement links included.
+"""
 
 from __future__ import annotations
 

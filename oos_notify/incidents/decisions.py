@@ -1,0 +1,150 @@
+"""Decisions QA records for a decider: the one a physician gave on the phone after asking to be
+called, or a correction on the decider's word. The decision stays the decider's (their contact,
+their role); QA's printed name signs the record, with the reason, and the decider is told what
+was recorded in their name so that a misheard answer is caught."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel import Session, col, select
+
+from oos_notify.addresses import Address, Name
+from oos_notify.agreements.config import EffectiveAgreement
+from oos_notify.agreements.vocabulary import AckResponse, Disposition
+from oos_notify.errors import Conflict, InvalidFields, NotFound
+from oos_notify.incidents import offers, qa_reports
+from oos_notify.incidents.acknowledgement import (
+    DECISION_KINDS,
+    DECISION_RECEIPT_TEMPLATE,
+    Answer,
+    Purpose,
+    acknowledge_round,
+    answer_that_counts,
+    decision_meaning,
+    record_decision,
+    signature,
+)
+from oos_notify.incidents.planning import plan_message
+from oos_notify.store import outbox
+from oos_notify.store.lifecycle import IncidentStatus
+from oos_notify.store.models import Incident, Notification
+
+DECISION_RECORDED_TEMPLATE = "decision_recorded"
+
+
+class RecordedBy(BaseModel):
+    """The person at the manufacturer who records the decision: their printed name signs it."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: Name
+    email: Address
+
+
+class DecisionRevisionIn(BaseModel):
+    """A decision on an offered product as the decider gave it outside the decision page."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    response: AckResponse
+    decided_by: Annotated[str, Field(min_length=1, max_length=64)]
+    """The contact id of the decider who gave the decision: one of those asked."""
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    recorded_by: RecordedBy
+
+
+class DecisionRevisionOut(BaseModel):
+    incident_id: str
+    acknowledgement_id: str
+    decision: str
+    decided_at: datetime
+    replaces: str | None
+    """The decision it replaces, if one was recorded before."""
+
+
+def revise(
+    session: Session,
+    incident_id: str,
+    revision: DecisionRevisionIn,
+    now: datetime,
+    mail_domain: str,
+) -> DecisionRevisionOut:
+    """Record the decision in the decider's name, audited with QA's name and the reason; it
+    replaces the decision in force, cancels what waits for one, acknowledges the round if
+    nobody had, and tells QA and the decider."""
+    incident = session.get(Incident, incident_id)
+    if incident is None:
+        raise NotFound(f"no incident {incident_id!r}")
+    if IncidentStatus(incident.status).is_closed:
+        raise Conflict(f"incident {incident.incident_ref!r} is {incident.status}")
+    offer = incident.oos_release
+    if offer is None or incident.disposition != Disposition.OOS_RELEASE_OFFERED:
+        raise Conflict(
+            f"incident {incident.incident_ref!r} has no out-of-specification product offered "
+            "for a decision"
+        )
+    if not revision.response.is_decision:
+        choices = ", ".join(r for r in AckResponse if r.is_decision)
+        raise InvalidFields([("response", f"a decision is one of {choices}", "invalid")])
+    asked = {person.contact_id: person for person in offers.stored_asked(offer)}
+    decider = asked.get(revision.decided_by)
+    if decider is None:
+        raise InvalidFields(
+            [
+                (
+                    "decided_by",
+                    f"{revision.decided_by!r} was not asked to decide; asked: {', '.join(asked)}",
+                    "unknown",
+                )
+            ]
+        )
+    request = session.exec(
+        select(Notification)
+        .where(
+            Notification.incident_id == incident.id,
+            Notification.contact_id == decider.contact_id,
+            col(Notification.kind).in_([k.value for k in DECISION_KINDS]),
+        )
+        .order_by(col(Notification.created_at).desc())
+    ).first()
+    assert request is not None, "every decider asked has a decision request"
+    agreement = EffectiveAgreement.stored(incident.agreement)
+    previous = answer_that_counts(session, incident, Purpose.DECISION)
+    meaning = decision_meaning(revision.response, offer)
+    recorded_by = revision.recorded_by
+    answer = Answer(
+        revision.response,
+        revision.reason,
+        None,
+        None,
+        now,
+        signature=signature(
+            recorded_by.name,
+            f"record, as {decider.name} decided it, the decision to {meaning}",
+            now,
+            agreement.timezone,
+        ),
+        revision={
+            "reason": revision.reason,
+            "recorded_by": recorded_by.model_dump(),
+            "replaces": previous.id if previous else None,
+            "previous_response": previous.response if previous else None,
+        },
+    )
+    recorded = record_decision(session, incident, request, answer)
+    assert recorded is not None  # a revision always replaces the decision in force
+    started = acknowledge_round(session, incident, recorded_by.email, agreement, now) or []
+    receipts = qa_reports.receipts(incident, agreement, DECISION_RECEIPT_TEMPLATE, now)
+    told = plan_message(decider, DECISION_RECORDED_TEMPLATE, now)
+    outbox.schedule(session, incident.id, [*started, *receipts, told], now, mail_domain)
+    session.flush()
+    return DecisionRevisionOut(
+        incident_id=incident.id,
+        acknowledgement_id=recorded.id,
+        decision=recorded.response,
+        decided_at=now,
+        replaces=previous.id if previous else None,
+    )

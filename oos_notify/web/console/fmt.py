@@ -1,0 +1,64 @@
+"""How the console writes instants and durations: pure functions, shared by pages and the PDF."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+
+def in_zone(instant: datetime, timezone: str) -> str:
+    """An instant as a center reads it, with the date: ``Tue 24 Nov 2026, 09:12 CST``."""
+    return instant.astimezone(ZoneInfo(timezone)).strftime("%a %d %b %Y, %H:%M %Z")
+
+
+def clock_in_zone(instant: datetime, timezone: str) -> str:
+    """The time of day at a center: ``09:12 CST``."""
+    return instant.astimezone(ZoneInfo(timezone)).strftime("%H:%M %Z")
+
+
+def utc(instant: datetime) -> str:
+    return instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def iso(instant: datetime) -> str:
+    """For ``<time datetime>`` and CSV: ``2026-11-24T15:12:00Z``."""
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def span(delta: timedelta) -> str:
+    """A duration as people say it, to the minute: ``2 h 05 min``, ``3 d 4 h``, ``under 1 min``."""
+    minutes = int(abs(delta).total_seconds() // 60)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h" if hours else f"{days} d"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min" if minutes else "under 1 min"
+
+
+def relative(instant: datetime, now: datetime) -> str:
+    """``in 41 min``, ``12 min ago`` or ``just now``."""
+    if abs(instant - now) < timedelta(minutes=1):
+        return "just now"
+    if instant > now:
+        return f"in {span(instant - now)}"
+    return f"{span(now - instant)} ago"
+
+
+def words(value: str | None) -> str:
+    """An identifier as words: ``notify_within_met`` -> ``notify within met``."""
+    return (value or "").replace("_", " ")
+
+
+def sentence(text: str) -> str:
+    """``text`` with its first letter capitalised and the rest as it is (``str.capitalize``
+    would write ``qa`` for ``QA``)."""
+    return text[:1].upper() + text[1:]
+
+
+def role(name: str) -> str:
+    """A plan's role as words: ``coordinator_backup`` -> ``coordinator backup``,
+    ``manufacturer:account_lead`` -> ``account lead (manufacturer)``."""
+    company, _, own = name.rpartition(":")
+    return f"{words(own)} ({company})" if company else words(own)

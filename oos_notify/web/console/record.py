@@ -1,0 +1,298 @@
+"""The incident record: one document per incident for the deviation / OOS investigation file.
+
+Facts, every notification with its timestamps and Message-ID, the answers, the events, and the
+incident's audit entries with their hashes, closed by the chain head as it stood when the record
+was made. Making it is itself audited, so the head printed is the entry that says who exported
+it. The same content is a printable page and a PDF (ReportLab, with its Vera font embedded so
+the file reads the same in every viewer).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+from sqlmodel import Session
+
+from oos_notify.agreements.vocabulary import AckResponse
+from oos_notify.store import audit
+from oos_notify.store.models import AuditEntry, Incident
+from oos_notify.web.console import fmt
+from oos_notify.web.console.incident import IncidentView, load, step_name
+
+
+@dataclass(frozen=True)
+class IncidentRecord:
+    view: IncidentView
+    head_seq: int
+    head_hash: str
+    exported_by: str
+    exported_at: datetime
+    altered: list[int]
+    """Entries of this incident whose content no longer matches their hash (none, normally)."""
+
+    @property
+    def title(self) -> str:
+        return f"Incident record {self.view.incident.incident_ref}"
+
+
+def note_export(session: Session, incident: Incident, email: str, form: str, now: datetime) -> None:
+    audit.record(
+        session, now, "incident_record_exported", email, incident_id=incident.id, format=form
+    )
+
+
+def build(session: Session, incident: Incident, email: str, now: datetime) -> IncidentRecord:
+    """Read the record after ``note_export`` committed: its head is that entry or a later one."""
+    view = load(session, incident, now)
+    head_seq, head_hash = audit.head(session)
+    altered = [e.seq or 0 for e in view.trail if audit.recomputed_hash(e) != e.entry_hash]
+    return IncidentRecord(view, head_seq, head_hash, email, now, altered)
+
+
+def detail_text(entry: AuditEntry) -> str:
+    """An audit entry's detail as compact JSON, the way its hash covers it."""
+    return json.dumps(entry.detail, sort_keys=True, separators=(", ", ": "), ensure_ascii=False)
+
+
+# --- PDF --------------------------------------------------------------------------------------
+
+
+@cache
+def _fonts() -> None:
+    import reportlab
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+
+    folder = Path(reportlab.__file__).parent / "fonts"
+    pdfmetrics.registerFont(TTFont("Vera", folder / "Vera.ttf"))
+    pdfmetrics.registerFont(TTFont("Vera-Bold", folder / "VeraBd.ttf"))
+
+
+def pdf(record: IncidentRecord) -> bytes:
+    """The record as an A4 landscape PDF; the same record gives the same bytes."""
+    from reportlab.lib import colors
+    from reportlab.lib.pagesizes import A4, landscape
+    from reportlab.lib.styles import ParagraphStyle
+    from reportlab.lib.units import mm
+    from reportlab.platypus import (
+        Paragraph,
+        SimpleDocTemplate,
+        Spacer,
+        Table,
+        TableStyle,
+    )
+    from reportlab.platypus.flowables import Flowable
+
+    _fonts()
+    body = ParagraphStyle("body", fontName="Vera", fontSize=8.5, leading=11)
+    small = ParagraphStyle("small", parent=body, fontSize=7.5, leading=9.5)
+    mono = ParagraphStyle("mono", parent=body, fontName="Courier", fontSize=6.5, leading=8)
+    heading = ParagraphStyle(
+        "h2",
+        parent=body,
+        fontName="Vera-Bold",
+        fontSize=11,
+        leading=14,
+        spaceBefore=10,
+        spaceAfter=4,
+    )
+    title = ParagraphStyle("h1", parent=body, fontName="Vera-Bold", fontSize=16, leading=20)
+
+    def p(text: object, style: ParagraphStyle = body) -> Paragraph:
+        return Paragraph(escape(str(text)), style)
+
+    def grid(rows: Sequence[list[Any]], widths: list[float], header: bool = True) -> Table:
+        table = Table(rows, colWidths=widths, repeatRows=1 if header else 0)
+        commands: list[Any] = [
+            ("VALIGN", (0, 0), (-1, -1), "TOP"),
+            ("LINEBELOW", (0, 0), (-1, -1), 0.25, colors.HexColor("#b8bec9")),
+            ("LEFTPADDING", (0, 0), (-1, -1), 3),
+            ("RIGHTPADDING", (0, 0), (-1, -1), 3),
+        ]
+        if header:
+            commands.append(("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8ebf0")))
+        table.setStyle(TableStyle(commands))
+        return table
+
+    view, incident = record.view, record.view.incident
+    tz = view.agreement.timezone
+
+    def when(instant: datetime | None) -> str:
+        return fmt.utc(instant) if instant else ""
+
+    story: list[Flowable] = [
+        p(record.title, title),
+        p(
+            f"Exported by {record.exported_by} at {fmt.utc(record.exported_at)}. Times are UTC; "
+            f"the center's time zone is {tz}.",
+            small,
+        ),
+        Spacer(1, 6),
+        p("Facts", heading),
+    ]
+    facts = [
+        ("Incident", f"{incident.incident_ref} ({incident.id})"),
+        ("Center", f"{view.agreement.center_name} ({incident.center_id}), {tz}"),
+        ("Product and lot", f"{incident.product_code}, lot {incident.lot_number}"),
+        ("Chain of identity", incident.chain_of_identity),
+        (
+            "Severity",
+            incident.severity
+            + (f" (rule: {incident.severity_rule})" if incident.severity_rule else ""),
+        ),
+        ("Status", incident.status),
+        ("Disposition", view.disposition_label),
+        ("Opened", when(incident.opened_at)),
+        ("Closed", when(incident.closed_at)),
+        ("Plan", view.plan),
+        ("Agreement version", incident.agreement_version),
+        ("Template version", incident.template_version or "files on disk"),
+        ("Notify within deadline", when(incident.notify_deadline)),
+        ("First notice delivered", when(incident.first_delivered_at)),
+    ]
+    facts += [(label, day) for _, label, day in view.key_dates if day]
+    facts += [
+        (f"Failed: {a['attribute']}", f"result {a['result']} (specification {a['specification']})")
+        for a in incident.failed_attributes
+    ]
+    facts += view.clinical_facts(in_utc=True)
+    offer = view.oos_release
+    if offer:
+        asked = ", ".join(offer.asked) or "nobody"
+        facts.append(("Regulatory pathway", f"{offer.name}; asked to decide: {asked}"))
+        facts += [
+            (
+                f"Checklist: {item.label}",
+                f"{item.reference}, confirmed {when(item.confirmed_at)}"
+                if item.reference
+                else "not yet on file",
+            )
+            for item in offer.checklist
+        ]
+    if incident.summary:
+        facts.append(("Summary", incident.summary))
+    story.append(grid([[p(k), p(v)] for k, v in facts], [150, 620], header=False))
+
+    story.append(p("Notifications", heading))
+    rows: list[list[Any]] = [
+        [p(h, small) for h in ("Recipient", "Step", "Due", "Sent", "Status", "Message-ID")]
+    ]
+    for n in view.notifications:
+        status = f"{n.status}, {n.attempts} attempt{'s' if n.attempts != 1 else ''}"
+        if n.last_error:
+            status += f": {n.last_error}"
+        rows.append(
+            [
+                p(f"{n.recipient_name} <{n.recipient_email}> ({n.role})", small),
+                p(f"{step_name(n.kind, n.level)}: {n.template}", small),
+                p(when(n.due_at), small),
+                p(when(n.sent_at), small),
+                p(status, small),
+                p(n.message_id, mono),
+            ]
+        )
+    story.append(grid(rows, [150, 120, 85, 85, 110, 220]))
+
+    story.append(p("Confirmations and decisions", heading))
+    if not view.answers:
+        story.append(p("None."))
+    for answer in view.answers:
+        text = (
+            f"{view.answer_title(answer, noun=True)} by {answer.email} ({answer.role}), "
+            f"round {answer.round}, at {when(answer.at)}: {AckResponse(answer.response).label}."
+        )
+        if answer.comment:
+            text += f" Comment: {answer.comment}"
+        text += "".join(f" {fmt.sentence(k)}: {v}." for k, v in view.answer_facts(answer))
+        story.append(p(text))
+    if view.callback_tasks:
+        story.append(p("Callback tasks", heading))
+    for task in view.callback_tasks:
+        text = f"{fmt.sentence(task.status)}: call {task.requested_by} ({task.role})"
+        text += f" on {task.phone}" if task.phone else ""
+        text += f", asked {when(task.requested_at)}"
+        text += f", closed by the decision of {when(task.closed_at)}." if task.closed_at else "."
+        text += f" Comment: {task.comment}" if task.comment else ""
+        story.append(p(text))
+
+    story.append(p("Events", heading))
+    story.append(
+        grid(
+            [[p(h, small) for h in ("Event", "Type", "Occurred", "Received")]]
+            + [
+                [
+                    p(e.event_id, small),
+                    p(e.type, small),
+                    p(when(e.occurred_at), small),
+                    p(when(e.received_at), small),
+                ]
+                for e in view.events
+            ],
+            [250, 120, 200, 200],
+        )
+    )
+
+    story.append(p("Audit entries", heading))
+    story.append(
+        grid(
+            [
+                [
+                    p(h, small)
+                    for h in ("#", "At", "Action", "Actor", "Detail", "Entry hash / previous hash")
+                ]
+            ]
+            + [
+                [
+                    p(e.seq, small),
+                    p(when(e.at), small),
+                    p(e.action, small),
+                    p(e.actor, small),
+                    p(detail_text(e), small),
+                    p(f"{e.entry_hash} {e.prev_hash}", mono),
+                ]
+                for e in view.trail
+            ],
+            [28, 82, 100, 110, 200, 250],
+        )
+    )
+    story.append(p("Chain head", heading))
+    story.append(p(f"Entry {record.head_seq}, sha256 {record.head_hash}"))
+    story.append(
+        p(
+            "Every entry above recomputes to its hash."
+            if not record.altered
+            else f"Entries whose content no longer matches their hash: {record.altered}.",
+            small,
+        )
+    )
+    story.append(
+        p(
+            "Check the whole trail with `oos-notify audit verify`: it prints the same head while "
+            "no entry was added since.",
+            small,
+        )
+    )
+
+    out = io.BytesIO()
+    document = SimpleDocTemplate(
+        out,
+        pagesize=landscape(A4),
+        title=record.title,
+        subject=f"chain head {record.head_seq} {record.head_hash}",
+        author="oos-notify",
+        leftMargin=12 * mm,
+        rightMargin=12 * mm,
+        topMargin=12 * mm,
+        bottomMargin=12 * mm,
+        invariant=1,
+    )
+    document.build(story)
+    return out.getvalue()

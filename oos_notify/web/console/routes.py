@@ -1,0 +1,791 @@
+"""The console's routes: thin, each reads what its page needs and renders it. ``install`` adds
+them, with the console's refusals as pages, to the service's app."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, BackgroundTasks, FastAPI, Form, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlmodel import Session
+
+from oos_notify.agreements.vocabulary import EventType, KeyDate, Severity
+from oos_notify.delivery.capture import CaptureServer
+from oos_notify.delivery.rendering import DISPOSITION_LABELS, KEY_DATE_LABELS, RenderError
+from oos_notify.errors import ServiceError
+from oos_notify.store import audit
+from oos_notify.store.lifecycle import IncidentStatus
+from oos_notify.store.models import Incident, Notification
+from oos_notify.web.api.deps import ServicesDep, SessionDep, Writer, WriterDep
+from oos_notify.web.console import accounts, board, centers, incident, record, reports
+from oos_notify.web.console.accounts import SignedIn
+from oos_notify.web.console.auth import (
+    ActingUserDep,
+    Cookies,
+    CookiesDep,
+    FormUserDep,
+    LiveSignedOut,
+    LiveUserDep,
+    NotAllowed,
+    SignInRequired,
+    UserDep,
+    safe_next,
+    sign_in_url,
+)
+from oos_notify.web.console.charts import horizontal_bars, percent_columns
+from oos_notify.web.console.fmt import span
+from oos_notify.web.console.render import EMAIL_CSP, fragment, page, static_response
+from oos_notify.web.services import Services, secret_key
+
+log = logging.getLogger(__name__)
+_LINK = re.compile(r"https?://[^\s<>\"']+")
+router = APIRouter(include_in_schema=False)
+MAILBOX_SHOWN = 200
+
+
+def install(app: FastAPI) -> None:
+    """Add the console to the service's app: its routes, and its refusals shown as pages."""
+    services: Services = app.state.services
+    app.state.console_cookies = Cookies.of(
+        services.settings, secret_key(services.settings, services.engine)
+    )
+    app.state.console_centers = board.centers_of(services.agreements)
+    app.include_router(router)
+
+    @app.exception_handler(SignInRequired)
+    async def sign_in_required(request: Request, exc: SignInRequired) -> Response:
+        return RedirectResponse(sign_in_url(exc.back_to), status_code=303)
+
+    @app.exception_handler(LiveSignedOut)
+    async def live_signed_out(request: Request, exc: LiveSignedOut) -> Response:
+        return Response("signed out", status_code=401, media_type="text/plain")
+
+    @app.exception_handler(NotAllowed)
+    async def not_allowed(request: Request, exc: NotAllowed) -> Response:
+        return _message(request, exc.who, exc.title, exc.message, 403)
+
+    @app.exception_handler(PageError)
+    async def page_error(request: Request, exc: PageError) -> Response:
+        return _message(request, None, exc.title, exc.message, exc.status_code)
+
+
+class PageError(Exception):
+    """A console page that cannot be shown as asked: its title and message, as a page."""
+
+    def __init__(self, status_code: int, title: str, message: str) -> None:
+        self.status_code = status_code
+        self.title = title
+        self.message = message
+        super().__init__(message)
+
+
+def _not_found(message: str) -> PageError:
+    return PageError(404, "Not found", message)
+
+
+def _message(
+    request: Request, who: SignedIn | None, title: str, message: str, status_code: int
+) -> HTMLResponse:
+    return page(
+        "message.html",
+        status_code,
+        **_frame(request, who),
+        title=title,
+        message=message,
+    )
+
+
+def _frame(request: Request, who: SignedIn | None, section: str = "") -> dict[str, Any]:
+    """What every page's header needs."""
+    services: Services = request.app.state.services
+    return {
+        "who": who,
+        "section": section,
+        "mailbox_shown": _capture(services) is not None,
+        "now": services.clock.now(),
+    }
+
+
+def _capture(services: Services) -> CaptureServer | None:
+    """The capture server, whose mailbox is shown as ``/dev/mailbox`` shows it: the service runs
+    one only on a loopback bind, or where the operator opted in by name
+    (``OOS_NOTIFY_DEV_MAILBOX_ON_NETWORK``), since every link of every email is in it."""
+    return services.capture
+
+
+def _centers(request: Request) -> dict[str, board.Center]:
+    found: dict[str, board.Center] = request.app.state.console_centers
+    return found
+
+
+def _etag(session: Session, *parts: object) -> str:
+    """Changes whenever the audit trail moves (every change the service makes is audited),
+    the minute turns (ages and countdowns), or what is asked for differs."""
+    head_seq, head_hash = audit.head(session)
+    digest = hashlib.sha256(repr((head_seq, head_hash, *parts)).encode()).hexdigest()[:32]
+    return f'W/"{digest}"'
+
+
+def _not_modified(request: Request, etag: str) -> bool:
+    return request.headers.get("if-none-match") == etag
+
+
+@router.get("/")
+def root() -> RedirectResponse:
+    return RedirectResponse("/console", status_code=303)
+
+
+@router.get("/favicon.ico")
+def favicon() -> RedirectResponse:
+    return RedirectResponse("/console/static/favicon.svg", status_code=301)
+
+
+@router.get("/console/static/{name}")
+def static(name: str) -> Response:
+    return static_response(name)
+
+
+# --- signing in and out -------------------------------------------------------------------------
+
+
+def _sign_in_page(
+    request: Request,
+    jar: Cookies,
+    *,
+    next_url: str,
+    email: str = "",
+    error: str | None = None,
+    notice: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    token = secrets.token_urlsafe(32)
+    response = page(
+        "sign_in.html",
+        status_code,
+        **_frame(request, None),
+        next_url=next_url,
+        email=email,
+        error=error,
+        notice=notice,
+        csrf_token=token,
+    )
+    jar.set_sign_in(response, token)
+    return response
+
+
+@router.get("/console/sign-in", response_class=HTMLResponse)
+def sign_in_form(
+    request: Request,
+    jar: CookiesDep,
+    next: Annotated[str | None, Query(max_length=2000)] = None,
+    signed_out: Annotated[bool, Query()] = False,
+) -> HTMLResponse:
+    return _sign_in_page(
+        request,
+        jar,
+        next_url=safe_next(next),
+        notice="You are signed out." if signed_out else None,
+    )
+
+
+@router.post("/console/sign-in", response_class=HTMLResponse)
+async def sign_in(
+    request: Request,
+    services: ServicesDep,
+    writer: WriterDep,
+    jar: CookiesDep,
+    email: Annotated[str, Form(max_length=254)] = "",
+    password: Annotated[str, Form(max_length=accounts.MAX_PASSWORD_LENGTH)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+    next: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    next_url = safe_next(next)
+    address = email.strip().lower()
+    expected = jar.sign_in_token(request)
+    if not expected or not csrf_token or expected != csrf_token:
+        return _sign_in_page(
+            request,
+            jar,
+            next_url=next_url,
+            email=address,
+            error="The sign-in form had expired. Please sign in again.",
+            status_code=403,
+        )
+    client = request.client.host if request.client else "unknown"
+    now = services.clock.now()
+    with Session(services.engine) as session:
+        wait = accounts.throttled_for(session, address, client, now)
+        user = accounts.find_user(session, address)
+    if wait is not None:
+        await writer.run(lambda s: accounts.record_attempt(s, address, client, "throttled", now))
+        response = _sign_in_page(
+            request,
+            jar,
+            next_url=next_url,
+            email=address,
+            error=f"Too many failed sign-ins. Try again in {max(1, round(wait / 60))} min.",
+            status_code=429,
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
+    matches = await run_in_threadpool(
+        accounts.password_matches, user.password_hash if user else None, password
+    )
+    if user is None or not matches or user.disabled_at is not None:
+        await writer.run(lambda s: accounts.record_attempt(s, address, client, "refused", now))
+        log.info("console sign-in refused", extra={"client": client})
+        return _sign_in_page(
+            request,
+            jar,
+            next_url=next_url,
+            email=address,
+            error="Email or password is wrong, or the account is disabled.",
+            status_code=401,
+        )
+    signed_user = user
+
+    def open_session(session: Session) -> str:
+        accounts.record_attempt(session, address, client, "signed_in", now)
+        fresh = session.merge(signed_user)
+        return accounts.start_session(
+            session,
+            fresh,
+            now,
+            client=client,
+            user_agent=request.headers.get("user-agent"),
+            password=password,
+        )
+
+    token = await writer.run(open_session)
+    signed_in = RedirectResponse(next_url, status_code=303)
+    jar.set_session(signed_in, token)
+    jar.clear(signed_in, jar.sign_in_name)
+    return signed_in
+
+
+@router.post("/console/sign-out")
+async def sign_out(
+    who: FormUserDep, services: ServicesDep, writer: WriterDep, jar: CookiesDep
+) -> Response:
+    now = services.clock.now()
+    await writer.run(lambda session: accounts.end_session(session, who, now))
+    response = RedirectResponse("/console/sign-in?signed_out=true", status_code=303)
+    jar.clear(response, jar.session_name)
+    return response
+
+
+# --- the board ----------------------------------------------------------------------------------
+
+
+def _filters(
+    center: str | None, status: str | None, breached: str | None, decision: str | None
+) -> board.Filters:
+    chosen: IncidentStatus | None = None
+    if status:
+        try:
+            chosen = IncidentStatus(status)
+        except ValueError:
+            known = ", ".join(IncidentStatus)
+            raise PageError(
+                422, "Unknown filter", f"status: {status!r} is not one of {known}"
+            ) from None
+    return board.Filters(center or None, chosen, bool(breached), bool(decision))
+
+
+FilterQuery = Annotated[str | None, Query(max_length=100)]
+
+
+@router.get("/console", response_class=HTMLResponse)
+def board_page(
+    request: Request,
+    who: UserDep,
+    session: SessionDep,
+    services: ServicesDep,
+    center: FilterQuery = None,
+    status: FilterQuery = None,
+    breached: FilterQuery = None,
+    decision: FilterQuery = None,
+) -> HTMLResponse:
+    filters = _filters(center, status, breached, decision)
+    now = services.clock.now()
+    etag = _etag(session, "board", filters, now.replace(second=0, microsecond=0), who.role)
+    return page(
+        "board.html",
+        **_frame(request, who, "board"),
+        filters=filters,
+        rows=board.rows(session, filters, _centers(request), now),
+        centers=sorted(_centers(request).items(), key=lambda c: c[1].name),
+        statuses=list(IncidentStatus),
+        etag=etag,
+    )
+
+
+@router.get("/console/board/rows", response_class=HTMLResponse)
+def board_rows(
+    request: Request,
+    who: LiveUserDep,
+    session: SessionDep,
+    services: ServicesDep,
+    center: FilterQuery = None,
+    status: FilterQuery = None,
+    breached: FilterQuery = None,
+    decision: FilterQuery = None,
+) -> Response:
+    filters = _filters(center, status, breached, decision)
+    now = services.clock.now()
+    etag = _etag(session, "board", filters, now.replace(second=0, microsecond=0), who.role)
+    if _not_modified(request, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    return fragment(
+        "_board_rows.html",
+        etag,
+        rows=board.rows(session, filters, _centers(request), now),
+        now=now,
+        filters=filters,
+    )
+
+
+# --- one incident -------------------------------------------------------------------------------
+
+
+def _incident(session: Session, incident_id: str) -> Incident:
+    found = session.get(Incident, incident_id)
+    if found is None:
+        raise _not_found(f"There is no incident {incident_id!r}.")
+    return found
+
+
+def _incident_page(
+    request: Request,
+    who: SignedIn,
+    session: Session,
+    services: Services,
+    found: Incident,
+    *,
+    error: ServiceError | None = None,
+    posted: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    now = services.clock.now()
+    view = incident.load(session, found, now)
+    etag = _etag(session, "incident", found.id, now.replace(second=0, microsecond=0), who.role)
+    return page(
+        "incident.html",
+        status_code,
+        **_frame(request, who, "board"),
+        view=view,
+        etag=etag,
+        event_id=incident.new_event_id(),
+        dispositions=incident.DISPOSITION_CHOICES,
+        disposition_labels=DISPOSITION_LABELS,
+        error=error,
+        posted=posted,
+    )
+
+
+@router.get("/console/incidents/{incident_id}", response_class=HTMLResponse)
+def incident_page(
+    incident_id: str,
+    request: Request,
+    who: UserDep,
+    session: SessionDep,
+    services: ServicesDep,
+    posted: Annotated[str | None, Query(max_length=40)] = None,
+) -> HTMLResponse:
+    return _incident_page(
+        request, who, session, services, _incident(session, incident_id), posted=posted
+    )
+
+
+@router.get("/console/incidents/{incident_id}/live", response_class=HTMLResponse)
+def incident_live(
+    incident_id: str,
+    request: Request,
+    who: LiveUserDep,
+    session: SessionDep,
+    services: ServicesDep,
+) -> Response:
+    found = _incident(session, incident_id)
+    now = services.clock.now()
+    etag = _etag(session, "incident", found.id, now.replace(second=0, microsecond=0), who.role)
+    if _not_modified(request, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    return fragment("_incident_live.html", etag, view=incident.load(session, found, now), now=now)
+
+
+@router.post("/console/incidents/{incident_id}/events", response_class=HTMLResponse)
+async def post_follow_up(
+    incident_id: str,
+    request: Request,
+    who: ActingUserDep,
+    services: ServicesDep,
+    writer: WriterDep,
+    background: BackgroundTasks,
+) -> Response:
+    form = await request.form()
+    with Session(services.engine) as session:
+        found = _incident(session, incident_id)
+    now = services.clock.now()
+    try:
+        event = incident.follow_up(found, dict(form), now)
+        result = await writer.run(
+            lambda session: incident.post_follow_up(
+                session,
+                event,
+                who,
+                services.agreements,
+                now,
+                services.settings.mail_domain,
+                services.template_versions,
+            )
+        )
+    except ServiceError as error:
+        with Session(services.engine) as session:
+            return _incident_page(
+                request,
+                who,
+                session,
+                services,
+                _incident(session, incident_id),
+                error=error,
+                status_code=error.status_code,
+            )
+    log.info(
+        "follow-up %s posted from the console",
+        event.type,
+        extra={"incident_id": found.id, "event_id": event.event_id, "event_type": event.type},
+    )
+    if result.schedules_now and services.dispatcher is not None:
+        background.add_task(services.dispatcher.wake)
+    return RedirectResponse(
+        f"/console/incidents/{found.id}?posted={event.type.value}", status_code=303
+    )
+
+
+def _notification(session: Session, found: Incident, notification_id: str) -> Notification:
+    row = session.get(Notification, notification_id)
+    if row is None or row.incident_id != found.id:
+        raise _not_found(f"Incident {found.incident_ref} has no notification {notification_id!r}.")
+    return row
+
+
+@router.get(
+    "/console/incidents/{incident_id}/notifications/{notification_id}",
+    response_class=HTMLResponse,
+)
+def email_preview(
+    incident_id: str,
+    notification_id: str,
+    request: Request,
+    who: UserDep,
+    session: SessionDep,
+    services: ServicesDep,
+) -> HTMLResponse:
+    found = _incident(session, incident_id)
+    row = _notification(session, found, notification_id)
+    message, problem = None, None
+    try:
+        message = incident.preview(
+            session, found, row, services.renderer, services.settings, services.clock.now()
+        )
+    except RenderError as error:
+        problem = str(error)
+    return page(
+        "preview.html",
+        **_frame(request, who, "board"),
+        incident=found,
+        n=row,
+        step=incident.step_name(row.kind, row.level),
+        message=message,
+        problem=problem,
+        timezone=incident.load(session, found, services.clock.now()).agreement.timezone,
+    )
+
+
+@router.get("/console/incidents/{incident_id}/notifications/{notification_id}/html")
+def email_preview_html(
+    incident_id: str,
+    notification_id: str,
+    who: UserDep,
+    session: SessionDep,
+    services: ServicesDep,
+) -> Response:
+    found = _incident(session, incident_id)
+    row = _notification(session, found, notification_id)
+    try:
+        message = incident.preview(
+            session, found, row, services.renderer, services.settings, services.clock.now()
+        )
+    except RenderError as error:
+        raise PageError(422, "This email cannot be rendered", str(error)) from None
+    return _email_html(message.html)
+
+
+def _email_html(html: str, links_work: bool = False) -> HTMLResponse:
+    """An email's HTML part for a frame; in the mailbox its links open (as the mail they are)."""
+    policy = EMAIL_CSP + (
+        " allow-popups allow-popups-to-escape-sandbox allow-top-navigation-by-user-activation"
+        if links_work
+        else ""
+    )
+    return HTMLResponse(
+        html,
+        headers={
+            "Content-Security-Policy": policy,
+            "X-Frame-Options": "SAMEORIGIN",
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+async def _export(
+    services: Services, writer: Writer, who: SignedIn, incident_id: str, form: str
+) -> record.IncidentRecord:
+    now = services.clock.now()
+    with Session(services.engine) as session:
+        found = _incident(session, incident_id)
+    await writer.run(lambda session: record.note_export(session, found, who.email, form, now))
+    with Session(services.engine) as session:
+        return record.build(session, found, who.email, now)
+
+
+@router.get("/console/incidents/{incident_id}/record", response_class=HTMLResponse)
+async def record_page(
+    incident_id: str,
+    request: Request,
+    who: UserDep,
+    services: ServicesDep,
+    writer: WriterDep,
+) -> HTMLResponse:
+    made = await _export(services, writer, who, incident_id, "html")
+    return page(
+        "record.html",
+        **_frame(request, who, "board"),
+        record=made,
+        detail_text=record.detail_text,
+        step_name=incident.step_name,
+    )
+
+
+@router.get("/console/incidents/{incident_id}/record.pdf")
+async def record_pdf(
+    incident_id: str, who: UserDep, services: ServicesDep, writer: WriterDep
+) -> Response:
+    made = await _export(services, writer, who, incident_id, "pdf")
+    body = await run_in_threadpool(record.pdf, made)
+    name = f"incident-record-{made.view.incident.incident_ref}.pdf"
+    return Response(
+        body,
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+# --- centers --------------------------------------------------------------------------------------
+
+
+@router.get("/console/centers", response_class=HTMLResponse)
+def centers_page(request: Request, who: UserDep, services: ServicesDep) -> HTMLResponse:
+    systems = [
+        (system, [services.agreements.effective(site.id) for site in system.sites])
+        for system in services.agreements.health_systems.values()
+    ]
+    return page("centers.html", **_frame(request, who, "centers"), systems=systems)
+
+
+KeyDateQuery = Annotated[date | None, Query(ge=date(2000, 1, 1), le=date(2100, 12, 31))]
+"""A key date as events accept it: outside these years planning cannot count back from it."""
+
+
+@router.get("/console/centers/{center_id}", response_class=HTMLResponse)
+def center_page(
+    center_id: str,
+    request: Request,
+    who: UserDep,
+    services: ServicesDep,
+    event_type: Annotated[EventType, Query()] = EventType.RELEASE_FAILURE,
+    severity: Annotated[Severity, Query()] = Severity.MAJOR,
+    lymphodepletion_start: KeyDateQuery = None,
+    planned_infusion: KeyDateQuery = None,
+) -> HTMLResponse:
+    if center_id not in services.agreements.center_ids():
+        raise _not_found(f"There is no center {center_id!r} in the agreements.")
+    agreement = services.agreements.effective(center_id)
+    now = services.clock.now()
+    key_dates = {
+        key: day
+        for key, day in (
+            (KeyDate.LYMPHODEPLETION_START, lymphodepletion_start),
+            (KeyDate.PLANNED_INFUSION, planned_infusion),
+        )
+        if day is not None
+    }
+    if event_type not in (EventType.RELEASE_FAILURE, EventType.LATE_RESULT):
+        event_type = EventType.RELEASE_FAILURE
+    return page(
+        "center.html",
+        **_frame(request, who, "centers"),
+        agreement=agreement,
+        contacts=centers.contacts_by_role(agreement),
+        manufacturer_contacts=centers.manufacturer_contacts(agreement),
+        days_off=centers.days_off(agreement, now.astimezone(ZoneInfo(agreement.timezone)).date()),
+        timing=centers.timing,
+        what_if=centers.what_if(agreement, event_type, severity, key_dates, now),
+        key_date_labels=KEY_DATE_LABELS,
+        severities=list(Severity),
+    )
+
+
+# --- reports --------------------------------------------------------------------------------------
+
+
+MonthsQuery = Annotated[int, Query(ge=1, le=36)]
+
+
+def _report_data(
+    session: Session, request: Request, services: Services, months: int
+) -> tuple[datetime, list[reports.Confirming], list[reports.MonthOfPromises]]:
+    now = services.clock.now()
+    since = reports.months_back(now, months)
+    return (
+        since,
+        reports.time_to_confirm(session, _centers(request), since),
+        reports.promises_by_month(session, since, now),
+    )
+
+
+@router.get("/console/reports", response_class=HTMLResponse)
+def reports_page(
+    request: Request,
+    who: UserDep,
+    session: SessionDep,
+    services: ServicesDep,
+    months: MonthsQuery = 12,
+) -> HTMLResponse:
+    since, confirming, promises = _report_data(session, request, services, months)
+    hours = [
+        (
+            c.center_name,
+            [
+                (
+                    None if c.median is None else c.median.total_seconds() / 3600,
+                    _duration(c.median),
+                ),
+                (None if c.p90 is None else c.p90.total_seconds() / 3600, _duration(c.p90)),
+            ],
+        )
+        for c in confirming
+    ]
+    return page(
+        "reports.html",
+        **_frame(request, who, "reports"),
+        months=months,
+        month_choices=reports.MONTH_CHOICES,
+        since=since,
+        confirming=confirming,
+        promises=promises,
+        confirm_chart=horizontal_bars(hours, ["median", "90th percentile"]),
+        promise_chart=percent_columns([(_month_label(m.month), m.share_met) for m in promises]),
+    )
+
+
+def _duration(delta: timedelta | None) -> str:
+    return span(delta) if delta is not None else "none confirmed"
+
+
+def _month_label(month: str) -> str:
+    return datetime.strptime(month, "%Y-%m").strftime("%b")
+
+
+def _csv(text: str, name: str) -> Response:
+    return Response(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get("/console/reports/time-to-confirm.csv")
+def confirming_csv(
+    request: Request,
+    who: UserDep,
+    session: SessionDep,
+    services: ServicesDep,
+    months: MonthsQuery = 12,
+) -> Response:
+    _, confirming, _ = _report_data(session, request, services, months)
+    return _csv(reports.confirming_csv(confirming), "time-to-confirm.csv")
+
+
+@router.get("/console/reports/notify-within.csv")
+def promises_csv(
+    request: Request,
+    who: UserDep,
+    session: SessionDep,
+    services: ServicesDep,
+    months: MonthsQuery = 12,
+) -> Response:
+    _, _, promises = _report_data(session, request, services, months)
+    return _csv(reports.promises_csv(promises), "notify-within.csv")
+
+
+# --- the dev mailbox ------------------------------------------------------------------------------
+
+
+def _mailbox(services: Services) -> CaptureServer:
+    capture = _capture(services)
+    if capture is None:
+        raise _not_found("The mailbox exists only while the embedded capture server is in use.")
+    return capture
+
+
+@router.get("/console/mailbox", response_class=HTMLResponse)
+def mailbox_page(request: Request, who: UserDep, services: ServicesDep) -> HTMLResponse:
+    capture = _mailbox(services)
+    return page(
+        "mailbox.html",
+        **_frame(request, who, "mailbox"),
+        messages=list(reversed(capture.handler.messages()))[:MAILBOX_SHOWN],
+        shown=MAILBOX_SHOWN,
+        host=capture.host,
+        port=capture.port,
+    )
+
+
+@router.get("/console/mailbox/{number}", response_class=HTMLResponse)
+def mailbox_message(
+    number: int, request: Request, who: UserDep, services: ServicesDep
+) -> HTMLResponse:
+    captured = _mailbox(services).handler.get(number)
+    if captured is None:
+        raise _not_found(f"There is no captured message {number}.")
+    shown = ("From", "To", "Date", "Message-ID", "In-Reply-To", "Auto-Submitted")
+    return page(
+        "mailbox_message.html",
+        **_frame(request, who, "mailbox"),
+        m=captured,
+        headers=[(h, captured.message[h]) for h in shown if captured.message[h]],
+        text=captured.part("plain"),
+        links=list(dict.fromkeys(_LINK.findall(captured.part("plain")))),
+    )
+
+
+@router.get("/console/mailbox/{number}/html")
+def mailbox_message_html(number: int, who: UserDep, services: ServicesDep) -> Response:
+    captured = _mailbox(services).handler.get(number)
+    if captured is None:
+        raise _not_found(f"There is no captured message {number}.")
+    return _email_html(captured.part("html"), links_work=True)

@@ -1,0 +1,66 @@
+"""Console fixtures: people with accounts, and signing in the way a browser does (the form's
+CSRF token read from the page, cookies kept by the client)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from oos_notify.store.db import transaction
+from oos_notify.web.console import accounts
+from oos_notify.web.console.accounts import Role
+from tests.conftest import START, RunningService
+
+QA_EMAIL = "rivera@manufacturer.example"
+VIEWER_EMAIL = "lead@manufacturer.example"
+PASSWORD = "correct horse battery staple"
+_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@dataclass(frozen=True)
+class People:
+    qa: str = QA_EMAIL
+    viewer: str = VIEWER_EMAIL
+
+
+def add_people(service: RunningService) -> People:
+    """A QA user and a viewer, as ``oos-notify user create`` makes them."""
+    with transaction(service.services.engine) as session:
+        accounts.create_user(session, QA_EMAIL, Role.QA, PASSWORD, START)
+        accounts.create_user(session, VIEWER_EMAIL, Role.VIEWER, PASSWORD, START)
+    return People()
+
+
+@pytest.fixture
+def people(service: RunningService) -> People:
+    return add_people(service)
+
+
+def csrf_token(page: httpx.Response) -> str:
+    found = _TOKEN.search(page.text)
+    assert found, f"no CSRF token on {page.url}"
+    return found.group(1)
+
+
+async def sign_in(
+    client: httpx.AsyncClient, email: str, password: str = PASSWORD, next_url: str = ""
+) -> httpx.Response:
+    """Open the sign-in page and post its form; the answer, not followed."""
+    form = await client.get("/console/sign-in")
+    return await client.post(
+        "/console/sign-in",
+        data={
+            "email": email,
+            "password": password,
+            "csrf_token": csrf_token(form),
+            "next": next_url,
+        },
+    )
+
+
+def browser(service: RunningService) -> httpx.AsyncClient:
+    """A client with a cookie jar of its own, as a second browser would be."""
+    return httpx.AsyncClient(base_url=service.client.base_url, timeout=10)

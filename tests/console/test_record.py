@@ -1,0 +1,169 @@
+"""The incident record: every notification with its Message-ID, the answers, the audit entries
+with their hashes and the chain head; exporting it is itself in the trail."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+from pypdf import PdfReader
+from sqlmodel import Session, select
+
+from oos_notify.delivery.capture import CaptureServer
+from oos_notify.store import audit
+from oos_notify.store.models import AuditEntry, Incident, Notification
+from tests.conftest import RunningService, ack_link, received, release_failure
+from tests.console.conftest import People, browser, sign_in
+
+
+async def test_the_record_holds_the_notifications_the_trail_and_its_head(
+    service: RunningService, smtp: CaptureServer, people: People
+) -> None:
+    incident_id = (await service.post_event(release_failure())).json()["incident_id"]
+    await service.settle()
+    coordinator = next(
+        m for m in await received(smtp, 3) if m.recipients == ("ct-coord@mercy.example",)
+    )
+    await service.client.post(
+        ack_link(coordinator), data={"response": "call_me", "comment": "Ring 4471"}
+    )
+    await service.settle()
+    async with browser(service) as client:
+        await sign_in(client, people.viewer)
+        page = await client.get(f"/console/incidents/{incident_id}/record")
+        pdf = await client.get(f"/console/incidents/{incident_id}/record.pdf")
+
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    assert 'filename="incident-record-OOS-2026-0142.pdf"' in pdf.headers["content-disposition"]
+    text = " ".join(
+        " ".join(p.extract_text().split()) for p in PdfReader(io.BytesIO(pdf.content)).pages
+    )
+    with Session(service.services.engine) as session:
+        notifications = session.exec(
+            select(Notification).where(Notification.incident_id == incident_id)
+        ).all()
+        trail = session.exec(select(AuditEntry).where(AuditEntry.incident_id == incident_id)).all()
+        head_seq, head_hash = audit.head(session)
+    exports = [e for e in trail if e.action == "incident_record_exported"]
+    assert [(e.actor, e.detail["format"]) for e in exports] == [
+        (people.viewer, "html"),
+        (people.viewer, "pdf"),
+    ]
+    assert head_seq == exports[-1].seq  # the PDF's head is the entry saying who exported it
+    compact = text.replace(" ", "")
+    assert f"Entry{head_seq},sha256{head_hash}" in compact
+    assert "Everyentryaboverecomputestoitshash." in compact
+    for n in notifications:
+        assert n.message_id in compact
+        assert n.message_id.replace("<", "&lt;").replace(">", "&gt;") in page.text
+    for e in trail:
+        if e.seq is not None and e.seq < exports[0].seq:
+            assert e.entry_hash in compact and e.entry_hash in page.text
+    # (compared without spaces: where a line wraps depends on the random ids before it)
+    assert "Confirmationbyct-coord@mercy.example(coordinator)" in compact
+    assert "Comment:Ring4471" in compact
+    assert f'Entry {exports[0].seq}, sha256 <code class="hash">{exports[0].entry_hash}' in page.text
+
+
+async def test_the_page_and_the_record_show_signatures_callbacks_and_who_stopped_nothing(
+    service: RunningService, smtp: CaptureServer, people: People
+) -> None:
+    # Given a confirmation from the cell lab (which stops nothing), then the coordinator's
+    event = release_failure(product_status="shipped")
+    incident_id = (await service.post_event(event)).json()["incident_id"]
+    await service.settle()
+    first = await received(smtp, 3)
+    for recipient in ("celllab@mercy.example", "ct-coord@mercy.example"):
+        [notice] = [m for m in first if m.recipients == (recipient,)]
+        await service.client.post(ack_link(notice), data={"response": "received"})
+    # And a product offered under its pathway, one checklist item on file
+    offer = {
+        "event_id": "QA-EVT-2026-000200",
+        "type": "disposition",
+        "incident_ref": "OOS-2026-0142",
+        "occurred_at": "2026-11-24T15:10:00Z",
+        "center_id": "mercy-general-main",
+        "disposition": "oos_release_offered",
+        "oos_checklist": [{"item": "risk_assessment", "reference": "RA-2026-0142"}],
+    }
+    assert (await service.post_event(offer)).status_code == 202
+    await service.settle()
+    [request] = [m for m in smtp.handler.messages() if "[OOS DECISION NEEDED]" in m.subject]
+    # And the physician asked to be called, then decided from the same link, signing it
+    link = ack_link(request)
+    await service.client.post(link, data={"response": "call_me", "phone": "+1 312 555 0199"})
+    signed = {"response": "accept_oos_product", "printed_name": "Lena Ortiz"}
+    assert (await service.client.post(link, data=signed)).status_code == 200
+
+    async with browser(service) as client:
+        await sign_in(client, people.viewer)
+        page = (await client.get(f"/console/incidents/{incident_id}")).text
+        record = (await client.get(f"/console/incidents/{incident_id}/record")).text
+        pdf = await client.get(f"/console/incidents/{incident_id}/record.pdf")
+
+    meaning = (
+        "accept use of the out-of-specification product for this patient, under US: "
+        "single-patient expanded access (IND, 21 CFR 312.310)"
+    )
+    # Then the page shows the signature, the callback task and who stopped nothing
+    assert "<strong>Confirmed, stopping nothing</strong> by celllab@mercy.example" in page
+    assert "<strong>Confirmed</strong> by ct-coord@mercy.example" in page
+    assert "<strong>Call requested</strong> by ct-md@mercy.example" in page
+    assert "<dt>signed by (printed name)</dt><dd>Lena Ortiz</dd>" in page
+    assert f"<dt>meaning</dt><dd>{meaning}</dd>" in page
+    assert (
+        "<strong>Closed:</strong> call ct-md@mercy.example (physician) on +1 312 555 0199" in page
+    )
+    assert "<dt>Product</dt><dd>shipped, not yet received by the center</dd>" in page
+    assert "Regulatory pathway: US: single-patient expanded access" in page
+    assert "<strong>RA-2026-0142</strong>, confirmed" in page
+    assert "Patient&#39;s informed consent: not yet on file" in page
+    # And so do the record and its PDF
+    assert "Confirmation, stopping nothing by celllab@mercy.example" in record
+    assert "Signed by (printed name): Lena Ortiz." in record
+    assert f"Meaning: {meaning}." in record
+    assert "Closed: call ct-md@mercy.example (physician) on +1 312 555 0199" in record
+    text = " ".join(
+        " ".join(p.extract_text().split()) for p in PdfReader(io.BytesIO(pdf.content)).pages
+    )
+    compact = text.replace(" ", "")
+    for shown in (
+        "Signed by (printed name): Lena Ortiz.",
+        "Decision Accept",
+        "Closed: call ct-md@mercy.example (physician) on +1 312 555 0199",
+        "Confirmation, stopping nothing by celllab@mercy.example",
+    ):
+        assert shown.replace(" ", "") in compact, shown
+
+
+async def test_an_incident_stored_with_an_address_now_refused_still_shows(
+    service: RunningService, smtp: CaptureServer, people: People
+) -> None:
+    # Given an incident whose stored agreement has an address today's checks refuse (a
+    # special-use domain the old pattern let through), as an earlier version stored it
+    incident_id = (await service.post_event(release_failure())).json()["incident_id"]
+    await service.settle()
+    with Session(service.services.engine) as session:
+        incident = session.get(Incident, incident_id)
+        assert incident is not None
+        incident.agreement = json.loads(
+            json.dumps(incident.agreement).replace("@mercy.example", "@mercy.local")
+        )
+        session.add(incident)
+        session.commit()
+
+    # When QA opens its page, a scheduled email's preview and its record
+    async with browser(service) as client:
+        await sign_in(client, people.qa)
+        page = await client.get(f"/console/incidents/{incident_id}")
+        preview = next(
+            re.finditer(r'href="(/console/incidents/[^"]+/notifications/[^"]+)"', page.text)
+        )
+        shown = await client.get(preview.group(1))
+        record = await client.get(f"/console/incidents/{incident_id}/record")
+
+    # Then each shows the incident as it was stored
+    assert page.status_code == 200 and "OOS-2026-0142" in page.text
+    assert shown.status_code == 200 and "OOS-2026-0142" in shown.text
+    assert record.status_code == 200 and "OOS-2026-0142" in record.text

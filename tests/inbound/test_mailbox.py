@@ -1,0 +1,121 @@
+"""Returned mail read from a real IMAP mailbox (a private Dovecot): each message processed
+once, across a restart, and one bad message never blocks the others."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, col, select
+
+from oos_notify.clock import ManualClock
+from oos_notify.delivery.capture import CaptureServer
+from oos_notify.return_addresses import Purpose
+from oos_notify.settings import Settings
+from oos_notify.store.models import InboundMessage
+from tests.conftest import RunningService, start_service
+from tests.inbound.conftest import (
+    COORDINATOR,
+    LEVEL_ONE,
+    QA,
+    addresses,
+    detail,
+    imap_settings,
+    open_incident,
+    sent_since,
+    until,
+)
+from tests.inbound.dovecot import PrivateDovecot
+from tests.inbound.mail import reply, returned
+
+
+def recorded(service: RunningService) -> list[InboundMessage]:
+    with Session(service.services.engine) as session:
+        return list(session.exec(select(InboundMessage).order_by(col(InboundMessage.id))))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, smtp: CaptureServer, dovecot: PrivateDovecot) -> Settings:
+    return imap_settings(tmp_path, smtp, dovecot, inbound_max_message_bytes=64 * 1024)
+
+
+async def test_each_message_is_processed_once_across_a_restart(
+    settings: Settings, smtp: CaptureServer, dovecot: PrivateDovecot, clock: ManualClock
+) -> None:
+    service = await start_service(settings, clock)
+    try:
+        opened = await open_incident(service, smtp)
+        before = smtp.handler.count
+        to = addresses(service).address(opened.notification_id, Purpose.REPLY)
+        away = returned(
+            "autoreply-outlook-en.eml", addresses(service), opened.notification_id, COORDINATOR
+        )
+        question = reply(COORDINATOR, to, "Can you call me about the retest?")
+        stranger = reply(COORDINATOR, "oos@reply.manufacturer.example", "Received.")
+        for message in (away, question, stranger):
+            dovecot.append(message)
+        await until(lambda: len(recorded(service)) == 3)
+        await service.settle()
+        api_key = service.api_key
+    finally:
+        await service.stop()
+    outcomes = sorted(m.outcome for m in recorded(service))
+    assert outcomes == ["escalated", "forwarded", "unmatched"]
+    new = [m.recipients[0] for m in sent_since(smtp, before)]
+    assert sorted(new) == sorted([*LEVEL_ONE, QA])  # the next step once, one forward to QA
+    assert dovecot.messages("INBOX") == []
+    assert all(b"$OOSProcessed" in flags for flags, _ in dovecot.messages("Processed"))
+
+    # As if the service had died between recording the question and moving it, and a new
+    # message arrived meanwhile: the copy is known by its Message-ID, the new one is read.
+    dovecot.append(question)
+    dovecot.append(reply(COORDINATOR, to, "Received, thanks."))
+    before = smtp.handler.count
+    service = await start_service(settings, clock, api_key)
+    try:
+        await until(lambda: len(dovecot.messages("INBOX")) == 0)
+        await until(lambda: len(recorded(service)) == 4)
+        await service.settle()
+        incident = await detail(service, opened.incident_id)
+    finally:
+        await service.stop()
+    assert incident["status"] == "acknowledged"
+    assert [m.recipients[0] for m in sent_since(smtp, before)].count(QA) == 1  # the receipt
+    assert incident["returned_mail_counts"] == {
+        "bounce": 0,
+        "delay": 0,
+        "auto_reply": 1,
+        "reply": 2,
+    }
+    assert len(dovecot.messages("Processed")) == 5
+
+
+async def test_a_message_that_cannot_be_processed_fails_alone(
+    service: RunningService, smtp: CaptureServer, dovecot: PrivateDovecot
+) -> None:
+    opened = await open_incident(service, smtp)
+    before = smtp.handler.count
+    oversized = returned(
+        "autoreply-outlook-en.eml", addresses(service), opened.notification_id, COORDINATOR
+    ).replace(b"I am out of the office", b"x" * 100_000 + b"\nI am out of the office")
+    away = returned(
+        "autoreply-gmail-vacation.eml", addresses(service), opened.notification_id, COORDINATOR
+    )
+    dovecot.append(oversized)
+    dovecot.append(away)
+
+    await until(lambda: len(recorded(service)) == 2)
+    await service.settle()
+
+    failed, escalated = sorted(recorded(service), key=lambda m: m.outcome)
+    assert (failed.outcome, failed.kind) == ("error", "unreadable")
+    assert "bytes, over 65536" in failed.detail["error"]
+    assert escalated.outcome == "escalated"
+    assert {m.recipients[0] for m in sent_since(smtp, before)} == LEVEL_ONE
+    flags = sorted(flags for flags, _ in dovecot.messages("Processed"))
+    assert sum(b"$OOSFailed" in f for f in flags) == 1
+    ready = await service.client.get("/readyz")
+    assert ready.json()["checks"]["inbound"] == "ok"
+    metrics = (await service.client.get("/metrics")).text
+    assert 'oos_notify_returned_mail_total{kind="unreadable",outcome="error"} 1.0' in metrics
+    assert 'oos_notify_returned_mail_total{kind="auto_reply",outcome="escalated"} 1.0' in metrics
