@@ -221,6 +221,13 @@ async def test_a_database_made_by_release_5d7c067_is_upgraded_with_its_data_and_
     assert entries > last
     then = oos_notify(url, "audit", "verify", "--as-of", str(last))
     assert f"as of entry {last} its digest is sha256 {digest}" in then.stdout
+    # And the digest an incident record prints is the one verify gives, across the old chain
+    engine = make_engine(url)
+    with Session(engine) as session:
+        for as_of in (1, last, last + 1, entries):
+            assert audit.digest_as_of(session, as_of) == audit.verify(session, as_of=as_of).digest
+        assert audit.digest_as_of(session, last) == digest
+    engine.dispose()
 
 
 @databases.sqlite_only

@@ -225,9 +225,45 @@ def record(
     )
 
 
-def head(session: Session) -> tuple[int, str]:
-    """The chain head as committed: the newest entry's number and hash."""
-    return _parse_head(_head(session, CHAIN_HEAD) or "")
+def heads(session: Session) -> str:
+    """Every chain's head as committed, in one string: it changes whenever an entry is added
+    anywhere in the trail, and costs one read of a few dozen short rows (what a page that
+    follows the trail compares)."""
+    rows = session.execute(
+        select(_HEAD_ROW.c.name, _HEAD_ROW.c.value)
+        .where(_HEAD_ROW.c.name.startswith(CHAIN_HEAD, autoescape=True))
+        .order_by(_HEAD_ROW.c.name)
+    ).all()
+    return "\n".join(f"{name} {value}" for name, value in rows)
+
+
+def digest_as_of(session: Session, as_of: int) -> str:
+    """The trail's digest as of entry ``as_of``: for an intact trail, the digest ``verify``
+    gives (``oos-notify audit verify --as-of N``), read from each chain's newest entry up to
+    that number instead of a walk of every entry. A document that prints it with the number lets
+    an auditor have it recomputed from the trail at any later time."""
+    _, start = _parse_head(_head(session, CHAIN_HEAD) or _head_value(0, GENESIS_HASH))
+    ends = [_newest(session, None, as_of) or (0, GENESIS_HASH)]
+    ends += [_newest(session, c, as_of) or (0, start) for c in range(CHAINS)]
+    return _digest(ends)
+
+
+def _newest(session: Session, chain: int | None, as_of: int) -> tuple[int, str] | None:
+    """A chain's newest committed entry numbered up to ``as_of``: its number and hash."""
+    of_chain = _ENTRIES.c.chain.is_(None) if chain is None else _ENTRIES.c.chain == chain
+    row = session.execute(
+        select(_ENTRIES.c.seq, _ENTRIES.c.entry_hash)
+        .where(of_chain, _ENTRIES.c.seq.between(1, as_of))
+        .order_by(_ENTRIES.c.seq.desc())
+        .limit(1)
+    ).one_or_none()
+    return None if row is None else (row.seq, row.entry_hash)
+
+
+def _digest(ends: Sequence[tuple[int, str]]) -> str:
+    """SHA-256 over the newest entry of every chain (the single chain of the entries written
+    before migration 0004 first, then chain 0, 1, …), one ``number hash`` line each."""
+    return hashlib.sha256("\n".join(_head_value(*end) for end in ends).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -328,8 +364,7 @@ def _report(
     broken: int | None = None,
     problem: str | None = None,
 ) -> ChainReport:
-    ends = "\n".join(_head_value(*digest_at.get(i, (0, GENESIS_HASH))) for i in range(len(checks)))
-    digest = hashlib.sha256(ends.encode()).hexdigest()
+    digest = _digest([digest_at.get(i, (0, GENESIS_HASH)) for i in range(len(checks))])
     last = max(check.seq for check in checks)
     return ChainReport(sum(c.count for c in checks), last, limit, digest, broken, problem)
 

@@ -123,15 +123,19 @@ async def test_qa_watches_the_center_confirm_then_resolves_and_takes_the_record(
     text = " ".join(text.split())
 
     with Session(console.services.engine) as session:
-        head_seq, head_hash = audit.head(session)
         incident = session.get(Incident, incident_id)
         assert incident is not None and incident.status == "resolved"
-        actors = {
-            e.action: e.actor
-            for e in session.exec(select(AuditEntry).where(AuditEntry.incident_id == incident_id))
-        }
+        entries = session.exec(
+            select(AuditEntry).where(AuditEntry.incident_id == incident_id)
+        ).all()
+        actors = {e.action: e.actor for e in entries}
+        # The record is closed by the trail's digest as of the incident's newest entry (its own
+        # export), which is what `oos-notify audit verify --as-of N` prints for that entry
+        as_of = max(e.seq or 0 for e in entries)
+        verified = audit.verify(session, as_of=as_of)
+    assert verified.intact and verified.as_of == as_of
     compact = text.replace(" ", "")  # where a line wraps depends on the random ids before it
-    assert f"Entry{head_seq},sha256{head_hash}" in compact
+    assert f"Asofentry{as_of},sha256{verified.digest}" in compact
     assert coordinator.message_id in compact
     assert actors["console_event_posted"] == people.qa
     assert actors["incident_record_exported"] == people.qa

@@ -1,11 +1,16 @@
 """The incident record: every notification with its Message-ID, the answers, the audit entries
-with their hashes and the chain head; exporting it is itself in the trail."""
+with their hashes and the trail's digest as of the incident's newest entry, which
+``oos-notify audit verify --as-of`` confirms; exporting it is itself in the trail."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 from pypdf import PdfReader
 from sqlmodel import Session, select
@@ -17,7 +22,21 @@ from tests.conftest import RunningService, ack_link, received, release_failure
 from tests.console.conftest import People, browser, sign_in
 
 
-async def test_the_record_holds_the_notifications_the_trail_and_its_head(
+def audit_verify_as_of(database_url: str, as_of: int) -> str:
+    """What ``oos-notify audit verify --as-of`` prints, as an auditor runs it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OOS_NOTIFY_")}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "oos-notify"), "audit", "verify", "--as-of", str(as_of)],
+        env=env | {"OOS_NOTIFY_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+async def test_the_record_holds_the_notifications_the_trail_and_its_digest(
     service: RunningService, smtp: CaptureServer, people: People
 ) -> None:
     incident_id = (await service.post_event(release_failure())).json()["incident_id"]
@@ -44,15 +63,21 @@ async def test_the_record_holds_the_notifications_the_trail_and_its_head(
             select(Notification).where(Notification.incident_id == incident_id)
         ).all()
         trail = session.exec(select(AuditEntry).where(AuditEntry.incident_id == incident_id)).all()
-        head_seq, head_hash = audit.head(session)
-    exports = [e for e in trail if e.action == "incident_record_exported"]
+        exports = [e for e in trail if e.action == "incident_record_exported"]
+        page_digest = audit.verify(session, as_of=exports[0].seq).digest
     assert [(e.actor, e.detail["format"]) for e in exports] == [
         (people.viewer, "html"),
         (people.viewer, "pdf"),
     ]
-    assert head_seq == exports[-1].seq  # the PDF's head is the entry saying who exported it
+    # The PDF closes with the trail's digest as of the incident's newest entry, its own export,
+    # and an auditor's `audit verify --as-of` of that entry prints the same digest
+    as_of = exports[-1].seq
+    assert as_of is not None and as_of == max(e.seq or 0 for e in trail)
+    verified = audit_verify_as_of(service.services.settings.database_url, as_of)
+    [digest] = re.findall(rf"as of entry {as_of} its digest is sha256 ([0-9a-f]{{64}})", verified)
     compact = text.replace(" ", "")
-    assert f"Entry{head_seq},sha256{head_hash}" in compact
+    assert f"Asofentry{as_of},sha256{digest}" in compact
+    assert f"oos-notifyauditverify--as-of{as_of}" in compact
     assert "Everyentryaboverecomputestoitshash." in compact
     for n in notifications:
         assert n.message_id in compact
@@ -63,7 +88,8 @@ async def test_the_record_holds_the_notifications_the_trail_and_its_head(
     # (compared without spaces: where a line wraps depends on the random ids before it)
     assert "Confirmationbyct-coord@mercy.example(coordinator)" in compact
     assert "Comment:Ring4471" in compact
-    assert f'Entry {exports[0].seq}, sha256 <code class="hash">{exports[0].entry_hash}' in page.text
+    # The page, exported first, closes with the digest as of its own export
+    assert f'As of entry {exports[0].seq}, sha256 <code class="hash">{page_digest}' in page.text
 
 
 async def test_the_page_and_the_record_show_signatures_callbacks_and_who_stopped_nothing(

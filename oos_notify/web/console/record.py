@@ -1,10 +1,12 @@
 """The incident record: one document per incident for the deviation / OOS investigation file.
 
 Facts, every notification with its timestamps and Message-ID, the answers, the events, and the
-incident's audit entries with their hashes, closed by the chain head as it stood when the record
-was made. Making it is itself audited, so the head printed is the entry that says who exported
-it. The same content is a printable page and a PDF (ReportLab, with its Vera font embedded so
-the file reads the same in every viewer).
+incident's audit entries with their hashes, closed by the digest of the whole trail as of the
+incident's newest entry. Making the record is itself audited, so that entry is the one saying who
+exported it, and ``oos-notify audit verify --as-of <its number>`` prints the same digest for as
+long as nothing up to it is changed, however many entries the trail gains meanwhile. The same
+content is a printable page and a PDF (ReportLab, with its Vera font embedded so the file reads
+the same in every viewer).
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from oos_notify.web.console.incident import IncidentView, load, step_name
 @dataclass(frozen=True)
 class IncidentRecord:
     view: IncidentView
-    head_seq: int
-    head_hash: str
+    as_of: int
+    """The number of the incident's newest audit entry: the record's own export."""
+    digest: str
+    """The trail's digest as of that entry (``audit.digest_as_of``)."""
     exported_by: str
     exported_at: datetime
     altered: list[int]
@@ -50,11 +54,12 @@ def note_export(session: Session, incident: Incident, email: str, form: str, now
 
 
 def build(session: Session, incident: Incident, email: str, now: datetime) -> IncidentRecord:
-    """Read the record after ``note_export`` committed: its head is that entry or a later one."""
+    """Read the record after ``note_export`` committed: the incident's newest entry is that one
+    (or a later one of the incident's)."""
     view = load(session, incident, now)
-    head_seq, head_hash = audit.head(session)
+    as_of = max((e.seq or 0 for e in view.trail), default=0)
     altered = [e.seq or 0 for e in view.trail if audit.recomputed_hash(e) != e.entry_hash]
-    return IncidentRecord(view, head_seq, head_hash, email, now, altered)
+    return IncidentRecord(view, as_of, audit.digest_as_of(session, as_of), email, now, altered)
 
 
 def detail_text(entry: AuditEntry) -> str:
@@ -263,8 +268,8 @@ def pdf(record: IncidentRecord) -> bytes:
             [28, 82, 100, 110, 200, 250],
         )
     )
-    story.append(p("Chain head", heading))
-    story.append(p(f"Entry {record.head_seq}, sha256 {record.head_hash}"))
+    story.append(p("Audit trail digest", heading))
+    story.append(p(f"As of entry {record.as_of}, sha256 {record.digest}"))
     story.append(
         p(
             "Every entry above recomputes to its hash."
@@ -275,8 +280,9 @@ def pdf(record: IncidentRecord) -> bytes:
     )
     story.append(
         p(
-            "Check the whole trail with `oos-notify audit verify`: it prints the same head while "
-            "no entry was added since.",
+            f"Entry {record.as_of} is this incident's newest, the export of this record. "
+            f"`oos-notify audit verify --as-of {record.as_of}` checks the whole trail and prints "
+            "this digest for as long as nothing up to that entry is changed.",
             small,
         )
     )
@@ -286,7 +292,7 @@ def pdf(record: IncidentRecord) -> bytes:
         out,
         pagesize=landscape(A4),
         title=record.title,
-        subject=f"chain head {record.head_seq} {record.head_hash}",
+        subject=f"audit trail digest as of entry {record.as_of}: {record.digest}",
         author="oos-notify",
         leftMargin=12 * mm,
         rightMargin=12 * mm,

@@ -128,8 +128,7 @@ def _centers(request: Request) -> dict[str, board.Center]:
 def _etag(session: Session, *parts: object) -> str:
     """Changes whenever the audit trail moves (every change the service makes is audited),
     the minute turns (ages and countdowns), or what is asked for differs."""
-    head_seq, head_hash = audit.head(session)
-    digest = hashlib.sha256(repr((head_seq, head_hash, *parts)).encode()).hexdigest()[:32]
+    digest = hashlib.sha256(repr((audit.heads(session), *parts)).encode()).hexdigest()[:32]
     return f'W/"{digest}"'
 
 
