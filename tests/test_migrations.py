@@ -253,9 +253,11 @@ def test_serve_refuses_an_out_of_date_postgresql_schema_and_says_what_to_run(
 
     refused = oos_notify(url, "serve")
     current = oos_notify(url, "db", "current")
+    commands = [oos_notify(url, "apikey", "list"), oos_notify(url, "user", "list")]
 
-    assert refused.returncode == 2
-    assert "run `oos-notify db upgrade`" in refused.stderr and "Traceback" not in refused.stderr
+    for answer in (refused, *commands):
+        assert answer.returncode == 2, answer.stderr
+        assert "run `oos-notify db upgrade`" in answer.stderr and "Traceback" not in answer.stderr
     assert current.returncode == 1
     assert f"this version needs {migrate.head()}" in current.stdout
     engine = make_engine(url)

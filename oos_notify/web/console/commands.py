@@ -13,7 +13,7 @@ from typing import Any
 from oos_notify.clock import SystemClock
 from oos_notify.errors import ServiceError
 from oos_notify.settings import Settings
-from oos_notify.store.db import create_schema, make_engine, transaction
+from oos_notify.store.db import SchemaNotReady, make_engine, open_schema, transaction
 from oos_notify.web.console import accounts
 from oos_notify.web.console.accounts import Role
 
@@ -63,11 +63,11 @@ def _password(args: argparse.Namespace) -> tuple[str, str | None]:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url)
-    create_schema(engine)
     now = SystemClock().now()
     email = getattr(args, "email", "").strip().lower()
     shown: str | None = None
     try:
+        open_schema(engine, settings.migrate_on_start)
         with transaction(engine) as session:
             if args.action == "create":
                 password, shown = _password(args)
@@ -90,6 +90,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     except ServiceError as error:
         print(error.message, file=sys.stderr)
         return 1
+    except SchemaNotReady as error:
+        print(f"cannot manage console accounts: {error}", file=sys.stderr)
+        return 2
     finally:
         engine.dispose()
     if shown is not None:
