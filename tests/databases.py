@@ -22,7 +22,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Engine, create_engine, inspect, make_url, text
 
 from oos_notify.store.db import create_schema, make_engine
 
@@ -39,7 +39,12 @@ ON_POSTGRESQL = KIND == "postgresql"
 needs_postgresql = pytest.mark.skipif(
     not ON_POSTGRESQL, reason="PostgreSQL only: run with OOS_TEST_DATABASE=postgresql"
 )
-sqlite_only = pytest.mark.skipif(ON_POSTGRESQL, reason="SQLite only")
+
+
+def sqlite_only(reason: str) -> pytest.MarkDecorator:
+    """Skip on PostgreSQL, saying why the test has no PostgreSQL counterpart to run."""
+    return pytest.mark.skipif(ON_POSTGRESQL, reason=f"SQLite only: {reason}")
+
 
 _TEMPLATE = f"oos_template_{os.getpid()}"
 _template_made = False
@@ -58,6 +63,13 @@ def url_for(directory: Path) -> str:
     return _url(name)
 
 
+def unreachable_url() -> str:
+    """A database of the kind under test that cannot be opened: no such folder, or no server."""
+    if not ON_POSTGRESQL:
+        return "sqlite:////nonexistent-folder/oos.db"
+    return make_url(PG_URL).set(host="127.0.0.1", port=1).render_as_string(hide_password=False)
+
+
 def empty_url_for(directory: Path) -> str:
     """A database with no tables at all, for the tests of migrating one."""
     if not ON_POSTGRESQL:
@@ -66,6 +78,19 @@ def empty_url_for(directory: Path) -> str:
     if name not in _created:
         _create(name)
     return _url(name)
+
+
+def untouched(url: str) -> bool:
+    """Whether nothing was made in the database at ``url``: no SQLite file, no table on
+    PostgreSQL (``empty_url_for`` makes the database itself, with nothing in it)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return not Path(parsed.database or "").exists()
+    engine = create_engine(url)
+    try:
+        return inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
 
 
 def copy(source: Path, target: Path) -> str:

@@ -242,7 +242,9 @@ def edit_and_rehash(db: Connection) -> int:
             make_time_unreadable,
             "cannot be read",
             id="time-unreadable",
-            marks=databases.sqlite_only,  # a PostgreSQL timestamp column holds only timestamps
+            marks=databases.sqlite_only(
+                "a PostgreSQL timestamp column cannot hold a value that is not a timestamp"
+            ),
         ),
         pytest.param(delete_a_middle_row, "does not follow", id="middle-row-deleted"),
         pytest.param(delete_the_last_row, "entries at its end were removed", id="last-row-deleted"),

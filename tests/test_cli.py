@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from oos_notify.delivery.capture import free_port
+from tests import databases
 from tests.conftest import CONFIG_DIR, ROOT, TEMPLATES_DIR, now, release_failure
 
 COMMAND = str(Path(sys.executable).parent / "oos-notify")
@@ -169,13 +170,14 @@ def dockerfile_demo() -> list[str]:
     return shlex.split(command)
 
 
-def image_env(workdir: Path, **extra: str) -> dict[str, str]:
-    """The image's environment on this machine: its own port and database, nothing else moved."""
+def image_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The image's environment on this machine: its own port and database (the suite's kind),
+    nothing else moved."""
     env = dockerfile_env()
     assert env["OOS_NOTIFY_DATABASE_URL"].startswith("sqlite:////data/")
     return env | {
         "OOS_NOTIFY_PORT": str(free_port()),
-        "OOS_NOTIFY_DATABASE_URL": f"sqlite:///{workdir / 'oos.db'}",
+        "OOS_NOTIFY_DATABASE_URL": database_url,
         **extra,
     }
 
@@ -184,7 +186,8 @@ def test_the_docker_image_without_smtp_refuses_to_start_and_says_how_to_run_it(
     workdir: Path,
 ) -> None:
     # Given the image's environment: listening on every interface, no SMTP server configured
-    env = image_env(workdir)
+    database = databases.empty_url_for(workdir)
+    env = image_env(database)
 
     # When it starts as `docker run oos-notify` starts it
     result = run(workdir, "serve", env=env)
@@ -196,7 +199,7 @@ def test_the_docker_image_without_smtp_refuses_to_start_and_says_how_to_run_it(
     for real_use in ("OOS_NOTIFY_SMTP_HOST", "OOS_NOTIFY_SECRET_KEY", "OOS_NOTIFY_PUBLIC_BASE_URL"):
         assert real_use in result.stderr
     assert shlex.join(dockerfile_demo()) in result.stderr
-    assert not (workdir / "oos.db").exists()
+    assert databases.untouched(database)
 
 
 def test_the_docker_images_demo_command_serves_the_mailbox_published_on_loopback(
@@ -211,7 +214,7 @@ def test_the_docker_images_demo_command_serves_the_mailbox_published_on_loopback
     assert opted_in == {"OOS_NOTIFY_DEV_MAILBOX_ON_NETWORK": "true"}
 
     # When the image runs with it, and QA posts an event
-    env = image_env(workdir, **opted_in)
+    env = image_env(databases.url_for(workdir), **opted_in)
     key = run(workdir, "apikey", "create", "--name", "demo", env=env).stdout.strip()
     with serving(workdir, env) as (base, output):
         posted = httpx.post(

@@ -230,7 +230,10 @@ async def test_a_database_made_by_release_5d7c067_is_upgraded_with_its_data_and_
     engine.dispose()
 
 
-@databases.sqlite_only
+@databases.sqlite_only(
+    "a SQLite file is owned by one process, which upgrades it; PostgreSQL is refused instead "
+    "(test_serve_refuses_an_out_of_date_postgresql_schema_and_says_what_to_run)"
+)
 async def test_the_embedded_sqlite_database_upgrades_itself_at_start(
     released: tuple[str, dict[str, Any]], tmp_path: Path
 ) -> None:

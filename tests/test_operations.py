@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlmodel import Session, select
 
 from oos_notify.clock import ManualClock
@@ -25,6 +25,7 @@ from oos_notify.delivery.dispatch import CLAIM_LEASE
 from oos_notify.settings import Settings
 from oos_notify.store.db import make_engine
 from oos_notify.store.models import Notification
+from tests import databases
 from tests.conftest import (
     CONFIG_DIR,
     RunningService,
@@ -78,7 +79,7 @@ async def test_readyz_names_the_part_that_is_not_ready(
 
         # A database that cannot be opened makes the service unready, and says so
         working = service.services.engine
-        service.services.engine = make_engine("sqlite:////nonexistent-folder/oos.db")
+        service.services.engine = make_engine(databases.unreachable_url())
         try:
             status, body = await ready(service)
         finally:
@@ -187,6 +188,7 @@ def claim_reminders_and_stall(service: RunningService, claimed_at: datetime) -> 
         assert len(rows) == 2 and all(row.due_at == claimed_at for row in rows)
         for row in rows:
             row.status, row.attempts, row.lease_until = "sending", 1, claimed_at + CLAIM_LEASE
+            row.claimed_by = "stalled-sender/0001"
             db.add(row)
         db.commit()
 
@@ -201,19 +203,20 @@ async def test_notifications_stuck_sending_count_as_overdue(
     clock.advance(timedelta(hours=2))
     claim_reminders_and_stall(service, clock.now())
 
-    # When a minute passes: they are overdue by a minute, their claim still running
-    clock.advance(timedelta(minutes=1))
+    # When 10 seconds pass: they are overdue by 10 s, their claim (30 s) still running
+    clock.advance(timedelta(seconds=10))
     samples = await metrics(service)
     assert samples[("oos_notify_notifications", (("status", "sending"),))] == 2
     assert samples[("oos_notify_notifications_overdue", ())] == 2
-    assert samples[("oos_notify_oldest_overdue_seconds", ())] == pytest.approx(60, abs=1)
+    assert samples[("oos_notify_oldest_overdue_seconds", ())] == pytest.approx(10, abs=1)
     assert samples[("oos_notify_notifications_lease_expired", ())] == 0
 
     # When their claim runs out unsettled: the sender is gone, and the metrics say so
     clock.advance(CLAIM_LEASE)
     samples = await metrics(service)
     assert samples[("oos_notify_notifications_overdue", ())] == 2
-    assert samples[("oos_notify_oldest_overdue_seconds", ())] == pytest.approx(660, abs=1)
+    overdue = (timedelta(seconds=10) + CLAIM_LEASE).total_seconds()
+    assert samples[("oos_notify_oldest_overdue_seconds", ())] == pytest.approx(overdue, abs=1)
     assert samples[("oos_notify_notifications_lease_expired", ())] == 2
 
     # And once a sender takes them over and delivers them, nothing is overdue
@@ -225,18 +228,47 @@ async def test_notifications_stuck_sending_count_as_overdue(
     assert samples[("oos_notify_notifications_lease_expired", ())] == 0
 
 
-REFUSE_SENT = text(
-    "CREATE TRIGGER refuse_sent BEFORE UPDATE OF status ON notifications "
-    "WHEN NEW.status = 'sent' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-)
+def refuse_recording_sends(engine: Engine) -> None:
+    """Make the database refuse to record a notification as sent, as a full disk or a broken
+    constraint would: a trigger raising an integrity error, on either database."""
+    with engine.begin() as db:
+        if db.dialect.name == "postgresql":
+            db.execute(
+                text(
+                    "CREATE FUNCTION refuse_sent() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION 'disk full' USING ERRCODE = 'check_violation'; "
+                    "END $$"
+                )
+            )
+            db.execute(
+                text(
+                    "CREATE TRIGGER refuse_sent BEFORE UPDATE OF status ON notifications "
+                    "FOR EACH ROW WHEN (NEW.status = 'sent') EXECUTE FUNCTION refuse_sent()"
+                )
+            )
+        else:
+            db.execute(
+                text(
+                    "CREATE TRIGGER refuse_sent BEFORE UPDATE OF status ON notifications "
+                    "WHEN NEW.status = 'sent' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+                )
+            )
+
+
+def allow_recording_sends(engine: Engine) -> None:
+    with engine.begin() as db:
+        if db.dialect.name == "postgresql":
+            db.execute(text("DROP TRIGGER refuse_sent ON notifications"))
+            db.execute(text("DROP FUNCTION refuse_sent()"))
+        else:
+            db.execute(text("DROP TRIGGER refuse_sent"))
 
 
 async def test_a_dispatcher_whose_runs_keep_failing_gives_back_its_claims_and_is_not_ready(
     service: RunningService, smtp: CaptureServer, clock: ManualClock
 ) -> None:
     # Given a database that refuses to record a notification as sent
-    with service.services.engine.begin() as db:
-        db.execute(REFUSE_SENT)
+    refuse_recording_sends(service.services.engine)
     answer = await service.post_event(release_failure())
     incident_id = answer.json()["incident_id"]
     await received(smtp, 3)
@@ -273,8 +305,7 @@ async def test_a_dispatcher_whose_runs_keep_failing_gives_back_its_claims_and_is
     assert samples[("oos_notify_dispatcher_last_success_age_seconds", ())] >= 0
 
     # When the database records sends again, the notices are recorded and the service is ready
-    with service.services.engine.begin() as db:
-        db.execute(text("DROP TRIGGER refuse_sent"))
+    allow_recording_sends(service.services.engine)
     clock.advance(timedelta(minutes=5))
     await service.settle()
     detail = (await service.client.get(f"/v1/incidents/{incident_id}", headers=service.auth)).json()
@@ -292,7 +323,7 @@ async def test_a_dispatcher_whose_runs_keep_failing_gives_back_its_claims_and_is
 async def test_a_dispatcher_that_finishes_no_run_for_long_is_not_ready(
     settings: Settings, clock: ManualClock
 ) -> None:
-    # Given a dispatcher that sweeps every minute (the bound is then its claim lease, 10 min)
+    # Given a dispatcher that sweeps every minute (the bound is then 10 min, not 3 sweeps)
     service = await start_service(settings.model_copy(update={"sweep_interval_seconds": 60}), clock)
     try:
         await service.settle()
