@@ -173,8 +173,26 @@ def test_a_sender_whose_claim_was_taken_over_finds_the_rows_no_longer_its_own(
     with transaction(engine) as session:
         assert outbox.still_claimed(session, mine, "worker-a/1111") == set()
         assert outbox.still_claimed(session, mine, "worker-b/2222") == set(taken)
-        # and giving them back as the old owner changes nothing either
+        # and giving them back as the old owner changes nothing either, nor does giving them
+        # back after a failed batch: the new owner sends and records them
         assert outbox.release_claims(session, mine, "worker-a/1111") == 0
+        retry = now + timedelta(minutes=5)
+        retries = dict.fromkeys(mine, retry)
+        failed = "the dispatch run failed: OperationalError: disk full"
+        assert outbox.release_after_error(session, retries, failed, now, "worker-a/1111") == 0
+    assert owners(engine, taken) == {"worker-b/2222"}
+
+    # When the new owner's batch fails as a whole, it gives its claims back, due at the retry
+    with transaction(engine) as session:
+        assert outbox.release_after_error(session, retries, failed, now, "worker-b/2222") == len(
+            taken
+        )
+        rows = session.execute(
+            select(Notification.__table__).where(col(Notification.id).in_(taken))  # type: ignore[attr-defined]
+        ).all()
+    assert {(r.status, r.claimed_by, r.lease_until, r.due_at, r.last_error) for r in rows} == {
+        ("scheduled", None, None, retry, failed)
+    }
 
 
 def test_a_restart_under_the_same_name_takes_its_predecessors_claims_back_at_once(
