@@ -24,7 +24,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from email.message import Message
 from enum import StrEnum
@@ -62,6 +62,7 @@ from oos_notify.store.models import (
     Notification,
 )
 from oos_notify.store.outbox import BOUNCED
+from oos_notify.texts import nul_replaced
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,7 @@ class Intake:
         except Exception as exc:
             return self._failed(origin, None, exc)
         key = message_key(returned.message_id, raw)
+        returned = _storable(returned)
         try:
             with transaction(self._engine) as session:
                 if self._seen(session, origin, key):
@@ -334,7 +336,7 @@ class Intake:
     def refuse(self, origin: Origin, error: str, returned: Returned | None = None) -> Handled:
         """Record a message that cannot be processed (unreadable, too large, failing) with
         ``error``, so that it shows; it does nothing else."""
-        error = " ".join(error.split())[:500]
+        error = nul_replaced(" ".join(error.split())[:500])
         now = self._clock.now()
         record = self._record(origin, returned, None, now, Outcome.ERROR, {"error": error})
         with transaction(self._engine) as session:
@@ -637,3 +639,22 @@ def notification_round(session: Session, notification: Notification) -> int:
         )
     ).one()
     return 1 + int(restarts)
+
+
+def _storable(returned: Returned) -> Returned:
+    """A returned mail's texts as they can be stored and acted on: a NUL in them (a broken
+    mailer's) is kept as U+FFFD, which PostgreSQL's text can hold."""
+
+    def text(value: str | None) -> str | None:
+        return None if value is None else nul_replaced(value)
+
+    return replace(
+        returned,
+        evidence=tuple(nul_replaced(e) for e in returned.evidence),
+        message_id=text(returned.message_id),
+        sender=text(returned.sender),
+        subject=nul_replaced(returned.subject),
+        text=nul_replaced(returned.text),
+        status=text(returned.status),
+        diagnostic=text(returned.diagnostic),
+    )

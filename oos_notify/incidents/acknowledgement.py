@@ -36,6 +36,7 @@ from oos_notify.store import audit, outbox
 from oos_notify.store.lifecycle import Condition, IncidentStatus, NotificationKind, incident_sources
 from oos_notify.store.models import Acknowledgement, Event, Incident, Notification
 from oos_notify.store.outbox import PlannedNotification
+from oos_notify.texts import storable
 
 MAX_TOKEN_LENGTH = 512
 RECEIPT_TEMPLATE = "acknowledgement_receipt"
@@ -128,7 +129,7 @@ class AckForm(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     response: AckResponse = AckResponse.RECEIVED
-    comment: Annotated[str, Field(max_length=2000)] | None = None
+    comment: Annotated[str, Field(max_length=2000), AfterValidator(storable)] | None = None
     round: Annotated[int, Field(ge=1)] | None = None
     """The round the page showed; a form without it answers for the round of its link."""
     printed_name: Annotated[str, Field(max_length=200), AfterValidator(one_line)] | None = None
@@ -149,8 +150,14 @@ FORM_PROBLEMS = {
 
 def form_problem(error: ValidationError) -> InvalidAnswer:
     """The page's plain words for the first form field that is wrong."""
-    field = str(error.errors()[0]["loc"][0]) if error.errors() else ""
+    first = error.errors()[0] if error.errors() else None
+    field = str(first["loc"][0]) if first else ""
+    if field == "comment" and first is not None and first["type"] == "value_error":
+        return InvalidAnswer(COMMENT_NOT_STORABLE)
     return InvalidAnswer(FORM_PROBLEMS.get(field, FORM_PROBLEMS["response"]))
+
+
+COMMENT_NOT_STORABLE = "A comment cannot hold the character U+0000 (NUL). Remove it and send again."
 
 
 class Purpose(StrEnum):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlmodel import Session, col, select
 
 from oos_notify.addresses import Address, Name
@@ -31,6 +31,7 @@ from oos_notify.incidents.planning import plan_message
 from oos_notify.store import outbox
 from oos_notify.store.lifecycle import IncidentStatus
 from oos_notify.store.models import Incident, Notification
+from oos_notify.texts import storable
 
 DECISION_RECORDED_TEMPLATE = "decision_recorded"
 
@@ -50,9 +51,9 @@ class DecisionRevisionIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     response: AckResponse
-    decided_by: Annotated[str, Field(min_length=1, max_length=64)]
+    decided_by: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(storable)]
     """The contact id of the decider who gave the decision: one of those asked."""
-    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    reason: Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(storable)]
     recorded_by: RecordedBy
 
 

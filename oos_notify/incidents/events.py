@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import Row
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
@@ -49,11 +49,12 @@ from oos_notify.store.instants import UtcInstant
 from oos_notify.store.lifecycle import Condition, IncidentStatus, NotificationKind, can_move
 from oos_notify.store.models import Event, Incident, Notification
 from oos_notify.store.outbox import PlannedNotification
+from oos_notify.texts import storable
 
 Reference = Annotated[
     str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
 ]
-ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+ShortText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(storable)]
 KeyDateValue = Annotated[date, Field(ge=date(2000, 1, 1), le=date(2100, 12, 31))]
 """A treatment date; outside these years it is a typo, and near year 1 planning cannot count
 back from it (the fuzzer found the 500)."""
@@ -99,7 +100,7 @@ class WithinSpecBasis(_Input):
     """Why a lot that failed is released within specification after all: the laboratory cause
     that invalidated the failing result, and the new certificate of analysis."""
 
-    assignable_cause: Annotated[str, Field(min_length=1, max_length=1000)]
+    assignable_cause: Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(storable)]
     certificate_of_analysis: Reference
 
 
@@ -118,7 +119,7 @@ class EventIn(_Input):
     failed_attributes: Annotated[list[FailedAttribute], Field(max_length=50)] = []
     disposition: Disposition | None = None
     key_dates: dict[KeyDate, KeyDateValue] = {}
-    summary: Annotated[str, Field(max_length=4000)] | None = None
+    summary: Annotated[str, Field(max_length=4000), AfterValidator(storable)] | None = None
     qa_contact: QaContact | None = None
     product_status: ProductStatus | None = None
     """Where the product is: a late result after infusion asks for the patient to be assessed,

@@ -23,7 +23,7 @@ from oos_notify.errors import ServiceError
 from oos_notify.inbound.service import InboundMail
 from oos_notify.settings import InboundMode, Settings
 from oos_notify.store.wakeups import Listener
-from oos_notify.web.limits import BodySizeLimit, RateLimited
+from oos_notify.web.limits import BodySizeLimit, NoNulInAddress, RateLimited
 from oos_notify.web.pages import SecurityHeaders, page
 from oos_notify.web.services import Role, build_services
 
@@ -120,6 +120,7 @@ def create_app(
     )
     app.state.services = services
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(NoNulInAddress)
     app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(ServiceError)

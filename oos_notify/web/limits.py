@@ -14,8 +14,11 @@ import math
 import threading
 from collections import OrderedDict
 from datetime import datetime
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from oos_notify.texts import NUL, REPLACEMENT
 
 
 class BodySizeLimit:
@@ -69,6 +72,48 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class NoNulInAddress:
+    """Refuse a request whose path or query holds U+0000 (``%00``) before any route reads it.
+    No id or name the service stores can hold one (PostgreSQL's text cannot), so nothing is at
+    such a path (404), and a query parameter with one is refused by name (422), where a lookup
+    would otherwise fail in the database instead of finding nothing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if NUL in scope["path"]:
+                await _answer(send, 404, {"detail": "Not Found"})
+                return
+            query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+            for name, value in query:
+                if NUL in name or NUL in value:
+                    problem = {
+                        "type": "value_error",
+                        "loc": ["query", name.replace(NUL, REPLACEMENT)],
+                        "msg": "must not contain U+0000 (NUL), which cannot be stored",
+                    }
+                    await _answer(send, 422, {"detail": [problem]})
+                    return
+        await self.app(scope, receive, send)
+
+
+async def _answer(send: Send, status: int, content: object) -> None:
+    body = json.dumps(content).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class RateLimited(Exception):

@@ -218,6 +218,24 @@ async def test_received_thanks_above_the_quoted_original_acknowledges_as_the_lin
     assert not LEVEL_ONE & {m.recipients[0] for m in sent_since(smtp, before)}
 
 
+async def test_a_reply_with_a_nul_is_kept_with_a_replacement_and_still_acknowledges(
+    service: RunningService, smtp: CaptureServer, settings: Settings
+) -> None:
+    # A broken mailer's NUL cannot be stored as it is (PostgreSQL), nor refused (it came by
+    # mail): it is kept as U+FFFD, and the reply does what it says
+    opened = await open_incident(service, smtp)
+    address = addresses(service).address(opened.notification_id, Purpose.REPLY)
+    answer = reply(COORDINATOR, address, "Received\x00 thanks.")
+
+    await deliver(settings.inbound_smtp_port, answer, address, sender=COORDINATOR)
+    await service.settle()
+
+    incident = await detail(service, opened.incident_id)
+    assert incident["status"] == "acknowledged"
+    [ack] = incident["acknowledgements"]
+    assert ack["by"] == COORDINATOR and ack["comment"] == "Received\ufffd thanks."
+
+
 async def test_a_question_is_forwarded_to_qa_and_the_escalation_goes_on(
     service: RunningService, smtp: CaptureServer, settings: Settings
 ) -> None:

@@ -23,6 +23,7 @@ from oos_notify.errors import ServiceError
 from oos_notify.store import audit
 from oos_notify.store.lifecycle import IncidentStatus
 from oos_notify.store.models import Incident, Notification
+from oos_notify.texts import nul_replaced
 from oos_notify.web.api.deps import ServicesDep, SessionDep, Writer, WriterDep
 from oos_notify.web.console import accounts, board, centers, incident, record, reports
 from oos_notify.web.console.accounts import SignedIn
@@ -206,7 +207,7 @@ async def sign_in(
     next: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     next_url = safe_next(next)
-    address = email.strip().lower()
+    address = nul_replaced(email.strip().lower())  # compared and recorded; no account holds a NUL
     expected = jar.sign_in_token(request)
     if not expected or not csrf_token or expected != csrf_token:
         return _sign_in_page(
