@@ -23,8 +23,10 @@ runuser -u postgres -- "$PG_BIN/initdb" -D "$DIR/data" -U postgres -A trust -E U
 runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 30 -o \
   "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c fsync=off -c synchronous_commit=off \
    -c full_page_writes=off -c max_connections=300" start >&2
-# The tests' role may create databases (one per test, cloned from a template) and nothing more.
+# The tests' role may create databases (one per test, cloned from a template) and end the
+# sessions on them, autovacuum's included, when it drops them (DROP DATABASE ... WITH (FORCE)).
 runuser -u postgres -- "$PG_BIN/psql" -h "$DIR" -p "$PORT" -U postgres -v ON_ERROR_STOP=1 -q \
-  -c "CREATE ROLE oos LOGIN CREATEDB PASSWORD 'oos'" -c "CREATE DATABASE oos OWNER oos"
+  -c "CREATE ROLE oos LOGIN CREATEDB PASSWORD 'oos'" -c "GRANT pg_signal_backend TO oos" \
+  -c "CREATE DATABASE oos OWNER oos"
 echo "export PG_BIN=$PG_BIN PGDATA_TMP=$DIR/data"
 echo "export OOS_TEST_PG_URL=postgresql+psycopg://oos:oos@127.0.0.1:$PORT/oos"

@@ -8,8 +8,9 @@ Tests name their database by a directory, as they always have (``url_for(tmp_pat
 it is the file ``oos.db`` in that directory; on PostgreSQL it is a database of its own on the
 server, cloned on first use from a template this process migrated once, and dropped after the
 test (``conftest.py``). Several services, restarts and ``oos-notify`` subprocesses of one test
-thus share one database, and no two tests ever do. The role in ``OOS_TEST_PG_URL`` needs only
-CREATEDB (``.ci/start-postgres.sh`` makes one).
+thus share one database, and no two tests ever do. The role in ``OOS_TEST_PG_URL`` needs
+CREATEDB, and preferably pg_signal_backend, so that dropping a test's database may end an
+autovacuum worker on it instead of waiting for it (``.ci/start-postgres.sh`` makes such a role).
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import atexit
 import hashlib
 import os
 import sqlite3
+import time
 from contextlib import closing
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, create_engine, inspect, make_url, text
+from sqlalchemy.exc import ProgrammingError
 
 from oos_notify.store.db import create_schema, make_engine
 
@@ -115,7 +119,20 @@ def created() -> int:
 def drop_since(mark: int) -> None:
     """Drop the databases made since ``mark`` (a leaked connection does not stop it)."""
     while len(_created) > mark:
-        _execute(f'DROP DATABASE IF EXISTS "{_created.pop()}" WITH (FORCE)')
+        _drop(_created.pop())
+
+
+def _drop(name: str) -> None:
+    """``FORCE`` ends the sessions still on the database, but a role without pg_signal_backend
+    may not end an autovacuum worker that happens to be there: then wait for it to finish."""
+    for attempt in range(50):
+        try:
+            _execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except ProgrammingError as error:
+            if not isinstance(error.orig, psycopg.errors.InsufficientPrivilege) or attempt == 49:
+                raise
+            time.sleep(0.1)
 
 
 def _name(directory: Path) -> str:
