@@ -23,7 +23,7 @@ from oos_notify.settings import Settings
 from oos_notify.store import apikeys
 from oos_notify.store.db import transaction
 from oos_notify.web.app import create_app
-from oos_notify.web.services import Services
+from oos_notify.web.services import Role, Services
 from tests import databases
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,9 +175,9 @@ class RunningService:
 
 
 async def start_service(
-    settings: Settings, clock: ManualClock, api_key: str | None = None
+    settings: Settings, clock: ManualClock, api_key: str | None = None, role: Role = Role.SERVE
 ) -> RunningService:
-    app = create_app(settings, clock)
+    app = create_app(settings, clock, role)
     services: Services = app.state.services
     if api_key is None:
         with transaction(services.engine) as session:
