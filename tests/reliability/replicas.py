@@ -13,7 +13,10 @@ under its own name half of the time (it takes its claims back at once) and under
 otherwise, as a replaced container would (its claims wait for the lease to run out, and the
 other worker takes them over). At the end every notification the answers promised must have
 arrived, once or several times under one Message-ID, to the right recipient, and none later
-than the claim lease (30 s) and a few seconds of sending after its due time.
+than the claim lease (30 s) and a few seconds of sending after its due time; and the database
+must record each as sent within the lease of the last arrival (a worker killed between a send
+and its record, back under a new name, leaves its claim until the lease runs out: another
+worker then sends the message again under its Message-ID and records it).
 
 Then, ``starts`` times, two ``oos-notify serve`` processes are started at the same instant on a
 new, empty database: both must become ready. Prints the counts as JSON.
@@ -33,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
+from sqlalchemy import create_engine, text
 
 from oos_notify.delivery.capture import free_port
 from tests import databases
@@ -57,6 +61,9 @@ class ReplicaReport:
     kills_by_role: dict[str, int] = field(default_factory=dict)
     workers_renamed: int = 0
     """Killed workers started again under a new name: their claims waited for the lease."""
+    seconds_until_recorded: float | None = None
+    """From the last promised arrival until the database recorded every one as sent (None:
+    not within the lease and 15 s)."""
     simultaneous_starts: int = 0
     simultaneous_starts_ok: int = 0
     start_failures: list[str] = field(default_factory=list)
@@ -65,6 +72,7 @@ class ReplicaReport:
     def ok(self) -> bool:
         return (
             self.crash.ok
+            and self.seconds_until_recorded is not None
             and self.crash.max_lateness_seconds <= LEASE_SECONDS + 15
             and self.simultaneous_starts_ok == self.simultaneous_starts
         )
@@ -120,6 +128,9 @@ def run(
                 )
             poster.thread.join(timeout=300)
             _await_delivery(smtp, poster, idle_seconds)
+            report.seconds_until_recorded = _await_recorded(
+                apis[0].database_url, set(poster.promised), LEASE_SECONDS + 15
+            )
             time.sleep(1)
         finally:
             for served in [*apis, *workers]:
@@ -141,6 +152,22 @@ def run(
             simultaneous_start(report, workdir / f"start-{attempt}", workdir / "config")
     crash.seconds = round(time.monotonic() - started, 1)
     return report
+
+
+def _await_recorded(database_url: str, promised: set[str], timeout: float) -> float | None:
+    """Seconds until the database records every promised notification as sent, or None."""
+    engine = create_engine(database_url)
+    sent = text("SELECT id FROM notifications WHERE status = 'sent'")
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < timeout:
+            with engine.connect() as connection:
+                if promised <= {row.id for row in connection.execute(sent)}:
+                    return round(time.monotonic() - started, 2)
+            time.sleep(0.5)
+        return None
+    finally:
+        engine.dispose()
 
 
 def simultaneous_start(report: ReplicaReport, directory: Path, config_dir: Path) -> None:

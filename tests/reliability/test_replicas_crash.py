@@ -29,6 +29,7 @@ def test_kill_minus_nine_among_two_api_and_two_worker_processes_loses_nothing() 
     assert crash.missing == 0 and crash.delivered == crash.expected, summary
     assert crash.duplicated_different_id == 0, summary
     assert crash.unexpected == 0 and crash.wrong_recipient == 0, summary
+    assert report.seconds_until_recorded is not None, summary
     assert crash.wrong_message_id == 0 and crash.not_sent_in_database == 0, summary
     assert crash.max_lateness_seconds <= LEASE_SECONDS + 15, summary
     assert report.simultaneous_starts_ok == report.simultaneous_starts == starts, summary
