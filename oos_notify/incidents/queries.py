@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -323,21 +324,37 @@ def _get(session: Session, incident_id: str) -> Incident:
     return incident
 
 
+@dataclass(frozen=True)
+class IncidentRows:
+    """An incident's events, notifications and answers, each in the order they are shown."""
+
+    events: Sequence[Event]
+    notifications: Sequence[Notification]
+    answers: Sequence[Acknowledgement]
+
+
+def incident_rows(session: Session, incident_id: str) -> IncidentRows:
+    return IncidentRows(
+        events=session.exec(
+            select(Event).where(Event.incident_id == incident_id).order_by(col(Event.received_at))
+        ).all(),
+        notifications=session.exec(
+            select(Notification)
+            .where(Notification.incident_id == incident_id)
+            .order_by(col(Notification.due_at), col(Notification.id))
+        ).all(),
+        answers=session.exec(
+            select(Acknowledgement)
+            .where(Acknowledgement.incident_id == incident_id)
+            .order_by(col(Acknowledgement.at))
+        ).all(),
+    )
+
+
 def detail(session: Session, incident_id: str, now: datetime) -> IncidentDetail:
     incident = _get(session, incident_id)
-    events = session.exec(
-        select(Event).where(Event.incident_id == incident.id).order_by(col(Event.received_at))
-    ).all()
-    notifications = session.exec(
-        select(Notification)
-        .where(Notification.incident_id == incident.id)
-        .order_by(col(Notification.due_at), col(Notification.id))
-    ).all()
-    acks = session.exec(
-        select(Acknowledgement)
-        .where(Acknowledgement.incident_id == incident.id)
-        .order_by(col(Acknowledgement.at))
-    ).all()
+    rows = incident_rows(session, incident.id)
+    events, notifications, acks = rows.events, rows.notifications, rows.answers
     decisions = [a for a in acks if a.purpose == "decision"]
     returned = session.exec(
         select(InboundMessage)

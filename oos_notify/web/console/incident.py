@@ -199,19 +199,8 @@ class IncidentView:
 
 def load(session: Session, incident: Incident, now: datetime) -> IncidentView:
     """Everything the incident page and the incident record show, read in one session."""
-    event_rows = session.exec(
-        select(Event).where(Event.incident_id == incident.id).order_by(col(Event.received_at))
-    ).all()
-    notification_rows = session.exec(
-        select(Notification)
-        .where(Notification.incident_id == incident.id)
-        .order_by(col(Notification.due_at), col(Notification.id))
-    ).all()
-    answer_rows = session.exec(
-        select(Acknowledgement)
-        .where(Acknowledgement.incident_id == incident.id)
-        .order_by(col(Acknowledgement.at))
-    ).all()
+    rows = queries.incident_rows(session, incident.id)
+    event_rows, notification_rows, answer_rows = rows.events, rows.notifications, rows.answers
     trail = session.exec(
         select(AuditEntry)
         .where(AuditEntry.incident_id == incident.id)
