@@ -7,9 +7,10 @@ from datetime import date, timedelta
 from oos_notify.agreements.config import load_agreements
 from oos_notify.agreements.vocabulary import EventType, KeyDate, Severity
 from oos_notify.clock import ManualClock
+from oos_notify.delivery.capture import CaptureServer
 from oos_notify.incidents.planning import IncidentFacts, plan_opening
 from oos_notify.web.console import centers
-from tests.conftest import CONFIG_DIR, START, RunningService, release_failure
+from tests.conftest import CONFIG_DIR, START, RunningService, ack_link, release_failure
 from tests.console.conftest import People, browser, sign_in
 
 
@@ -37,6 +38,36 @@ async def test_the_board_puts_the_critical_unconfirmed_first_and_filters(
     assert "OOS-CRITICAL" in breached and "OOS-MAJOR" not in breached
     assert "OOS-BONN" in bonn and "OOS-MAJOR" not in bonn
     assert unknown.status_code == 422 and "status: &#39;lost&#39; is not one of" in unknown.text
+
+
+async def test_a_cell_lab_confirmation_leaves_the_incident_waiting_on_the_board(
+    service: RunningService, people: People, smtp: CaptureServer, clock: ManualClock
+) -> None:
+    await service.post_event(release_failure(event_id="E-LAB", incident_ref="OOS-LAB"))
+    await service.post_event(release_failure(event_id="E-COORD", incident_ref="OOS-COORD"))
+    await service.settle()
+    first = {(m.recipients[0], m.subject): m for m in smtp.handler.messages()}
+
+    def link(recipient: str, ref: str) -> str:
+        [mail] = [m for (to, subject), m in first.items() if to == recipient and ref in subject]
+        return ack_link(mail)
+
+    clock.advance(timedelta(minutes=20))
+    lab = link("celllab@mercy.example", "OOS-LAB")
+    await service.client.post(lab, data={"response": "received"})
+    coordinator = link("ct-coord@mercy.example", "OOS-COORD")
+    await service.client.post(coordinator, data={"response": "received"})
+    await service.settle()
+
+    async with browser(service) as client:
+        await sign_in(client, people.viewer)
+        board = (await client.get("/console")).text
+    # The cell lab's confirmation stopped nothing: that incident still waits on the center,
+    # so it comes first and shows nobody as having confirmed it.
+    assert board.index("OOS-LAB") < board.index("OOS-COORD")
+    lab_row = board[board.index("OOS-LAB") : board.index("OOS-COORD")]
+    assert "celllab@mercy.example" not in lab_row and "not yet" in lab_row
+    assert "ct-coord@mercy.example" in board[board.index("OOS-COORD") :]
 
 
 async def test_a_live_refresh_answers_304_until_something_changes(

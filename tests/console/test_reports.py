@@ -70,3 +70,32 @@ async def test_reports_count_confirmations_and_promises_from_the_incidents(
     ]
     assert list(csv.reader(io.StringIO(promises.text)))[-1] == ["2026-11", "1", "1", "0", "50.0"]
     assert 'filename="notify-within.csv"' in promises.headers["content-disposition"]
+
+
+async def test_the_time_to_confirm_waits_for_a_confirmation_that_stops_the_escalation(
+    service: RunningService, smtp: CaptureServer, people: People, clock: ManualClock
+) -> None:
+    await service.post_event(release_failure(at=clock.now()))
+    await service.settle()
+    first = await received(smtp, 3)
+
+    def link(recipient: str) -> str:
+        return ack_link(next(m for m in first if m.recipients[0] == recipient))
+
+    # The cell lab confirms after 10 min (it stops nothing), the coordinator after 40
+    clock.advance(timedelta(minutes=10))
+    await service.client.post(link("celllab@mercy.example"), data={"response": "received"})
+    clock.advance(timedelta(minutes=30))
+    await service.client.post(link("ct-coord@mercy.example"), data={"response": "received"})
+    await service.settle()
+    async with browser(service) as client:
+        await sign_in(client, people.viewer)
+        confirming = await client.get("/console/reports/time-to-confirm.csv?months=3")
+    assert list(csv.reader(io.StringIO(confirming.text)))[1] == [
+        "mercy-general-main",
+        "Mercy General — Main Campus",
+        "1",
+        "1",
+        "40.0",
+        "40.0",
+    ]

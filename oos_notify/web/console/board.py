@@ -177,11 +177,15 @@ def rows(
 
 
 def _confirmations(session: Session, incidents: Sequence[Incident]) -> dict[str, Confirmation]:
-    """The first answer of each incident's current round: who confirmed, and when."""
+    """The first answer of each incident's current round that counts for it (a cell lab's
+    confirmation, which stops nothing, does not): who confirmed, and when."""
     rounds = {i.id: i.ack_round for i in incidents}
     answers = session.exec(
         select(Acknowledgement)
-        .where(col(Acknowledgement.incident_id).in_(list(rounds)))
+        .where(
+            col(Acknowledgement.incident_id).in_(list(rounds)),
+            col(Acknowledgement.stopped_escalation).is_not(False),
+        )
         .order_by(col(Acknowledgement.at))
     ).all()
     first: dict[str, Confirmation] = {}

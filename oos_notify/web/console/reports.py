@@ -60,7 +60,8 @@ def time_to_confirm(
     session: Session, centers: Mapping[str, Center], since: datetime
 ) -> list[Confirming]:
     """Per center, over incidents opened since ``since``: the median and 90th percentile of the
-    time to the first answer of the first round (a decision answers too)."""
+    time to the first answer of the first round that counts for it (a decision does; a cell
+    lab's confirmation, which stops nothing, does not)."""
     opened = session.exec(
         select(Incident.id, Incident.center_id, Incident.opened_at).where(
             col(Incident.opened_at) >= since
@@ -70,7 +71,11 @@ def time_to_confirm(
         session.exec(
             select(Acknowledgement.incident_id, func.min(Acknowledgement.at))
             .join(Incident, col(Incident.id) == col(Acknowledgement.incident_id))
-            .where(col(Incident.opened_at) >= since, Acknowledgement.round == 1)
+            .where(
+                col(Incident.opened_at) >= since,
+                Acknowledgement.round == 1,
+                col(Acknowledgement.stopped_escalation).is_not(False),
+            )
             .group_by(col(Acknowledgement.incident_id))
         ).all()
     )
