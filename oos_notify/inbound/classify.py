@@ -21,6 +21,7 @@ from enum import StrEnum
 
 from flufl.bounce import all_failures
 
+from oos_notify.addresses import mailbox
 from oos_notify.inbound.reply_text import body_text, first_lines, own_text
 
 
@@ -134,8 +135,16 @@ def _header(message: Message, name: str) -> str:
 
 
 def sender_address(message: Message) -> str | None:
+    """The From address in the form notices are addressed in (``addresses.mailbox``: the
+    domain's IDNA form), lower-cased, so a reply compares with the address it answers."""
     addresses = [a for _, a in getaddresses([_header(message, "From")]) if "@" in a]
-    return addresses[0].lower()[:320] if addresses else None
+    if not addresses:
+        return None
+    try:
+        address = mailbox(addresses[0])
+    except ValueError:
+        address = addresses[0]
+    return address.lower()[:320]
 
 
 def authentication(message: Message) -> Authentication:

@@ -38,6 +38,19 @@ def test_a_bounce_is_a_bounce_though_it_says_auto_replied() -> None:
     assert (found.kind, found.status, found.smtp_code) == (Kind.BOUNCE, "5.1.1", 550)
 
 
+@pytest.mark.parametrize(
+    "sender",
+    ["Coordinator <Coord@Bücher.example>", "Coordinator <coord@XN--BCHER-KVA.example>"],
+)
+def test_a_reply_from_an_internationalised_domain_reads_as_the_address_it_was_sent_to(
+    sender: str,
+) -> None:
+    # Notices go to the domain's IDNA form; a reply may come back with it in Unicode
+    # (RFC 6532) or in capitals, and is from the same mailbox all the same.
+    raw = f"From: {sender}\r\nSubject: Re: notice\r\n\r\nReceived, thanks\r\n".encode()
+    assert classify(raw).sender == "coord@xn--bcher-kva.example"
+
+
 def test_the_null_sender_of_an_smtp_envelope_marks_an_automatic_reply() -> None:
     raw = b"From: a@b.example\r\nSubject: Thanks for your message\r\n\r\nWe will answer soon.\r\n"
     assert classify(raw).kind is Kind.REPLY
