@@ -152,13 +152,15 @@ class MailboxReader:
 
     async def _pass(self, client: IMAPClient) -> int:
         """Process everything in the folder not yet marked processed, oldest first; return how
-        many messages there were."""
+        many were new. A server that can neither keep the keyword nor move a message shows the
+        processed ones on every pass: they are not new, so the reader still goes to wait."""
         folder = self._settings.inbound_imap_folder
         selected = await self._call(client.select_folder, folder)
         uidvalidity = int(selected[b"UIDVALIDITY"])
         keywords = b"\\*" in selected.get(b"PERMANENTFLAGS", ())
         criteria = ["NOT", "KEYWORD", PROCESSED.decode()] if keywords else ["ALL"]
         uids = sorted(await self._call(client.search, criteria))
+        new = 0
         for start in range(0, len(uids), FETCH_CHUNK):
             chunk = uids[start : start + FETCH_CHUNK]
             sizes = await self._call(client.fetch, chunk, ["RFC822.SIZE"])
@@ -170,7 +172,8 @@ class MailboxReader:
                 size = int(sizes[uid].get(b"RFC822.SIZE", 0))
                 handled = await self._process(client, uidvalidity, uid, size)
                 await self._call(self._mark, client, uid, handled, keywords)
-        return len(uids)
+                new += handled is not None
+        return new
 
     async def _process(
         self, client: IMAPClient, uidvalidity: int, uid: int, size: int
