@@ -11,6 +11,7 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import Depends, Form, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlmodel import Session
@@ -120,7 +121,7 @@ def _lookup(request: Request, services: ServicesDep, jar: Cookies) -> SignedIn |
 
 async def current_user(request: Request, services: ServicesDep, jar: CookiesDep) -> SignedIn:
     """The signed-in person; asking for a page keeps their session alive."""
-    who = _lookup(request, services, jar)
+    who = await run_in_threadpool(_lookup, request, services, jar)
     if who is None:
         back_to = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise SignInRequired(back_to)

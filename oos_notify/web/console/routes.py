@@ -7,8 +7,9 @@ import hashlib
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, BackgroundTasks, FastAPI, Form, Query, Request
@@ -220,9 +221,13 @@ async def sign_in(
         )
     client = request.client.host if request.client else "unknown"
     now = services.clock.now()
-    with Session(services.engine) as session:
-        wait = accounts.throttled_for(session, address, client, now)
-        user = accounts.find_user(session, address)
+    wait, user = await _read(
+        services,
+        lambda session: (
+            accounts.throttled_for(session, address, client, now),
+            accounts.find_user(session, address),
+        ),
+    )
     if wait is not None:
         await writer.run(lambda s: accounts.record_attempt(s, address, client, "throttled", now))
         response = _sign_in_page(
@@ -430,8 +435,7 @@ async def post_follow_up(
     background: BackgroundTasks,
 ) -> Response:
     form = await request.form()
-    with Session(services.engine) as session:
-        found = _incident(session, incident_id)
+    found = await _read(services, lambda session: _incident(session, incident_id))
     now = services.clock.now()
     try:
         event = incident.follow_up(found, dict(form), now)
@@ -447,16 +451,19 @@ async def post_follow_up(
             )
         )
     except ServiceError as error:
-        with Session(services.engine) as session:
-            return _incident_page(
+        refused = error  # the name ``error`` is unbound once the except clause ends
+        return await _read(
+            services,
+            lambda session: _incident_page(
                 request,
                 who,
                 session,
                 services,
                 _incident(session, incident_id),
-                error=error,
-                status_code=error.status_code,
-            )
+                error=refused,
+                status_code=refused.status_code,
+            ),
+        )
     log.info(
         "follow-up %s posted from the console",
         event.type,
@@ -549,11 +556,23 @@ async def _export(
     services: Services, writer: Writer, who: SignedIn, incident_id: str, form: str
 ) -> record.IncidentRecord:
     now = services.clock.now()
-    with Session(services.engine) as session:
-        found = _incident(session, incident_id)
+    found = await _read(services, lambda session: _incident(session, incident_id))
     await writer.run(lambda session: record.note_export(session, found, who.email, form, now))
-    with Session(services.engine) as session:
-        return record.build(session, found, who.email, now)
+    return await _read(services, lambda session: record.build(session, found, who.email, now))
+
+
+_T = TypeVar("_T")
+
+
+async def _read(services: Services, work: Callable[[Session], _T]) -> _T:
+    """Reads for an ``async`` route, in a worker thread, so that the event loop serves other
+    requests (acknowledgement pages among them) while the database answers."""
+
+    def in_session() -> _T:
+        with Session(services.engine) as session:
+            return work(session)
+
+    return await run_in_threadpool(in_session)
 
 
 @router.get("/console/incidents/{incident_id}/record", response_class=HTMLResponse)
