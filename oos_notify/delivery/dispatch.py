@@ -572,7 +572,7 @@ class Dispatcher:
             retry_at=retry_at,
         )
         if failed and not qa_reports.delivery_failure(
-            session, notification, now, self._settings.mail_domain, outcome.reply
+            session, notification, now, self._settings.mail_domain, outcome.reply, "dispatcher"
         ):
             log.error(
                 "QA could not be told that %s failed: %s",

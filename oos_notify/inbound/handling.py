@@ -389,7 +389,7 @@ class Intake:
             reply=diagnostic[:1000],
         )
         detail["qa_told"] = qa_reports.delivery_failure(
-            session, notification, now, self._mail_domain, reply
+            session, notification, now, self._mail_domain, reply, ACTOR
         )
         advanced = self._advance(session, notification, incident, now, "bounce")
         detail.update(advanced)

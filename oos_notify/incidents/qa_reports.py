@@ -30,14 +30,20 @@ def receipts(
 
 
 def delivery_failure(
-    session: Session, notification: Notification, now: datetime, mail_domain: str, reason: str
+    session: Session,
+    notification: Notification,
+    now: datetime,
+    mail_domain: str,
+    reason: str,
+    actor: str,
 ) -> bool:
     """Tell QA that ``notification`` failed for good (``reason``), linked to it so the report can
     say why; return whether a report was scheduled. When none can be, the incident's trail says
-    QA was not told, so that nobody takes the silence for news that all is well."""
+    QA was not told, with ``actor`` (who found the failure), so that nobody takes the silence
+    for news that all is well."""
     if NotificationKind(notification.kind).reports_to_qa:
         # The report would go to the address that just failed, and could loop.
-        return _not_told(session, notification, now, reason, "the failed message was to QA")
+        return _not_told(session, notification, now, reason, actor, "the failed message was to QA")
     incident = session.get(Incident, notification.incident_id)
     assert incident is not None
     try:
@@ -51,9 +57,11 @@ def delivery_failure(
         )
     except Exception as exc:  # nothing is written yet: the failure is recorded, not lost
         because = f"the report cannot be planned: {type(exc).__name__}"
-        return _not_told(session, notification, now, reason, because)
+        return _not_told(session, notification, now, reason, actor, because)
     if not reports:
-        return _not_told(session, notification, now, reason, "there is no QA contact to tell")
+        return _not_told(
+            session, notification, now, reason, actor, "there is no QA contact to tell"
+        )
     for report_id, _ in outbox.schedule(session, incident.id, reports, now, mail_domain):
         session.add(
             FailureReport(notification_id=report_id, failed_notification_id=notification.id)
@@ -62,13 +70,18 @@ def delivery_failure(
 
 
 def _not_told(
-    session: Session, notification: Notification, now: datetime, reason: str, because: str
+    session: Session,
+    notification: Notification,
+    now: datetime,
+    reason: str,
+    actor: str,
+    because: str,
 ) -> bool:
     audit.record(
         session,
         now,
         "qa_not_told",
-        "dispatcher",
+        actor,
         incident_id=notification.incident_id,
         notification_id=notification.id,
         recipient=notification.recipient_email,

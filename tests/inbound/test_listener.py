@@ -78,6 +78,36 @@ async def test_a_bounce_fails_the_first_notice_tells_qa_and_starts_the_next_step
     assert "notification_bounced" in actions and "escalation_advanced" in actions
 
 
+async def test_a_bounce_with_nobody_at_qa_to_tell_says_so_as_returned_mail(
+    service: RunningService, smtp: CaptureServer, settings: Settings
+) -> None:
+    # An incident with no QA contact on its event, whose agreement names no QA desk
+    opened = await open_incident(service, smtp, qa_contact=None)
+    with Session(service.services.engine) as db:
+        incident = db.get(Incident, opened.incident_id)
+        assert incident is not None
+        agreement = dict(incident.agreement)
+        agreement["manufacturer_contacts"] = {
+            role: people
+            for role, people in agreement["manufacturer_contacts"].items()
+            if role != "qa"
+        }
+        incident.agreement = agreement
+        db.add(incident)
+        db.commit()
+    bounce = returned(DSNS["postfix"][0], addresses(service), opened.notification_id, COORDINATOR)
+    bounce_to = addresses(service).address(opened.notification_id, Purpose.BOUNCE)
+
+    await deliver(settings.inbound_smtp_port, bounce, bounce_to)
+    await service.settle()
+
+    entries = await timeline(service, opened.incident_id)
+    [not_told] = [e for e in entries if e["action"] == "qa_not_told"]
+    assert not_told["actor"] == "returned mail"
+    assert not_told["notification_id"] == opened.notification_id
+    assert not_told["detail"]["because"] == "there is no QA contact to tell"
+
+
 async def test_a_delayed_delivery_is_recorded_and_changes_nothing(
     service: RunningService, smtp: CaptureServer, settings: Settings
 ) -> None:
