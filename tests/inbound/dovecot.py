@@ -13,6 +13,7 @@ import grp
 import imaplib
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +26,8 @@ from oos_notify.delivery.capture import free_port
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 USER, PASSWORD = "returns", "returns-secret"
+COMMAND = re.compile(r"^[\d.]+ [A-Za-z0-9.]+ (UID [A-Z]+|[A-Z]+)(?: |$)")
+"""A command line in a raw log: a timestamp, the client's tag, then the command."""
 
 CONFIG = """\
 instance_name = oos-test-{port}
@@ -82,7 +85,7 @@ class PrivateDovecot:
         self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
-    def _write_config(self) -> Path:
+    def _write_config(self, extra: str, rawlog: bool) -> Path:
         root = self.root
         for name in ("run", "state", "home"):
             (root / name).mkdir(exist_ok=True)
@@ -102,6 +105,10 @@ class PrivateDovecot:
                 f"default_internal_group = {group}\n"
             )
             login_extra = "  chroot =\n"
+        if rawlog:
+            (root / "rawlog").mkdir(exist_ok=True)
+            os.chown(root / "rawlog", uid, gid)
+            extra += f"protocol imap {{\n  rawlog_dir = {root}/rawlog\n}}\n"
         path = root / "dovecot.conf"
         path.write_text(
             CONFIG.format(
@@ -112,11 +119,14 @@ class PrivateDovecot:
                 user_settings=user_settings,
                 login_extra=login_extra,
             )
+            + extra
         )
         return path
 
-    def start(self, timeout: float = 10.0) -> None:
-        config = self._write_config()
+    def start(self, timeout: float = 10.0, extra: str = "", rawlog: bool = False) -> None:
+        """``extra`` is appended to the config, for a server unlike the usual one; with
+        ``rawlog`` the server keeps what each client sends, for ``commands()``."""
+        config = self._write_config(extra, rawlog)
         self._process = subprocess.Popen(
             [DOVECOT, "-F", "-c", str(config)],
             stdin=subprocess.DEVNULL,
@@ -162,6 +172,17 @@ class PrivateDovecot:
     def log(self) -> str:
         path = self.root / "dovecot.log"
         return path.read_text() if path.exists() else ""
+
+    def commands(self) -> list[str]:
+        """The name of each command clients sent since the start (``SELECT``, ``UID SEARCH``,
+        ``IDLE``...), from the raw logs the server keeps when started with ``rawlog``."""
+        names = []
+        for path in sorted((self.root / "rawlog").glob("*.in")):
+            for line in path.read_text(errors="replace").splitlines():
+                found = COMMAND.match(line)
+                if found:
+                    names.append(found[1])
+        return names
 
     def client(self) -> imaplib.IMAP4:
         client = imaplib.IMAP4("127.0.0.1", self.port)

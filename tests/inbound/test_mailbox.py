@@ -1,8 +1,11 @@
 """Returned mail read from a real IMAP mailbox (a private Dovecot): each message processed
-once, across a restart, and one bad message never blocks the others."""
+once, across a restart, one bad message never blocks the others, and a server that cannot mark
+or move processed mail does not keep the reader from waiting."""
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -37,6 +40,43 @@ def recorded(service: RunningService) -> list[InboundMessage]:
 @pytest.fixture
 def settings(tmp_path: Path, smtp: CaptureServer, dovecot: PrivateDovecot) -> Settings:
     return imap_settings(tmp_path, smtp, dovecot, inbound_max_message_bytes=64 * 1024)
+
+
+KEEPS_NOTHING = """\
+imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY \
+THREAD=REFERENCES THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT \
+CHILDREN NAMESPACE LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH ESORT SEARCHRES WITHIN \
+CONTEXT=SEARCH LIST-STATUS BINARY SNIPPET=FUZZY PREVIEW=FUZZY PREVIEW STATUS=SIZE SAVEDATE \
+LITERAL+ NOTIFY
+mail_plugins = $mail_plugins acl
+plugin {{
+  acl = vfile:{acl}
+}}
+"""
+"""Dovecot 2.3's own capabilities without MOVE and UIDPLUS, and a global ACL file."""
+
+
+@pytest.fixture
+def keeps_nothing(dovecot: PrivateDovecot) -> PrivateDovecot:
+    """The private server restarted as one where a processed message stays in the inbox as it
+    was: the owner may do anything there but write flags, so SELECT offers no \\* among the
+    permanent flags and a keyword would not last, and it offers neither MOVE nor UIDPLUS."""
+    acl = dovecot.root / "acl"
+    acl.write_text("INBOX owner lrstipekxa\n")  # every right but w
+    dovecot.stop()
+    dovecot.start(extra=KEEPS_NOTHING.format(acl=acl), rawlog=True)
+    client = dovecot.client()
+    try:
+        _, answers = client.capability()
+        client.select("INBOX")
+        _, [permanent] = client.response("PERMANENTFLAGS")
+    finally:
+        client.logout()
+    capabilities = set(answers[-1].split())
+    assert b"IDLE" in capabilities
+    assert not {b"MOVE", b"UIDPLUS"} & capabilities
+    assert permanent is not None and b"\\*" not in permanent
+    return dovecot
 
 
 async def test_each_message_is_processed_once_across_a_restart(
@@ -119,3 +159,37 @@ async def test_a_message_that_cannot_be_processed_fails_alone(
     metrics = (await service.client.get("/metrics")).text
     assert 'oos_notify_returned_mail_total{kind="unreadable",outcome="error"} 1.0' in metrics
     assert 'oos_notify_returned_mail_total{kind="auto_reply",outcome="escalated"} 1.0' in metrics
+
+
+async def test_the_reader_waits_where_processed_mail_cannot_be_marked_or_moved(
+    settings: Settings, smtp: CaptureServer, keeps_nothing: PrivateDovecot, clock: ManualClock
+) -> None:
+    service = await start_service(settings, clock)
+    try:
+        opened = await open_incident(service, smtp)
+        before = smtp.handler.count
+        to = addresses(service).address(opened.notification_id, Purpose.REPLY)
+        keeps_nothing.append(reply(COORDINATOR, to, "Can you call me about the retest?"))
+        await until(lambda: len(recorded(service)) == 1)
+
+        # The message stays in the inbox, so each pass sees it again. Once a pass finds nothing
+        # new the reader must wait (IDLE) rather than read the folder over and over: in a quiet
+        # second the server sees no command from it at all.
+        await asyncio.sleep(0.5)
+        seen = Counter(keeps_nothing.commands())
+        await asyncio.sleep(1.0)
+        assert Counter(keeps_nothing.commands()) - seen == {}
+
+        keeps_nothing.append(reply(COORDINATOR, to, "Received, thanks."))
+        await until(lambda: len(recorded(service)) == 2)
+        await service.settle()
+        incident = await detail(service, opened.incident_id)
+        ready = await service.client.get("/readyz")
+    finally:
+        await service.stop()
+    assert sorted(m.outcome for m in recorded(service)) == ["acknowledged", "forwarded"]
+    assert incident["status"] == "acknowledged"
+    # The question forwarded once, then the receipt of the acknowledgement.
+    assert [m.recipients[0] for m in sent_since(smtp, before)].count(QA) == 2
+    assert ready.json()["checks"]["inbound"] == "ok"
+    assert len(keeps_nothing.messages("INBOX")) == 2
