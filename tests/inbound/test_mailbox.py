@@ -169,13 +169,15 @@ async def test_the_reader_waits_where_processed_mail_cannot_be_marked_or_moved(
         opened = await open_incident(service, smtp)
         before = smtp.handler.count
         to = addresses(service).address(opened.notification_id, Purpose.REPLY)
+        await until(lambda: "IDLE" in keeps_nothing.commands())
+        idles = keeps_nothing.commands().count("IDLE")
         keeps_nothing.append(reply(COORDINATOR, to, "Can you call me about the retest?"))
         await until(lambda: len(recorded(service)) == 1)
 
         # The message stays in the inbox, so each pass sees it again. Once a pass finds nothing
-        # new the reader must wait (IDLE) rather than read the folder over and over: in a quiet
-        # second the server sees no command from it at all.
-        await asyncio.sleep(0.5)
+        # new the reader must wait (IDLE) rather than read the folder over and over: it goes
+        # back to IDLE, and in a quiet second the server sees no command from it at all.
+        await until(lambda: keeps_nothing.commands().count("IDLE") > idles)
         seen = Counter(keeps_nothing.commands())
         await asyncio.sleep(1.0)
         assert Counter(keeps_nothing.commands()) - seen == {}
