@@ -16,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
+from oos_notify.agreements.config import EffectiveAgreement
 from oos_notify.agreements.vocabulary import EventType, KeyDate, Severity
 from oos_notify.delivery.capture import CaptureServer
 from oos_notify.delivery.rendering import DISPOSITION_LABELS, KEY_DATE_LABELS, RenderError
@@ -505,7 +506,7 @@ def email_preview(
         step=incident.step_name(row.kind, row.level),
         message=message,
         problem=problem,
-        timezone=incident.load(session, found, services.clock.now()).agreement.timezone,
+        timezone=EffectiveAgreement.stored(found.agreement).timezone,
     )
 
 
