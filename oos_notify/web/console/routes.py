@@ -653,18 +653,6 @@ def center_page(
 MonthsQuery = Annotated[int, Query(ge=1, le=36)]
 
 
-def _report_data(
-    session: Session, request: Request, services: Services, months: int
-) -> tuple[datetime, list[reports.Confirming], list[reports.MonthOfPromises]]:
-    now = services.clock.now()
-    since = reports.months_back(now, months)
-    return (
-        since,
-        reports.time_to_confirm(session, _centers(request), since),
-        reports.promises_by_month(session, since, now),
-    )
-
-
 @router.get("/console/reports", response_class=HTMLResponse)
 def reports_page(
     request: Request,
@@ -673,7 +661,10 @@ def reports_page(
     services: ServicesDep,
     months: MonthsQuery = 12,
 ) -> HTMLResponse:
-    since, confirming, promises = _report_data(session, request, services, months)
+    now = services.clock.now()
+    since = reports.months_back(now, months)
+    confirming = reports.time_to_confirm(session, _centers(request), since)
+    promises = reports.promises_by_month(session, since, now)
     hours = [
         (
             c.center_name,
@@ -727,19 +718,20 @@ def confirming_csv(
     services: ServicesDep,
     months: MonthsQuery = 12,
 ) -> Response:
-    _, confirming, _ = _report_data(session, request, services, months)
+    since = reports.months_back(services.clock.now(), months)
+    confirming = reports.time_to_confirm(session, _centers(request), since)
     return _csv(reports.confirming_csv(confirming), "time-to-confirm.csv")
 
 
 @router.get("/console/reports/notify-within.csv")
 def promises_csv(
-    request: Request,
     who: UserDep,
     session: SessionDep,
     services: ServicesDep,
     months: MonthsQuery = 12,
 ) -> Response:
-    _, _, promises = _report_data(session, request, services, months)
+    now = services.clock.now()
+    promises = reports.promises_by_month(session, reports.months_back(now, months), now)
     return _csv(reports.promises_csv(promises), "notify-within.csv")
 
 
