@@ -5,14 +5,16 @@ from __future__ import annotations
 import secrets
 import time
 
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+"""Crockford's base32 alphabet: no I, L, O or U, so an identifier read aloud or retyped
+is not misread."""
 
 
 def _ulid() -> str:
     value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
     chars = []
     for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
+        chars.append(CROCKFORD[value & 31])
         value >>= 5
     return "".join(reversed(chars))
 

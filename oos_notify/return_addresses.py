@@ -19,7 +19,9 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+from oos_notify.ids import CROCKFORD
+
+_CROCKFORD = CROCKFORD.lower()
 _DECODE = {c: i for i, c in enumerate(_CROCKFORD)} | {"o": 0, "i": 1, "l": 1}
 _ULID_CHARS = 26
 _MAC_BYTES = 10

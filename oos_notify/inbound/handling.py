@@ -116,10 +116,6 @@ class Handled:
     def failed(self) -> bool:
         return self.outcome is Outcome.ERROR
 
-    @property
-    def duplicate(self) -> bool:
-        return self.outcome is None
-
 
 @dataclass
 class _Effect:

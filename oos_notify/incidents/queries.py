@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, and_, not_, or_
 from sqlmodel import Session, col, select
 
 from oos_notify.errors import InvalidFields, NotFound
+from oos_notify.incidents import offers
 from oos_notify.store.lifecycle import IncidentStatus
 from oos_notify.store.models import (
     Acknowledgement,
@@ -461,7 +462,7 @@ def oos_release(offer: dict[str, Any] | None) -> OosReleaseOut | None:
             )
             for item in offer["items"]
         ],
-        outstanding=[item["id"] for item in offer["items"] if not item["reference"]],
+        outstanding=offers.missing(offer),
         asked=[person["email"] for person in offer["asked"]],
     )
 

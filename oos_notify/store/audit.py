@@ -185,7 +185,7 @@ def _write_entries(session: Session) -> None:
         return
     head = {"head_name": chain_head(chain)}
     _, digest = _parse_head(session.execute(_READ_HEAD, head).scalar_one())
-    seq = session.execute(select(func.coalesce(func.max(_ENTRIES.c.seq), 0))).scalar_one()
+    seq = _last_seq(session)
     for entry, content in zip(pending.entries, contents, strict=True):
         seq += 1
         entry.update(seq=seq, chain=chain, prev_hash=digest)

@@ -39,9 +39,6 @@ BASELINE = "0001"
 """The revision whose schema is what ``create_all`` made before migrations existed."""
 LOCK_KEY = 7_301_942_117_001
 """The ``pg_advisory_lock`` key of "migrating": a fixed number the service uses for nothing else."""
-LEGACY_MARKER = "notifications"
-"""A table every database made by the service has: with no ``alembic_version`` beside it, the
-database predates migrations."""
 
 
 @dataclass(frozen=True)

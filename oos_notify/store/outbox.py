@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, case, false, func, update
 from sqlmodel import Session, col, select
@@ -181,11 +182,11 @@ def release_predecessors(session: Session, name: str, owner: str) -> int:
     )
 
 
-def _release(session: Session, *criteria: ColumnElement[bool]) -> int:
+def _release(session: Session, *criteria: ColumnElement[bool], **values: Any) -> int:
     result = session.execute(
         update(Notification)
         .where(*criteria)
-        .values(status=SCHEDULED, lease_until=None, claimed_by=None)
+        .values(status=SCHEDULED, lease_until=None, claimed_by=None, **values)
     )
     released = int(result.rowcount)  # type: ignore[attr-defined]
     if released:
@@ -196,24 +197,13 @@ def _release(session: Session, *criteria: ColumnElement[bool]) -> int:
 def release_claims(session: Session, notification_ids: list[str], owner: str) -> int:
     """Give back claimed rows that were not sent (the service is stopping): they are due again
     at once for the next sender, and the claim does not count as an attempt."""
-    result = session.execute(
-        update(Notification)
-        .where(
-            col(Notification.id).in_(notification_ids),
-            col(Notification.status) == SENDING,
-            col(Notification.claimed_by) == owner,
-        )
-        .values(
-            status=SCHEDULED,
-            lease_until=None,
-            claimed_by=None,
-            attempts=Notification.attempts - 1,
-        )
+    return _release(
+        session,
+        col(Notification.id).in_(notification_ids),
+        col(Notification.status) == SENDING,
+        col(Notification.claimed_by) == owner,
+        attempts=Notification.attempts - 1,
     )
-    released = int(result.rowcount)  # type: ignore[attr-defined]
-    if released:
-        wakeups.announce(session)
-    return released
 
 
 def release_after_error(

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "oos_notify_outbox"
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
+HEARTBEAT_SECONDS = 10.0
+"""How long a listener waits in silence before it checks that its connection is still there."""
 
 
 _ANNOUNCE = "oos_notify.wakeups.announce"
@@ -54,10 +56,9 @@ class Listener:
     """Holds one connection on ``LISTEN`` and calls ``wake`` on each notification and after each
     (re)connect; reconnects with a backoff when the connection is lost."""
 
-    def __init__(self, url: URL, wake: Callable[[], None], heartbeat_seconds: float = 10.0) -> None:
+    def __init__(self, url: URL, wake: Callable[[], None]) -> None:
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._wake = wake
-        self._heartbeat = heartbeat_seconds
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
@@ -97,6 +98,6 @@ class Listener:
             self.connected.set()
             self._wake()  # what was committed while nobody listened
             while True:
-                async for _ in connection.notifies(timeout=self._heartbeat):
+                async for _ in connection.notifies(timeout=HEARTBEAT_SECONDS):
                     self._wake()
                 await connection.execute("SELECT 1")  # raises if the connection is gone

@@ -6,11 +6,6 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 
-def in_zone(instant: datetime, timezone: str) -> str:
-    """An instant as a center reads it, with the date: ``Tue 24 Nov 2026, 09:12 CST``."""
-    return instant.astimezone(ZoneInfo(timezone)).strftime("%a %d %b %Y, %H:%M %Z")
-
-
 def clock_in_zone(instant: datetime, timezone: str) -> str:
     """The time of day at a center: ``09:12 CST``."""
     return instant.astimezone(ZoneInfo(timezone)).strftime("%H:%M %Z")

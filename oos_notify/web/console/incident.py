@@ -28,6 +28,7 @@ from oos_notify.delivery.rendering import (
     AckLinkView,
     RenderedMessage,
     Renderer,
+    local_time,
 )
 from oos_notify.errors import InvalidFields
 from oos_notify.incidents import events, queries
@@ -167,7 +168,7 @@ class IncidentView:
         i = self.incident
 
         def when(instant: datetime) -> str:
-            return fmt.utc(instant) if in_utc else fmt.in_zone(instant, self.agreement.timezone)
+            return fmt.utc(instant) if in_utc else local_time(instant, self.agreement.timezone)
 
         facts: list[tuple[str, str]] = []
         if i.product_status:

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from oos_notify.agreements.vocabulary import AckResponse
+from oos_notify.delivery.rendering import local_time
 from oos_notify.web.console import fmt
 
 HERE = Path(__file__).parent
@@ -81,7 +82,7 @@ _environment = Environment(
 )
 _environment.globals["static_url"] = static_url
 _environment.filters.update(
-    in_zone=fmt.in_zone,
+    in_zone=local_time,
     clock_in_zone=fmt.clock_in_zone,
     utc=fmt.utc,
     iso=fmt.iso,

@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
+from oos_notify.agreements.config import EffectiveAgreement
 from oos_notify.agreements.vocabulary import EventType, KeyDate, Severity
 from oos_notify.delivery.capture import CaptureServer
 from oos_notify.delivery.rendering import DISPOSITION_LABELS, KEY_DATE_LABELS, RenderError
@@ -512,7 +513,7 @@ def email_preview(
         step=incident.step_name(row.kind, row.level),
         message=message,
         problem=problem,
-        timezone=incident.load(session, found, services.clock.now()).agreement.timezone,
+        timezone=EffectiveAgreement.stored(found.agreement).timezone,
     )
 
 
@@ -671,18 +672,6 @@ def center_page(
 MonthsQuery = Annotated[int, Query(ge=1, le=36)]
 
 
-def _report_data(
-    session: Session, request: Request, services: Services, months: int
-) -> tuple[datetime, list[reports.Confirming], list[reports.MonthOfPromises]]:
-    now = services.clock.now()
-    since = reports.months_back(now, months)
-    return (
-        since,
-        reports.time_to_confirm(session, _centers(request), since),
-        reports.promises_by_month(session, since, now),
-    )
-
-
 @router.get("/console/reports", response_class=HTMLResponse)
 def reports_page(
     request: Request,
@@ -691,7 +680,10 @@ def reports_page(
     services: ServicesDep,
     months: MonthsQuery = 12,
 ) -> HTMLResponse:
-    since, confirming, promises = _report_data(session, request, services, months)
+    now = services.clock.now()
+    since = reports.months_back(now, months)
+    confirming = reports.time_to_confirm(session, _centers(request), since)
+    promises = reports.promises_by_month(session, since, now)
     hours = [
         (
             c.center_name,
@@ -745,19 +737,20 @@ def confirming_csv(
     services: ServicesDep,
     months: MonthsQuery = 12,
 ) -> Response:
-    _, confirming, _ = _report_data(session, request, services, months)
+    since = reports.months_back(services.clock.now(), months)
+    confirming = reports.time_to_confirm(session, _centers(request), since)
     return _csv(reports.confirming_csv(confirming), "time-to-confirm.csv")
 
 
 @router.get("/console/reports/notify-within.csv")
 def promises_csv(
-    request: Request,
     who: UserDep,
     session: SessionDep,
     services: ServicesDep,
     months: MonthsQuery = 12,
 ) -> Response:
-    _, _, promises = _report_data(session, request, services, months)
+    now = services.clock.now()
+    promises = reports.promises_by_month(session, reports.months_back(now, months), now)
     return _csv(reports.promises_csv(promises), "notify-within.csv")
 
 
