@@ -69,14 +69,16 @@ class CenterCalendar:
         return (
             day.weekday() in self.business_days
             and day not in self.closed_dates
-            and not self._is_public_holiday(day)
+            and not self.holiday_names(day)
         )
 
-    def _is_public_holiday(self, day: date) -> bool:
+    def holiday_names(self, day: date) -> list[str]:
+        """The names of the public holiday ``day`` is, when the center does not work it;
+        empty on any other day."""
         if self.public_holidays is None or day not in self.public_holidays:
-            return False
-        names = {n.lower() for n in self.public_holidays.get_list(day)}
-        return not names <= self.working_holidays
+            return []
+        names = self.public_holidays.get_list(day)
+        return [] if {n.lower() for n in names} <= self.working_holidays else names
 
     def in_business_hours(self, instant: datetime) -> bool:
         """Whether an instant is inside business hours (the closing minute included)."""

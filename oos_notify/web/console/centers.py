@@ -72,16 +72,13 @@ class DayOff:
 def days_off(agreement: EffectiveAgreement, today: date, limit: int = 8) -> list[DayOff]:
     """The next public holidays the center does not work and its closure dates, within a year."""
     calendar = CenterCalendar.of(agreement)
-    closures = set(agreement.holidays.dates)
     found: list[DayOff] = []
     for offset in range(366):
         day = today + timedelta(days=offset)
-        if day in closures:
+        if day in calendar.closed_dates:
             found.append(DayOff(day, "closure"))
-        elif calendar.public_holidays is not None and day in calendar.public_holidays:
-            names = calendar.public_holidays.get_list(day)
-            if not {n.lower() for n in names} <= calendar.working_holidays:
-                found.append(DayOff(day, "; ".join(names)))
+        elif names := calendar.holiday_names(day):
+            found.append(DayOff(day, "; ".join(names)))
         if len(found) == limit:
             break
     return found
