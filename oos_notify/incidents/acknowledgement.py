@@ -517,6 +517,17 @@ def _answer_decision(
     )
 
 
+def audit_action(answer: Acknowledgement) -> str:
+    """The audit action that records an answer: a confirmation that stopped nothing (a cell
+    lab's) and a revision of a decision have their own."""
+    if answer.revision:
+        return "decision_revised"
+    purpose = Purpose(answer.purpose)
+    if purpose is Purpose.ACKNOWLEDGEMENT:
+        return "confirmation_recorded" if answer.stopped_escalation is False else "acknowledged"
+    return "decided" if purpose is Purpose.DECISION else "callback_requested"
+
+
 def _record(
     session: Session,
     incident: Incident,
@@ -545,11 +556,6 @@ def _record(
         callback_phone=answer.phone if purpose is Purpose.CALLBACK_REQUEST else None,
     )
     session.add(ack)
-    actions = {
-        Purpose.ACKNOWLEDGEMENT: "acknowledged" if stopped_escalation else "confirmation_recorded",
-        Purpose.DECISION: "decision_revised" if answer.revision else "decided",
-        Purpose.CALLBACK_REQUEST: "callback_requested",
-    }
     extra: dict[str, Any] = {}
     if answer.signature:
         extra["signature"] = answer.signature
@@ -560,7 +566,7 @@ def _record(
     audit.record(
         session,
         answer.now,
-        actions[purpose],
+        audit_action(ack),
         answer.revision["recorded_by"]["email"]
         if answer.revision
         else notification.recipient_email,

@@ -32,7 +32,7 @@ from oos_notify.delivery.rendering import (
 )
 from oos_notify.errors import InvalidFields
 from oos_notify.incidents import events, queries
-from oos_notify.incidents.acknowledgement import AckTokens
+from oos_notify.incidents.acknowledgement import AckTokens, audit_action
 from oos_notify.incidents.events import EventIn, IngestResult
 from oos_notify.incidents.queries import CallbackTask, OosReleaseOut
 from oos_notify.settings import Settings
@@ -53,21 +53,6 @@ DECISION_FIELDS = frozenset({"response", "comment", "client_address", "user_agen
 decision as it is."""
 FROM_THE_ANSWER = frozenset({"signature", "revision", "phone"})
 """Kept on the answer itself too, and shown from there in words (``answer_facts``)."""
-ANSWER_ACTIONS = {
-    "decision": "decided",
-    "callback_request": "callback_requested",
-    "acknowledgement": "acknowledged",
-}
-"""The audit action recording each kind of answer, but for the exceptions ``answer_action``
-knows."""
-
-
-def answer_action(answer: Acknowledgement) -> str:
-    if answer.revision:
-        return "decision_revised"
-    if answer.purpose == "acknowledgement" and answer.stopped_escalation is False:
-        return "confirmation_recorded"
-    return ANSWER_ACTIONS[answer.purpose]
 
 
 def answer_title(answer: Acknowledgement, *, noun: bool = False) -> str:
@@ -257,7 +242,7 @@ def _decision_extras(trail: Sequence[AuditEntry], answer: Acknowledgement) -> li
         (
             e
             for e in trail
-            if e.action == answer_action(answer)
+            if e.action == audit_action(answer)
             and e.notification_id == answer.notification_id
             and e.at == answer.at
         ),
@@ -309,7 +294,7 @@ def _timeline(
         items.append(
             Item(
                 answer.at,
-                seq.get((answer_action(answer), answer.notification_id), 0),
+                seq.get((audit_action(answer), answer.notification_id), 0),
                 "decision" if deciding else "confirmation",
                 f"{answer_title(answer)}: {AckResponse(answer.response).label}",
                 "ok" if counted else "info",
