@@ -55,13 +55,11 @@ from oos_notify.store.lifecycle import (
 )
 from oos_notify.store.models import (
     AuditEntry,
-    DeliveryAttempt,
     ForwardedReply,
     InboundMessage,
     Incident,
     Notification,
 )
-from oos_notify.store.outbox import BOUNCED
 from oos_notify.texts import nul_replaced
 
 log = logging.getLogger(__name__)
@@ -353,25 +351,9 @@ class Intake:
             return _Effect(Outcome.RECORDED, detail)
         diagnostic = returned.diagnostic or "returned as undeliverable, without a reason"
         reply = f"bounced: {diagnostic}"[:1000]
-        changed = session.execute(
-            _ROWS.update()
-            .where(_ROWS.c.id == notification.id, _ROWS.c.status == NotificationStatus.SENT)
-            .values(status=NotificationStatus.FAILED.value, last_error=reply)
-        )
-        if changed.rowcount != 1:  # type: ignore[attr-defined]
+        if not outbox.settle_bounce(session, notification, now, returned.smtp_code, diagnostic):
             detail["reason"] = "the notification was settled meanwhile"
             return _Effect(Outcome.RECORDED, detail)
-        session.add(
-            DeliveryAttempt(
-                notification_id=notification.id,
-                at=now,
-                outcome=BOUNCED,
-                smtp_code=returned.smtp_code,
-                smtp_reply=diagnostic[:1000],
-                duration_ms=0,
-            )
-        )
-        session.flush()
         audit.record(
             session,
             now,
@@ -459,22 +441,10 @@ class Intake:
         agreement = EffectiveAgreement.stored(incident.agreement)
         if not acknowledgement.may_stop(agreement, incident.plan_type, notification):
             return {"reason": "its recipient's confirmation would not stop the escalation"}
-        waiting = (
-            col(Notification.incident_id) == incident.id,
-            col(Notification.kind) == NotificationKind.ESCALATION.value,
-            col(Notification.status) == NotificationStatus.SCHEDULED.value,
-            col(Notification.condition) == Condition.UNACKNOWLEDGED.value,
-            col(Notification.level) > notification.level,
-        )
-        level = session.exec(select(func.min(Notification.level)).where(*waiting)).one()
-        if level is None:
+        forward = outbox.bring_forward(session, incident.id, notification.level, now)
+        if forward is None:
             return {"reason": "no later step is waiting"}
-        moved = session.execute(
-            _ROWS.update()
-            .where(*waiting, _ROWS.c.level == level, _ROWS.c.due_at > now)
-            .values(due_at=now)
-            .returning(_ROWS.c.id)
-        ).all()
+        level, moved = forward
         audit.record(
             session,
             now,
@@ -484,7 +454,7 @@ class Intake:
             notification_id=notification.id,
             level=level,
             cause=cause,
-            notifications=sorted(row.id for row in moved),
+            notifications=moved,
         )
         return {"next_step_level": level}
 
@@ -609,9 +579,6 @@ class Intake:
             wake=True,
             forwards=[notification_id for notification_id, _ in scheduled],
         )
-
-
-_ROWS = Notification.__table__  # type: ignore[attr-defined]
 
 
 def notification_round(session: Session, notification: Notification) -> int:

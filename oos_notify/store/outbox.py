@@ -512,6 +512,48 @@ def settle_failure(
     return give_up
 
 
+def settle_bounce(
+    session: Session, notification: Notification, now: datetime, code: int | None, reply: str
+) -> bool:
+    """A sent notification came back undeliverable: failed, with the bounce as an attempt of its
+    own (``reply`` is the receiving server's diagnostic). False when it was no longer ``sent``:
+    something settled it meanwhile, and nothing is written."""
+    changed = session.execute(
+        _ROWS.update()
+        .where(_ROWS.c.id == notification.id, _ROWS.c.status == NotificationStatus.SENT.value)
+        .values(status=NotificationStatus.FAILED.value, last_error=f"bounced: {reply}"[:1000])
+    )
+    if changed.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    session.execute(_INSERT_ATTEMPT, _attempt_row(notification, now, BOUNCED, code, reply, 0))
+    return True
+
+
+def bring_forward(
+    session: Session, incident_id: str, after_level: int, now: datetime
+) -> tuple[int, list[str]] | None:
+    """Make the incident's next escalation step after ``after_level`` that still waits for an
+    acknowledgement due now; return its level and the notifications moved, or None when no such
+    step waits."""
+    waiting = (
+        col(Notification.incident_id) == incident_id,
+        col(Notification.kind) == NotificationKind.ESCALATION.value,
+        col(Notification.status) == SCHEDULED,
+        col(Notification.condition) == Condition.UNACKNOWLEDGED.value,
+        col(Notification.level) > after_level,
+    )
+    level = session.exec(select(func.min(Notification.level)).where(*waiting)).one()
+    if level is None:
+        return None
+    moved = session.execute(
+        _ROWS.update()
+        .where(*waiting, _ROWS.c.level == level, _ROWS.c.due_at > now)
+        .values(due_at=now)
+        .returning(_ROWS.c.id)
+    ).all()
+    return level, sorted(row.id for row in moved)
+
+
 def _attempt_row(
     notification: Notification,
     now: datetime,
