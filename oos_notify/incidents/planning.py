@@ -13,6 +13,7 @@ from oos_notify.agreements.config import (
     EffectiveAgreement,
     PatientStep,
     Plan,
+    Recipient,
     SeverityRule,
     Step,
     Timing,
@@ -194,13 +195,7 @@ def plan_decision_request(
         _immediate(NotificationKind.DECISION, person, DECISION_TEMPLATE, now, with_ack_link=True)
         for person in _distinct(asked)
     ]
-    skipped: list[SkippedStep] = []
-    informed: list[Addressee] = []
-    for recipient in rule.inform:
-        contacts = agreement.contacts_for(recipient)
-        if not contacts:
-            skipped.append(SkippedStep(NotificationKind.FOLLOW_UP, 0, f"nobody has {recipient}"))
-        informed += [Addressee(c.id, str(recipient), c.name, c.email) for c in contacts]
+    informed, skipped = _holders(agreement, rule.inform, NotificationKind.FOLLOW_UP)
     asking = {person.email.lower() for person in asked}
     notices += plan_follow_up(EventType.DISPOSITION, informed, now, told_otherwise=asking)
     overdue = plan_decision_overdue(agreement, rule, asked, facts, now)
@@ -224,37 +219,40 @@ def plan_decision_overdue(
     if due_at is None:
         reason = f"the incident has no key date {rule.due.before}: no decision deadline"
         return PlanResult([], [SkippedStep(NotificationKind.DECISION_OVERDUE, 0, reason)])
-    people = [(person, True) for person in _distinct(asked)]
+    escalated, skipped = _holders(agreement, rule.escalate, NotificationKind.DECISION_OVERDUE)
+    linked = {person.email.lower() for person in asked}
+    planned = [
+        PlannedNotification(
+            kind=NotificationKind.DECISION_OVERDUE,
+            level=0,
+            role=person.role,
+            contact_id=person.contact_id,
+            recipient_name=person.name,
+            recipient_email=person.email,
+            template=DECISION_OVERDUE_TEMPLATE,
+            due_at=due_at,
+            condition=Condition.UNDECIDED,
+            with_ack_link=person.email.lower() in linked,
+            anchor=rule.due.before,
+        )
+        for person in _distinct([*asked, *escalated])
+    ]
+    return PlanResult(planned, skipped)
+
+
+def _holders(
+    agreement: EffectiveAgreement, recipients: Iterable[Recipient], kind: NotificationKind
+) -> tuple[list[Addressee], list[SkippedStep]]:
+    """Everyone who holds each of ``recipients``, under it; a recipient nobody holds is a
+    skipped message of ``kind``."""
+    people: list[Addressee] = []
     skipped: list[SkippedStep] = []
-    for recipient in rule.escalate:
+    for recipient in recipients:
         contacts = agreement.contacts_for(recipient)
         if not contacts:
-            skipped.append(
-                SkippedStep(NotificationKind.DECISION_OVERDUE, 0, f"nobody has {recipient}")
-            )
-        people += [(Addressee(c.id, str(recipient), c.name, c.email), False) for c in contacts]
-    seen: set[str] = set()
-    planned = []
-    for person, with_link in people:
-        if person.email.lower() in seen:
-            continue
-        seen.add(person.email.lower())
-        planned.append(
-            PlannedNotification(
-                kind=NotificationKind.DECISION_OVERDUE,
-                level=0,
-                role=person.role,
-                contact_id=person.contact_id,
-                recipient_name=person.name,
-                recipient_email=person.email,
-                template=DECISION_OVERDUE_TEMPLATE,
-                due_at=due_at,
-                condition=Condition.UNDECIDED,
-                with_ack_link=with_link,
-                anchor=rule.due.before,
-            )
-        )
-    return PlanResult(planned, skipped)
+            skipped.append(SkippedStep(kind, 0, f"nobody has {recipient}"))
+        people += [Addressee(c.id, str(recipient), c.name, c.email) for c in contacts]
+    return people, skipped
 
 
 def plan_message(person: Addressee, template: str, now: datetime) -> PlannedNotification:
