@@ -128,10 +128,13 @@ def _centers(request: Request) -> dict[str, board.Center]:
     return found
 
 
-def _etag(session: Session, *parts: object) -> str:
+def _etag(session: Session, who: SignedIn, now: datetime, *parts: object) -> str:
     """Changes whenever the audit trail moves (every change the service makes is audited),
-    the minute turns (ages and countdowns), or what is asked for differs."""
-    digest = hashlib.sha256(repr((audit.heads(session), *parts)).encode()).hexdigest()[:32]
+    the minute turns (ages and countdowns), the role asking differs (what it may do), or what
+    is asked for differs."""
+    minute = now.replace(second=0, microsecond=0)
+    state = (audit.heads(session), minute, who.role, *parts)
+    digest = hashlib.sha256(repr(state).encode()).hexdigest()[:32]
     return f'W/"{digest}"'
 
 
@@ -321,7 +324,7 @@ def board_page(
 ) -> HTMLResponse:
     filters = _filters(center, status, breached, decision)
     now = services.clock.now()
-    etag = _etag(session, "board", filters, now.replace(second=0, microsecond=0), who.role)
+    etag = _etag(session, who, now, "board", filters)
     return page(
         "board.html",
         **_frame(request, who, "board"),
@@ -346,7 +349,7 @@ def board_rows(
 ) -> Response:
     filters = _filters(center, status, breached, decision)
     now = services.clock.now()
-    etag = _etag(session, "board", filters, now.replace(second=0, microsecond=0), who.role)
+    etag = _etag(session, who, now, "board", filters)
     if _not_modified(request, etag):
         return Response(status_code=304, headers={"ETag": etag})
     return fragment(
@@ -381,7 +384,7 @@ def _incident_page(
 ) -> HTMLResponse:
     now = services.clock.now()
     view = incident.load(session, found, now)
-    etag = _etag(session, "incident", found.id, now.replace(second=0, microsecond=0), who.role)
+    etag = _etag(session, who, now, "incident", found.id)
     return page(
         "incident.html",
         status_code,
@@ -420,7 +423,7 @@ def incident_live(
 ) -> Response:
     found = _incident(session, incident_id)
     now = services.clock.now()
-    etag = _etag(session, "incident", found.id, now.replace(second=0, microsecond=0), who.role)
+    etag = _etag(session, who, now, "incident", found.id)
     if _not_modified(request, etag):
         return Response(status_code=304, headers={"ETag": etag})
     return fragment("_incident_live.html", etag, view=incident.load(session, found, now), now=now)
