@@ -3,8 +3,11 @@ measured in the same run on the same machine (issue 5).
 
     python -m bench [--quick] [--output bench-results.json] [--profile DIR]
     python -m bench --database-url postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB [--quick]
+    python -m bench --startup [--quick] [--database-url URL]
 
-(The second runs the PostgreSQL measurements of ``bench.postgres`` instead.)
+(The second runs the PostgreSQL measurements of ``bench.postgres`` instead; the third only the
+start-up measurements of ``bench.startup``, on SQLite or on that server. Both other runs measure
+start-up too.)
 
 1. Ingest: POST /v1/events at 32 concurrent, beside a bare FastAPI endpoint validating the same
    model (``bench.bare``), served by uvicorn the same way.
@@ -35,13 +38,12 @@ import sqlite3
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
-from bench import pending, postgres
+from bench import cpu, pending, postgres, report, startup
 from bench.centers import FIRST_STEP_ROLES, write_config
 from bench.load import (
     description,
@@ -53,11 +55,9 @@ from bench.load import (
     smtp_on_time,
 )
 from bench.report import markdown
-from bench.service import SECRET_KEY, Server, bare, create_api_key, service
+from bench.service import Server, bare, create_api_key, service
 from bench.sink import Arrival, Sink
 from oos_notify.ids import new_id
-from oos_notify.incidents.acknowledgement import AckTokens
-from oos_notify.store.models import Notification
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,11 @@ class Size:
     fanout_events: int
     pending: int
     window_seconds: float
+    cpu_events: int = 1000
+    """Events posted in-process for the CPU per operation (each makes four messages)."""
+    burst_events: int = 300
+    startup_runs: int = 5
+    """How many times each command's start-up is measured (the median is reported)."""
     concurrency: int = 32
     connections: int = 8
     timers_lead_seconds: float = 10.0
@@ -93,7 +98,11 @@ QUICK = Size(
     fanout_events=250,
     pending=10_000,
     window_seconds=30,
+    cpu_events=200,
+    startup_runs=3,
 )
+QUICK_STARTUP = replace(QUICK, centers=10)
+"""``--startup --quick``: fewer sites, so that the first start's template check is short too."""
 
 
 @dataclass
@@ -301,24 +310,12 @@ def ack_tokens(database: Path) -> list[str]:
             "SELECT id, incident_id, contact_id FROM notifications "
             "WHERE with_ack_link AND level = 0 AND role = 'coordinator' ORDER BY created_at"
         ).fetchall()
-    return _tokens(rows)
+    return cpu.tokens_for(rows)
 
 
 def sample_tokens(number: int) -> list[str]:
     """Links of the same shape for the bare app, which reads none of them."""
-    return _tokens([(new_id("ntf"), new_id("inc"), "bench-site-000-coordinator")] * number)
-
-
-def _tokens(rows: list[tuple[str, str, str]]) -> list[str]:
-    tokens = AckTokens(SECRET_KEY)
-    expires_at = datetime.now(UTC) + timedelta(days=14)
-    return [
-        tokens.issue(
-            cast(Notification, SimpleNamespace(id=nid, incident_id=iid, contact_id=cid)),
-            expires_at,
-        )
-        for nid, iid, cid in rows
-    ]
+    return cpu.tokens_for([(new_id("ntf"), new_id("inc"), "bench-site-000-coordinator")] * number)
 
 
 def machine() -> dict[str, Any]:
@@ -339,7 +336,13 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run(size: Size, profile_dir: Path | None, database_url: str | None = None) -> dict[str, Any]:
+def run(
+    size: Size,
+    profile_dir: Path | None,
+    database_url: str | None = None,
+    only_startup: bool = False,
+    only_cpu: bool = False,
+) -> dict[str, Any]:
     started = time.perf_counter()
     result: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -350,6 +353,20 @@ def run(size: Size, profile_dir: Path | None, database_url: str | None = None) -
         workdir = Path(tmp)
         centers = write_config(workdir / "config", size.centers)
         bench = Bench(size, workdir, workdir / "config", centers, sink, profile_dir)
+        if only_cpu:
+            result["per_operation"] = per_operation(bench, database_url)
+            return _finished(result, started)
+        if database_url is None:
+            result["startup"] = startup.measure(bench, size.startup_runs, startup.sqlite())
+        else:
+            databases = postgres.Databases(database_url)
+            try:
+                fresh = databases.fresh("startup")
+                result["startup"] = startup.measure(bench, size.startup_runs, fresh)
+            finally:
+                databases.close()
+        if only_startup:
+            return _finished(result, started)
         result["baselines"] = baselines(bench)
         if database_url is not None:
             result["postgresql"] = {
@@ -357,12 +374,14 @@ def run(size: Size, profile_dir: Path | None, database_url: str | None = None) -
                 "sqlite_fanout": measure_fanout_and_ack(bench)[0],
                 **postgres.run(bench, database_url),
             }
+            result["per_operation"] = per_operation(bench, database_url)
             messages = size.fanout_events * len(FIRST_STEP_ROLES)
             result["baselines"]["fanout"] = measure_raw_fanout(bench, messages)
             return _finished(result, started)
         result["ingest"] = measure_ingest(bench)
         result["fanout"], result["ack"] = measure_fanout_and_ack(bench)
         result["baselines"]["fanout"] = measure_raw_fanout(bench, result["fanout"]["messages"])
+        result["per_operation"] = per_operation(bench, None)
         result["timers"] = measure_timers(bench)
         offsets = sorted(
             size.window_seconds * n / (size.pending // len(FIRST_STEP_ROLES))
@@ -371,6 +390,19 @@ def run(size: Size, profile_dir: Path | None, database_url: str | None = None) -
         )
         result["baselines"]["timers"] = measure_raw_timers(bench, offsets)
     return _finished(result, started)
+
+
+def per_operation(bench: Bench, database_url: str | None) -> dict[str, Any]:
+    """CPU per event, message and acknowledgement, and the burst: on SQLite, and on the
+    PostgreSQL server when one is given."""
+    measured = {"SQLite": cpu.on_sqlite(bench)}
+    if database_url is not None:
+        databases = postgres.Databases(database_url)
+        try:
+            measured["PostgreSQL"] = cpu.on_postgresql(bench, databases)
+        finally:
+            databases.close()
+    return measured
 
 
 def _finished(result: dict[str, Any], started: float) -> dict[str, Any]:
@@ -384,6 +416,18 @@ def main() -> None:
         prog="python -m bench", description=(__doc__ or "").splitlines()[0]
     )
     parser.add_argument("--quick", action="store_true", help="a smaller run (about 2 minutes)")
+    parser.add_argument(
+        "--startup",
+        action="store_true",
+        help="measure start-up only: serve, api and worker to ready, a no-op db upgrade "
+        "(with --quick, 10 sites and 3 runs each: about 35 s of CPU)",
+    )
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="measure CPU per operation and the burst only (with --database-url, on SQLite and "
+        "on PostgreSQL)",
+    )
     parser.add_argument("--output", type=Path, default=Path("bench-results.json"))
     parser.add_argument(
         "--profile", type=Path, metavar="DIR", help="py-spy each service run into DIR"
@@ -396,9 +440,17 @@ def main() -> None:
     args = parser.parse_args()
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
-    result = run(QUICK if args.quick else FULL, args.profile, args.database_url)
+    size = FULL if not args.quick else QUICK_STARTUP if args.startup else QUICK
+    result = run(size, args.profile, args.database_url, args.startup, args.cpu)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(postgres.markdown(result) if args.database_url else markdown(result))
+    database = "PostgreSQL" if args.database_url else "SQLite"
+    if args.startup:
+        print(f"{report.machine_line(result)}\n\n{startup.table(result['startup'], database)}")
+    elif args.cpu:
+        print(f"{report.machine_line(result)}\n\n{cpu.table(result['per_operation'])}")
+    else:
+        print(postgres.markdown(result) if args.database_url else markdown(result))
+        print(f"\n{cpu.table(result['per_operation'])}")
     print(f"\n(JSON in {args.output}; {result['seconds']:.0f} s in all)", file=sys.stderr)
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import create_engine, make_url, text
 
+from bench import startup
 from bench.centers import FIRST_STEP_ROLES
 from bench.load import description, in_child, post_events
 from bench.service import Server, create_api_key, service
@@ -110,7 +111,7 @@ class LockSampler:
         }
 
 
-def _prepared(bench: Any, name: str, url: str) -> tuple[Server, str]:
+def prepared(bench: Any, name: str, url: str) -> tuple[Server, str]:
     """The schema made as an operator makes it, and an API key; the first process to start."""
     first = service(name, bench.workdir, bench.config_dir, bench.sink.port, "api", url)
     subprocess.run(
@@ -131,7 +132,7 @@ def _stop(servers: list[Server]) -> None:
 def measure_ingest(bench: Any, databases: Databases, apis: int) -> dict[str, Any]:
     size = bench.size
     with databases.fresh(f"ingest{apis}") as url:
-        first, key = _prepared(bench, f"ingest{apis}-api-1", url)
+        first, key = prepared(bench, f"ingest{apis}-api-1", url)
         servers = [first] + [
             service(
                 f"ingest{apis}-api-{n}",
@@ -173,7 +174,7 @@ def measure_fanout(bench: Any, databases: Databases, workers: int) -> dict[str, 
     size = bench.size
     expected = size.fanout_events * len(FIRST_STEP_ROLES)
     with databases.fresh(f"fanout{workers}") as url:
-        api, key = _prepared(bench, f"fanout{workers}-api", url)
+        api, key = prepared(bench, f"fanout{workers}-api", url)
         senders = [
             service(
                 f"fanout{workers}-worker-{n}",
@@ -291,5 +292,7 @@ def markdown(result: dict[str, Any]) -> str:
             *(f"| {' | '.join(row)} |" for row in rows),
             "",
             "Database sessions during the ingest runs: " + "; ".join(locks) + ".",
+            "",
+            startup.table(result["startup"], "PostgreSQL"),
         ]
     )

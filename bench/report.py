@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import startup
+
 
 def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:,.0f} ms"
@@ -56,6 +58,15 @@ def targets(result: dict[str, Any]) -> dict[str, bool]:
     }
 
 
+def machine_line(result: dict[str, Any]) -> str:
+    machine = result["machine"]
+    return (
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['arch']}, "
+        f"Python {machine['python']}; load average {machine['load_average_at_start']:.1f} at "
+        f"the start, {machine['load_average_at_end']:.1f} at the end; {result['when']}."
+    )
+
+
 def markdown(result: dict[str, Any]) -> str:
     base = result["baselines"]
     ingest, fanout, timers, ack = (result[k] for k in ("ingest", "fanout", "timers", "ack"))
@@ -64,7 +75,6 @@ def markdown(result: dict[str, Any]) -> str:
     raw = base["fanout"]
     fanout_rate = fanout["messages"] / fanout["seconds"] if fanout["seconds"] else 0.0
     raw_rate = raw["messages"] / raw["seconds"]
-    machine = result["machine"]
     rows = [
         (
             f"ingest: events/s at {size['concurrency']} concurrent",
@@ -121,11 +131,10 @@ def markdown(result: dict[str, Any]) -> str:
             f"{ack['per_second'] / base['ack']['per_second']:.1%}",
             f"p99 < 50 ms: {_verdict(met['ack p99 < 50 ms'])}",
         ),
+        *startup.markdown(result["startup"], "SQLite"),
     ]
     lines = [
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['arch']}, "
-        f"Python {machine['python']}; load average {machine['load_average_at_start']:.1f} at "
-        f"the start, {machine['load_average_at_end']:.1f} at the end; {result['when']}.",
+        machine_line(result),
         "",
         "| measurement | oos-notify | baseline, same run | ratio | target |",
         "| --- | --- | --- | --- | --- |",

@@ -129,6 +129,9 @@ def service(
         "OOS_NOTIFY_TEMPLATES_DIR": str(ROOT / "templates"),
         "OOS_NOTIFY_SMTP_HOST": "127.0.0.1",
         "OOS_NOTIFY_SMTP_PORT": str(smtp_port),
+        # A sink on loopback, without TLS, links to a loopback port: development, as named.
+        "OOS_NOTIFY_SMTP_SECURITY": "none",
+        "OOS_NOTIFY_DEV_ALLOW_INSECURE_MAIL": "true",
         "OOS_NOTIFY_SECRET_KEY": SECRET_KEY,
         # The per-key event limit (600 a minute by default) and the per-client limit on
         # acknowledgements (60) would measure themselves, not the service: one key on one
