@@ -10,6 +10,8 @@ from typing import Annotated, Any
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, Field, ValidationInfo
 
+from oos_notify.texts import direction_control
+
 MAX_ADDRESS_LENGTH = 254
 """RFC 5321's limit on a forward path, which ``email-validator`` enforces too."""
 
@@ -71,11 +73,19 @@ def sender(value: str) -> str:
 
 
 def one_line(value: str) -> str:
-    """A name shown in a header: refused if it holds a line break or a control character."""
+    """A name shown in a header or signing something: refused if it holds a line break, a
+    control character, or a character that changes the direction of text (which would let it
+    show as another name, or reorder what stands beside it)."""
     found = next((c for c in value if is_breaking(c)), None)
     if found is not None:
         raise ValueError(
             f"must be one line of text without control characters; it contains U+{ord(found):04X}"
+        )
+    turning = direction_control(value)
+    if turning is not None:
+        raise ValueError(
+            "must not contain characters that change the direction of text; "
+            f"it contains U+{ord(turning):04X}"
         )
     return value
 

@@ -7,27 +7,22 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
-from sqlalchemy import inspect
-from sqlmodel import Session
 
 from oos_notify import logs
-from oos_notify.agreements.config import ConfigError
 from oos_notify.clock import SystemClock
-from oos_notify.delivery.rendering import RenderError
 from oos_notify.errors import ServiceError
-from oos_notify.ops.config_check import load_checked
 from oos_notify.settings import Settings
-from oos_notify.store import apikeys, audit
-from oos_notify.store.db import (
-    SchemaNotReady,
-    create_schema,
-    make_engine,
-    open_schema,
-    transaction,
-)
+from oos_notify.store.db import SchemaNotReady, make_engine
 from oos_notify.web.console import commands as console_commands
+
+if TYPE_CHECKING:
+    from oos_notify.agreements.config import ConfigError
+
+# Each command imports what only it needs where it runs: the service's models, templates and
+# web framework take seconds to import, which `db upgrade` or `db current` should not wait for.
 
 
 def _print_problems(error: ConfigError) -> int:
@@ -40,6 +35,7 @@ def _print_problems(error: ConfigError) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from oos_notify.agreements.config import ConfigError
     from oos_notify.web.app import create_app
     from oos_notify.web.services import Role
 
@@ -55,6 +51,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _check_config(settings: Settings, _args: argparse.Namespace) -> int:
+    from oos_notify.agreements.config import ConfigError
+    from oos_notify.ops.config_check import load_checked
+
     try:
         agreements, _ = load_checked(settings.config_dir, settings.templates_dir)
     except ConfigError as error:
@@ -68,12 +67,21 @@ def _check_config(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _preview(settings: Settings, args: argparse.Namespace) -> int:
+    from oos_notify.agreements.config import ConfigError
+    from oos_notify.delivery.rendering import RenderError
+    from oos_notify.ops.config_check import load_checked
     from oos_notify.ops.preview import PreviewError, preview
 
     try:
         agreements, renderer = load_checked(settings.config_dir, settings.templates_dir)
         message = preview(
-            agreements, renderer, args.center, args.template, args.event, SystemClock().now()
+            agreements,
+            renderer,
+            args.center,
+            args.template,
+            args.event,
+            SystemClock().now(),
+            settings.replies_confirm,
         )
     except ConfigError as error:
         return _print_problems(error)
@@ -88,6 +96,9 @@ def _preview(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _apikey(settings: Settings, args: argparse.Namespace) -> int:
+    from oos_notify.store import apikeys
+    from oos_notify.store.db import open_schema, transaction
+
     engine = make_engine(settings.database_url)
     now = SystemClock().now()
     try:
@@ -122,6 +133,7 @@ def _apikey(settings: Settings, args: argparse.Namespace) -> int:
 
 def _db(settings: Settings, args: argparse.Namespace) -> int:
     from oos_notify.store import migrate
+    from oos_notify.store.db import create_schema
 
     if args.action == "revision":
         path = migrate.revision(args.message, args.url)
@@ -142,6 +154,9 @@ def _db(settings: Settings, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+        if found.at_head:  # nothing to migrate: every process's start-up starts the audit chain
+            print(f"{shown}: already at {wanted}")
+            return 0
         done = create_schema(engine)
     finally:
         engine.dispose()
@@ -153,7 +168,10 @@ def _db(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _audit(settings: Settings, args: argparse.Namespace) -> int:
-    from oos_notify.store import migrate
+    from sqlalchemy import inspect
+    from sqlmodel import Session
+
+    from oos_notify.store import audit, migrate
 
     engine = make_engine(settings.database_url)
     shown = engine.url.render_as_string(hide_password=True)

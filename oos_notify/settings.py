@@ -6,11 +6,12 @@ import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from oos_notify.addresses import sender
+from oos_notify.addresses import LOCALHOST, sender
 
 
 class SmtpSecurity(StrEnum):
@@ -78,8 +79,24 @@ class Settings(BaseSettings):
     smtp_port: int | None = None
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
-    smtp_security: SmtpSecurity = SmtpSecurity.NONE
+    smtp_security: SmtpSecurity | None = None
+    """Unset: what the port implies (465: TLS; any other port: STARTTLS, required). ``none``
+    only when set, and never with a username."""
     smtp_timeout_seconds: float = Field(default=15.0, gt=0)
+    smtp_ehlo_name: str | None = Field(
+        default=None, max_length=253, pattern=r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
+    )
+    """The name the service gives in EHLO; unset: the From address's domain (see
+    ``ehlo_name``)."""
+    dkim_key_file: Path | None = None
+    """An RSA private key in PEM form: outgoing mail is signed with it."""
+    dkim_selector: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$")
+    dkim_domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+    """The ``d=`` of the signature; unset: the From address's domain."""
+    dev_allow_insecure_mail: bool = False
+    """Development only: send over SMTP from a ``localhost`` address, with http or loopback
+    links. Without it, a configured SMTP server needs real, qualified ``MAIL_FROM`` and
+    ``PUBLIC_BASE_URL`` (https) settings, or the service does not start."""
 
     mail_from: Annotated[str, AfterValidator(sender)] = "oos-notify@localhost"
     """One mailbox, stored in its ASCII form (see ``addresses.mailbox``)."""
@@ -109,6 +126,11 @@ class Settings(BaseSettings):
     inbound_smtp_host: str = "127.0.0.1"
     inbound_smtp_port: int = Field(default=2525, ge=1, le=65535)
     inbound_max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=64 * 1024)
+    inbound_max_parse_seconds: float = Field(default=10.0, gt=0)
+    """How long reading one returned mail may take; a message that takes longer fails alone."""
+    inbound_authserv_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$")
+    """The authserv-id (RFC 8601) the operator's own receiving server writes in
+    ``Authentication-Results``; only its results are trusted. Unset: no reply confirms."""
     reply_confirm_words: Annotated[tuple[str, ...], NoDecode] = DEFAULT_CONFIRM_WORDS
     """What the first line of a reply may start with to acknowledge, compared without case."""
 
@@ -120,6 +142,9 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.JSON
 
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    claim_lease_seconds: float = Field(default=30.0, ge=1)
+    """How long a worker's claims last without renewal before another worker may take them over
+    (it renews them every third of this while it sends)."""
     send_batch_size: int = Field(default=50, ge=1)
     smtp_connections: int = Field(default=4, ge=1)
     max_send_attempts: int = Field(default=8, ge=1)
@@ -187,10 +212,118 @@ class Settings(BaseSettings):
         if self.smtp_port is not None:
             return self.smtp_port
         return {SmtpSecurity.NONE: 25, SmtpSecurity.STARTTLS: 587, SmtpSecurity.TLS: 465}[
-            self.smtp_security
+            self.effective_smtp_security
         ]
+
+    @property
+    def effective_smtp_security(self) -> SmtpSecurity:
+        """TLS on connect for port 465, STARTTLS (required) on any other: ``none`` only when an
+        operator says so. The embedded capture server, on loopback, speaks plain SMTP."""
+        if self.uses_capture_server:
+            return SmtpSecurity.NONE
+        if self.smtp_security is not None:
+            return self.smtp_security
+        return SmtpSecurity.TLS if self.smtp_port == 465 else SmtpSecurity.STARTTLS
+
+    @property
+    def replies_confirm(self) -> bool:
+        """A reply "received" acknowledges: replies come back to the reply domain, are read,
+        and the operator's own receiving server's results say who sent them."""
+        return (
+            self.reply_domain is not None
+            and self.inbound is not InboundMode.NONE
+            and self.inbound_authserv_id is not None
+        )
+
+    @property
+    def from_address(self) -> str:
+        """The From address: ``MAIL_FROM``'s mailbox on the reply domain when there is one, so
+        that a notification's Reply-To is on its From domain (a Reply-To on another domain than
+        the From, to a recipient of the From's own domain, is what spam filters call a spoof:
+        rspamd's SPOOF_REPLYTO scores 6)."""
+        if self.reply_domain is None:
+            return self.mail_from
+        return f"{self.mail_from.rpartition('@')[0]}@{self.reply_domain.lower()}"
 
     @property
     def mail_domain(self) -> str:
         """The domain of Message-IDs: the From address's, so replies thread per sender."""
-        return self.mail_from.rpartition("@")[2] or "localhost"
+        return self.from_address.rpartition("@")[2] or LOCALHOST
+
+    @property
+    def ehlo_name(self) -> str:
+        """What the service calls itself in EHLO: the setting, else the first qualified name of
+        the From domain and the public base URL's host; never ``localhost``, which relays that
+        want a fully qualified name refuse."""
+        if self.smtp_ehlo_name:
+            return self.smtp_ehlo_name
+        for name in (self.mail_domain, urlsplit(self.public_base_url).hostname or ""):
+            if is_qualified_domain(name):
+                return name
+        return "oos-notify.invalid"
+
+    def mail_problems(self) -> list[tuple[str, str]]:
+        """What stops this service from sending mail that a receiving server can trust, as
+        (setting, why) pairs; empty when all is well, or when mail goes to the capture server."""
+        if self.uses_capture_server:
+            return []
+        problems: list[tuple[str, str]] = []
+        if self.smtp_username and self.effective_smtp_security is SmtpSecurity.NONE:
+            problems.append(
+                (
+                    "OOS_NOTIFY_SMTP_SECURITY",
+                    "is none, and OOS_NOTIFY_SMTP_USERNAME is set: the password would cross "
+                    "the network in clear; use starttls or tls",
+                )
+            )
+        if self.dev_allow_insecure_mail:
+            return problems
+        domain = self.mail_from.rpartition("@")[2]
+        if not is_qualified_domain(domain):
+            problems.append(
+                (
+                    "OOS_NOTIFY_MAIL_FROM",
+                    f"the domain {domain!r} is not a fully qualified domain of yours: mail from "
+                    "it cannot pass SPF, DKIM or DMARC; set the address mail comes from, e.g. "
+                    "oos-notify@manufacturer.example (or, in development only, "
+                    "OOS_NOTIFY_DEV_ALLOW_INSECURE_MAIL=true)",
+                )
+            )
+        if self.reply_domain is not None and not is_qualified_domain(self.reply_domain):
+            problems.append(
+                (
+                    "OOS_NOTIFY_REPLY_DOMAIN",
+                    f"{self.reply_domain!r} is not a fully qualified domain of yours: mail "
+                    "goes From it, and would pass no SPF, DKIM or DMARC check (or, in "
+                    "development only, OOS_NOTIFY_DEV_ALLOW_INSECURE_MAIL=true)",
+                )
+            )
+        url = urlsplit(self.public_base_url)
+        if url.scheme != "https" or not is_qualified_domain(url.hostname or ""):
+            problems.append(
+                (
+                    "OOS_NOTIFY_PUBLIC_BASE_URL",
+                    f"{self.public_base_url!r} is not an https address on a fully qualified "
+                    "domain: the links in every email would not reach the service, or be "
+                    "read as spam; set the address centers open, e.g. "
+                    "https://oos-notify.manufacturer.example (or, in development only, "
+                    "OOS_NOTIFY_DEV_ALLOW_INSECURE_MAIL=true)",
+                )
+            )
+        return problems
+
+
+def is_qualified_domain(name: str) -> bool:
+    """A domain name with a dot that is not an IP address nor under ``localhost`` (or the other
+    names RFC 6761 keeps off the internet)."""
+    name = name.lower().rstrip(".")
+    labels = name.split(".")
+    if len(labels) < 2 or not all(labels):
+        return False
+    if labels[-1] in (LOCALHOST, "local", "localdomain", "invalid", "test", "internal"):
+        return False
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return not labels[-1].isdigit()
+    return False

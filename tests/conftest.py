@@ -132,6 +132,9 @@ def service_settings(directory: Path, smtp: CaptureServer | None, **overrides: A
         "templates_dir": TEMPLATES_DIR,
         "smtp_host": smtp.host if smtp else None,
         "smtp_port": smtp.port if smtp else None,
+        # A sink on loopback, without TLS, links to a loopback port: development, as named.
+        "smtp_security": "none",
+        "dev_allow_insecure_mail": True,
         "secret_key": "test-secret-key-not-for-production",
         "host": "127.0.0.1",
         "port": port,

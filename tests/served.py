@@ -46,6 +46,9 @@ class ServedProcess:
             "OOS_NOTIFY_TEMPLATES_DIR": str(ROOT / "templates"),
             "OOS_NOTIFY_SMTP_HOST": "127.0.0.1",
             "OOS_NOTIFY_SMTP_PORT": str(smtp_port),
+            # A sink on loopback, without TLS, links to a loopback port: development, as named.
+            "OOS_NOTIFY_SMTP_SECURITY": "none",
+            "OOS_NOTIFY_DEV_ALLOW_INSECURE_MAIL": "true",
             "OOS_NOTIFY_SECRET_KEY": "served-test-secret",
             "OOS_NOTIFY_PORT": str(self.port),
             "OOS_NOTIFY_PUBLIC_BASE_URL": self.base,

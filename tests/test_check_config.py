@@ -295,6 +295,14 @@ MANUFACTURER = "config/manufacturer.yaml"
             "it contains U+2028",
             id="a-manufacturer-name-with-a-line-separator",
         ),
+        pytest.param(
+            MERCY,
+            'name: "Dr. Lena Ortiz, CAR-T attending"',
+            'name: "\\u202egnidnetta T-RAC ,ztirO aneL .rD"',
+            f"{MERCY}: sites[0].contacts[2].name: must not contain characters that change the "
+            "direction of text; it contains U+202E",
+            id="a-contact-name-that-shows-reversed",
+        ),
     ],
 )
 def test_a_bad_agreement_is_refused_naming_the_file_and_the_field(

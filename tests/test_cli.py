@@ -137,7 +137,11 @@ def test_serve_without_a_secret_key_refuses_a_real_smtp_server(workdir: Path) ->
     result = run(
         workdir,
         "serve",
-        env={"OOS_NOTIFY_SMTP_HOST": "127.0.0.1", "OOS_NOTIFY_PORT": str(free_port())},
+        env={
+            "OOS_NOTIFY_SMTP_HOST": "127.0.0.1",
+            "OOS_NOTIFY_PORT": str(free_port()),
+            "OOS_NOTIFY_DEV_ALLOW_INSECURE_MAIL": "true",
+        },
     )
     assert result.returncode == 2
     assert "OOS_NOTIFY_SECRET_KEY" in result.stderr
@@ -196,7 +200,12 @@ def test_the_docker_image_without_smtp_refuses_to_start_and_says_how_to_run_it(
     assert result.returncode == 2, result.stderr
     assert "OOS_NOTIFY_HOST: 0.0.0.0 is not a loopback address" in result.stderr
     assert "/dev/mailbox" in result.stderr
-    for real_use in ("OOS_NOTIFY_SMTP_HOST", "OOS_NOTIFY_SECRET_KEY", "OOS_NOTIFY_PUBLIC_BASE_URL"):
+    for real_use in (
+        "OOS_NOTIFY_SMTP_HOST",
+        "OOS_NOTIFY_MAIL_FROM",
+        "OOS_NOTIFY_SECRET_KEY",
+        "OOS_NOTIFY_PUBLIC_BASE_URL",
+    ):
         assert real_use in result.stderr
     assert shlex.join(dockerfile_demo()) in result.stderr
     assert databases.untouched(database)
@@ -319,7 +328,7 @@ def test_preview_with_an_event_file_shows_that_events_facts(workdir: Path) -> No
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(
-        "Subject: [OOS DECISION NEEDED] OOS-2026-0142: lot LOT-77-0001 (CARTX)"
+        "Subject: Decision needed: OOS-2026-0142, lot LOT-77-0001 offered for OOS release\n"
     )
     assert "<b>potency</b>: result 22 %" in result.stdout  # the text part is plain text
     assert "RECORD THE PHYSICIAN'S DECISION" in result.stdout

@@ -91,16 +91,19 @@ async def test_a_sterility_result_after_infusion_asks_to_assess_the_patient_not_
     # And the coordinator reads what to do for a patient who has received the product
     mail = mail_to(first, COORDINATOR)
     assert mail.subject == (
-        "[OOS CRITICAL] OOS-2026-0142: out-of-specification result after infusion, assess the "
-        "patient: lot LOT-24-1187 (CARTX)"
+        "Assess the patient now: OOS-2026-0142, late OOS result on lot LOT-24-1187"
     )
     text = plain(mail)
     assert "The patient received this product on Fri 20 Nov 2026, 10:30 CST." in text
     assert "1. The treating physician assesses the patient now for signs of infection." in text
-    assert "2. Take blood cultures" in text
+    assert "2. Act on what the result means for the patient, under WHAT THE RESULT MEANS" in text
     assert (
-        "The organism's identification and its antimicrobial susceptibilities follow from "
-        "Example Therapeutics as soon as they are known." in text
+        "sterility, for the patient who received it: Assess the patient for signs of infection "
+        "now and over the coming days. Take blood cultures before starting antimicrobials" in text
+    )
+    assert (
+        "the organism's identification and its antimicrobial susceptibilities follow from the "
+        "manufacturer as soon as they are known." in text
     )
     # And nothing of the pre-release notice: no holding of lymphodepletion, no quarantine
     for wrong in (
@@ -124,7 +127,7 @@ async def test_a_late_result_before_infusion_asks_to_quarantine_the_product(
     await post(service, late_sterility(1, product_status="at_center"))
 
     mail = mail_to(smtp.handler.messages(), PHYSICIAN)
-    assert "late out-of-specification result, do not infuse" in mail.subject
+    assert mail.subject == "Do not infuse: OOS-2026-0142, late OOS result on lot LOT-24-1187"
     text = plain(mail)
     assert "The product has not been infused: it is at the center, not infused." in text
     assert "1. Quarantine the product: do not thaw it and do not infuse it." in text
@@ -155,7 +158,7 @@ async def test_a_late_result_after_resolved_reopens_the_incident_and_tells_every
     await service.client.post(ack_link(coordinator_mail), data={"response": "received"})
     await service.settle()
     await post(service, follow_up("resolved", 200))
-    closing = [m for m in smtp.handler.messages() if m.subject.startswith("[OOS CLOSED]")]
+    closing = [m for m in smtp.handler.messages() if m.subject.startswith("Investigation closed: ")]
     assert sent_to(closing) == {COORDINATOR: 1, PHYSICIAN: 1, CELL_LAB: 1, NAVIGATOR: 1}
     text = plain(closing[0])
     assert "No further messages" not in text
@@ -197,7 +200,9 @@ async def test_a_late_result_after_resolved_reopens_the_incident_and_tells_every
     }
     assert "assesses the patient now for signs of infection" in plain(mail_to(after, PHYSICIAN))
     liaison = mail_to(after, NAVIGATOR)
-    assert liaison.subject.startswith("[OOS CRITICAL] OOS-2026-0142: late")
+    assert liaison.subject == (
+        "Tell the physician: OOS-2026-0142, late OOS result on lot LOT-24-1187"
+    )
     assert "The patient received this product on Thu 03 Dec 2026, 09:00 CST." in plain(liaison)
     # And the physician's new link confirms the new round
     link = ack_link(mail_to(after, PHYSICIAN))
@@ -313,23 +318,23 @@ async def test_an_oos_acceptance_runs_through_its_pathway_checklist_before_resol
     )
     assert decided_entry["detail"]["signature"]["printed_name"] == "Lena Ortiz, MD"
 
-    # When the product is infused and QA tries to resolve with the checklist incomplete
-    await post(
-        service,
-        follow_up(
-            "update",
-            201,
-            occurred_at="2026-11-25T18:00:00Z",
-            product_status="infused",
-            infused_at="2026-11-25T17:00:00Z",
-        ),
+    # When QA records the infusion with the checklist incomplete
+    infusion = follow_up(
+        "update",
+        201,
+        occurred_at="2026-11-25T18:00:00Z",
+        product_status="infused",
+        infused_at="2026-11-25T17:00:00Z",
     )
-    refused = await service.post_event(follow_up("resolved", 202))
+    refused = await service.post_event(infusion)
 
-    # Then resolving is refused, naming what is missing
+    # Then the infusion is refused, naming what is missing (21 CFR 50.20, 56.103, 312.305)
     assert refused.status_code == 409
-    assert "physician_request, expanded_access, irb_approval, consent" in refused.json()["detail"]
-    assert (await detail(service, incident_id))["status"] == "acknowledged"
+    detail_text = refused.json()["detail"]
+    assert "cannot be recorded as infused" in detail_text
+    for item in ("physician_request", "expanded_access", "irb_approval", "consent"):
+        assert item in detail_text
+    assert (await detail(service, incident_id))["product_status"] is None
 
     # When QA confirms the rest of the checklist
     await post(
@@ -345,7 +350,8 @@ async def test_an_oos_acceptance_runs_through_its_pathway_checklist_before_resol
     state = await detail(service, incident_id)
     assert state["oos_release"]["outstanding"] == []
 
-    # Then the incident resolves
+    # Then the infusion is recorded and the incident resolves
+    await post(service, infusion)
     resolved = await service.post_event(follow_up("resolved", 204))
     assert resolved.status_code == 202, resolved.text
     assert resolved.json()["status"] == "resolved"
@@ -391,7 +397,9 @@ async def test_call_me_leaves_the_decision_open_and_qa_records_it_after_the_call
     assert 'value="accept_oos_product"' in page.text
     # And QA gets a callback task with the number to call
     callback = mail_to(smtp.handler.messages()[before:], QA)
-    assert callback.subject.startswith("[OOS CALL BACK] Mercy General")
+    assert callback.subject == (
+        "Call the physician: OOS-2026-0142, lot LOT-24-1187, call-back requested"
+    )
     text = plain(callback)
     assert "Phone: +1 312 555 0199" in text and "In clinic until 2" in text
     assert "The decision is still open." in text
@@ -439,7 +447,9 @@ async def test_call_me_leaves_the_decision_open_and_qa_records_it_after_the_call
     # And the physician is told what was recorded in their name, QA gets the receipt
     told = smtp.handler.messages()[before + 2 :]
     recorded_mail = mail_to(told, PHYSICIAN)
-    assert recorded_mail.subject.startswith("[OOS DECISION RECORDED] OOS-2026-0142")
+    assert recorded_mail.subject == (
+        "Check your decision: OOS-2026-0142, lot LOT-24-1187, recorded by QA"
+    )
     assert (
         "If this is not what you decided, call Example Therapeutics QA at once on +1 555 0100"
         in (plain(recorded_mail))
@@ -559,7 +569,9 @@ async def test_an_unanswered_decision_is_escalated_72_hours_before_lymphodepleti
         MEDICAL_AFFAIRS: 1,
     }
     director = mail_to(overdue, PROGRAM_DIRECTOR)
-    assert director.subject.startswith("[OOS DECISION OVERDUE] OOS-2026-0142")
+    assert director.subject == (
+        "Decision overdue: OOS-2026-0142, lot LOT-24-1187 offered for OOS release"
+    )
     text = plain(director)
     assert "No decision has been recorded on the out-of-specification product" in text
     assert "by Fri 27 Nov 2026, 00:00 CST" in text
@@ -610,7 +622,7 @@ async def test_a_cell_lab_confirmation_is_recorded_and_stops_nothing(
     lab_link = ack_link(mail_to(first, CELL_LAB))
     page = await service.client.get(lab_link)
     assert "it does not stop the escalation" in page.text
-    assert 'value="received"' in page.text and 'value="call_me"' not in page.text
+    assert 'value="received"' in page.text and 'name="response" value="call_me"' not in page.text
     confirmed = await service.client.post(lab_link, data={"response": "received"})
     await service.settle()
 
@@ -625,7 +637,9 @@ async def test_a_cell_lab_confirmation_is_recorded_and_stops_nothing(
     [lab] = state["acknowledgements"]
     assert (lab["by"], lab["stopped_escalation"]) == (CELL_LAB, False)
     again = await service.client.get(lab_link)
-    assert "You have confirmed this notice" in again.text and "<form" not in again.text
+    # Only the page's report form is left: nothing more to confirm
+    assert "You have confirmed this notice" in again.text
+    assert 'name="response"' not in again.text
 
     # And the reminder still goes out at 11:12, saying who has seen it
     await advance(service, clock, hours=1, minutes=40)
@@ -703,10 +717,11 @@ async def test_an_update_moving_lymphodepletion_within_72_hours_speeds_the_escal
     text = plain(update)
     assert "(critical: lymphodepletion starts within 72 hours)" in text
     assert (
-        "examplecel (autologous anti-CD19 CAR-T) is infused 2 days to 14 days after "
-        "lymphodepletion ends. If it cannot be infused by Sat 12 Dec 2026, lymphodepletion "
-        "has to be repeated." in text
+        "B-cell precursor acute lymphoblastic leukaemia (ALL): infuse 2 days to 14 days after "
+        "lymphodepletion ends, that is Mon 30 Nov 2026 to Sat 12 Dec 2026." in text
     )
+    assert "is the treating physician's decision" in text
+    assert "has to be repeated" not in text
 
     # And the escalation runs on the faster clock: the reminder at 18:12 tonight
     reminders = [
@@ -721,7 +736,10 @@ async def test_an_update_moving_lymphodepletion_within_72_hours_speeds_the_escal
     await advance(service, clock, minutes=1)
     tonight = smtp.handler.messages()[sent:]
     assert sent_to(tonight) == {BACKUP: 1, PHYSICIAN: 1}
-    assert all(m.subject.startswith("[OOS CRITICAL] Not yet confirmed") for m in tonight)
+    assert all(
+        m.subject == "Confirm now: OOS-2026-0142, notice on lot LOT-24-1187 unconfirmed"
+        for m in tonight
+    )
 
 
 # --- 6. what messages must also carry --------------------------------------------------------
@@ -808,10 +826,11 @@ def test_preview_shows_the_severity_and_the_link_validity_the_live_service_sends
     rendered = preview(
         agreements, renderer, "mercy-general-main", "late_result_initial", event, now
     )
-    assert rendered.subject.startswith("[OOS CRITICAL] OOS-2026-0142")
-    assert "valid until Tue 08 Dec 2026, 09:12 CST" in rendered.text
+    assert rendered.subject.startswith("Quarantine or assess: OOS-2026-0142")
+    assert "Incident:              OOS-2026-0142 (critical: " in rendered.text
+    assert "works\nuntil Tue 08 Dec 2026, 09:12 CST" in rendered.text
 
     # And the sample's link is valid for the center's 14 days, not until its own send time
     sample = preview(agreements, renderer, "mercy-general-main", "escalation_reminder", None, now)
     assert "Reported:              Tue 24 Nov 2026, 09:12 CST" in sample.text
-    assert re.search(r"valid until Tue 08 Dec 2026, 09:12 CST", sample.text)
+    assert re.search(r"works\s+until Tue 08 Dec 2026, 09:12 CST", sample.text)

@@ -32,13 +32,19 @@ async def test_acknowledgement_stops_escalation_and_starts_patient_brief(
     ]
     coordinator_mail = next(m for m in initial if m.recipients == ("ct-coord@mercy.example",))
     assert coordinator_mail.subject == (
-        "[OOS MAJOR] OOS-2026-0142: lot LOT-24-1187 (CARTX) failed release specification"
+        "Confirm receipt: OOS-2026-0142, lot LOT-24-1187 failed release"
     )
     assert coordinator_mail.message.get_content_type() == "multipart/alternative"
     assert coordinator_mail.message["Auto-Submitted"] == "auto-generated"
     assert "viability" in coordinator_mail.part("plain") and "71 %" in coordinator_mail.part("html")
     link = ack_link(coordinator_mail)
     assert link in coordinator_mail.part("html")
+    # And the text says first what to do and by when: the reminder's time, before the facts
+    text = coordinator_mail.part("plain")
+    assert text.index("CONFIRM BY Tue 24 Nov 2026, 11:12 CST") < text.index(link)
+    assert text.index(link) < text.index("WHAT FAILED")
+    # And, with no reply domain, it does not say that a reply confirms
+    assert "confirms too" not in text and "confirms too" not in coordinator_mail.part("html")
 
     # Then opening the link (as a mail scanner would) changes nothing
     page = await service.client.get(link)
@@ -65,7 +71,7 @@ async def test_acknowledgement_stops_escalation_and_starts_patient_brief(
     new = after_ack[3:]
     assert {m.recipients[0] for m in new} == {"qa@manufacturer.example", "navigator@mercy.example"}
     receipt = next(m for m in new if m.recipients == ("qa@manufacturer.example",))
-    assert receipt.subject.startswith("[OOS] Acknowledged by Mercy General")
+    assert receipt.subject == "Confirmed by the center: OOS-2026-0142, lot LOT-24-1187"
     assert "Physician informed" in receipt.part("plain")
     brief = next(m for m in new if m.recipients == ("navigator@mercy.example",))
     assert "COI-8K2M-4471" in brief.part("plain")
@@ -110,14 +116,31 @@ async def test_unacknowledged_incident_escalates_on_time(
         "ct-coord2@mercy.example",
         "ct-md@mercy.example",
     }
-    assert all(m.subject.startswith("[OOS MAJOR] Not yet confirmed") for m in reminders)
+    assert all(
+        m.subject == "Confirm now: OOS-2026-0142, notice on lot LOT-24-1187 unconfirmed"
+        for m in reminders
+    )
     detail = (await service.client.get(f"/v1/incidents/{incident_id}", headers=service.auth)).json()
     assert detail["status"] == "escalated" and detail["escalation_level"] == 1
 
-    # Mail clients thread every message of the incident together
-    threads = {m.message["References"] for m in smtp.handler.messages()}
-    assert len(threads) == 1
     assert len({m.message_id for m in smtp.handler.messages()}) == 5
+    # Mail clients thread each recipient's messages of the incident: the first one a recipient
+    # gets points at no message (none was sent before it), each later one at that first one
+    # (a message that really went out), as the reminders and the notice of resolution do
+    closed = await service.post_event(
+        release_failure(event_id="QA-EVT-RESOLVED", type="resolved", failed_attributes=[])
+    )
+    assert closed.status_code == 202, closed.text
+    await service.settle()
+    messages = await received(smtp, 6)
+    first: dict[str, str] = {}
+    for message in messages:
+        root = first.setdefault(message.recipients[0], message.message_id)
+        if root == message.message_id:
+            assert message.message["References"] is None
+        else:
+            assert message.message["In-Reply-To"] == message.message["References"] == root
+    assert len(first) < len(messages)
 
 
 async def test_step_survives_a_restart_and_is_sent_once(
@@ -135,7 +158,7 @@ async def test_step_survives_a_restart_and_is_sent_once(
     try:
         messages = await received(smtp, 5)
         await second.settle()
-        reminders = [m for m in smtp.handler.messages() if "Not yet confirmed" in m.subject]
+        reminders = [m for m in smtp.handler.messages() if m.subject.startswith("Confirm now: ")]
         assert sorted(m.recipients[0] for m in reminders) == [
             "ct-coord2@mercy.example",
             "ct-md@mercy.example",
@@ -168,7 +191,10 @@ async def test_withdrawn_incident_cancels_what_is_pending_and_its_links_stop_wor
     assert sorted(m.recipients[0] for m in withdrawals) == sorted(
         m.recipients[0] for m in messages[:3]
     )
-    assert all(m.subject.startswith("[OOS WITHDRAWN] OOS-2026-0142") for m in withdrawals)
+    assert all(
+        m.subject == "Withdrawn: OOS-2026-0142, lot LOT-24-1187 notice raised in error"
+        for m in withdrawals
+    )
     # And the link says the incident is closed without acknowledging
     page = await service.client.get(link)
     assert page.status_code == 200 and "This incident is closed" in page.text

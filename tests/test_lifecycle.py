@@ -69,7 +69,7 @@ def subjects(messages: list[CapturedMessage]) -> dict[str, str]:
 
 def decision_request(smtp: CaptureServer) -> CapturedMessage:
     """The one email that asks the physician to decide on the offered product."""
-    [mail] = [m for m in smtp.handler.messages() if m.subject.startswith("[OOS DECISION NEEDED]")]
+    [mail] = [m for m in smtp.handler.messages() if m.subject.startswith("Decision needed: ")]
     return mail
 
 
@@ -143,10 +143,12 @@ async def test_a_full_incident_from_failure_to_physician_decision_to_closing(
     }
     by_recipient = {m.recipients[0]: m for m in offered}
     decision_mail = by_recipient[PHYSICIAN]
-    assert decision_mail.subject.startswith("[OOS DECISION NEEDED] OOS-2026-0142")
+    assert decision_mail.subject == (
+        "Decision needed: OOS-2026-0142, lot LOT-24-1187 offered for OOS release"
+    )
     assert "RECORD THE PHYSICIAN'S DECISION" in decision_mail.part("plain")
     notice = by_recipient[COORDINATOR]
-    assert "Out-of-specification release offered" in notice.subject
+    assert notice.subject == "Prepare for OOS release: OOS-2026-0142, lot LOT-24-1187"
     assert "/ack/" not in notice.part("plain")
 
     # And the decision page offers the physician's choices, changing nothing when opened
@@ -165,12 +167,21 @@ async def test_a_full_incident_from_failure_to_physician_decision_to_closing(
     assert answer.status_code == 200 and "your decision is recorded" in answer.text
     await service.settle()
 
-    # Then QA receives the decision, the incident is acknowledged and the liaison is briefed
+    # Then QA receives the decision, the incident is acknowledged, the liaison is briefed, and
+    # the center's coordinator, cell lab, pharmacy and quality unit get the outcome
     decided = smtp.handler.messages()[16:]
-    assert sent_to(decided) == {QA: 1, NAVIGATOR: 1}
+    assert sent_to(decided) == {
+        QA: 1,
+        NAVIGATOR: 1,
+        COORDINATOR: 1,
+        CELL_LAB: 1,
+        PHARMACY: 1,
+        QUALITY: 1,
+    }
     receipt = {m.recipients[0]: m for m in decided}[QA]
-    assert receipt.subject.startswith("[OOS DECISION] Mercy General")
-    assert "Accept the out-of-specification product" in receipt.subject
+    assert receipt.subject == (
+        "Act on decision: OOS-2026-0142, lot LOT-24-1187: OOS product accepted"
+    )
     assert "Benefit outweighs risk." in receipt.part("plain")
     state = await detail(service, incident_id)
     assert state["decision"] == "accept_oos_product"
@@ -182,7 +193,7 @@ async def test_a_full_incident_from_failure_to_physician_decision_to_closing(
     await post(service, follow_up("resolved", 201))
 
     # Then everyone told hears it once, and nothing at all is sent afterwards
-    closing = smtp.handler.messages()[18:]
+    closing = smtp.handler.messages()[22:]
     assert sent_to(closing) == {
         COORDINATOR: 1,
         CELL_LAB: 1,
@@ -195,9 +206,9 @@ async def test_a_full_incident_from_failure_to_physician_decision_to_closing(
         PHARMACY: 1,
         REGULATORY: 1,
     }
-    assert all(m.subject.startswith("[OOS CLOSED] OOS-2026-0142") for m in closing)
+    assert all(m.subject == "Investigation closed: OOS-2026-0142, lot LOT-24-1187" for m in closing)
     await advance(service, clock, days=10)
-    assert len(smtp.handler.messages()) == 28
+    assert len(smtp.handler.messages()) == 32
     state = await detail(service, incident_id)
     assert state["status"] == "resolved"
     assert {n["status"] for n in state["notifications"]} == {"sent", "cancelled"}
@@ -250,7 +261,10 @@ async def test_a_cancelled_lot_is_told_to_everyone_told_and_the_escalation_goes_
 
     notices = smtp.handler.messages()[3:]
     assert sent_to(notices) == {COORDINATOR: 1, PHYSICIAN: 1, CELL_LAB: 1}
-    assert all("Lot cancelled" in m.subject for m in notices)
+    assert all(
+        m.subject == "Do not lymphodeplete: OOS-2026-0142, lot LOT-24-1187 cancelled"
+        for m in notices
+    )
     assert "Do not start lymphodepletion for this lot" in notices[0].part("plain")
     # Nobody has acknowledged yet, so the reminder still goes out at 11:12
     await advance(service, clock, hours=2)
@@ -290,7 +304,9 @@ async def test_moving_lymphodepletion_moves_the_liaison_alert_and_tells_everyone
     assert state["key_dates"]["lymphodepletion_start"] == "2026-12-07"
     updates = smtp.handler.messages()[3:]
     assert sent_to(updates) == {COORDINATOR: 1, PHYSICIAN: 1, CELL_LAB: 1}
-    assert updates[0].subject.startswith("[OOS UPDATE] OOS-2026-0142")
+    assert updates[0].subject == (
+        "Check the key dates: OOS-2026-0142, lot LOT-24-1187, new information"
+    )
     assert "Mon 07 Dec 2026" in updates[0].part("plain")
 
     # And nothing reaches the liaison at the old time, but it does at the new one
@@ -337,9 +353,10 @@ async def test_an_update_after_the_alert_was_sent_does_not_send_it_again(
     state = await detail(service, opened["incident_id"])
     urgent = [n for n in state["notifications"] if n["template"] == "patient_liaison_urgent"]
     assert [n["status"] for n in urgent if n["recipient"] == NAVIGATOR] == ["sent"]
-    assert [m.subject[:12] for m in smtp.handler.messages() if m.recipients[0] == NAVIGATOR] == [
-        "[OOS URGENT]",
-        "[OOS UPDATE]",
+    to_liaison = [m.subject for m in smtp.handler.messages() if m.recipients[0] == NAVIGATOR]
+    assert [subject.partition(":")[0] for subject in to_liaison] == [
+        "Call the center today",
+        "Check the key dates",
     ]
 
 
@@ -388,9 +405,13 @@ async def test_a_late_result_restarts_the_escalation_under_the_urgent_plan(
         NAVIGATOR: 1,
     }
     by_recipient = {m.recipients[0]: m for m in restarted}
-    assert by_recipient[COORDINATOR].subject.startswith("[OOS CRITICAL] OOS-2026-0142")
+    assert by_recipient[COORDINATOR].subject == (
+        "Quarantine or assess: OOS-2026-0142, late OOS result on lot LOT-24-1187"
+    )
     assert "growth at day 9" in by_recipient[COORDINATOR].part("plain")
-    assert by_recipient[NAVIGATOR].subject.startswith("[OOS CRITICAL] OOS-2026-0142: late")
+    assert by_recipient[NAVIGATOR].subject == (
+        "Tell the physician: OOS-2026-0142, late OOS result on lot LOT-24-1187"
+    )
     assert "/ack/" not in by_recipient[NAVIGATOR].part("plain")
 
     # And the urgent plan escalates after 30 min, around the clock, until somebody confirms
@@ -607,7 +628,7 @@ async def test_a_decision_link_from_before_a_late_result_decides_nothing_until_s
     assert (state["status"], state["decision"]) == ("acknowledged", "decline_product")
     assert [(a["purpose"], a["round"]) for a in state["acknowledgements"]] == [("decision", 2)]
     receipt = next(m for m in smtp.handler.messages()[sent:] if m.recipients[0] == QA)
-    assert "Decline the product" in receipt.subject
+    assert receipt.subject == "Act on decision: OOS-2026-0142, lot LOT-24-1187: product declined"
 
     # And a round-1 link of the cell lab lists the decision among what changed
     cell_lab_mail = next(m for m in smtp.handler.messages() if m.recipients[0] == CELL_LAB)
@@ -819,7 +840,7 @@ async def test_a_template_edit_changes_the_wording_for_new_incidents_only(
         # Then the open incident's reminder keeps the wording it was planned with
         reminders = sorted(m.subject for m in smtp.handler.messages() if m.recipients[0] == BACKUP)
         assert reminders == [
-            "[OOS MAJOR] Not yet confirmed: OOS-2026-0142, lot LOT-24-1187 (CARTX)",
+            "Confirm now: OOS-2026-0142, notice on lot LOT-24-1187 unconfirmed",
             "[OOS REMINDER v2] OOS-2026-0150 still unconfirmed",
         ]
         old, new = await detail(service, first), await detail(service, second)
@@ -848,20 +869,23 @@ async def test_a_decision_after_the_notice_was_acknowledged_reaches_qa_and_chang
     assert "your decision is recorded" in declined.text
     await service.settle()
 
-    # Then QA alone hears of it, and the incident stays acknowledged in its first round
+    # Then QA and the center's four roles hear of it (the latter after the offer's notice),
+    # and the incident stays acknowledged in its first round
     after = smtp.handler.messages()[5:]
     assert sent_to(after) == {
         PHYSICIAN: 1,
-        COORDINATOR: 1,
-        CELL_LAB: 1,
+        COORDINATOR: 2,
+        CELL_LAB: 2,
         NAVIGATOR: 1,
-        QUALITY: 1,
-        PHARMACY: 1,
+        QUALITY: 2,
+        PHARMACY: 2,
         REGULATORY: 1,
         QA: 1,
     }
+    outcomes = [m.recipients[0] for m in after if m.subject.startswith("Decision made: ")]
+    assert sorted(outcomes) == sorted([COORDINATOR, CELL_LAB, PHARMACY, QUALITY])
     receipt = next(m for m in after if m.recipients[0] == QA)
-    assert "Decline the product" in receipt.subject
+    assert receipt.subject == "Act on decision: OOS-2026-0142, lot LOT-24-1187: product declined"
     state = await detail(service, opened["incident_id"])
     assert (state["status"], state["ack_round"], state["decision"]) == (
         "acknowledged",

@@ -53,6 +53,11 @@ def test_the_revisions_are_one_numbered_line() -> None:
     assert [s.down_revision for s in scripts] == [None, *(s.revision for s in scripts[:-1])]
     assert all(Path(s.path).name.startswith(f"{s.revision}_") for s in scripts)
     assert migrate.scripts().get_heads() == [migrate.head()]
+    # start-up reads the revisions from the file names, without loading Alembic: the same answers
+    assert [migrate.describe(s.revision) for s in scripts] == [
+        f"{s.revision} ({s.doc})" for s in scripts
+    ]
+    assert all(migrate.known(s.revision) for s in scripts) and not migrate.known("9999")
 
 
 def test_an_empty_database_is_migrated_to_the_schema_the_models_describe(tmp_path: Path) -> None:

@@ -204,3 +204,30 @@ def test_the_event_limit_of_a_key_holds_across_api_processes(
         )
 
     assert codes == Counter({202: 10, 429: 14})
+
+
+def test_a_clients_limits_hold_across_api_processes(
+    workdir: Path, processes: list[ServedProcess]
+) -> None:
+    # Given two api processes, each allowing a client 4 failed authentications and 4 requests
+    # to acknowledgement links a minute
+    limits = {
+        "OOS_NOTIFY_AUTH_FAILURES_PER_MINUTE": "4",
+        "OOS_NOTIFY_ACK_REQUESTS_PER_MINUTE": "4",
+        **QUIET,
+    }
+    with CaptureServer() as smtp:
+        apis = [start(processes, workdir, "api", smtp.port, f"api-{n}", **limits) for n in (1, 2)]
+        # When one client alternates between them with wrong keys and made-up links
+        wrong_keys = [
+            post(apis[n % 2].base, "not-a-key", release_failure(at=now())).status_code
+            for n in range(8)
+        ]
+        links = [
+            httpx.get(f"{apis[n % 2].base}/ack/not-a-token", timeout=30).status_code
+            for n in range(8)
+        ]
+
+    # Then the client has the budget of one process, not of two
+    assert wrong_keys == [401] * 4 + [429] * 4
+    assert links[4:] == [429] * 4 and 429 not in links[:4]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import subprocess
 import sys
 import time
@@ -61,16 +62,38 @@ class Served:
     log: Path
 
 
+def certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key: the service trusts it through
+    ``SSL_CERT_FILE``, as a host trusts its organisation's own CA."""
+    cert, key = directory / "relay.crt", directory / "relay.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     mailbox = AuthenticatedMailbox()
     smtp_port = free_port()
+    cert, key = certificate(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    # The relay takes the password only over TLS, and the service asks for STARTTLS by default.
     controller = Controller(
         mailbox,
         hostname="127.0.0.1",
         port=smtp_port,
         authenticator=authenticate,
-        auth_require_tls=False,
+        tls_context=tls,
+        require_starttls=True,
+        auth_require_tls=True,
     )
     controller.start()
     port = free_port()
@@ -86,6 +109,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
         "OOS_NOTIFY_SECRET_KEY": SECRET_KEY,
         "OOS_NOTIFY_PORT": str(port),
         "OOS_NOTIFY_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "OOS_NOTIFY_DEV_ALLOW_INSECURE_MAIL": "true",
+        "SSL_CERT_FILE": str(cert),
     }
     log = tmp_path / "serve.log"
     created = subprocess.run(

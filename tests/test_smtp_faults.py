@@ -237,13 +237,15 @@ async def test_a_permanent_rejection_is_failed_shown_reported_to_qa_and_escalati
         reports = [m for m in faulty.handler.messages() if m.recipients == (QA,)]
         assert len(reports) == 1
         [report] = reports
-        assert "Not delivered" in report.subject and "OOS-2026-0142" in report.subject
-        assert "LOT-24-1187" in report.subject
+        assert report.subject == (
+            "Reach the center: OOS-2026-0142, lot LOT-24-1187, notice not delivered"
+        )
         for part in (report.part("plain"), report.part("html")):
             assert LAB in part and "Cell Processing Lab" in part
             assert str(code) in part and "release_failure_initial" in part
             assert "/ack/" not in part, "QA's report carries no acknowledgement link"
-        assert report.message["In-Reply-To"] == f"<{incident_id.lower()}@localhost>"
+        # QA's first message of the incident: it points at no message, none went to QA before
+        assert report.message["In-Reply-To"] is None
         [listed] = [n for n in detail["notifications"] if n["kind"] == "delivery_failure"]
         assert listed["recipient"] == QA and listed["status"] == "sent"
         timeline = (
@@ -259,7 +261,7 @@ async def test_a_permanent_rejection_is_failed_shown_reported_to_qa_and_escalati
         # And the escalation goes on to its next step two business hours later
         clock.advance(timedelta(hours=2))
         await service.settle()
-        reminders = [m for m in faulty.handler.messages() if "Not yet confirmed" in m.subject]
+        reminders = [m for m in faulty.handler.messages() if m.subject.startswith("Confirm now: ")]
         assert {m.recipients[0] for m in reminders} == {
             "ct-coord2@mercy.example",
             "ct-md@mercy.example",

@@ -6,18 +6,23 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from oos_notify.agreements.config import ConfigError
+from oos_notify.delivery.capture import free_port
 from oos_notify.ops.config_check import inputs_digest
 from oos_notify.settings import Settings
 from oos_notify.web.app import create_app
+from oos_notify.web.services import CHECKED, REUSED
 from tests.conftest import CONFIG_DIR, TEMPLATES_DIR, service_settings
-
-SKIPPED = "config and templates unchanged since they passed the check: not rendered"
+from tests.databases import needs_postgresql
+from tests.served import COMMAND, ServedProcess
 
 
 @pytest.fixture
@@ -35,7 +40,7 @@ def start(settings: Settings, caplog: pytest.LogCaptureFixture) -> bool:
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="oos_notify"):
         create_app(settings).state.services.engine.dispose()
-    return any(record.getMessage() == SKIPPED for record in caplog.records)
+    return any(record.getMessage() == REUSED for record in caplog.records)
 
 
 def test_a_restart_with_nothing_changed_does_not_render_again(
@@ -72,6 +77,27 @@ def test_a_site_override_added_later_is_rendered_at_the_next_start(
         start(files, caplog)
 
     assert any("mercy-west/incident_update/subject.txt" in str(p) for p in refused.value.problems)
+
+
+@needs_postgresql
+def test_replicas_starting_together_render_the_templates_once(
+    files: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two processes of one version start at the same moment on one PostgreSQL database: one
+    renders every template, the other waits for it and finds the check passed."""
+    together = threading.Barrier(2)
+
+    def replica() -> None:
+        together.wait()
+        create_app(files).state.services.engine.dispose()
+
+    with caplog.at_level(logging.INFO, logger="oos_notify"), ThreadPoolExecutor(2) as pool:
+        for started in [pool.submit(replica) for _ in range(2)]:
+            started.result(timeout=300)
+
+    said = [record.getMessage() for record in caplog.records]
+    assert sum(message.startswith(CHECKED) for message in said) == 1, said
+    assert said.count(REUSED) == 1, said
 
 
 def test_a_failed_check_is_never_remembered_as_passed(
@@ -120,3 +146,49 @@ def test_the_digest_changes_with_any_config_or_template_file(
 
 def _append(path: Path) -> None:
     path.write_text(path.read_text() + "\n")
+
+
+# --- the commands an operator runs -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["api", "worker"])
+def test_a_restarted_process_keeps_the_check_and_a_changed_template_is_checked_again(
+    files: Settings, tmp_path: Path, command: str
+) -> None:
+    """``oos-notify api`` and ``worker`` as an operator runs them: the first start renders every
+    template, a restart with the same files does not, an edited template is rendered again at
+    the next start, and a broken one keeps the process down with exit status 2."""
+    process = ServedProcess(
+        tmp_path,
+        files.config_dir,
+        free_port(),
+        {"OOS_NOTIFY_TEMPLATES_DIR": str(files.templates_dir), "OOS_NOTIFY_LOG_FORMAT": "text"},
+        command=command,
+    )
+
+    def started() -> str:
+        """Start until ready and stop; what this start logged about the template check."""
+        before = process.log.read_text() if process.log.exists() else ""
+        try:
+            process.start(deadline=300)  # a loaded CI machine: this test times nothing
+        finally:
+            process.stop()
+        said = process.log.read_text()[len(before) :]
+        assert (CHECKED in said) != (REUSED in said), said
+        return "checked" if CHECKED in said else "reused"
+
+    assert started() == "checked"
+    assert started() == "reused"
+
+    body = files.templates_dir / "release_failure_initial" / "body.txt"
+    body.write_text(body.read_text() + "\nCall the QA desk with any question.\n")
+    assert started() == "checked"
+    assert started() == "reused"
+
+    body.write_text(body.read_text().replace("{{ recipient.name }}", "{{ recipient.nickname }}"))
+    refused = subprocess.run(
+        [COMMAND, command], env=process.env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "release_failure_initial/body.txt" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -7,19 +7,21 @@ is planned with, and that merged value is what gets snapshotted on the incident.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import stat
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import date, time
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, Self, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
 import yaml
+from holidays.registry import EntityLoader
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -30,10 +32,17 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from yaml._yaml import CParser
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.error import Mark
+from yaml.reader import Reader, ReaderError
+from yaml.resolver import Resolver
 
 from oos_notify.addresses import STORED, Address, Name
 from oos_notify.agreements.durations import Duration, DurationField, parse_duration
 from oos_notify.agreements.vocabulary import (
+    GATED_TRANSITIONS,
     MANUFACTURER_PREFIX,
     OPENING_EVENT_TYPES,
     CenterRole,
@@ -41,6 +50,7 @@ from oos_notify.agreements.vocabulary import (
     KeyDate,
     ManufacturerRole,
     Severity,
+    Transition,
 )
 
 MAX_CONFIG_FILE_BYTES = 1024 * 1024
@@ -96,15 +106,22 @@ class ManufacturerContact(_Strict):
     roles: list[ManufacturerRole] = Field(min_length=1)
 
 
+SourceText = Annotated[str, Field(min_length=1, max_length=300)]
+"""Where a clinical statement comes from (a label's section, a pharmacopoeia chapter)."""
+GuidanceText = Annotated[str, Field(min_length=1, max_length=1500)]
+
+
 class InfusionWindow(_Strict):
-    """When a product must be infused, counted from lymphodepletion: later than ``latest`` the
-    patient's lymphodepletion has to be repeated."""
+    """When a product's label says it is infused, counted from lymphodepletion. Whether to
+    repeat lymphodepletion once the window has passed is the treating physician's decision."""
 
     counted_from: Literal[KeyDate.LYMPHODEPLETION_START, KeyDate.LYMPHODEPLETION_END] = (
         KeyDate.LYMPHODEPLETION_END
     )
     earliest: DurationField
     latest: DurationField
+    source: SourceText | None = None
+    """The label and section the window is taken from, cited in the messages."""
 
     @model_validator(mode="after")
     def _days_in_order(self) -> Self:
@@ -115,32 +132,180 @@ class InfusionWindow(_Strict):
         return self
 
 
+class IndicationWindow(InfusionWindow):
+    """The label's infusion window for one indication of a product (they differ: 2 to 14 days in
+    ALL, 2 to 11 in DLBCL, 2 to 6 in FL for tisagenlecleucel)."""
+
+    indication: Identifier
+    """What events name in ``indication``: ``dlbcl``."""
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    """How a clinician names the indication: ``relapsed or refractory DLBCL``."""
+    source: SourceText
+
+
 class Product(_Strict):
     code: str = Field(pattern=r"^[A-Za-z0-9._-]{1,40}$")
     name: Name
     infusion_window_after_lymphodepletion: InfusionWindow | None = None
+    """One window for every indication of the product."""
+    infusion_windows: list[IndicationWindow] = Field(default_factory=list, max_length=30)
+    """The label's window for each indication, where they differ."""
+    shipper_hold: DurationField | None = None
+    """How long the product's shipper keeps it at temperature, counted from the day it ships
+    (``product_shipment``): a product still in its shipper is quarantined in it only so long."""
+
+    @model_validator(mode="after")
+    def _one_kind_of_window(self) -> Self:
+        if self.infusion_window_after_lymphodepletion and self.infusion_windows:
+            raise ValueError(
+                "give infusion_window_after_lymphodepletion (one window for every indication) "
+                "or infusion_windows (one per indication), not both"
+            )
+        names = [w.indication for w in self.infusion_windows]
+        repeated = sorted({i for i in names if names.count(i) > 1})
+        if repeated:
+            raise ValueError(f"indication {repeated[0]!r} is repeated")
+        if self.shipper_hold is not None and (
+            self.shipper_hold.is_business_days or self.shipper_hold.as_timedelta().days < 1
+        ):
+            raise ValueError(
+                "shipper_hold counts whole calendar days from the shipment day (10d, say)"
+            )
+        return self
+
+    def indications(self) -> list[str]:
+        """The indications an event may name for this product."""
+        return [w.indication for w in self.infusion_windows]
+
+    def window_for(self, indication: str | None) -> InfusionWindow | None:
+        """The label's window for the indication (the product's only window if it has one)."""
+        if self.infusion_window_after_lymphodepletion is not None:
+            return self.infusion_window_after_lymphodepletion
+        return next((w for w in self.infusion_windows if w.indication == indication), None)
+
+
+def _guidance_name(value: str) -> str:
+    return " ".join(value.split()).casefold()
+
+
+AttributeName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_guidance_name)]
+
+
+class AttributeGuidance(_Strict):
+    """What a failed attribute means clinically, reviewed by the manufacturer's medical
+    affairs: what it means for a product not yet given, and what to do for a patient who has
+    received it. Shown in the messages about a lot that failed it."""
+
+    attribute: AttributeName
+    """As events name it (compared without case): ``mycoplasma``."""
+    also: list[AttributeName] = Field(default_factory=list, max_length=10)
+    """Other names events use for it: ``bacterial and fungal sterility``."""
+    not_infused: GuidanceText
+    infused: GuidanceText
+    source: SourceText
+
+    def names(self) -> list[str]:
+        """Every name an event may give the attribute, as compared."""
+        return [self.attribute, *self.also]
 
 
 class ChecklistItem(_Strict):
+    """A document the pathway needs on file, the transition it must be on file before, who
+    sees to it, and by when after the offer."""
+
     id: Identifier
     label: Name
+    gates: Transition = Transition.INFUSED
+    """Recording this transition with the item open is refused (409 naming it)."""
+    owner: RecipientField = Field(default_factory=lambda: _parse_recipient("manufacturer:qa"))
+    """Who sees to it: a center role (``physician``) or ``manufacturer:<role>``."""
+    due: DurationField | None = None
+    """How long after the offer the item is due (calendar time); shown on the incident."""
+
+    @model_validator(mode="after")
+    def _gates_a_gated_transition(self) -> Self:
+        if self.gates not in GATED_TRANSITIONS:
+            known = ", ".join(GATED_TRANSITIONS)
+            raise ValueError(f"an item gates one of {known}, not {self.gates}")
+        if self.due is not None and self.due.is_business_days:
+            raise ValueError("an item's due counts calendar time (2d, 36h), not business days")
+        return self
+
+
+class RegulatoryClock(_Strict):
+    """A report owed to an authority by a set time after a transition: regulatory affairs is
+    reminded before it is due, escalated to when it is missed, and QA closes it with the
+    report's reference."""
+
+    id: Identifier
+    label: Name
+    started_by: Transition
+    """The transition that starts it (under a pathway: of the product offered under it)."""
+    counted_from: Literal["transition", "discovery"] = "transition"
+    """``discovery``: from when the failure became known (the opening event), not from the
+    transition; an infusion counts from the time the product was infused."""
+    within: DurationField
+    remind_before: DurationField | None = None
+    owner: RecipientField = Field(
+        default_factory=lambda: _parse_recipient("manufacturer:regulatory_affairs")
+    )
+    escalate: list[RecipientField] = Field(
+        default_factory=lambda: [_parse_recipient("manufacturer:qa")]
+    )
+    """Told, with the owner again, when the clock runs out without a report."""
+    source: Annotated[str, Field(min_length=1, max_length=300)]
+    """Where the obligation is written: shown in the reminder."""
+    pathways: list[Identifier] | None = None
+    """For a manufacturer's clock: only at centers whose ``oos_pathway`` is one of these (the
+    jurisdiction whose rule it is); every center when absent."""
+
+    @model_validator(mode="after")
+    def _calendar_time(self) -> Self:
+        for name in ("within", "remind_before"):
+            value = getattr(self, name)
+            if value is not None and value.is_business_days:
+                raise ValueError(f"'{name}' counts calendar time (48h, 45d), not business days")
+        if self.remind_before is not None and (
+            self.remind_before.as_timedelta() >= self.within.as_timedelta()
+        ):
+            raise ValueError(
+                f"remind_before {self.remind_before} is not shorter than within {self.within}"
+            )
+        return self
+
+
+def _distinct(kind: str, ids: Sequence[str]) -> None:
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise ValueError(f"{kind} {repeated[0]!r} is repeated")
 
 
 class OosPathway(_Strict):
     """The regulatory path under which a physician may accept an out-of-specification product
-    (expanded access in the US, the manufacturer's risk evaluation and the authority's
-    notification in the EU), with what must be on file before the incident resolves as infused."""
+    (expanded access in the US, the manufacturer's risk evaluation and the physician's request
+    in the EU), with what must be on file before which transition, and the clocks it starts."""
 
     id: Identifier
     name: Name
     checklist: list[ChecklistItem] = Field(min_length=1, max_length=20)
+    decision_requires: list[Identifier] = Field(default_factory=list)
+    """Checklist items on file before a decider may accept (the EU's risk evaluation)."""
+    physician_requests_supply: bool = False
+    """The decision is worded as the treating physician's request for supply (EU GMP Part IV
+    11.53), not as accepting the manufacturer's offer."""
+    clocks: list[RegulatoryClock] = Field(default_factory=list, max_length=10)
 
     @model_validator(mode="after")
     def _distinct_items(self) -> Self:
         ids = [item.id for item in self.checklist]
-        repeated = sorted({i for i in ids if ids.count(i) > 1})
-        if repeated:
-            raise ValueError(f"checklist item {repeated[0]!r} is repeated")
+        _distinct("checklist item", ids)
+        _distinct("clock", [clock.id for clock in self.clocks])
+        unknown = [i for i in self.decision_requires if i not in ids]
+        if unknown:
+            raise ValueError(
+                f"decision_requires names {unknown[0]!r}, not on the checklist; "
+                f"known: {', '.join(ids)}"
+            )
         return self
 
 
@@ -150,13 +315,26 @@ class Manufacturer(_Strict):
     contacts: list[ManufacturerContact] = Field(default_factory=list)
     severity_rules: list[SeverityRule] | None = Field(default=None, min_length=1)
     oos_pathways: list[OosPathway] = Field(default_factory=list)
+    regulatory_clocks: list[RegulatoryClock] = Field(default_factory=list, max_length=10)
+    """Clocks every incident starts, whatever its pathway (a deviation report)."""
+    clinical_guidance: list[AttributeGuidance] = Field(default_factory=list, max_length=100)
 
     @model_validator(mode="after")
     def _distinct_pathways(self) -> Self:
-        ids = [p.id for p in self.oos_pathways]
-        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        _distinct("oos pathway", [p.id for p in self.oos_pathways])
+        _distinct("regulatory clock", [c.id for c in self.regulatory_clocks])
+        known = [p.id for p in self.oos_pathways]
+        for clock in self.regulatory_clocks:
+            unknown = [p for p in clock.pathways or [] if p not in known]
+            if unknown:
+                raise ValueError(
+                    f"regulatory clock {clock.id!r} names pathway {unknown[0]!r}; "
+                    f"known: {', '.join(known) or 'none'}"
+                )
+        names = [name for g in self.clinical_guidance for name in g.names()]
+        repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
-            raise ValueError(f"oos pathway {repeated[0]!r} is repeated")
+            raise ValueError(f"clinical guidance for {repeated[0]!r} is given twice")
         return self
 
     def pathway(self, pathway_id: str) -> OosPathway | None:
@@ -198,15 +376,14 @@ class Holidays(_Strict):
     def _known_calendar(self) -> Self:
         if self.subdivision is not None and self.country is None:
             raise ValueError("a subdivision needs its country, e.g. {country: DE, subdivision: NW}")
-        known = _holiday_calendars()
-        if self.country is not None and self.country not in known:
+        subdivisions = _holiday_subdivisions(self.country) if self.country is not None else []
+        if subdivisions is None:
             raise ValueError(
                 f"no public-holiday calendar for country {self.country!r}: "
                 "use an ISO 3166 code that the holidays package knows, such as US or DE"
             )
         if self.working and self.country is None:
             raise ValueError("'working' names public holidays of a country: set 'country' too")
-        subdivisions = known.get(self.country or "", [])
         if self.subdivision is not None and self.subdivision not in subdivisions:
             choices = ", ".join(subdivisions) or "none"
             raise ValueError(
@@ -242,9 +419,12 @@ def _holiday_names(country: str, subdivision: str | None) -> frozenset[str]:
 
 
 @cache
-def _holiday_calendars() -> dict[str, list[str]]:
-    """The countries the holidays package knows, each with its subdivision codes."""
-    return holidays.list_supported_countries()
+def _holiday_subdivisions(country: str) -> list[str] | None:
+    """The subdivision codes of a country the holidays package knows; None for one it does not.
+    Only that country's calendar is loaded (listing every country's loaded all 250 of them)."""
+    if country not in EntityLoader.get_country_codes():
+        return None
+    return list(getattr(holidays, country).subdivisions)
 
 
 HolidaysField = Annotated[Holidays, BeforeValidator(_holidays_shorthand)]
@@ -317,6 +497,13 @@ class Step(Timing):
     template: Identifier
 
 
+class PhysicianStep(Timing):
+    """A message to the patient's treating physician named in the event, due like a plan step;
+    only the physician's own confirmation or decision cancels it."""
+
+    template: Identifier
+
+
 class PatientStep(Timing):
     when: Literal["acknowledged", "unacknowledged"]
     notify: list[RecipientField] = Field(min_length=1)
@@ -325,6 +512,8 @@ class PatientStep(Timing):
 
 DEFAULT_STOPPING_ROLES = (CenterRole.COORDINATOR, CenterRole.PHYSICIAN)
 DEFAULT_DECISION_INFORMS = ("quality", "pharmacy", f"{MANUFACTURER_PREFIX}regulatory_affairs")
+DEFAULT_OUTCOME_ROLES = ("coordinator", "cell_lab", "pharmacy", "quality")
+MAX_DECISION_REMINDERS = 10
 
 
 class DecisionRule(_Strict):
@@ -339,13 +528,70 @@ class DecisionRule(_Strict):
     due: Timing | None = None
     escalate: list[RecipientField] = Field(default_factory=list)
     """Told, with the deciders again, when the decision is still missing at ``due``."""
+    reminders: list[Timing] = Field(default_factory=list, max_length=MAX_DECISION_REMINDERS)
+    """When the deciders are reminded before ``due`` while the decision is missing."""
+    deputies: Literal["never", "when_absent", "always"] = "never"
+    """Whether the ``ask`` roles' deciders stand in for a treating physician the event names:
+    never, when the physician's decision request comes back as an automatic reply, or always
+    (asked with the physician). Without a treating physician they are the deciders."""
+    outcome_to: list[RecipientField] = Field(
+        default_factory=lambda: [_parse_recipient(r) for r in DEFAULT_OUTCOME_ROLES]
+    )
+    """Told the decision once it is made: what, by whom, what ships when, the references."""
 
     @model_validator(mode="after")
     def _escalation_needs_a_deadline(self) -> Self:
-        if self.escalate and self.due is None:
+        for name in ("escalate", "reminders"):
+            if getattr(self, name) and self.due is None:
+                raise ValueError(
+                    f"'{name}' needs 'due', e.g. due: {{before: lymphodepletion_start, by: 72h}}"
+                )
+        return self
+
+
+class CallRule(_Strict):
+    """When an incident also needs a phone call, who at the manufacturer makes it, whom they
+    call, by when, and who is told by email when the call is still not made by then.
+
+    The rule applies when any condition given holds: the incident's severity is one of
+    ``severity``, lymphodepletion starts at most ``lymphodepletion_within`` from now (or has
+    started), or the product was infused (``after_infusion``).
+    """
+
+    name: str = Field(min_length=1, max_length=100)
+    severity: list[Severity] = Field(default_factory=list)
+    lymphodepletion_within: DurationField | None = None
+    after_infusion: bool = False
+    call: RecipientField
+    """The manufacturer role that phones the center (``manufacturer:medical_affairs``)."""
+    reach: list[CenterRole] = Field(
+        default_factory=lambda: [CenterRole.PHYSICIAN, CenterRole.COORDINATOR], min_length=1
+    )
+    """The center roles whose numbers the call task lists, after the center's on-call line."""
+    within: DurationField | None = None
+    """How long the caller has; without it the agreement's ``notify_within`` for the
+    incident's severity, the promise the call is part of."""
+    escalate: list[RecipientField] = Field(min_length=1)
+    """Told by email when the call task is still open at its deadline."""
+
+    @model_validator(mode="after")
+    def _a_condition_and_a_caller(self) -> Self:
+        if not (self.severity or self.lymphodepletion_within or self.after_infusion):
             raise ValueError(
-                "'escalate' needs 'due', e.g. due: {before: lymphodepletion_start, by: 72h}"
+                "a call rule needs a condition: severity, lymphodepletion_within or "
+                "after_infusion: true"
             )
+        if not self.call.manufacturer:
+            raise ValueError(
+                f"'call' names the manufacturer's role that phones, e.g. "
+                f"{MANUFACTURER_PREFIX}medical_affairs, not the center's {self.call}"
+            )
+        for setting, duration in (
+            ("lymphodepletion_within", self.lymphodepletion_within),
+            ("within", self.within),
+        ):
+            if duration is not None and duration.is_business_days:
+                raise ValueError(f"'{setting}' counts every hour (72h, 2d), not business days")
         return self
 
 
@@ -364,6 +610,11 @@ class Plan(_Strict):
     decision: DecisionRule | None = None
     """How an out-of-specification product offered for release is decided under this plan;
     without it the offer is refused for incidents under the plan."""
+    calls: list[CallRule] = Field(default_factory=list, max_length=20)
+    """When an incident under this plan also needs a phone call (``CallRule``)."""
+    treating_physician: list[PhysicianStep] | None = Field(default=None, min_length=1)
+    """The steps of the patient's treating physician when an event names one; without them the
+    physician gets the first step's message at once."""
     on_out_of_office: Literal["escalate_now", "record"] = "escalate_now"
     """What an automatic reply to an escalation notice does: start the round's next step at
     once, or only go on the incident's timeline."""
@@ -487,12 +738,25 @@ class EffectiveAgreement(_Strict):
     on_call_phone: str | None = None
     oos_pathway: OosPathway | None = None
     """Absent from the agreements of incidents opened before pathways existed."""
+    regulatory_clocks: list[RegulatoryClock] = Field(default_factory=list)
+    """The manufacturer's clocks for every incident; absent from older agreements."""
+    clinical_guidance: list[AttributeGuidance] = []
+    """Absent from the agreements of incidents opened before guidance was configured."""
 
     @classmethod
     def stored(cls, snapshot: Any) -> EffectiveAgreement:
         """The agreement an incident was planned with, read back as it was stored: its names and
         addresses passed the checks of the day they were stored, and are not checked again."""
-        return cls.model_validate(snapshot, context=STORED)
+        center_id = snapshot.get("center_id") if isinstance(snapshot, dict) else None
+        known = _STORED.get(center_id) if isinstance(center_id, str) else None
+        if known is not None and known[0] == snapshot:
+            return known[1]
+        agreement = cls.model_validate(snapshot, context=STORED)
+        if isinstance(center_id, str):
+            # Every message and answer reads its incident's agreement back: the snapshots of a
+            # site's incidents are mostly the same one, and validating it takes a millisecond.
+            _STORED[center_id] = (copy.deepcopy(snapshot), agreement)
+        return agreement
 
     def contacts_for(self, recipient: Recipient) -> list[Contact | ManufacturerContact]:
         """The people a step's recipient means here: site contacts first, else system-level ones."""
@@ -516,10 +780,45 @@ class EffectiveAgreement(_Strict):
     def product(self, code: str) -> Product | None:
         return next((p for p in self.products if p.code == code), None)
 
+    def guidance(self, attribute: str) -> AttributeGuidance | None:
+        """The clinical guidance for a failed attribute as an event names it, if configured."""
+        name = _guidance_name(attribute)
+        return next((g for g in self.clinical_guidance if name in g.names()), None)
+
     def version(self) -> str:
         """A content hash: the same agreement always has the same version."""
+        known = _VERSIONS.get(id(self))
+        if known is not None and known[0] is self:
+            return known[1]
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        version = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        if len(_VERSIONS) >= _KEPT:
+            _VERSIONS.clear()
+        _VERSIONS[id(self)] = (self, version)
+        return version
+
+
+_KEPT = 4096
+_STORED: dict[str, tuple[Any, EffectiveAgreement]] = {}
+"""Each site's last agreement read back from an incident: the snapshot and what it gave."""
+_VERSIONS: dict[int, tuple[EffectiveAgreement, str]] = {}
+"""The versions of agreements in use (the instance is kept, so its id is not reused)."""
+
+
+def _once_per_site(
+    merge: Callable[[Agreements, str], EffectiveAgreement],
+) -> Callable[[Agreements, str], EffectiveAgreement]:
+    """A loaded config does not change: each site's agreement is merged once, and every event
+    for the site gets the same (frozen) one, its version computed once."""
+
+    def effective(self: Agreements, center_id: str) -> EffectiveAgreement:
+        known = self.merged.get(center_id)
+        if known is None:
+            known = self.merged[center_id] = merge(self, center_id)
+        return known
+
+    effective.__doc__ = merge.__doc__
+    return effective
 
 
 # --- loading ------------------------------------------------------------------------------
@@ -544,40 +843,82 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-class _AgreementLoader(yaml.SafeLoader):
+class _AgreementLoader(Composer, CParser, SafeConstructor, Resolver):
     """A safe loader for files written by hand, refusing what only an attack needs.
 
     No aliases (they make "billion laughs" bombs), no nesting deeper than agreements use (the
     composer recurses once per level), no more values than a large health system needs (building
     each costs time and memory), no key written twice, and a value the constructors cannot build
     (a 5000-digit number, 30 February) is a YAML error at its line rather than a crash.
+
+    libyaml (``CParser``) reads the text into events, one at a time as the composer asks for
+    them: in PyYAML's pure-Python parser that took a fifth of a start-up's CPU for a hundred
+    sites, in C a sixth of that. The nodes are still composed here, in Python, so every check
+    below sees each node before the next level is read (libyaml's own composer, that of
+    ``yaml.CSafeLoader``, recurses through any depth unchecked).
     """
 
     def __init__(self, stream: str) -> None:
-        super().__init__(stream)
+        self._text = stream
+        if unprintable := Reader.NON_PRINTABLE.search(stream):
+            # Refused as PyYAML's own reader words it (libyaml says "control characters")
+            raise ReaderError(
+                "<unicode string>",
+                unprintable.start(),
+                ord(unprintable.group()),
+                "unicode",
+                "special characters are not allowed",
+            )
+        CParser.__init__(self, stream)
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
         self._depth = 0
         self._nodes = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-            raise yaml.MarkedYAMLError(
-                problem="aliases (*name) are not allowed in agreement files", problem_mark=mark
-            )
+            self._refuse("aliases (*name) are not allowed in agreement files")
         if self._depth >= MAX_CONFIG_DEPTH or self._nodes >= MAX_CONFIG_VALUES:
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-            problem = (
+            self._refuse(
                 f"nested deeper than {MAX_CONFIG_DEPTH} levels"
                 if self._depth >= MAX_CONFIG_DEPTH
                 else f"more than {MAX_CONFIG_VALUES} values in one file"
             )
-            raise yaml.MarkedYAMLError(problem=problem, problem_mark=mark)
         self._depth += 1
         self._nodes += 1
         try:
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def load(self) -> Any:
+        """The document, or a YAML error; the loader cannot be used again."""
+        try:
+            return self.get_single_data()
+        except yaml.MarkedYAMLError as exc:
+            if exc.problem == "exceeded maximum nesting depth":
+                # libyaml's scanner looks ahead through a flow collection's opening brackets
+                # and stops at its own limit (1,000) before the composer reaches level 33
+                exc.context = None
+                exc.problem = f"nested deeper than {MAX_CONFIG_DEPTH} levels"
+            exc.context_mark = self._quoting(exc.context_mark)
+            exc.problem_mark = self._quoting(exc.problem_mark)
+            raise
+        finally:
+            self.dispose()
+
+    def _quoting(self, mark: Any) -> Mark | None:
+        """libyaml's mark as PyYAML's, which quotes the line it points at in the message."""
+        if mark is None:
+            return None
+        text = self._text + "\0"
+        return Mark(mark.name, mark.index, mark.line, mark.column, text, mark.index)
+
+    def _refuse(self, problem: str) -> NoReturn:
+        """A YAML error at the next event, the node about to be composed."""
+        mark: Any = getattr(self.peek_event(), "start_mark", None)
+        raise yaml.MarkedYAMLError(problem=problem, problem_mark=mark)
 
     def construct_object(self, node: Any, deep: bool = False) -> Any:
         try:
@@ -630,7 +971,7 @@ def _read_yaml(path: Path, shown: str, problems: list[ConfigProblem]) -> Any:
         if len(raw) > MAX_CONFIG_FILE_BYTES:
             problems.append(ConfigProblem(shown, "", "file is larger than 1 MiB"))
             return None
-        data = yaml.load(raw.decode("utf-8"), Loader=_AgreementLoader)
+        data = _AgreementLoader(raw.decode("utf-8")).load()
     except OSError as exc:
         problems.append(ConfigProblem(shown, "", f"cannot be read: {exc.strerror}"))
         return None
@@ -668,6 +1009,10 @@ class Agreements:
     plans: dict[str, Plan]
     files: dict[str, str]
     """Which file each health system and plan came from, for messages."""
+    merged: dict[str, EffectiveAgreement] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """Each site's effective agreement, merged when first asked for."""
 
     def site(self, center_id: str) -> tuple[HealthSystem, Site] | None:
         for system in self.health_systems.values():
@@ -682,6 +1027,7 @@ class Agreements:
     def product(self, code: str) -> Product | None:
         return next((p for p in self.manufacturer.products if p.code == code), None)
 
+    @_once_per_site
     def effective(self, center_id: str) -> EffectiveAgreement:
         """Merge a site with its health system; raises KeyError for an unknown center."""
         found = self.site(center_id)
@@ -726,6 +1072,8 @@ class Agreements:
             plans={event_type: self.plans[plan_id] for event_type, plan_id in plan_ids.items()},
             on_call_phone=site.on_call_phone or system.on_call_phone,
             oos_pathway=self.manufacturer.pathway(site.oos_pathway or system.oos_pathway or ""),
+            regulatory_clocks=self.manufacturer.regulatory_clocks,
+            clinical_guidance=self.manufacturer.clinical_guidance,
         )
 
 
@@ -898,10 +1246,15 @@ def _check_site(
             continue
         field = f"{where}.plans.{event_type}"
         problems.extend(_clinical_problems(file, field, where, event_type, plan, system, site))
+        problems.extend(_call_rule_problems(file, field, manufacturer, plan, center_roles, pins))
         recipients = [r for s in plan.steps for r in s.notify]
         recipients += [r for s in plan.patient_communication for r in s.notify]
         if plan.decision is not None:
             recipients += [*plan.decision.inform, *plan.decision.escalate]
+            if "outcome_to" in plan.decision.model_fields_set:
+                # The default names the four roles a center usually has; one it lacks is
+                # skipped on the timeline. A list written by hand must reach somebody.
+                recipients += plan.decision.outcome_to
         for recipient in dict.fromkeys(recipients):
             if not recipient.manufacturer:
                 if recipient.role not in center_roles:
@@ -936,6 +1289,40 @@ def _check_site(
                     )
                 )
     return list(dict.fromkeys(problems))  # a site's missing pathway matters once, not per plan
+
+
+def _call_rule_problems(
+    file: str,
+    field: str,
+    manufacturer: Manufacturer,
+    plan: Plan,
+    center_roles: set[CenterRole],
+    pins: dict[ManufacturerRole, str],
+) -> list[ConfigProblem]:
+    """A call rule must name roles somebody holds: a call task for nobody is never made, and
+    its escalation would reach nobody either."""
+    problems: list[ConfigProblem] = []
+    for rule in plan.calls:
+        for recipient in (rule.call, *rule.escalate):
+            if recipient.manufacturer:
+                role = ManufacturerRole(recipient.role)
+                holders = [c for c in manufacturer.contacts if role in c.roles]
+                held = bool(holders) and (
+                    role not in pins or any(c.id == pins[role] for c in holders)
+                )
+            else:
+                held = recipient.role in center_roles
+            if not held:
+                where = "the manufacturer's contacts" if recipient.manufacturer else "the center"
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        field,
+                        f"plan {plan.id!r} call rule {rule.name!r} names {recipient} but nobody "
+                        f"in {where} has that role",
+                    )
+                )
+    return problems
 
 
 LATE_RESULT_TEMPLATE = "late_result_initial"
@@ -994,7 +1381,9 @@ def _clinical_problems(
 
 __all__ = [
     "Agreements",
+    "AttributeGuidance",
     "BusinessHours",
+    "CallRule",
     "ConfigError",
     "ConfigProblem",
     "Contact",
@@ -1003,13 +1392,16 @@ __all__ = [
     "EffectiveAgreement",
     "HealthSystem",
     "Holidays",
+    "IndicationWindow",
     "InfusionWindow",
     "Manufacturer",
     "ManufacturerContact",
     "OosPathway",
     "PatientStep",
+    "PhysicianStep",
     "Plan",
     "Recipient",
+    "RegulatoryClock",
     "SeverityRule",
     "Site",
     "Step",

@@ -76,6 +76,11 @@ _ROLE_LABELS = {
 }
 
 
+BACKUP_ROLES: dict[str, str] = {CenterRole.COORDINATOR: CenterRole.COORDINATOR_BACKUP}
+"""Who stands in for a role whose holder cannot be reached by email: a notice to the role that
+bounced or was refused brings its backup's notice forward."""
+
+
 class ManufacturerRole(StrEnum):
     QA = "qa"
     ACCOUNT_LEAD = "account_lead"
@@ -104,6 +109,31 @@ _PRODUCT_STATUS_LABELS = {
     ProductStatus.AT_CENTER: "at the center, not infused",
     ProductStatus.INFUSED: "infused",
 }
+
+
+class Transition(StrEnum):
+    """A step in the incident's life that a pathway's checklist may gate or a regulatory clock
+    may start from."""
+
+    OPENED = "opened"
+    """The manufacturer learned of the failure: the incident opened (a clock's "discovery")."""
+    SHIPPED = "shipped"
+    INFUSED = "infused"
+    RESOLVED = "resolved"
+
+
+GATED_TRANSITIONS = (Transition.SHIPPED, Transition.INFUSED, Transition.RESOLVED)
+"""The transitions a checklist item may gate: recording one with the item open is refused."""
+
+
+def transitions_reached(status: ProductStatus | None) -> frozenset[Transition]:
+    """The product transitions a state has passed: a product at the center has been shipped,
+    an infused one shipped and infused."""
+    if status in (ProductStatus.SHIPPED, ProductStatus.AT_CENTER):
+        return frozenset({Transition.SHIPPED})
+    if status is ProductStatus.INFUSED:
+        return frozenset({Transition.SHIPPED, Transition.INFUSED})
+    return frozenset()
 
 
 MANUFACTURER_PREFIX = "manufacturer:"

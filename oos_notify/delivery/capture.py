@@ -14,10 +14,10 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+if TYPE_CHECKING:
+    from aiosmtpd.smtp import SMTP, Envelope, Session
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,9 @@ class CaptureServer:
         self.handler = handler or CaptureHandler()
         self.host = host
         self.port = port or free_port(host)
+        # Imported here: every process imports this module, few run the server
+        from aiosmtpd.controller import Controller
+
         self._controller = Controller(
             self.handler, hostname=host, port=self.port, data_size_limit=10 * 1024 * 1024
         )

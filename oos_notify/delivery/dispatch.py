@@ -1,6 +1,10 @@
 """Sending what is due: APScheduler arms a timer for the next due row and sweeps periodically;
 each run claims due rows from the outbox, renders and sends them over a few SMTP connections, and
-settles each row with its outcome. The database, not this process, remembers what is pending."""
+settles each row with its outcome. The database, not this process, remembers what is pending.
+
+While the database is unreachable, a dispatcher keeps in memory what it could not record (the
+outcomes of messages it sent, the claims it did not send) and records them before it claims
+anything once the database is back, so that nothing it sent goes out again."""
 
 from __future__ import annotations
 
@@ -10,13 +14,12 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -25,23 +28,34 @@ from sqlmodel import Session
 from oos_notify.agreements.config import EffectiveAgreement
 from oos_notify.clock import Clock
 from oos_notify.delivery import messaging
-from oos_notify.delivery.mail import OutgoingMessage, SendOutcome, SmtpBatch, build_message, probe
+from oos_notify.delivery.mail import (
+    DkimSigner,
+    OutgoingMessage,
+    SendOutcome,
+    SmtpBatch,
+    build_message,
+    probe,
+)
 from oos_notify.delivery.rendering import MessageContext, Renderer, RenderError
-from oos_notify.incidents import qa_reports
+from oos_notify.incidents import timed, unreached
 from oos_notify.incidents.acknowledgement import AckTokens
 from oos_notify.return_addresses import ReturnAddresses
 from oos_notify.settings import Settings
-from oos_notify.store import outbox
+from oos_notify.store import outbox, timers
 from oos_notify.store.db import transaction
 from oos_notify.store.models import Incident, Notification
+from oos_notify.store.outages import availability, unreachable
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-CLAIM_LEASE = timedelta(seconds=30)
+CLAIM_LEASE = timedelta(seconds=Settings.model_fields["claim_lease_seconds"].default)
 """How long a claimed row is left to its sender without word from it before another sender may
-take it over: the sender renews it every RENEW_EVERY while it sends."""
-RENEW_EVERY = CLAIM_LEASE / 3
+take it over, unless ``OOS_NOTIFY_CLAIM_LEASE_SECONDS`` says otherwise: the sender renews it
+every third of it while it sends."""
 MAX_RETRY_DELAY = timedelta(hours=1)
 SETTLE_EVERY = timedelta(seconds=0.5)
 """How long sent messages may go unrecorded while the rest of their batch is being sent."""
@@ -58,6 +72,7 @@ class _Gathered:
     agreement: EffectiveAgreement
     context: MessageContext
     now: datetime
+    thread_root: str | None
 
 
 @dataclass(frozen=True)
@@ -90,16 +105,40 @@ class DispatchHealth:
     """How long without a success means the dispatcher is stuck: it runs every sweep."""
 
 
+_Result = tuple[Notification, SendOutcome, str | None]
+"""A message's row, what became of it, and the template set it was rendered from."""
+
+
 @dataclass
 class _Pending:
     """What a batch's connections have sent and not yet settled, shared between them."""
 
     settled_at: float
-    results: list[tuple[Notification, SendOutcome, str | None]] = field(default_factory=list)
+    results: list[_Result] = field(default_factory=list)
+    recorded: set[str] = field(default_factory=set)
+    """The rows whose outcome is in the database."""
+    database_away: Exception | None = None
+    """Set when recording found the database unreachable: the connections send no more."""
 
-    def take(self) -> list[tuple[Notification, SendOutcome, str | None]]:
+    def take(self) -> list[_Result]:
         taken, self.results, self.settled_at = self.results, [], time.monotonic()
         return taken
+
+
+@dataclass
+class _Unrecorded:
+    """What this process did with its claims while it could not tell the database: the outcomes
+    of what it sent or failed to send, and the claims it did not send."""
+
+    results: list[_Result] = field(default_factory=list)
+    unsent: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.results or self.unsent)
+
+    def add(self, results: list[_Result], unsent: list[str]) -> None:
+        self.results.extend(results)
+        self.unsent.extend(unsent)
 
 
 def retry_delay(attempt: int, base_seconds: float) -> timedelta:
@@ -122,8 +161,10 @@ class Dispatcher:
         smtp_host: str,
         smtp_port: int,
         return_addresses: ReturnAddresses | None = None,
+        signer: DkimSigner | None = None,
     ) -> None:
         self._engine = engine
+        self._signer = signer
         self._return_addresses = return_addresses
         self._write_gate = write_gate
         self._clock = clock
@@ -139,6 +180,9 @@ class Dispatcher:
         self._stopping = False
         self._mail_unreachable = True
         """Set when no mail server answered; at start, a previous process may have seen that."""
+        self._lease = timedelta(seconds=settings.claim_lease_seconds)
+        self._availability = availability(engine)
+        self._unrecorded = _Unrecorded()
         self._name = settings.instance_name or socket.gethostname()
         self.owner = f"{self._name}/{secrets.token_hex(4)}"
         """What this process's claims are named: its name, and which start of it."""
@@ -177,6 +221,9 @@ class Dispatcher:
                 released,
                 extra={"count": released},
             )
+        # Imported here: an `api` process imports this module but runs no dispatcher
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
         self._scheduler = AsyncIOScheduler(event_loop=self._loop, timezone=UTC)
         self._scheduler.add_job(
             self._on_timer,
@@ -189,7 +236,7 @@ class Dispatcher:
         self._scheduler.add_job(
             self._renew,
             "interval",
-            seconds=RENEW_EVERY.total_seconds(),
+            seconds=self._lease.total_seconds() / 3,
             id="renew",
             coalesce=True,
             max_instances=1,
@@ -198,12 +245,28 @@ class Dispatcher:
         self._request_run()
 
     async def stop(self) -> None:
-        """Stop timers and let the run in progress finish its sends."""
+        """Stop timers and let the run in progress finish its sends; record what an outage of
+        the database left unrecorded, if it is back."""
         self._stopping = True
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         if self._task is not None:
             await self._task
+        if self._unrecorded:
+            try:
+                await self._record_unrecorded()
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                kept = self._unrecorded
+                log.warning(
+                    "stopping with %d outcomes and %d unsent claims unrecorded for want of the "
+                    "database: once their claims run out they are sent (again, for those already "
+                    "sent, under their Message-ID)",
+                    len(kept.results),
+                    len(kept.unsent),
+                    extra={"count": len(kept.results) + len(kept.unsent)},
+                )
 
     async def probe_mail(self) -> str | None:
         """Whether the mail server greets us now: ``None`` if it does, else why not."""
@@ -229,14 +292,15 @@ class Dispatcher:
             return
         try:
             await self._in_database(self._renew_claims)
-        except Exception:
-            log.exception("could not renew the claims being sent; retrying")
+        except Exception as exc:
+            if not unreachable(exc):  # an outage is logged once, by the availability
+                log.exception("could not renew the claims being sent; retrying")
         else:
             self._lease_from = time.monotonic()
 
     def _lease_lost(self) -> bool:
         """The claims may have been taken over: nothing renewed them for a whole lease."""
-        return time.monotonic() - self._lease_from >= CLAIM_LEASE.total_seconds()
+        return time.monotonic() - self._lease_from >= self._lease.total_seconds()
 
     def _request_run(self) -> None:
         self._wanted = True
@@ -252,6 +316,10 @@ class Dispatcher:
                 self._failed_runs_total += 1
                 self._failing_runs += 1
                 self._last_error = type(exc).__name__
+                if unreachable(exc):
+                    # Logged once for the whole outage; the listener wakes us when it ends.
+                    self._availability.lost(exc)
+                    continue
                 log.exception(
                     "dispatch run failed (%d in a row); the sweep will retry",
                     self._failing_runs,
@@ -271,6 +339,8 @@ class Dispatcher:
             self._failing_runs = 0
 
     async def _dispatch_due(self) -> None:
+        if self._unrecorded:
+            await self._record_unrecorded()
         if self._mail_unreachable and await self.probe_mail() is None:
             # The server is back: what waited for it goes now, not at the end of a backoff
             # that may have grown to an hour during the outage.
@@ -282,9 +352,13 @@ class Dispatcher:
                     resumed,
                     extra={"count": resumed},
                 )
+        await self._in_database(self._run_timers)
         while not self._stopping:
             self._lease_from = time.monotonic()
-            batch = await self._in_database(self._claim)
+            # Right after an outage every claim's lease has run out, its owner's too: leave
+            # them to their owners, which record them on their return, for a third of a lease.
+            take_over = not self._availability.back_within(self._lease.total_seconds() / 3)
+            batch = await self._in_database(self._claim, take_over)
             if not batch:
                 break
             self._holding = True
@@ -312,14 +386,17 @@ class Dispatcher:
         )
 
     async def _send(self, batch: list[Notification]) -> None:
-        """Send a claimed batch. If that fails for a reason no single message explains (the
-        database, a bug), give the batch's unsettled claims back to the queue, due after a
-        backoff and showing the error, rather than leave them 'sending' until their lease runs
-        out; then fail the run. Messages sent but not yet recorded go out again under their
-        Message-ID, as after a crash."""
+        """Send a claimed batch. If that fails for a reason no single message explains (a
+        database that refuses a write, a bug), give the batch's unsettled claims back to the
+        queue, due after a backoff and showing the error, rather than leave them 'sending' until
+        their lease runs out; then fail the run. Messages sent but not yet recorded go out again
+        under their Message-ID, as after a crash. A database that cannot be reached is no such
+        failure: ``_send_batch`` keeps what it could not record for when it is back."""
         try:
             await self._send_batch(batch)
         except Exception as exc:
+            if unreachable(exc):
+                raise
             error = f"the dispatch run failed: {_describe(exc)}"
             now = self._last_batch_failure = self._clock.now()
             retries = {
@@ -350,20 +427,37 @@ class Dispatcher:
         goes keeps that window short when the mail server is slow. Once the service is asked to
         stop, the messages in flight are finished and recorded; the rest go back to the queue.
         """
+        pending = _Pending(settled_at=time.monotonic())
+        try:
+            await self._send_and_settle(batch, pending)
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            pending.database_away = exc
+        if pending.database_away is not None:
+            # What was sent stays in memory until the database is back, and the claims not
+            # sent wait there too, to be given back: none is sent again under its own claim.
+            waiting = {n.id for n, _, _ in pending.results} | pending.recorded
+            self._unrecorded.add(pending.take(), [n.id for n in batch if n.id not in waiting])
+            raise pending.database_away
+
+    async def _send_and_settle(self, batch: list[Notification], pending: _Pending) -> None:
         gathered = await asyncio.to_thread(self._gather, batch)  # reads need no turn at the gate
         prepared = await asyncio.to_thread(lambda: [self._render(item) for item in gathered])
         work = list(zip(batch, prepared, strict=True))
         # Each message waits for the server's replies; several connections overlap the waits.
         lanes = min(self._settings.smtp_connections, len(work))
-        pending = _Pending(settled_at=time.monotonic())
         unsent = await asyncio.gather(
             *(self._send_lane(work[lane::lanes], pending) for lane in range(lanes))
         )
+        if pending.database_away is not None:
+            return
         if pending.results:
-            await self._in_database(self._settle, pending.take())
+            await self._settle_pending(pending)
         released = [notification_id for lane in unsent for notification_id in lane]
         if released:
-            await self._in_database(self._release, released)
+            await self._in_database(self._settle, [], released)
+            pending.recorded.update(released)
             log.info(
                 "%s: %d claimed notifications go back to the queue",
                 "stopping" if self._stopping else "claims not renewed for a whole lease",
@@ -371,13 +465,44 @@ class Dispatcher:
                 extra={"count": len(released)},
             )
 
+    async def _settle_pending(self, pending: _Pending) -> None:
+        """Record what the batch's connections sent so far. An unreachable database keeps them
+        in ``pending`` and stops the connections; any other error fails the batch."""
+        taken = pending.take()
+        try:
+            await self._in_database(self._settle, taken)
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            pending.results[:0] = taken
+            pending.database_away = exc
+        else:
+            pending.recorded.update(n.id for n, _, _ in taken)
+
+    async def _record_unrecorded(self) -> None:
+        """The database is back: record the outcomes an outage left in memory, give back the
+        claims it left unsent, and only then claim anything new."""
+        unrecorded, self._unrecorded = self._unrecorded, _Unrecorded()
+        try:
+            await self._in_database(self._settle, unrecorded.results, unrecorded.unsent)
+        except Exception:
+            unrecorded.add(self._unrecorded.results, self._unrecorded.unsent)
+            self._unrecorded = unrecorded
+            raise
+        log.info(
+            "database back: recorded %d outcomes and gave back %d unsent claims kept meanwhile",
+            len(unrecorded.results),
+            len(unrecorded.unsent),
+            extra={"count": len(unrecorded.results) + len(unrecorded.unsent)},
+        )
+
     async def _send_lane(
         self, work: list[tuple[Notification, Prepared | Unbuildable]], pending: _Pending
     ) -> list[str]:
         """Send one connection's share of a batch; return the ids left unsent by a stop."""
         async with SmtpBatch(self._settings, self._smtp_host, self._smtp_port) as smtp:
             for position, (notification, item) in enumerate(work):
-                if self._stopping or self._lease_lost():
+                if self._stopping or self._lease_lost() or pending.database_away is not None:
                     return [n.id for n, _ in work[position:]]
                 if isinstance(item, Unbuildable):
                     outcome = SendOutcome(False, True, None, item.reason, 0)
@@ -389,7 +514,7 @@ class Dispatcher:
                         self._mail_unreachable = True
                 if time.monotonic() - pending.settled_at >= SETTLE_EVERY.total_seconds():
                     # Taken before the await, so the other lanes start a fresh list meanwhile.
-                    await self._in_database(self._settle, pending.take())
+                    await self._settle_pending(pending)
         return []
 
     async def _in_database(self, work: Callable[..., _T], *args: Any) -> _T:
@@ -408,15 +533,11 @@ class Dispatcher:
 
     def _renew_claims(self) -> int:
         with transaction(self._engine) as session:
-            return outbox.renew(session, self.owner, self._clock.now(), CLAIM_LEASE)
+            return outbox.renew(session, self.owner, self._clock.now(), self._lease)
 
     def _resume_after_outage(self) -> int:
         with transaction(self._engine) as session:
             return outbox.resume_after_outage(session, self._clock.now())
-
-    def _release(self, notification_ids: list[str]) -> int:
-        with transaction(self._engine) as session:
-            return outbox.release_claims(session, notification_ids, self.owner)
 
     def _release_after_error(self, retries: dict[str, datetime], error: str) -> int:
         with transaction(self._engine) as session:
@@ -424,15 +545,45 @@ class Dispatcher:
                 session, retries, error, self._clock.now(), self.owner
             )
 
-    def _claim(self) -> list[Notification]:
+    def _claim(self, take_over: bool) -> list[Notification]:
         with transaction(self._engine) as session:
             return outbox.claim_due(
-                session, self._clock.now(), self._settings.send_batch_size, CLAIM_LEASE, self.owner
+                session,
+                self._clock.now(),
+                self._settings.send_batch_size,
+                self._lease,
+                self.owner,
+                take_over=take_over,
             )
 
     def _next_due(self) -> datetime | None:
         with transaction(self._engine) as session:
-            return outbox.next_due(session)
+            due = [outbox.next_due(session), timers.next_due(session)]
+        return min((d for d in due if d is not None), default=None)
+
+    def _run_timers(self) -> int:
+        """Do the work of the timers due now (``incidents.timed``), each in a transaction of its
+        own: one that fails is recorded as failed and holds up no other, nor the messages."""
+        now = self._clock.now()
+        with transaction(self._engine) as session:
+            due = timers.due(session, now, self._settings.send_batch_size)
+        ran = 0
+        for timer_id in due:
+            try:
+                with transaction(self._engine) as session:
+                    ran += timed.run(session, timer_id, now, self._settings.mail_domain)
+            except SQLAlchemyError as exc:
+                if unreachable(exc):
+                    raise
+                self._timer_failed(timer_id, now, exc)
+            except Exception as exc:
+                self._timer_failed(timer_id, now, exc)
+        return ran
+
+    def _timer_failed(self, timer_id: str, now: datetime, exc: Exception) -> None:
+        log.error("timer %s failed: %s", timer_id, _describe(exc), exc_info=exc)
+        with transaction(self._engine) as session:
+            timers.fail(session, timer_id, now, _describe(exc))
 
     def _gather(self, batch: list[Notification]) -> list[_Gathered | Unbuildable]:
         """Read what the batch's templates need, in one transaction. A row whose facts cannot
@@ -442,9 +593,12 @@ class Dispatcher:
         per_incident: dict[str, tuple[EffectiveAgreement, messaging.Answers]] = {}
         gathered: list[_Gathered | Unbuildable] = []
         with transaction(self._engine) as session:
+            roots = outbox.thread_roots(session, batch)
             for notification in batch:
                 try:
-                    gathered.append(self._gather_one(session, notification, per_incident, now))
+                    gathered.append(
+                        self._gather_one(session, notification, per_incident, now, roots)
+                    )
                 except SQLAlchemyError:
                     raise
                 except Exception as exc:
@@ -457,6 +611,7 @@ class Dispatcher:
         notification: Notification,
         per_incident: dict[str, tuple[EffectiveAgreement, messaging.Answers]],
         now: datetime,
+        roots: dict[str, str | None],
     ) -> _Gathered:
         incident = session.get(Incident, notification.incident_id)
         assert incident is not None
@@ -469,7 +624,7 @@ class Dispatcher:
         context = messaging.build_context(
             session, notification, incident, agreement, answers, self._tokens, self._settings, now
         )
-        return _Gathered(notification, incident, agreement, context, now)
+        return _Gathered(notification, incident, agreement, context, now, roots[notification.id])
 
     def _render(self, item: _Gathered | Unbuildable) -> Prepared | Unbuildable:
         """The message on the wire, or why there is none: whatever one message's templates,
@@ -501,8 +656,9 @@ class Dispatcher:
                 item.now,
                 agreement.manufacturer_name,
                 self._return_addresses,
+                item.thread_root,
             )
-            return Prepared(build_message(rendered, envelope), rendered.version)
+            return Prepared(build_message(rendered, envelope, self._signer), rendered.version)
         except Exception as exc:
             return self._unbuildable(notification, exc)
 
@@ -519,10 +675,17 @@ class Dispatcher:
         )
         return Unbuildable(f"cannot build the message: {described}")
 
-    def _settle(self, results: list[tuple[Notification, SendOutcome, str | None]]) -> None:
+    def _settle(self, results: list[_Result], unsent: Sequence[str] = ()) -> None:
+        """Record what was sent or failed, and give back the claims ``unsent``, of the rows
+        this process still holds; a row another sender took over is theirs to record."""
         now = self._clock.now()
         with transaction(self._engine) as session:
-            held = outbox.still_claimed(session, [n.id for n, _, _ in results], self.owner)
+            held = outbox.still_claimed(
+                session, [*(n.id for n, _, _ in results), *unsent], self.owner
+            )
+            given_back = [notification_id for notification_id in unsent if notification_id in held]
+            if given_back:
+                outbox.release_claims(session, given_back, self.owner)
             lost = [n for n, _, _ in results if n.id not in held]
             results = [result for result in results if result[0].id in held]
             delivered = [
@@ -549,6 +712,26 @@ class Dispatcher:
                 extra=_ids(item.notification, duration_ms=item.duration_ms),
             )
 
+    def _not_reached(
+        self, session: Session, notification: Notification, outcome: SendOutcome, now: datetime
+    ) -> bool:
+        """A refusal for good is a bounce the server gave at once: the same rule for both, the
+        role left unreached calls for its backup or its next step. Returns whether QA was told."""
+        if outcome.code is None and outcome.permanent:
+            cause = "never sent"
+        else:
+            cause = "refused" if outcome.permanent else "retries exhausted"
+        told, _ = unreached.not_reached(
+            session,
+            notification,
+            now,
+            self._settings.mail_domain,
+            outcome.reply,
+            "dispatcher",
+            cause,
+        )
+        return told
+
     def _settle_failure(
         self, session: Session, notification: Notification, outcome: SendOutcome, now: datetime
     ) -> None:
@@ -571,9 +754,7 @@ class Dispatcher:
             duration_ms=outcome.duration_ms,
             retry_at=retry_at,
         )
-        if failed and not qa_reports.delivery_failure(
-            session, notification, now, self._settings.mail_domain, outcome.reply, "dispatcher"
-        ):
+        if failed and not self._not_reached(session, notification, outcome, now):
             log.error(
                 "QA could not be told that %s failed: %s",
                 notification.id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -13,10 +14,13 @@ from oos_notify.agreements.business_time import CenterCalendar
 from oos_notify.agreements.business_time import add as add_duration
 from oos_notify.agreements.config import EffectiveAgreement, Recipient
 from oos_notify.agreements.vocabulary import AckResponse, EventType, ProductStatus
+from oos_notify.delivery.clinical import clinical_facts
 from oos_notify.delivery.mail import Envelope
 from oos_notify.delivery.rendering import (
     AckLinkView,
     AcknowledgementView,
+    CallTaskView,
+    CenterReportView,
     CenterView,
     ChecklistItemView,
     FailedAttributeView,
@@ -26,16 +30,17 @@ from oos_notify.delivery.rendering import (
     MessageContext,
     OosReleaseView,
     PersonView,
+    RegulatoryClockView,
     RemanufactureView,
     RevisionView,
     SignatureView,
     WithinSpecBasisView,
     day,
     disposition_label,
-    infusion_window_view,
     key_date_views,
     local_time,
 )
+from oos_notify.incidents import call_tasks, pathway_gates, regulatory_clocks, unreached
 from oos_notify.incidents.acknowledgement import (
     AckTokens,
     Purpose,
@@ -44,12 +49,15 @@ from oos_notify.incidents.acknowledgement import (
     open_callback,
     purpose_of,
 )
+from oos_notify.incidents.center_reports import ReportKind
 from oos_notify.return_addresses import Purpose as AddressPurpose
 from oos_notify.return_addresses import ReturnAddresses
 from oos_notify.settings import Settings
 from oos_notify.store.lifecycle import NotificationKind, NotificationStatus
 from oos_notify.store.models import (
     Acknowledgement,
+    CenterReport,
+    CenterReportReceipt,
     DeliveryAttempt,
     FailureReport,
     ForwardedReply,
@@ -66,16 +74,30 @@ def center_ids(agreement: EffectiveAgreement) -> tuple[str, str]:
 
 
 MICROBIAL_ATTRIBUTES = frozenset({"sterility", "mycoplasma", "gram stain"})
-"""Failed attributes that mean organisms may have been infused: blood cultures, and the
-organism's identity and susceptibilities to follow."""
+"""Failed attributes that mean organisms may have been infused: the patient is assessed for
+signs of infection (what else to do is each attribute's clinical guidance)."""
 
 
 def incident_view(
-    incident: Incident, agreement: EffectiveAgreement, decision_due: datetime | None = None
+    incident: Incident,
+    agreement: EffectiveAgreement,
+    now: datetime,
+    decision_due: datetime | None = None,
 ) -> IncidentView:
+    """The incident as its messages state it at ``now``: whether lymphodepletion has started
+    is read in the center's own date."""
     product = agreement.product(incident.product_code)
     status = ProductStatus(incident.product_status) if incident.product_status else None
     infused = status is ProductStatus.INFUSED
+    facts = clinical_facts(
+        agreement,
+        product,
+        status,
+        incident.indication,
+        incident.key_dates,
+        (a["attribute"] for a in incident.failed_attributes),
+        now.astimezone(ZoneInfo(agreement.timezone)).date(),
+    )
     return IncidentView(
         id=incident.id,
         ref=incident.incident_ref,
@@ -103,17 +125,19 @@ def incident_view(
             a["attribute"].strip().lower() in MICROBIAL_ATTRIBUTES
             for a in incident.failed_attributes
         ),
-        infusion_window=None
-        if infused or product is None
-        else infusion_window_view(
-            product.infusion_window_after_lymphodepletion, incident.key_dates
-        ),
+        infusion_window=facts.infusion_window,
+        infusion_windows=facts.infusion_windows,
+        lymphodepletion_started=facts.lymphodepletion_started,
+        shipper_hold=facts.shipper_hold,
+        guidance=facts.guidance,
+        unguided=facts.unguided,
         oos_release=oos_release_view(incident.oos_release, agreement),
         remanufacture=remanufacture_view(incident.remanufacture),
         within_spec_basis=WithinSpecBasisView(**incident.within_spec_basis)
         if incident.within_spec_basis
         else None,
         decision_due=local_time(decision_due, agreement.timezone) if decision_due else None,
+        drill=incident.drill,
     )
 
 
@@ -141,6 +165,7 @@ def oos_release_view(
             confirmed_at=local_time(datetime.fromisoformat(item["confirmed_at"]), timezone)
             if item["confirmed_at"]
             else None,
+            gates=GATE_WORDS.get(item.get("gates", "")),
         )
         for item in offer["items"]
     ]
@@ -149,7 +174,18 @@ def oos_release_view(
         checklist=items,
         outstanding=sum(1 for item in items if item.reference is None),
         asked=asked,
+        requests_supply=pathway_gates.requests_supply(offer),
+        awaiting=[
+            item["label"]
+            for item in offer["items"]
+            if item["id"]
+            in pathway_gates.missing_before_decision(offer, AckResponse.ACCEPT_OOS_PRODUCT)
+        ],
     )
+
+
+GATE_WORDS = {"shipped": "shipment", "infused": "infusion", "resolved": "closing"}
+"""How a message names the transition a checklist item gates."""
 
 
 def remanufacture_view(facts: dict[str, Any] | None) -> RemanufactureView | None:
@@ -201,6 +237,8 @@ class Answers:
     confirmations: list[Acknowledgement] = field(default_factory=list)
     callback: Acknowledgement | None = None
     decision_due: datetime | None = None
+    escalation_due: dict[int, datetime] = field(default_factory=dict)
+    """When each level of the escalation still scheduled goes out, while nobody has confirmed."""
 
     @classmethod
     def of(cls, session: Session, incident: Incident) -> Answers:
@@ -227,6 +265,19 @@ class Answers:
             ).one()
             if offered
             else None,
+            dict(
+                session.exec(
+                    select(Notification.level, func.min(Notification.due_at))
+                    .where(
+                        Notification.incident_id == incident.id,
+                        Notification.kind == NotificationKind.ESCALATION.value,
+                        Notification.status == NotificationStatus.SCHEDULED.value,
+                    )
+                    .group_by(col(Notification.level))
+                ).all()
+            )
+            if incident.acknowledged_at is None
+            else {},
         )
 
 
@@ -252,10 +303,19 @@ def build_context(
             expires_at=local_time(expires_at, agreement.timezone),
         )
     first_ack, decision = answers.acknowledgement, answers.decision
+    # Replies acknowledge escalation notices with a link, and only those (returned-mail.md).
+    acknowledges = notification.with_ack_link and notification.kind in (
+        NotificationKind.ESCALATION,
+        NotificationKind.PHYSICIAN,
+    )
+    escalates_at = min(
+        (due for level, due in answers.escalation_due.items() if level > notification.level),
+        default=None,
+    )
     qa = incident.qa_contact
     contact = agreement.contact(notification.contact_id)
     return MessageContext(
-        incident=incident_view(incident, agreement, answers.decision_due),
+        incident=incident_view(incident, agreement, now, answers.decision_due),
         center=center_view(agreement, incident.plan_type),
         recipient=PersonView(
             name=notification.recipient_name,
@@ -270,6 +330,10 @@ def build_context(
         step_level=notification.level,
         ack=ack_link,
         asks_decision=notification.with_ack_link and purpose_of(notification) is Purpose.DECISION,
+        escalates_at=local_time(escalates_at, agreement.timezone)
+        if acknowledges and escalates_at
+        else None,
+        replies_confirm=acknowledges and settings.replies_confirm,
         acknowledgement=acknowledgement_view(first_ack, agreement) if first_ack else None,
         decision=acknowledgement_view(decision, agreement) if decision else None,
         confirmations=[acknowledgement_view(c, agreement) for c in answers.confirmations],
@@ -280,6 +344,90 @@ def build_context(
         forwarded_reply=forwarded_reply_view(session, notification, agreement)
         if notification.kind == NotificationKind.FORWARDED_REPLY
         else None,
+        call_task=call_task_view(session, notification, agreement)
+        if notification.kind in CALL_TASK_KINDS
+        else None,
+        regulatory_clock=regulatory_clock_view(session, notification, agreement, now)
+        if notification.kind == NotificationKind.REGULATORY_CLOCK
+        else None,
+        center_report=center_report_view(session, notification, agreement),
+    )
+
+
+CALL_TASK_KINDS = frozenset({NotificationKind.CALL_TASK, NotificationKind.CALL_TASK_OVERDUE})
+
+
+def call_task_view(
+    session: Session, notification: Notification, agreement: EffectiveAgreement
+) -> CallTaskView:
+    """The call task a message to its caller (or its escalation) is about."""
+    task = call_tasks.call_task_for(session, notification.id)
+    assert task is not None, f"{notification.id} is about no call task"
+    return CallTaskView(
+        id=task.id,
+        reason=task.reason,
+        caller_role=task.caller_role,
+        numbers=[
+            PersonView(name=n["name"], phone=n["phone"], role=n.get("role")) for n in task.numbers
+        ],
+        opened_at=local_time(task.opened_at, agreement.timezone),
+        due_at=local_time(task.due_at, agreement.timezone),
+        api_path=f"/v1/call-tasks/{task.id}/close",
+    )
+
+
+CLOCK_STARTS = {
+    "opened": "the discovery of the failure",
+    "shipped": "the shipment of the product",
+    "infused": "the infusion of the product",
+    "resolved": "the resolution of the incident",
+}
+
+
+def regulatory_clock_view(
+    session: Session, notification: Notification, agreement: EffectiveAgreement, now: datetime
+) -> RegulatoryClockView:
+    """The report a clock's reminder or escalation is about, in the center's time zone."""
+    row = regulatory_clocks.for_notice(session, notification.id)
+    assert row is not None, f"{notification.id} is about no regulatory clock"
+    return RegulatoryClockView(
+        label=row.label,
+        source=row.source,
+        started_by=CLOCK_STARTS.get(row.started_by, row.started_by),
+        started_at=local_time(row.started_at, agreement.timezone),
+        due_at=local_time(row.due_at, agreement.timezone),
+        missed=now >= row.due_at,
+    )
+
+
+def center_report_view(
+    session: Session, receipt: Notification, agreement: EffectiveAgreement
+) -> CenterReportView | None:
+    """The center's report a message to QA tells of; None for any other message."""
+    if receipt.kind != NotificationKind.RECEIPT:
+        return None
+    link = session.get(CenterReportReceipt, receipt.id)
+    if link is None:
+        return None
+    report = session.get(CenterReport, link.report_id)
+    assert report is not None
+    contact = agreement.contact(report.contact_id)
+    kind = ReportKind(report.kind)
+    return CenterReportView(
+        by=PersonView(
+            name=contact.name if contact else report.email,
+            email=report.email,
+            phone=contact.phone if contact else None,
+            role=report.role,
+        ),
+        kind=kind.value,
+        label=kind.label,
+        day=day(report.day) if report.day else None,
+        phone=report.phone,
+        call_window=report.call_window,
+        comment=report.comment,
+        source=report.source,
+        at=local_time(report.at, agreement.timezone),
     )
 
 
@@ -307,6 +455,10 @@ def failed_delivery_view(
         reply=(last.smtp_reply if last else None) or failed.last_error or "",
         never_sent=last is not None and last.outcome == "permanent" and last.smtp_code is None,
         bounced=last is not None and last.outcome == BOUNCED,
+        brought_forward=[
+            PersonView(name=n.recipient_name, email=n.recipient_email, role=n.role)
+            for n in unreached.brought_forward_by(session, failed.id)
+        ],
     )
 
 
@@ -319,16 +471,20 @@ def forwarded_reply_view(
     reply = session.get(InboundMessage, link.inbound_message_id)
     assert reply is not None
     answered = session.get(Notification, reply.notification_id) if reply.notification_id else None
+    # A message that could not be read has no sender: the notice's recipient is who to ask.
+    email = reply.sender or (answered.recipient_email if answered else None)
     return ForwardedReplyView(
         sender=PersonView(
-            name=answered.recipient_name if answered else reply.sender or "",
-            email=reply.sender,
+            name=answered.recipient_name if answered else email or "",
+            email=email,
             role=answered.role if answered else None,
         ),
         received_at=local_time(reply.received_at, agreement.timezone),
         subject=reply.subject or "",
         text=reply.text or "",
         reason=str(reply.detail.get("reason", "")),
+        request=reply.detail.get("request"),
+        verified=reply.detail.get("verified") is not False,
     )
 
 
@@ -342,6 +498,7 @@ def acknowledgement_view(
         role=ack.role,
         at=local_time(ack.at, agreement.timezone),
         response=AckResponse(ack.response).label,
+        answer=ack.response,
         comment=ack.comment,
         signature=SignatureView(
             printed_name=signed["printed_name"],
@@ -367,23 +524,26 @@ def envelope(
     now: datetime,
     manufacturer_name: str,
     addresses: ReturnAddresses | None = None,
+    thread_root: str | None = None,
 ) -> Envelope:
     """Who a message is from and to. With return addresses, bounces come back to the
     notification's own envelope sender, and a center's replies to its own Reply-To; messages
-    to the manufacturer's QA keep replies going to the From address, where people read them."""
+    to the manufacturer's QA send replies to ``MAIL_FROM``, where people read them."""
     reply_to = return_path = None
     if addresses is not None:
         return_path = addresses.address(notification.id, AddressPurpose.BOUNCE)
         if not NotificationKind(notification.kind).reports_to_qa:
             reply_to = addresses.address(notification.id, AddressPurpose.REPLY)
+    if reply_to is None and settings.from_address != settings.mail_from:
+        reply_to = settings.mail_from
     return Envelope(
-        sender=settings.mail_from,
+        sender=settings.from_address,
         sender_name=f"{manufacturer_name} OOS notifications",
         recipient=notification.recipient_email,
         recipient_name=notification.recipient_name,
         message_id=notification.message_id,
         notification_id=notification.id,
-        thread_id=f"<{incident.id.lower()}@{settings.mail_domain}>",
+        thread_id=thread_root,
         incident_ref=incident.incident_ref,
         sent_at=now,
         reply_to=reply_to,

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
 from jinja2 import (
@@ -26,10 +27,11 @@ from jinja2 import (
     select_autoescape,
 )
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup
 from pydantic import BaseModel
 
 from oos_notify.addresses import as_one_line
-from oos_notify.agreements.config import InfusionWindow
+from oos_notify.agreements.config import IndicationWindow, InfusionWindow
 from oos_notify.agreements.durations import Duration
 from oos_notify.agreements.vocabulary import Disposition, KeyDate
 
@@ -37,6 +39,10 @@ PARTS = ("subject.txt", "body.txt", "body.html")
 LAYOUTS = ("_layout.txt", "_layout.html")
 """Shared layouts the message parts extend; part of every message's template version."""
 MAX_SUBJECT_LENGTH = 250
+"""What a subject is cut to whatever its template printed: a header that cannot grow."""
+SUBJECT_LIMIT = 78
+"""What ``check-config`` lets a subject template render to for the sample incident: a phone's
+lock screen and a mail list show about this much, and RFC 5322 asks lines to keep to it."""
 
 
 class RenderError(Exception):
@@ -72,19 +78,46 @@ class PersonView(BaseModel):
 
 
 class InfusionWindowView(BaseModel):
-    """When the product must be infused after lymphodepletion, and when waiting longer means
-    repeating lymphodepletion (``repeat_after``: the last day, once the date is known)."""
+    """The label's window for infusing the product after lymphodepletion, with its first and
+    last days (``repeat_after``: the last) once the date it counts from is known. Whether to
+    repeat lymphodepletion after it is the treating physician's decision."""
 
     earliest: str
     latest: str
     counted_from: str
     repeat_after: str | None
+    first_day: str | None = None
+    indication: str | None = None
+    """The indication the window is the label's for; None where one window holds for all."""
+    source: str | None = None
+    """The label and section the window comes from."""
+
+
+class GuidanceView(BaseModel):
+    """What a failed attribute means clinically, from the manufacturer's config: for a product
+    not yet given, and for a patient who received it."""
+
+    attribute: str
+    not_infused: str
+    infused: str
+    source: str
+
+
+class ShipperHoldView(BaseModel):
+    """How long a product still in its shipper may be quarantined in it."""
+
+    hold: str
+    """The shipper's hold time in words: ``9 days``."""
+    until: str | None
+    """The day the hold time ends (counted from the shipment day), once that day is known."""
 
 
 class ChecklistItemView(BaseModel):
     label: str
     reference: str | None
     confirmed_at: str | None
+    gates: str | None = None
+    """The step it must be on file before (``shipment``, ``infusion``, ``closing``)."""
 
 
 class OosReleaseView(BaseModel):
@@ -95,6 +128,10 @@ class OosReleaseView(BaseModel):
     outstanding: int
     asked: list[PersonView] = []
     """Who was asked to decide, with their numbers where the agreement has them."""
+    requests_supply: bool = False
+    """The pathway words the decision as the physician's request for supply (the EU's)."""
+    awaiting: list[str] = []
+    """The documents the pathway puts before the decision that are not yet on file."""
 
 
 class RemanufactureView(BaseModel):
@@ -136,11 +173,23 @@ class IncidentView(BaseModel):
     microbial: bool = False
     """A failed attribute is a microbial test (sterility, mycoplasma, Gram stain)."""
     infusion_window: InfusionWindowView | None = None
+    infusion_windows: list[InfusionWindowView] = []
+    """Every indication's window, where the product's differ and the incident names none."""
+    lymphodepletion_started: str | None = None
+    """The day lymphodepletion started, once it has (and the product is not infused)."""
+    shipper_hold: ShipperHoldView | None = None
+    """While the product is shipped or at the center and its shipper's hold time is known."""
+    guidance: list[GuidanceView] = []
+    """The clinical guidance for each failed attribute that has one."""
+    unguided: list[str] = []
+    """Failed attributes without configured guidance."""
     oos_release: OosReleaseView | None = None
     remanufacture: RemanufactureView | None = None
     within_spec_basis: WithinSpecBasisView | None = None
     decision_due: str | None = None
     """When a decision still missing is escalated."""
+    drill: bool = False
+    """A practice incident: every message says DRILL in its subject and first line."""
 
 
 class CenterView(BaseModel):
@@ -178,6 +227,9 @@ class AcknowledgementView(BaseModel):
     role: str
     at: str
     response: str
+    answer: str = ""
+    """The answer's code (``received``, ``call_me``, ``accept_oos_product``...): what a subject
+    names in a word where the label would not fit."""
     comment: str | None
     signature: SignatureView | None = None
     revision: RevisionView | None = None
@@ -199,6 +251,9 @@ class FailedDeliveryView(BaseModel):
     written in a header), so no mail server saw it."""
     bounced: bool = False
     """A mail server accepted the message and later returned it as undeliverable."""
+    brought_forward: list[PersonView] = []
+    """Who the failure brought a notice forward for, at once (the role's backup, or its next
+    step): empty when nothing was."""
 
 
 class ForwardedReplyView(BaseModel):
@@ -210,6 +265,57 @@ class ForwardedReplyView(BaseModel):
     text: str
     reason: str
     """Why it was not taken as an acknowledgement: "it does not confirm", ..."""
+    request: str | None = None
+    """What the reply seems to ask or report that the service could not take as written (a
+    date it cannot read for sure, say): QA's message shows it first."""
+    verified: bool = True
+    """False when nothing proves who sent it (no trusted, aligned authentication)."""
+
+
+class CallTaskView(BaseModel):
+    """A phone call the manufacturer must make to the center (a call task), as its caller and
+    the roles it escalates to read it."""
+
+    id: str
+    reason: str
+    caller_role: str
+    numbers: list[PersonView]
+    """Whom to call, the center's on-call line first."""
+    opened_at: str
+    due_at: str
+    api_path: str
+    """Where the call is recorded: ``POST`` the reached name, number, time and outcome."""
+
+
+class RegulatoryClockView(BaseModel):
+    """A report owed to an authority, as its reminder and escalation show it."""
+
+    label: str
+    source: str
+    started_by: str
+    """What started it, in words: ``the infusion``."""
+    started_at: str
+    due_at: str
+    missed: bool
+    """The due time has passed without a report reference."""
+
+
+class CenterReportView(BaseModel):
+    """What a center's contact said from their link or in a reply, as QA is told of it."""
+
+    by: PersonView
+    kind: str
+    """``lymphodepletion_started``, ``lymphodepletion_postponed``, ``product_received`` or
+    ``call_me``."""
+    label: str
+    day: str | None = None
+    phone: str | None = None
+    call_window: str | None = None
+    """When to call, in the center's time zone; None: as soon as possible."""
+    comment: str | None = None
+    source: str
+    """``link`` or ``reply``."""
+    at: str
 
 
 class MessageContext(BaseModel):
@@ -224,6 +330,12 @@ class MessageContext(BaseModel):
     ack: AckLinkView | None
     """The recipient's own link: to acknowledge, or (``asks_decision``) to decide."""
     asks_decision: bool = False
+    escalates_at: str | None = None
+    """When the escalation goes on to the next contacts of the plan if nobody confirms: the
+    deadline a notice with a link asks to be confirmed by (none after the last step)."""
+    replies_confirm: bool = False
+    """A reply to this notice saying "received" confirms it as the link does (the service reads
+    its replies and the notice can be acknowledged)."""
     acknowledgement: AcknowledgementView | None
     """The acknowledgement of the current round of notices, once there is one."""
     decision: AcknowledgementView | None = None
@@ -234,6 +346,10 @@ class MessageContext(BaseModel):
     """A decider's request to be called, while it is open."""
     failed_delivery: FailedDeliveryView | None = None
     forwarded_reply: ForwardedReplyView | None = None
+    call_task: CallTaskView | None = None
+    """The call task a message to its caller, or its escalation, is about."""
+    regulatory_clock: RegulatoryClockView | None = None
+    center_report: CenterReportView | None = None
 
 
 DISPOSITION_LABELS = {
@@ -292,21 +408,24 @@ def spoken(duration: Duration) -> str:
 def infusion_window_view(
     window: InfusionWindow | None, key_dates: dict[str, str]
 ) -> InfusionWindowView | None:
-    """The product's infusion window, with the last day before lymphodepletion must be repeated
-    once the date it counts from is known (a window of whole days ends on a calendar day)."""
+    """The label's infusion window, with its first and last days once the date it counts from
+    is known (a window of whole days ends on a calendar day)."""
     if window is None:
         return None
     anchor = key_dates.get(window.counted_from.value)
-    last = (
-        date.fromisoformat(anchor) + timedelta(days=window.latest.as_timedelta().days)
-        if anchor
-        else None
-    )
+    start = date.fromisoformat(anchor) if anchor else None
     return InfusionWindowView(
         earliest=spoken(window.earliest),
         latest=spoken(window.latest),
         counted_from=_COUNTED_FROM[window.counted_from],
-        repeat_after=day(last) if last else None,
+        repeat_after=day(start + timedelta(days=window.latest.as_timedelta().days))
+        if start
+        else None,
+        first_day=day(start + timedelta(days=window.earliest.as_timedelta().days))
+        if start
+        else None,
+        indication=window.name if isinstance(window, IndicationWindow) else None,
+        source=window.source,
     )
 
 
@@ -427,6 +546,12 @@ class Renderer:
             traceback = traceback.tb_next
         return found
 
+    def source_of(self, template: str, center_ids: tuple[str, ...] = ()) -> str:
+        """The file a center's ``template`` (``escalation_final/subject.txt``) is read from: its
+        own override, its health system's, or the default."""
+        filename = self._environment(center_ids).get_template(template).filename
+        return filename or template
+
     def exists(self, name: str, center_ids: tuple[str, ...] = ()) -> bool:
         environment = self._environment(center_ids)
         available = set(environment.list_templates())
@@ -481,12 +606,56 @@ class Renderer:
         subject = as_one_line(rendered[0])
         if not subject:
             raise RenderError(f"{name}/subject.txt", "renders an empty subject")
-        return RenderedMessage(
+        message = RenderedMessage(
             subject=subject[:MAX_SUBJECT_LENGTH],
             text=rendered[1],
             html=rendered[2],
             version=version or digest.hexdigest()[:16],
         )
+        return drill_marked(message) if context.incident.drill else message
+
+
+DRILL_LINE = "DRILL: a practice incident. No real patient or product lot is concerned."
+"""The first line of every message of a drill, whatever its template (a center's own too)."""
+_BODY_TAG = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
+
+
+def drill_marked(message: RenderedMessage) -> RenderedMessage:
+    """A drill's message: DRILL first in its subject (kept within ``SUBJECT_LIMIT``, cut at a
+    word) and its first line, in both parts, so nobody takes it for a real patient's."""
+    subject = f"DRILL {message.subject}"
+    if len(subject) > SUBJECT_LIMIT:
+        subject = subject[: SUBJECT_LIMIT + 1].rsplit(" ", 1)[0].rstrip(" ,:;-")
+    banner = (
+        '<p style="margin:0;padding:10px 16px;background:#fff3c4;color:#5c4400;font-size:14px;'
+        f'font-weight:bold;">{DRILL_LINE}</p>'
+    )
+    found = _BODY_TAG.search(message.html)
+    at = found.end() if found else 0
+    return RenderedMessage(
+        subject=subject,
+        text=f"{DRILL_LINE}\n\n{message.text.lstrip()}",
+        html=f"{message.html[:at]}{banner}{message.html[at:]}",
+        version=message.version,
+    )
+
+
+def destination(url: str) -> str:
+    """Where a link leads, as written under its button (the ``destination`` filter):
+    ``https://oos.manufacturer.example/…``, so the reader sees the site before pressing it."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/…"
+
+
+def phone_link(number: str) -> Markup:
+    """A phone number as a ``tel:`` link that does not wrap (the ``phone`` filter, HTML only):
+    tapped on a phone it dials, and it is never split over two lines."""
+    dialled = re.sub(r"[^0-9]", "", number)
+    if number.strip().startswith("+"):
+        dialled = "+" + dialled
+    return Markup('<a href="tel:{}" style="white-space:nowrap;"><bdi>{}</bdi></a>').format(
+        dialled, number
+    )
 
 
 def mailto(address: str, subject: str | None = None) -> str:
@@ -511,4 +680,6 @@ def _sandbox(loader: BaseLoader) -> ImmutableSandboxedEnvironment:
         keep_trailing_newline=True,
     )
     environment.filters["mailto"] = mailto
+    environment.filters["phone"] = phone_link
+    environment.filters["destination"] = destination
     return environment

@@ -8,6 +8,7 @@ set, so a template edited later changes new incidents only.
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -22,11 +23,18 @@ from oos_notify.store.models import StoredTemplateSet
 def record(
     engine: Engine, renderer: Renderer, agreements: Agreements, now: datetime
 ) -> dict[str, str]:
-    """Store every center's current template set (once per version); return each center's."""
+    """Store every center's current template set (once per version); return each center's.
+    Centers whose overrides resolve to the same folders share one set, read once: reading and
+    hashing every file again for each of a hundred sites took most of a restart."""
     versions: dict[str, str] = {}
     sets: dict[str, dict[str, object]] = {}
+    by_folders: dict[tuple[Path, ...], TemplateSet] = {}
     for center_id in agreements.center_ids():
-        snapshot = renderer.snapshot(center_ids(agreements.effective(center_id)))
+        chain = center_ids(agreements.effective(center_id))
+        folders = tuple(renderer.search_path(chain))
+        snapshot = by_folders.get(folders)
+        if snapshot is None:
+            snapshot = by_folders[folders] = renderer.snapshot(chain)
         versions[center_id] = snapshot.version
         sets[snapshot.version] = {
             "version": snapshot.version,

@@ -1,21 +1,26 @@
 """What a returned mail does to its notification and incident, in one transaction with the
 record that it was processed, so that it does it once.
 
-- A permanent bounce fails the notification with the diagnostic, tells QA as a 5xx would, and
-  starts the round's next escalation step at once. A temporary one is recorded only.
+- A permanent bounce fails the notification with the diagnostic and is then taken as a 5xx
+  would be (``incidents.unreached``): QA is told, and the role left unreached brings its backup's
+  or its own next notice forward. A temporary one is recorded only.
 - An automatic reply goes on the timeline with its first lines and, unless the plan says
   ``on_out_of_office: record``, starts the round's next step at once. It never acknowledges and
   is never answered.
-- A reply from the recipient's own address whose first line confirms acknowledges exactly as
-  the link would (the same round rules, QA's receipt); from a role the plan does not let stop
-  the escalation it is recorded as a confirmation that stops nothing, as on the page. Any other
-  reply is forwarded to QA. A reply from another address, or one whose sender failed SPF and
-  DKIM, does nothing but show.
-- Bringing the next step forward is for notices to those whose confirmation would stop the
+- A reply from the recipient's own address, authenticated and aligned by the operator's own
+  receiving server, whose first line confirms acknowledges exactly as the link would (the same
+  round rules, QA's receipt); from a role the plan does not let stop the escalation it is
+  recorded as a confirmation that stops nothing, as on the page. Any other reply is forwarded
+  to QA, marked unverified when nothing trusted authenticates it. A reply from another address,
+  with a From header that names no one sender, or whose sender failed authentication, does
+  nothing but show.
+- Bringing anything forward is for notices to those whose confirmation would stop the
   escalation: a cell lab's bounce or absence tells QA or the timeline, and moves nothing.
 
 Only a genuine return address names a notification: anything without one is recorded and does
-nothing. One message that cannot be processed is recorded as such and fails alone.
+nothing, and each address takes only its own kind of mail. Nothing stored, shown or forwarded
+keeps a center's confirmation link or return address. One message that cannot be read or
+processed is recorded as such and fails alone.
 """
 
 from __future__ import annotations
@@ -26,24 +31,28 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from email.message import Message
 from enum import StrEnum
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from oos_notify.agreements.config import EffectiveAgreement
 from oos_notify.agreements.vocabulary import AckResponse, EventType
 from oos_notify.clock import Clock
 from oos_notify.ids import new_id
-from oos_notify.inbound.classify import Kind, Returned, classify, parse
-from oos_notify.incidents import acknowledgement, qa_reports
+from oos_notify.inbound import center_words
+from oos_notify.inbound.center_links import without_center_links
+from oos_notify.inbound.classify import Kind, Returned, Verdict
+from oos_notify.inbound.reading import Reader, Reading
+from oos_notify.incidents import acknowledgement, center_reports, deputies, unreached
 from oos_notify.incidents.acknowledgement import AckForm, AckTokens, Purpose, purpose_of
+from oos_notify.incidents.center_reports import Source
 from oos_notify.incidents.planning import plan_to_qa
+from oos_notify.incidents.unreached import notification_round
+from oos_notify.return_addresses import Purpose as AddressPurpose
 from oos_notify.return_addresses import ReturnAddress, ReturnAddresses
 from oos_notify.store import audit, outbox
 from oos_notify.store.db import transaction
@@ -54,7 +63,6 @@ from oos_notify.store.lifecycle import (
     NotificationStatus,
 )
 from oos_notify.store.models import (
-    AuditEntry,
     ForwardedReply,
     InboundMessage,
     Incident,
@@ -67,15 +75,13 @@ log = logging.getLogger(__name__)
 FORWARDED_REPLY_TEMPLATE = "forwarded_reply"
 ACTOR = "returned mail"
 """Who the timeline says acted on a bounce or an automatic reply."""
-RECIPIENT_HEADERS = (
-    "Delivered-To",
-    "X-Original-To",
-    "Envelope-To",
-    "X-Envelope-To",
-    "To",
-    "Cc",
-)
-"""Where a mailbox shows the address a message came to, most trustworthy first."""
+ACCEPTED = {
+    AddressPurpose.REPLY: frozenset({Kind.REPLY, Kind.AUTO_REPLY, Kind.REPORT}),
+    AddressPurpose.BOUNCE: frozenset({Kind.BOUNCE, Kind.DELAY, Kind.AUTO_REPLY, Kind.REPORT}),
+}
+"""What each return address is for: replies go to the Reply-To, delivery reports to the
+envelope sender; automatic replies may go to either (RFC 3834 answers the envelope sender,
+Exchange the Reply-To)."""
 _ACK_LINK_LIFETIME = timedelta(minutes=5)
 
 
@@ -84,8 +90,12 @@ class Outcome(StrEnum):
     ESCALATED = "escalated"
     ACKNOWLEDGED = "acknowledged"
     FORWARDED = "forwarded"
+    REPORTED = "reported"
+    """Said what the link's page lets a center say (a date, the product, a call): taken."""
     RECORDED = "recorded"
     FLAGGED = "flagged"
+    MISDIRECTED = "misdirected"
+    """Came to the other return address of its notification: shown, not acted on."""
     UNMATCHED = "unmatched"
     ERROR = "error"
 
@@ -143,7 +153,8 @@ def confirms(text: str, words: Sequence[str]) -> bool:
 
 class Intake:
     """Processes returned mail; one per service, shared by the mailbox reader and the
-    listener. ``handle`` is blocking database work: run it in a thread at the write gate."""
+    listener. ``read`` parses a message in the reader process: await it outside the write
+    gate. ``handle`` is blocking database work: run it in a thread at the write gate."""
 
     def __init__(
         self,
@@ -153,8 +164,10 @@ class Intake:
         tokens: AckTokens,
         mail_domain: str,
         confirm_words: Sequence[str],
+        reader: Reader,
     ) -> None:
         self._engine = engine
+        self._reader = reader
         self._clock = clock
         self._addresses = addresses
         self._tokens = tokens
@@ -170,22 +183,31 @@ class Intake:
         with transaction(self._engine) as session:
             return self._at(session, source, uidvalidity, uid) is not None
 
-    def handle(self, raw: bytes, origin: Origin) -> Handled:
-        """Process one message: its effects and its record commit together, or neither does.
-        A database error is raised (the message is left for another try); anything else
-        this message causes is recorded as its failure, and the next message goes on."""
+    async def read(self, raw: bytes, origin: Origin) -> Reading:
+        """Parse and classify a message, within the reader's time limit; no database work."""
+        return await self._reader.read(raw, origin.envelope_sender)
+
+    def handle(self, raw: bytes, origin: Origin, reading: Reading) -> Handled:
+        """Process one message as read: its effects and its record commit together, or
+        neither does. A database error is raised (the message is left for another try);
+        anything else this message causes is recorded as its failure, and the next message
+        goes on."""
         now = self._clock.now()
-        try:
-            returned = classify(raw, origin.envelope_sender)
-        except Exception as exc:
-            return self._failed(origin, None, exc)
-        key = message_key(returned.message_id, raw)
-        returned = _storable(returned)
+        if reading.returned is None:
+            log.error(
+                "returned mail could not be read (%s, uid %s): %s",
+                origin.source,
+                origin.uid,
+                reading.error,
+            )
+            return self.refuse(origin, reading.error or "it could not be read", None, reading)
+        key = message_key(reading.returned.message_id, raw)
+        returned = self._storable(reading.returned, now)
         try:
             with transaction(self._engine) as session:
                 if self._seen(session, origin, key):
                     return Handled(returned.kind, None)
-                return self._apply(session, raw, returned, origin, key, now)
+                return self._apply(session, reading, returned, origin, key, now)
         except IntegrityError:
             # Another reader committed the same message first; anything else is a failure.
             with transaction(self._engine) as session:
@@ -196,6 +218,28 @@ class Intake:
             raise
         except Exception as exc:
             return self._failed(origin, returned, exc)
+
+    def _storable(self, returned: Returned, now: datetime) -> Returned:
+        """A returned mail's texts as they can be stored, shown and forwarded: no NUL (kept
+        as U+FFFD, which PostgreSQL's text can hold), no working center link or return
+        address."""
+
+        def text(value: str) -> str:
+            return without_center_links(nul_replaced(value), self._tokens, now)
+
+        def optional(value: str | None) -> str | None:
+            return None if value is None else text(value)
+
+        return replace(
+            returned,
+            evidence=tuple(nul_replaced(e) for e in returned.evidence),
+            message_id=optional(returned.message_id),
+            sender=None if returned.sender is None else nul_replaced(returned.sender),
+            subject=text(returned.subject),
+            text=text(returned.text),
+            status=optional(returned.status),
+            diagnostic=optional(returned.diagnostic),
+        )
 
     # --- finding what a message is about ---------------------------------------------------
 
@@ -218,18 +262,13 @@ class Intake:
         found = session.exec(select(InboundMessage.id).where(InboundMessage.message_key == key))
         return found.first() is not None
 
-    def _return_address(self, message: Message, origin: Origin) -> ReturnAddress | None:
+    def _return_address(self, reading: Reading | None, origin: Origin) -> ReturnAddress | None:
         """The notification a message came back for: from the envelope when it came over
         SMTP, else from the headers a mailbox shows the recipient in."""
-        for recipient in origin.envelope_recipients:
+        for recipient in (*origin.envelope_recipients, *(reading.recipients if reading else ())):
             found = self._addresses.find(recipient)
             if found is not None:
                 return found
-        for name in RECIPIENT_HEADERS:
-            for value in message.get_all(name) or []:
-                found = self._addresses.find(str(value))
-                if found is not None:
-                    return found
         return None
 
     # --- effects ---------------------------------------------------------------------------
@@ -237,13 +276,13 @@ class Intake:
     def _apply(
         self,
         session: Session,
-        raw: bytes,
+        reading: Reading,
         returned: Returned,
         origin: Origin,
         key: str,
         now: datetime,
     ) -> Handled:
-        address = self._return_address(parse(raw), origin)
+        address = self._return_address(reading, origin)
         notification = session.get(Notification, address.notification_id) if address else None
         incident = session.get(Incident, notification.incident_id) if notification else None
         if notification is None or incident is None:
@@ -251,6 +290,8 @@ class Intake:
                 Outcome.UNMATCHED,
                 {"reason": "the notification is unknown" if address else "no return address"},
             )
+        elif address is not None and returned.kind not in ACCEPTED[address.purpose]:
+            effect = self._misdirected(session, returned, notification, address, now)
         elif returned.kind is Kind.BOUNCE:
             effect = self._bounced(session, returned, notification, incident, now)
         elif returned.kind is Kind.DELAY:
@@ -327,15 +368,91 @@ class Intake:
         )
         return self.refuse(origin, f"{type(exc).__name__}: {exc}", returned)
 
-    def refuse(self, origin: Origin, error: str, returned: Returned | None = None) -> Handled:
-        """Record a message that cannot be processed (unreadable, too large, failing) with
-        ``error``, so that it shows; it does nothing else."""
+    def refuse(
+        self,
+        origin: Origin,
+        error: str,
+        returned: Returned | None = None,
+        reading: Reading | None = None,
+    ) -> Handled:
+        """Record a message that cannot be processed (unreadable, too large, too slow to read,
+        failing) with ``error``, so that it shows; nothing it says is acted on. One that could
+        not be read (``reading``) and came to a notification's return address shows on that
+        incident's timeline, and QA gets it forwarded as unverified, its text unread."""
         error = nul_replaced(" ".join(error.split())[:500])
         now = self._clock.now()
-        record = self._record(origin, returned, None, now, Outcome.ERROR, {"error": error})
+        effect = _Effect(Outcome.ERROR, {"error": error})
         with transaction(self._engine) as session:
+            address = self._return_address(reading, origin) if reading is not None else None
+            notification = session.get(Notification, address.notification_id) if address else None
+            incident = session.get(Incident, notification.incident_id) if notification else None
+            if notification is not None and incident is not None:
+                effect = self._unreadable(session, notification, incident, now, error)
+            record = self._record(origin, returned, None, now, Outcome.ERROR, effect.detail)
+            if notification is not None and incident is not None:
+                record.notification_id, record.incident_id = notification.id, incident.id
             session.add(record)
-        return Handled(Kind(record.kind), Outcome.ERROR, record.id)
+            session.flush()
+            for forward in effect.forwards:
+                session.add(ForwardedReply(notification_id=forward, inbound_message_id=record.id))
+        return Handled(Kind(record.kind), Outcome.ERROR, record.id, effect.wake)
+
+    def _unreadable(
+        self,
+        session: Session,
+        notification: Notification,
+        incident: Incident,
+        now: datetime,
+        error: str,
+    ) -> _Effect:
+        audit.record(
+            session,
+            now,
+            "returned_mail_unreadable",
+            ACTOR,
+            incident_id=incident.id,
+            notification_id=notification.id,
+            error=error,
+        )
+        detail: dict[str, Any] = {"error": error}
+        if IncidentStatus(incident.status).is_closed:
+            detail["reason"] = f"the incident is {incident.status}"
+        elif NotificationKind(notification.kind).reports_to_qa:
+            detail["reason"] = "mail about a message to QA"
+        else:
+            told = self._forward(
+                session, notification, incident, now, f"it could not be read ({error})", False
+            )
+            return _Effect(Outcome.ERROR, {**told.detail, **detail}, told.wake, told.forwards)
+        return _Effect(Outcome.ERROR, detail)
+
+    def _misdirected(
+        self,
+        session: Session,
+        returned: Returned,
+        notification: Notification,
+        address: ReturnAddress,
+        now: datetime,
+    ) -> _Effect:
+        """A reply sent to the bounce address, or a delivery report sent to the reply address:
+        each address does only its own job, so this one is shown and does nothing."""
+        if address.purpose is AddressPurpose.BOUNCE:
+            reason = "a reply sent to the bounce address, which takes delivery reports only"
+        else:
+            reason = "a delivery report sent to the reply address, which takes replies only"
+        audit.record(
+            session,
+            now,
+            "returned_mail_misdirected",
+            returned.sender or "unknown sender",
+            incident_id=notification.incident_id,
+            notification_id=notification.id,
+            kind=returned.kind,
+            sender=returned.sender,
+            subject=returned.subject,
+            reason=reason,
+        )
+        return _Effect(Outcome.MISDIRECTED, {"reason": reason})
 
     def _bounced(
         self,
@@ -366,10 +483,9 @@ class Intake:
             smtp_code=returned.smtp_code,
             reply=diagnostic[:1000],
         )
-        detail["qa_told"] = qa_reports.delivery_failure(
-            session, notification, now, self._mail_domain, reply, ACTOR
+        detail["qa_told"], advanced = unreached.not_reached(
+            session, notification, now, self._mail_domain, reply, ACTOR, "bounce"
         )
-        advanced = self._advance(session, notification, incident, now, "bounce")
         detail.update(advanced)
         return _Effect(Outcome.NOTICE_FAILED, detail, wake=True)
 
@@ -411,6 +527,8 @@ class Intake:
             first_lines=returned.text,
             evidence=list(returned.evidence),
         )
+        if purpose_of(notification) is Purpose.DECISION and deputies.undecided(incident):
+            return self._decider_absent(session, notification, incident, now)
         agreement = EffectiveAgreement.stored(incident.agreement)
         plan = agreement.plans[EventType(incident.plan_type)]
         if plan.on_out_of_office == "record":
@@ -420,6 +538,34 @@ class Intake:
             return _Effect(Outcome.RECORDED, advanced)
         return _Effect(Outcome.ESCALATED, advanced, wake=True)
 
+    def _decider_absent(
+        self, session: Session, notification: Notification, incident: Incident, now: datetime
+    ) -> _Effect:
+        """A decision cannot wait for a decider who is away: QA hears at once, with the
+        automatic reply, and the deputy deciders the agreement names are asked now."""
+        asked = deputies.ask_deputies(session, incident, notification, ACTOR, now)
+        reports = plan_to_qa(
+            EffectiveAgreement.stored(incident.agreement),
+            incident.qa_contact,
+            NotificationKind.FORWARDED_REPLY,
+            deputies.DECIDER_ABSENT_TEMPLATE,
+            now,
+            Condition.ALWAYS,
+        )
+        planned = [*asked, *reports]
+        scheduled = outbox.schedule(session, incident.id, planned, now, self._mail_domain)
+        detail = {
+            "reason": "an automatic reply to a decision request",
+            "deputies_asked": [item.recipient_email for item in asked],
+        }
+        forwards = [
+            notification_id
+            for notification_id, item in scheduled
+            if item.kind is NotificationKind.FORWARDED_REPLY
+        ]
+        outcome = Outcome.FORWARDED if forwards else Outcome.RECORDED
+        return _Effect(outcome, detail, wake=bool(scheduled), forwards=forwards)
+
     def _advance(
         self,
         session: Session,
@@ -428,19 +574,11 @@ class Intake:
         now: datetime,
         cause: str,
     ) -> dict[str, Any]:
-        """Make the round's next escalation step due now, after a notice of this round that
-        did not reach its recipient. Says what it moved, or why nothing: somebody whose
-        confirmation would stop nothing (a cell lab) being away delays no confirmation."""
-        if notification.kind != NotificationKind.ESCALATION:
-            return {"reason": "not an escalation notice"}
-        status = IncidentStatus(incident.status)
-        if status.is_closed or status is IncidentStatus.ACKNOWLEDGED:
-            return {"reason": f"the incident is {status}"}
-        if notification_round(session, notification) != incident.ack_round:
-            return {"reason": "the notice is from an earlier round"}
-        agreement = EffectiveAgreement.stored(incident.agreement)
-        if not acknowledgement.may_stop(agreement, incident.plan_type, notification):
-            return {"reason": "its recipient's confirmation would not stop the escalation"}
+        """Make the round's next escalation step due now, after an automatic reply to a notice
+        of this round. Says what it moved, or why nothing (``unreached.held_back``)."""
+        reason = unreached.held_back(session, notification, incident)
+        if reason is not None:
+            return {"reason": reason}
         forward = outbox.bring_forward(session, incident.id, notification.level, now)
         if forward is None:
             return {"reason": "no later step is waiting"}
@@ -497,36 +635,104 @@ class Intake:
         problems = []
         if returned.sender != notification.recipient_email.lower():
             problems.append(f"sent from {returned.sender}, not {notification.recipient_email}")
-        if returned.authentication.failed:
-            problems.append("the sender failed authentication")
+        if returned.sender_problem:
+            problems.append(returned.sender_problem)
+        domain = returned.sender.rpartition("@")[2] if returned.sender else None
+        verdict, why = returned.authentication.verdict(domain)
+        checks = {"verdict": verdict, "why": why, **returned.authentication.summary()}
+        if verdict is Verdict.FAILED:
+            problems.append(f"the sender failed authentication: {why}")
         if problems:
-            checks = returned.authentication.summary()
             reason = "; ".join(problems)
             return _Effect(Outcome.FLAGGED, {"reason": reason, "authentication": checks})
         if NotificationKind(notification.kind).reports_to_qa:
             return _Effect(Outcome.RECORDED, {"reason": "a reply to a message to QA"})
-        reason = "it does not confirm"
-        if confirms(returned.text, self._confirm_words):
-            acknowledges = purpose_of(notification) is Purpose.ACKNOWLEDGEMENT
-            if not (notification.with_ack_link and acknowledges):
-                reason = "its notice cannot be acknowledged by reply"
-            else:
-                state = self._acknowledge(session, returned, notification, now)
-                if state.just_acknowledged and state.stops_escalation:
-                    return _Effect(Outcome.ACKNOWLEDGED, {}, wake=True)
-                if state.just_acknowledged:
-                    # Recorded like the link's confirmation from the same person, which the
-                    # manufacturer does not hear of either: the escalation goes on.
-                    return _Effect(
-                        Outcome.RECORDED,
-                        {"reason": "a confirmation from a role that does not stop the escalation"},
-                    )
-                if state.acknowledgement is not None:
-                    return _Effect(Outcome.RECORDED, {"reason": "already acknowledged"})
-                if state.own_confirmation is not None:
-                    return _Effect(Outcome.RECORDED, {"reason": "already confirmed"})
-                reason = "it confirms an earlier round"
-        return self._forward(session, notification, incident, now, reason)
+        if verdict is Verdict.UNVERIFIED:
+            # Only an authenticated sender confirms: anyone can write a From header.
+            reason = f"its sender could not be verified: {why}"
+            forwarded = self._forward(session, notification, incident, now, reason, False)
+            forwarded.detail["authentication"] = checks
+            return forwarded
+        confirmed = self._confirmation(session, returned, notification, now)
+        agreement = EffectiveAgreement.stored(incident.agreement)
+        said = center_words.read(returned.text, center_reports.center_today(agreement, now))
+        if said.reports or said.unclear:
+            return self._reports(session, notification, incident, now, said, confirmed)
+        if isinstance(confirmed, str):
+            return self._forward(session, notification, incident, now, confirmed)
+        return confirmed
+
+    def _confirmation(
+        self, session: Session, returned: Returned, notification: Notification, now: datetime
+    ) -> _Effect | str:
+        """What a reply's confirmation did, or why it did not acknowledge (to forward it)."""
+        if not confirms(returned.text, self._confirm_words):
+            return "it does not confirm"
+        acknowledges = purpose_of(notification) is Purpose.ACKNOWLEDGEMENT
+        if not (notification.with_ack_link and acknowledges):
+            return "its notice cannot be acknowledged by reply"
+        state = self._acknowledge(session, returned, notification, now)
+        if state.just_acknowledged and state.stops_escalation:
+            return _Effect(Outcome.ACKNOWLEDGED, {}, wake=True)
+        if state.just_acknowledged:
+            # Recorded like the link's confirmation from the same person, which the
+            # manufacturer does not hear of either: the escalation goes on.
+            return _Effect(
+                Outcome.RECORDED,
+                {"reason": "a confirmation from a role that does not stop the escalation"},
+            )
+        if state.acknowledgement is not None:
+            return _Effect(Outcome.RECORDED, {"reason": "already acknowledged"})
+        if state.own_confirmation is not None:
+            return _Effect(Outcome.RECORDED, {"reason": "already confirmed"})
+        return "it confirms an earlier round"
+
+    def _reports(
+        self,
+        session: Session,
+        notification: Notification,
+        incident: Incident,
+        now: datetime,
+        said: center_words.Said,
+        confirmed: _Effect | str,
+    ) -> _Effect:
+        """A reply that speaks of the treatment does what the link's page would, when every
+        statement in it reads one way; otherwise QA gets it forwarded, the request shown
+        first, and nothing of it is taken. Either way its confirmation stands."""
+        request = said.request
+        taken: list[str] = []
+        answerable = purpose_of(notification) is Purpose.ACKNOWLEDGEMENT
+        if request is None and not (notification.with_ack_link and answerable):
+            request = "a report in a reply to a message whose page takes none"
+        if request is None:
+            refused = [
+                f"{report.kind.label.lower()}: {why}"
+                for report in said.reports
+                if (why := center_reports.refusal(incident, notification, report, now))
+            ]
+            request = "; ".join(refused) or None
+        if request is None:
+            for report in said.reports:
+                recorded = center_reports.record(
+                    session, incident, notification, report, Source.REPLY, now, self._mail_domain
+                )
+                taken.append(recorded.report.kind)
+        if request is not None:
+            acknowledged = {} if isinstance(confirmed, str) else {"confirmation": confirmed.outcome}
+            reason = (
+                "what it asks or reports cannot be read for sure"
+                if said.unclear
+                else "what it reports cannot be taken as written"
+            )
+            forwarded = self._forward(session, notification, incident, now, reason, request=request)
+            forwarded.detail.update(acknowledged)
+            forwarded.wake = forwarded.wake or (not isinstance(confirmed, str) and confirmed.wake)
+            return forwarded
+        if isinstance(confirmed, str):
+            return _Effect(Outcome.REPORTED, {"reports": taken}, wake=True)
+        confirmed.detail["reports"] = taken
+        confirmed.wake = True
+        return confirmed
 
     def _acknowledge(
         self, session: Session, returned: Returned, notification: Notification, now: datetime
@@ -559,7 +765,11 @@ class Intake:
         incident: Incident,
         now: datetime,
         reason: str,
+        verified: bool = True,
+        request: str | None = None,
     ) -> _Effect:
+        """Forward the reply to QA; ``verified`` is False when nothing proves who sent it;
+        ``request`` is what it seems to ask or report, shown first."""
         reports = plan_to_qa(
             EffectiveAgreement.stored(incident.agreement),
             incident.qa_contact,
@@ -568,56 +778,16 @@ class Intake:
             now,
             Condition.ALWAYS,
         )
+        detail: dict[str, Any] = {"reason": reason, "verified": verified}
+        if request is not None:
+            detail["request"] = request
         if not reports:
-            return _Effect(
-                Outcome.RECORDED, {"reason": f"{reason}, and there is no QA contact to tell"}
-            )
+            detail["reason"] = f"{reason}, and there is no QA contact to tell"
+            return _Effect(Outcome.RECORDED, detail)
         scheduled = outbox.schedule(session, incident.id, reports, now, self._mail_domain)
         return _Effect(
             Outcome.FORWARDED,
-            {"reason": reason},
+            detail,
             wake=True,
             forwards=[notification_id for notification_id, _ in scheduled],
         )
-
-
-def notification_round(session: Session, notification: Notification) -> int:
-    """The acknowledgement round a notification was planned in: each late result that restarted
-    the escalation before it (in the audit trail's order) began one more."""
-    scheduled = (
-        select(func.min(AuditEntry.seq))
-        .where(
-            AuditEntry.notification_id == notification.id,
-            AuditEntry.action == "notification_scheduled",
-        )
-        .scalar_subquery()
-    )
-    restarts = session.exec(
-        select(func.count())
-        .select_from(AuditEntry)
-        .where(
-            AuditEntry.incident_id == notification.incident_id,
-            AuditEntry.action == "escalation_restarted",
-            col(AuditEntry.seq) < scheduled,
-        )
-    ).one()
-    return 1 + int(restarts)
-
-
-def _storable(returned: Returned) -> Returned:
-    """A returned mail's texts as they can be stored and acted on: a NUL in them (a broken
-    mailer's) is kept as U+FFFD, which PostgreSQL's text can hold."""
-
-    def text(value: str | None) -> str | None:
-        return None if value is None else nul_replaced(value)
-
-    return replace(
-        returned,
-        evidence=tuple(nul_replaced(e) for e in returned.evidence),
-        message_id=text(returned.message_id),
-        sender=text(returned.sender),
-        subject=nul_replaced(returned.subject),
-        text=nul_replaced(returned.text),
-        status=text(returned.status),
-        diagnostic=text(returned.diagnostic),
-    )

@@ -11,6 +11,8 @@ class IntakeHealth:
         """What the reader says while all is well, e.g. ``reading imap://...``."""
         self.failing = 0
         self.last_error: str | None = None
+        self.caveat: str | None = None
+        """What works differently while all is well, e.g. that no reply confirms."""
 
     def succeeded(self) -> None:
         self.failing = 0
@@ -24,4 +26,4 @@ class IntakeHealth:
         """One line for /readyz: only the error's type, as the page is public."""
         if self.failing:
             return f"retrying: {self.failing} failed in a row ({self.last_error})"
-        return "ok"
+        return f"ok; {self.caveat}" if self.caveat else "ok"

@@ -98,8 +98,11 @@ class SmtpListener:
             envelope_recipients=tuple(envelope.rcpt_tos),
         )
         try:
+            # Parsing is the message's own work, done before its turn at the gate: however
+            # long a message makes it take, no writer waits for it.
+            reading = await self.intake.read(raw, origin)
             async with self._write_gate:
-                handled = await asyncio.to_thread(self.intake.handle, raw, origin)
+                handled = await asyncio.to_thread(self.intake.handle, raw, origin, reading)
         except Exception as exc:
             self.health.failed(exc)
             log.exception("returned mail could not be recorded; the relay will try again")

@@ -179,7 +179,8 @@ class MailboxReader:
         self, client: IMAPClient, uidvalidity: int, uid: int, size: int
     ) -> Handled | None:
         """Process one message unless it was processed already (then None). The message is
-        fetched before the turn at the write gate: the gate is for database work only."""
+        fetched and read before the turn at the write gate: the gate is for database work
+        only."""
         origin = Origin(self.source, uidvalidity, uid)
         if await asyncio.to_thread(self._intake.processed, self.source, uidvalidity, uid):
             return None
@@ -190,7 +191,9 @@ class MailboxReader:
             )
         else:
             fetched = await self._call(client.fetch, [uid], ["BODY.PEEK[]"])
-            work = partial(self._intake.handle, fetched[uid][b"BODY[]"], origin)
+            raw = fetched[uid][b"BODY[]"]
+            reading = await self._intake.read(raw, origin)
+            work = partial(self._intake.handle, raw, origin, reading)
         async with self._write_gate:
             handled = await asyncio.to_thread(work)
         if handled.wake and self._wake is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
@@ -14,11 +15,14 @@ from oos_notify.agreements.config import ConfigProblem
 from oos_notify.clock import Clock
 from oos_notify.inbound.handling import Intake
 from oos_notify.inbound.health import IntakeHealth
-from oos_notify.inbound.listener import SmtpListener
-from oos_notify.inbound.mailbox import MailboxReader
+from oos_notify.inbound.reading import Reader
 from oos_notify.incidents.acknowledgement import AckTokens
 from oos_notify.return_addresses import ReturnAddresses
 from oos_notify.settings import InboundMode, Settings
+
+if TYPE_CHECKING:
+    from oos_notify.inbound.listener import SmtpListener
+    from oos_notify.inbound.mailbox import MailboxReader
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ class InboundMail:
         tokens: AckTokens,
         wake: Callable[[], None] | None = None,
     ) -> None:
+        self._reader = Reader(settings.inbound_max_parse_seconds, settings.inbound_authserv_id)
         self.intake = Intake(
             engine,
             clock,
@@ -73,11 +78,18 @@ class InboundMail:
             tokens,
             settings.mail_domain,
             settings.reply_confirm_words,
+            self._reader,
         )
+        self._settings = settings
+        # The IMAP client and the SMTP server are imported by the process that runs one
         self._part: MailboxReader | SmtpListener
         if settings.inbound is InboundMode.IMAP:
+            from oos_notify.inbound.mailbox import MailboxReader
+
             self._part = MailboxReader(settings, self.intake, write_gate, wake)
         else:
+            from oos_notify.inbound.listener import SmtpListener
+
             self._part = SmtpListener(settings, self.intake, write_gate, wake)
 
     @property
@@ -87,6 +99,13 @@ class InboundMail:
     async def start(self) -> None:
         await self._part.start()
         log.info("returned mail: %s", self._part.health.working)
+        if self._settings.inbound_authserv_id is None:
+            self._part.health.caveat = "no reply confirms: OOS_NOTIFY_INBOUND_AUTHSERV_ID is unset"
+            log.warning(
+                "OOS_NOTIFY_INBOUND_AUTHSERV_ID is not set: no Authentication-Results are "
+                "trusted, so no reply confirms; replies are forwarded to QA as unverified"
+            )
 
     async def stop(self) -> None:
         await self._part.stop()
+        await self._reader.close()

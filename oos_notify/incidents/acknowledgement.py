@@ -30,7 +30,7 @@ from oos_notify.agreements.vocabulary import (
 )
 from oos_notify.errors import ServiceError
 from oos_notify.ids import new_id
-from oos_notify.incidents import qa_reports
+from oos_notify.incidents import outcome, pathway_gates, physician, qa_reports
 from oos_notify.incidents.planning import IncidentFacts, plan_acknowledged
 from oos_notify.store import audit, outbox
 from oos_notify.store.lifecycle import Condition, IncidentStatus, NotificationKind, incident_sources
@@ -79,6 +79,14 @@ class Claims:
     """The incident's round when the email was sent, so the facts the email showed."""
 
 
+_COMPRESSED = "."
+"""How itsdangerous starts a compressed payload. A link path that starts with a dot looks
+hidden, which spam filters score (rspamd's URI_HIDDEN_PATH)."""
+COMPRESSED_MARK = "z"
+"""What a compressed token starts with in links instead: a JSON payload that is not compressed
+starts ``ey``, so the two never meet, and links issued with the dot still read."""
+
+
 class AckTokens:
     """Issues and reads acknowledgement tokens signed with the service's secret key."""
 
@@ -97,12 +105,16 @@ class AckTokens:
         }
         token = self._serializer.dumps(payload)
         assert isinstance(token, str)
+        if token.startswith(_COMPRESSED):
+            return COMPRESSED_MARK + token[1:]
         return token
 
     def read(self, token: str, now: datetime) -> Claims:
         """The claims of a genuine, unexpired token; raise a LinkError otherwise."""
         if len(token) > MAX_TOKEN_LENGTH:
             raise InvalidLink("This acknowledgement link is not valid.")
+        if token.startswith(COMPRESSED_MARK):
+            token = _COMPRESSED + token[1:]
         try:
             payload = self._serializer.loads(token)
             claims = Claims(
@@ -143,7 +155,10 @@ FORM_PROBLEMS = {
     "response": "Choose one of the listed answers.",
     "comment": "A comment is limited to 2000 characters.",
     "round": "This page was changed or is not complete. Open the link from the email again.",
-    "printed_name": "Print your name on one line, in at most 200 characters.",
+    "printed_name": (
+        "Print your name on one line, in at most 200 characters, without characters that "
+        "change the direction of text (such as U+202E)."
+    ),
     "phone": "Write the phone number with digits, spaces and + ( ) - . / only.",
 }
 
@@ -178,11 +193,54 @@ def purpose_of(notification: Notification) -> Purpose:
     return Purpose.ACKNOWLEDGEMENT
 
 
+REQUEST_SUPPLY_MEANING = (
+    "request supply of the out-of-specification product for this patient, having considered "
+    "the manufacturer's evaluation of its risks"
+)
+REQUEST_SUPPLY_LABEL = "Request supply of the out-of-specification product"
+
+
 def decision_meaning(response: AckResponse, oos_release: dict[str, Any] | None) -> str:
-    """What a decider signs with ``response``: acceptance names the regulatory pathway."""
+    """What a decider signs with ``response``: acceptance names the regulatory pathway, and is
+    the physician's request for supply where the pathway says so (EU GMP Part IV 11.5)."""
     if response is AckResponse.ACCEPT_OOS_PRODUCT and oos_release:
-        return f"{response.meaning}, under {oos_release['name']}"
+        meaning = (
+            REQUEST_SUPPLY_MEANING
+            if pathway_gates.requests_supply(oos_release)
+            else response.meaning
+        )
+        return f"{meaning}, under {oos_release['name']}"
     return response.meaning
+
+
+def choice_label(response: AckResponse, oos_release: dict[str, Any] | None) -> str:
+    """How the page names a choice: acceptance is a request for supply where the pathway says."""
+    if response is AckResponse.ACCEPT_OOS_PRODUCT and pathway_gates.requests_supply(oos_release):
+        return REQUEST_SUPPLY_LABEL
+    return response.label
+
+
+class NotYetOnFile(LinkError):
+    """A decision the pathway allows only once a document is on file (the EU's risk
+    evaluation before the physician's request)."""
+
+    status_code = 409
+    title = "Not yet possible"
+
+
+def check_decision_allowed(incident: Incident, response: AckResponse) -> None:
+    """Refuse an acceptance before the documents its pathway puts first are on file."""
+    offer = incident.oos_release
+    missing = pathway_gates.missing_before_decision(offer, response)
+    if not missing:
+        return
+    assert offer is not None
+    labels = "; ".join(i["label"] for i in offer["items"] if i["id"] in missing)
+    raise NotYetOnFile(
+        f"This cannot be recorded yet: under {offer['name']}, the product is supplied only after "
+        f"this is on file: {labels}. The manufacturer sends it to you first; then open the link "
+        "again. Meanwhile you may decline, request re-manufacture or ask to be called."
+    )
 
 
 def may_stop(agreement: EffectiveAgreement, plan_type: str, notification: Notification) -> bool:
@@ -297,6 +355,20 @@ def open_callback(session: Session, incident: Incident) -> Acknowledgement | Non
     ).first()
 
 
+def physician_confirmation(session: Session, incident: Incident) -> Acknowledgement | None:
+    """The treating physician's own confirmation of the current round, if they gave one."""
+    return session.exec(
+        select(Acknowledgement)
+        .where(
+            Acknowledgement.incident_id == incident.id,
+            Acknowledgement.purpose == Purpose.ACKNOWLEDGEMENT.value,
+            Acknowledgement.round == incident.ack_round,
+            Acknowledgement.contact_id == physician.TREATING_PHYSICIAN_ID,
+        )
+        .order_by(col(Acknowledgement.at))
+    ).first()
+
+
 def _load(session: Session, tokens: AckTokens, token: str, now: datetime) -> AckState:
     claims = tokens.read(token, now)
     notification = session.get(Notification, claims.notification_id)
@@ -310,6 +382,17 @@ def _load(session: Session, tokens: AckTokens, token: str, now: datetime) -> Ack
     assert incident is not None
     purpose = purpose_of(notification)
     agreement = EffectiveAgreement.stored(incident.agreement)
+    if purpose is Purpose.ACKNOWLEDGEMENT and physician.is_treating_physician(notification):
+        # The treating physician confirms for themselves, whoever stopped the escalation.
+        return AckState(
+            incident,
+            notification,
+            purpose,
+            response_choices(purpose),
+            physician_confirmation(session, incident),
+            claims.ack_round,
+            _changes(session, incident, notification, claims.ack_round, purpose),
+        )
     stops = purpose is Purpose.DECISION or may_stop(agreement, incident.plan_type, notification)
     own = None
     if not stops:
@@ -321,13 +404,18 @@ def _load(session: Session, tokens: AckTokens, token: str, now: datetime) -> Ack
             ),
             None,
         )
+    choices = [
+        choice
+        for choice in (response_choices(purpose) if stops else [AckResponse.RECEIVED])
+        if not pathway_gates.missing_before_decision(incident.oos_release, choice)
+    ]
     return AckState(
         incident,
         notification,
         purpose,
         # Somebody whose answer stops nothing is not offered to ask for anything either: a
         # "please call us" that reaches nobody would be worse than none.
-        response_choices(purpose) if stops else [AckResponse.RECEIVED],
+        choices,
         answer_that_counts(session, incident, purpose),
         claims.ack_round,
         _changes(session, incident, notification, claims.ack_round, purpose),
@@ -426,6 +514,8 @@ def acknowledge(
     answered_round = state.link_round if form.round is None else form.round
     if answered_round != state.incident.ack_round:
         return replace(state, not_recorded=True)
+    if state.purpose is Purpose.DECISION:
+        check_decision_allowed(state.incident, form.response)
     if form.response not in state.choices:
         raise InvalidAnswer("That answer is not one of the choices for this incident.")
     incident, notification = state.incident, state.notification
@@ -440,6 +530,8 @@ def acknowledge(
     )
     if state.purpose is Purpose.DECISION:
         return _answer_decision(session, tokens, token, state, form, answer, agreement, mail_domain)
+    if physician.is_treating_physician(notification):
+        return _confirm_physician(session, state, answer, agreement, mail_domain)
     if not state.stops_escalation:
         own = _record(session, incident, notification, answer, Purpose.ACKNOWLEDGEMENT, False)
         # The incident changed: its next messages read the confirmations again.
@@ -459,6 +551,28 @@ def acknowledge(
     session.refresh(incident)
     recorded = answer_that_counts(session, incident, state.purpose)
     return replace(state, acknowledgement=recorded, just_acknowledged=True)
+
+
+def _confirm_physician(
+    session: Session,
+    state: AckState,
+    answer: Answer,
+    agreement: EffectiveAgreement,
+    mail_domain: str,
+) -> AckState:
+    """The treating physician's confirmation stops their own steps and, when nobody stopped it
+    yet, the round's escalation; QA hears of it either way."""
+    incident, notification, now = state.incident, state.notification, answer.now
+    started = acknowledge_round(session, incident, notification.recipient_email, agreement, now)
+    own = _record(
+        session, incident, notification, answer, Purpose.ACKNOWLEDGEMENT, started is not None
+    )
+    physician.mark_confirmed(session, incident, notification.recipient_email, now)
+    receipts = qa_reports.receipts(incident, agreement, RECEIPT_TEMPLATE, now)
+    outbox.schedule(session, incident.id, [*(started or []), *receipts], now, mail_domain)
+    session.flush()
+    session.refresh(incident)
+    return replace(state, acknowledgement=own, just_acknowledged=True)
 
 
 def _answer_decision(
@@ -501,6 +615,11 @@ def _answer_decision(
         if record_decision(session, incident, notification, signed) is None:
             session.rollback()
             return _load(session, tokens, token, now)
+        if physician.is_treating_physician(notification):
+            physician.mark_confirmed(session, incident, notification.recipient_email, now)
+        outcome.tell_outcome(
+            session, incident, agreement, notification.recipient_email, now, mail_domain
+        )
         callback = None
         template = DECISION_RECEIPT_TEMPLATE
     started = acknowledge_round(session, incident, notification.recipient_email, agreement, now)

@@ -15,7 +15,7 @@ from oos_notify.addresses import Address, Name
 from oos_notify.agreements.config import EffectiveAgreement
 from oos_notify.agreements.vocabulary import AckResponse, Disposition
 from oos_notify.errors import Conflict, InvalidFields, NotFound
-from oos_notify.incidents import offers, qa_reports
+from oos_notify.incidents import offers, outcome, pathway_gates, physician, qa_reports
 from oos_notify.incidents.acknowledgement import (
     DECISION_KINDS,
     DECISION_RECEIPT_TEMPLATE,
@@ -90,6 +90,13 @@ def revise(
     if not revision.response.is_decision:
         choices = ", ".join(r for r in AckResponse if r.is_decision)
         raise InvalidFields([("response", f"a decision is one of {choices}", "invalid")])
+    missing = pathway_gates.missing_before_decision(offer, revision.response)
+    if missing:
+        raise Conflict(
+            f"incident {incident.incident_ref!r}: under {offer['name']} the physician requests "
+            f"supply only once {', '.join(missing)} is on file; confirm it with oos_checklist "
+            "in an update event first"
+        )
     asked = {person.contact_id: person for person in offers.stored_asked(offer)}
     decider = asked.get(revision.decided_by)
     if decider is None:
@@ -137,6 +144,9 @@ def revise(
     )
     recorded = record_decision(session, incident, request, answer)
     assert recorded is not None  # a revision always replaces the decision in force
+    if decider.contact_id == physician.TREATING_PHYSICIAN_ID:
+        physician.mark_confirmed(session, incident, recorded_by.email, now)
+    outcome.tell_outcome(session, incident, agreement, decider.email, now, mail_domain)
     started = acknowledge_round(session, incident, recorded_by.email, agreement, now) or []
     receipts = qa_reports.receipts(incident, agreement, DECISION_RECEIPT_TEMPLATE, now)
     told = plan_message(decider, DECISION_RECORDED_TEMPLATE, now)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from sqlalchemy import Row
+from sqlalchemy import Row, func
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -21,6 +21,7 @@ from oos_notify.agreements import business_time
 from oos_notify.agreements.business_time import CenterCalendar
 from oos_notify.agreements.config import Agreements, EffectiveAgreement
 from oos_notify.agreements.vocabulary import (
+    GATED_TRANSITIONS,
     OPENING_EVENT_TYPES,
     SEVERITY_ORDER,
     AckResponse,
@@ -32,12 +33,20 @@ from oos_notify.agreements.vocabulary import (
 )
 from oos_notify.errors import Conflict, InvalidFields
 from oos_notify.ids import new_id
-from oos_notify.incidents import offers
+from oos_notify.incidents import (
+    clock_rules,
+    offers,
+    pathway_gates,
+    physician,
+    product_state,
+    regulatory_clocks,
+)
 from oos_notify.incidents.planning import (
     IncidentFacts,
     PlanResult,
     derive_severity,
     plan_decision_overdue,
+    plan_decision_reminders,
     plan_decision_request,
     plan_follow_up,
     plan_key_date_steps,
@@ -48,7 +57,7 @@ from oos_notify.store import audit, locks, outbox
 from oos_notify.store.instants import UtcInstant
 from oos_notify.store.lifecycle import Condition, IncidentStatus, NotificationKind, can_move
 from oos_notify.store.models import Event, Incident, Notification
-from oos_notify.store.outbox import PlannedNotification
+from oos_notify.store.outbox import Addressee, PlannedNotification
 from oos_notify.texts import storable
 
 Reference = Annotated[
@@ -78,6 +87,15 @@ class QaContact(_Input):
     name: Name
     email: Address
     phone: Annotated[str, Field(max_length=40, pattern=r"^[0-9+()./ -]+$")] | None = None
+
+
+class TreatingPhysician(_Input):
+    """The patient's own physician, who need not be a contact of the site: a clinician's name
+    and address, never the patient's."""
+
+    name: Name
+    email: Address
+    phone: Annotated[str, Field(max_length=40, pattern=r"^\+?[0-9][0-9 ()./-]*$")] | None = None
 
 
 class ChecklistConfirmation(_Input):
@@ -125,17 +143,25 @@ class EventIn(_Input):
     """Where the product is: a late result after infusion asks for the patient to be assessed,
     before it for the product to be quarantined."""
     infused_at: UtcInstant | None = None
+    indication: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")] | None = None
+    """What the patient is treated for, as the product's config names it: which of the label's
+    infusion windows the messages cite."""
     oos_pathway: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")] | None = None
     """With ``oos_release_offered``: the regulatory pathway, when not the center's own."""
     oos_checklist: Annotated[list[ChecklistConfirmation], Field(max_length=20)] = []
     remanufacture: Remanufacture | None = None
     within_spec_basis: WithinSpecBasis | None = None
+    treating_physician: TreatingPhysician | None = None
+    """Told first and asked to decide; named by the event that opens the incident."""
+    drill: bool = False
+    """A practice incident, said by the event that opens it: real contacts, DRILL on every
+    message, no patient liaison, and its own report instead of the real ones."""
 
     def body_hash(self) -> str:
         """The same event, however its JSON was spaced or ordered, hashes the same."""
         # Fields added after events were first stored stay out of the hash while empty, so an
         # event stored before they existed is recognised when it is posted again.
-        empty = {name for name in ADDED_FIELDS if getattr(self, name) in (None, [])}
+        empty = {name for name in ADDED_FIELDS if getattr(self, name) in (None, [], False)}
         body = self.model_dump(mode="json", exclude=empty)
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
@@ -144,10 +170,13 @@ class EventIn(_Input):
 ADDED_FIELDS = (
     "product_status",
     "infused_at",
+    "indication",
     "oos_pathway",
     "oos_checklist",
     "remanufacture",
     "within_spec_basis",
+    "treating_physician",
+    "drill",
 )
 
 
@@ -247,6 +276,7 @@ def ingest(
     incident = session.exec(
         select(Incident).where(Incident.incident_ref == event.incident_ref)
     ).first()
+    errors += product_state.event_errors(event, incident, agreements)
     if incident is None and event.type not in OPENING_EVENT_TYPES:
         errors.append(
             (
@@ -280,17 +310,31 @@ def _apply(
     session: Session,
     event: EventIn,
     incident: Incident | None,
-    agreements: Agreements,
+    agreements: Agreements | None,
     now: datetime,
     mail_domain: str,
     body_hash: str,
     template_version: str | None,
+    actor: str = "manufacturer",
 ) -> EventAccepted:
     if incident is None:
+        assert agreements is not None
         agreement = agreements.effective(event.center_id)
-        incident, scheduled = _open(session, event, agreement, now, mail_domain, template_version)
+        incident, scheduled = _open(
+            session, event, agreement, agreements, now, mail_domain, template_version
+        )
     else:
-        scheduled = _follow_up(session, incident, event, agreements, now, mail_domain)
+        scheduled = _follow_up(session, incident, event, agreements, now, mail_domain, actor)
+    scheduled += [
+        ScheduledOut(
+            notification_id=notification_id,
+            recipient=item.recipient_email,
+            role=item.role,
+            template=item.template,
+            due_at=item.due_at,
+        )
+        for notification_id, item in clock_rules.after_change(session, incident, now, mail_domain)
+    ]
     answer = EventAccepted(
         incident_id=incident.id,
         event_id=event.event_id,
@@ -315,7 +359,7 @@ def _apply(
         session,
         now,
         "event_received",
-        "manufacturer",
+        actor,
         incident_id=incident.id,
         event_id=event.event_id,
         type=event.type,
@@ -328,6 +372,31 @@ _EVENTS = Event.__table__  # type: ignore[attr-defined]
 _INCIDENTS = Incident.__table__  # type: ignore[attr-defined]
 """Core statements for the rows every opening event writes once and never changes in the same
 transaction: the ORM's unit of work cost more than the inserts themselves."""
+
+
+def center_update(
+    session: Session,
+    incident: Incident,
+    key_dates: Mapping[KeyDate, date],
+    product_status: ProductStatus | None,
+    actor: str,
+    now: datetime,
+    mail_domain: str,
+) -> EventAccepted:
+    """A center's own word on its dates or its product (from its link or a reply), applied as
+    an ``update`` event from QA would be: the facts change, severity and steps are planned
+    again, everyone told hears of it. The timeline names ``actor``, the center's contact."""
+    event = EventIn(
+        event_id=new_id("ctr"),
+        type=EventType.UPDATE,
+        incident_ref=incident.incident_ref,
+        occurred_at=now,
+        center_id=incident.center_id,
+        key_dates=dict(key_dates),
+        product_status=product_status,
+    )
+    locks.one_at_a_time(session, "incident_ref", incident.incident_ref)
+    return _apply(session, event, incident, None, now, mail_domain, event.body_hash(), None, actor)
 
 
 def _received(session: Session, event_id: str) -> Row[Any] | None:
@@ -350,6 +419,7 @@ def _open(
     session: Session,
     event: EventIn,
     agreement: EffectiveAgreement,
+    agreements: Agreements,
     now: datetime,
     mail_domain: str,
     template_version: str | None,
@@ -365,6 +435,10 @@ def _open(
                 )
             ]
         )
+    named = event.treating_physician
+    treating = named.model_dump(mode="json") if named else None
+    person = physician.addressee(treating)
+    opening_offer = _opening_offer(event, agreement, agreements, person, now)
     calendar = CenterCalendar.of(agreement)
     severity, rule = _severity(event, agreement, calendar, event.key_dates, now)
     promise = agreement.notify_within.get(severity)
@@ -387,9 +461,12 @@ def _open(
         qa_contact=event.qa_contact.model_dump(mode="json") if event.qa_contact else None,
         product_status=event.product_status,
         infused_at=event.infused_at,
+        indication=event.indication,
         within_spec_basis=event.within_spec_basis.model_dump(mode="json")
         if event.within_spec_basis
         else None,
+        oos_release=opening_offer.record if opening_offer else None,
+        treating_physician=treating,
         agreement_version=agreement.version(),
         agreement=agreement.model_dump(mode="json"),
         template_version=template_version,
@@ -399,6 +476,7 @@ def _open(
         notify_deadline=(
             business_time.add(now, promise, calendar, business_hours=False) if promise else None
         ),
+        drill=event.drill,
     )
     # Inserted at once (the rows that follow reference it) and not tracked by the session:
     # nothing in this transaction changes it again.
@@ -418,9 +496,40 @@ def _open(
         plan=agreement.plans[EventType(event.type)].id,
         notify_deadline=incident.notify_deadline.isoformat() if incident.notify_deadline else None,
         product_status=event.product_status,
+        drill=event.drill,
     )
-    result = plan_opening(agreement, IncidentFacts(event.type, severity, event.key_dates), now)
-    return incident, _schedule(session, incident, result, now, mail_domain)
+    facts = IncidentFacts(event.type, severity, event.key_dates)
+    result = plan_opening(agreement, facts, now)
+    extra = [result]
+    if person is not None:
+        extra.append(physician.plan_steps(agreement, facts, person, now))
+    if opening_offer is not None:
+        source = opening_offer.source
+        extra.append(plan_decision_request(source.agreement, source.rule, source.asked, facts, now))
+    result = PlanResult(
+        [n for r in extra for n in r.notifications], [k for r in extra for k in r.skipped]
+    )
+    scheduled = schedule_plan(session, incident, result, now, mail_domain)
+    clocks = regulatory_clocks.start(
+        session, incident, agreement, event.occurred_at, now, mail_domain
+    )
+    return incident, scheduled + _scheduled_out(clocks)
+
+
+def _opening_offer(
+    event: EventIn,
+    agreement: EffectiveAgreement,
+    agreements: Agreements,
+    person: Addressee | None,
+    now: datetime,
+) -> _Offer | None:
+    """An incident opened already offering an OOS product asks its deciders at once, as a
+    disposition event offering it would; checked before anything is written."""
+    if event.disposition is not Disposition.OOS_RELEASE_OFFERED:
+        return None
+    source = offers.decision_source(agreement, agreements, event.type, person)
+    pathway = offers.pathway_for(event.oos_pathway, agreement, agreements, None)
+    return _Offer(source, offers.new_offer(pathway, source, None, now))
 
 
 def _severity(
@@ -438,7 +547,7 @@ def _severity(
     return derive_severity(rules, event.type, attributes, key_dates, calendar, now)
 
 
-def _schedule(
+def schedule_plan(
     session: Session,
     incident: Incident,
     result: PlanResult,
@@ -459,7 +568,10 @@ def _schedule(
             reason=skipped.reason,
         )
     planned = [*result.notifications, *extra]
-    scheduled = outbox.schedule(session, incident.id, planned, now, mail_domain)
+    return _scheduled_out(outbox.schedule(session, incident.id, planned, now, mail_domain))
+
+
+def _scheduled_out(scheduled: Sequence[tuple[str, PlannedNotification]]) -> list[ScheduledOut]:
     return [
         ScheduledOut(
             notification_id=notification_id,
@@ -476,9 +588,10 @@ def _follow_up(
     session: Session,
     incident: Incident,
     event: EventIn,
-    agreements: Agreements,
+    agreements: Agreements | None,
     now: datetime,
     mail_domain: str,
+    actor: str = "manufacturer",
 ) -> list[ScheduledOut]:
     """Apply a follow-up to an incident: update its facts, re-plan what they change, tell
     everyone already told, and close the incident where the event ends it (or reopen a
@@ -504,18 +617,22 @@ def _follow_up(
             f"incident {incident.incident_ref!r} is already open; "
             "send an update or late_result event for new facts"
         )
+    if event.drill and not incident.drill:
+        raise InvalidFields(
+            [("drill", "marks the event that opens a drill; this incident is real", "unexpected")]
+        )
     agreement = EffectiveAgreement.stored(incident.agreement)
-    offer = _offer(event, incident, agreement, agreements)
+    offer = _offer(event, incident, agreement, agreements, now)
     _check_follow_up(event, incident, offer)
     told = outbox.told(session, incident.id)
     if reopening:
         _reopen(session, incident, now)
-    moved = _update_facts(session, incident, event, offer, now)
+    moved = _update_facts(session, incident, event, offer, now, actor)
     result = PlanResult([], [])
     if event.type is EventType.LATE_RESULT:
         result = _restart_escalation(session, incident, event, agreement, now)
     elif event.type in (EventType.UPDATE, EventType.DISPOSITION):
-        result = _replan(session, incident, event, agreement, moved, now)
+        result = _replan(session, incident, event, agreement, moved, now, actor)
     elif event.type in CLOSING:
         _close(session, incident, CLOSING[event.type], now)
     if offer is not None:
@@ -529,7 +646,13 @@ def _follow_up(
     notices = plan_follow_up(event.type, told, now, told_otherwise=starting_now)
     incident.updated_at = now
     session.add(incident)
-    return _schedule(session, incident, result, now, mail_domain, notices)
+    scheduled = schedule_plan(session, incident, result, now, mail_domain, notices)
+    if event.type is EventType.WITHDRAWN:
+        return scheduled
+    clocks = regulatory_clocks.start(
+        session, incident, agreement, event.occurred_at, now, mail_domain
+    )
+    return scheduled + _scheduled_out(clocks)
 
 
 @dataclass(frozen=True)
@@ -542,7 +665,11 @@ class _Offer:
 
 
 def _offer(
-    event: EventIn, incident: Incident, agreement: EffectiveAgreement, agreements: Agreements
+    event: EventIn,
+    incident: Incident,
+    agreement: EffectiveAgreement,
+    agreements: Agreements | None,
+    now: datetime,
 ) -> _Offer | None:
     """The offer this event makes, checked before anything is written: who decides, and under
     which regulatory pathway. None when the event offers nothing."""
@@ -550,15 +677,30 @@ def _offer(
         event.type is EventType.DISPOSITION and event.disposition is Disposition.OOS_RELEASE_OFFERED
     ):
         return None
-    source = offers.decision_source(agreement, agreements, EventType(incident.plan_type))
+    assert agreements is not None  # only a center's own update comes without them
+    source = offers.decision_source(
+        agreement,
+        agreements,
+        EventType(incident.plan_type),
+        physician.addressee(incident.treating_physician),
+    )
     pathway = offers.pathway_for(event.oos_pathway, agreement, agreements, incident.oos_release)
-    return _Offer(source, offers.new_offer(pathway, source, incident.oos_release))
+    return _Offer(source, offers.new_offer(pathway, source, incident.oos_release, now))
 
 
 def _check_follow_up(event: EventIn, incident: Incident, offer: _Offer | None) -> None:
     """What a follow-up may say given the incident's state; nothing is written before this."""
     errors: list[tuple[str, str, str]] = []
     disposition = event.disposition or incident.disposition
+    named = event.treating_physician.model_dump(mode="json") if event.treating_physician else None
+    if named is not None and named != incident.treating_physician:
+        errors.append(
+            (
+                "treating_physician",
+                "is named by the event that opens the incident and cannot change in a follow-up",
+                "unexpected",
+            )
+        )
     if event.remanufacture is not None and disposition != Disposition.REMANUFACTURE:
         errors.append(("remanufacture", "goes with disposition remanufacture", "unexpected"))
     checklist = offer.record if offer is not None else incident.oos_release
@@ -586,24 +728,38 @@ def _check_follow_up(event: EventIn, incident: Incident, offer: _Offer | None) -
                 )
     if errors:
         raise InvalidFields(errors)
-    if event.type is EventType.RESOLVED:
-        _check_resolution(event, incident)
+    _check_gates(event, incident, checklist, disposition)
 
 
-def _check_resolution(event: EventIn, incident: Incident) -> None:
-    """An accepted OOS product recorded as infused resolves only with its checklist on file."""
-    infused = (event.product_status or incident.product_status) == ProductStatus.INFUSED
-    accepted = incident.decision == AckResponse.ACCEPT_OOS_PRODUCT
-    if not (infused and accepted and incident.oos_release):
+def _check_gates(
+    event: EventIn,
+    incident: Incident,
+    offer: dict[str, Any] | None,
+    disposition: str | None,
+) -> None:
+    """A transition of the offered product (shipped, infused, resolved) is recorded only with
+    the checklist items it is gated by on file: 21 CFR 50.20, 56.103 and 312.305 want consent,
+    IRB approval and the IND before treatment, EU GMP Part IV 11.5 the risk evaluation and the
+    physician's request before supply."""
+    if offer is None or not pathway_gates.applies(offer, disposition, incident.decision):
         return
-    confirming = {c.item for c in event.oos_checklist}
-    outstanding = [i for i in offers.missing(incident.oos_release) if i not in confirming]
+    before = ProductStatus(incident.product_status) if incident.product_status else None
+    transitions = pathway_gates.recorded(
+        before, event.product_status, resolving=event.type is EventType.RESOLVED
+    )
+    gates = pathway_gates.gates_checked(transitions, _went_ahead(event, incident))
+    confirming = (c.item for c in event.oos_checklist)
+    outstanding = pathway_gates.open_items(offer, gates, confirming)
     if outstanding:
-        raise Conflict(
-            f"incident {incident.incident_ref!r} cannot be resolved as infused: the "
-            f"{incident.oos_release['pathway']} checklist still needs {', '.join(outstanding)}; "
-            "confirm them with oos_checklist in an update event"
-        )
+        latest = max(transitions, key=GATED_TRANSITIONS.index)
+        raise Conflict(pathway_gates.refusal(incident.incident_ref, offer, latest, outstanding))
+
+
+def _went_ahead(event: EventIn, incident: Incident) -> bool:
+    """An accepted product recorded as infused resolves only with its whole checklist on file;
+    an offer that did not go ahead closes with the items gating the resolution alone."""
+    infused = (event.product_status or incident.product_status) == ProductStatus.INFUSED
+    return infused and incident.decision == AckResponse.ACCEPT_OOS_PRODUCT
 
 
 PLAN_STEP_KINDS = [NotificationKind.ESCALATION.value, NotificationKind.PATIENT.value]
@@ -616,7 +772,12 @@ CLOSING = {
 
 
 def _update_facts(
-    session: Session, incident: Incident, event: EventIn, offer: _Offer | None, now: datetime
+    session: Session,
+    incident: Incident,
+    event: EventIn,
+    offer: _Offer | None,
+    now: datetime,
+    actor: str = "manufacturer",
 ) -> set[KeyDate]:
     """Write the event's new facts on the incident; return the key dates that changed."""
     changed: dict[str, Any] = {}
@@ -657,7 +818,7 @@ def _update_facts(
             session,
             now,
             "incident_updated",
-            "manufacturer",
+            actor,
             incident_id=incident.id,
             event_type=event.type,
             **changed,
@@ -677,6 +838,9 @@ def _update_product(
     if event.infused_at is not None and event.infused_at != incident.infused_at:
         changed["infused_at"] = event.infused_at.isoformat()
         incident.infused_at = event.infused_at
+    if event.indication is not None and event.indication != incident.indication:
+        changed["indication"] = event.indication
+        incident.indication = event.indication
     if offer is not None:
         changed["oos_pathway"] = offer.record["pathway"]
         incident.oos_release = offer.record
@@ -754,7 +918,11 @@ def _restart_escalation(
     incident.escalation_level = 0
     incident.ack_round += 1
     incident.escalation_started_at = now
-    return plan_opening(agreement, _facts(incident), now)
+    opening = plan_opening(agreement, _facts(incident), now)
+    steps = physician.restart(session, incident, agreement, _facts(incident), now)
+    return PlanResult(
+        [*opening.notifications, *steps.notifications], [*opening.skipped, *steps.skipped]
+    )
 
 
 def _replan(
@@ -764,14 +932,34 @@ def _replan(
     agreement: EffectiveAgreement,
     moved: set[KeyDate],
     now: datetime,
+    actor: str = "manufacturer",
 ) -> PlanResult:
     """New facts may make the incident more severe (lymphodepletion moved within 72 hours): then
     the unconfirmed escalation runs again on the faster clock. Steps due before a key date that
     moved follow it either way, the decision deadline too."""
-    faster = _rederive_severity(session, incident, event, agreement, now)
+    if _rederive_severity(session, incident, event, agreement, now, actor):
+        return replan_faster(session, incident, agreement, moved, now)
+    if not moved:
+        return PlanResult([], [])
+    started = incident.escalation_started_at or incident.opened_at
+    result = _move_key_date_steps(session, incident, agreement, moved, started, now)
+    return _and_what_follows(session, incident, agreement, moved, started, now, result)
+
+
+def replan_faster(
+    session: Session,
+    incident: Incident,
+    agreement: EffectiveAgreement,
+    moved: set[KeyDate],
+    now: datetime,
+) -> PlanResult:
+    """The incident's severity has just risen (by an event, or by the clock crossing a rule's
+    threshold): the unconfirmed escalation runs again on the faster clock, steps before a key
+    date that moved follow it, and a decision deadline kept in business hours is planned again
+    by the new severity's clock."""
     acknowledged = incident.status == IncidentStatus.ACKNOWLEDGED
     started = incident.escalation_started_at or incident.opened_at
-    if faster and not acknowledged:
+    if not acknowledged:
         outbox.cancel_pending(
             session,
             incident.id,
@@ -794,10 +982,29 @@ def _replan(
     elif moved:
         result = _move_key_date_steps(session, incident, agreement, moved, started, now)
     else:
-        return PlanResult([], [])
-    overdue = _decision_deadline_again(session, incident, agreement, moved, started, now)
+        result = PlanResult([], [])
+    return _and_what_follows(session, incident, agreement, moved, started, now, result, rose=True)
+
+
+def _and_what_follows(
+    session: Session,
+    incident: Incident,
+    agreement: EffectiveAgreement,
+    moved: set[KeyDate],
+    started: datetime,
+    now: datetime,
+    result: PlanResult,
+    rose: bool = False,
+) -> PlanResult:
+    """``result`` with what follows a re-plan: the decision deadline and its reminders, and the
+    treating physician's own steps before a key date that moved."""
+    overdue = _decision_deadline_again(session, incident, agreement, moved, started, now, rose)
+    facts = _facts(incident)
+    steps = physician.move_steps(session, incident, agreement, facts, moved, started, now)
+    parts = (result, overdue, steps)
     return PlanResult(
-        [*result.notifications, *overdue.notifications], [*result.skipped, *overdue.skipped]
+        [n for part in parts for n in part.notifications],
+        [k for part in parts for k in part.skipped],
     )
 
 
@@ -807,6 +1014,7 @@ def _rederive_severity(
     event: EventIn,
     agreement: EffectiveAgreement,
     now: datetime,
+    actor: str = "manufacturer",
 ) -> bool:
     """Severity follows the facts on every update: the rules are applied again to the incident
     as it is now, and the event's own severity counts too. It only rises on its own: a slower
@@ -828,7 +1036,7 @@ def _rederive_severity(
         session,
         now,
         "severity_changed",
-        "manufacturer",
+        actor,
         incident_id=incident.id,
         event_type=event.type,
         severity_from=incident.severity,
@@ -872,8 +1080,11 @@ def _decision_deadline_again(
     moved: set[KeyDate],
     started: datetime,
     now: datetime,
+    rose: bool = False,
 ) -> PlanResult:
-    """A decision still missing keeps its deadline before the key date it counts back from."""
+    """A decision still missing keeps its deadline before the key date it counts back from, and
+    a deadline kept in business hours is counted again from the offer when the severity ``rose``
+    to critical, whose clock counts every hour (unless the plan keeps business hours for it)."""
     offer = incident.oos_release
     if (
         offer is None
@@ -882,11 +1093,65 @@ def _decision_deadline_again(
     ):
         return PlanResult([], [])
     rule = offers.stored_rule(offer)
-    if rule.due is None or rule.due.before not in moved:
+    plan = agreement.plans[EventType(incident.plan_type)]
+    recount = (
+        rose
+        and rule.due is not None
+        and rule.due.business_hours
+        and incident.severity == Severity.CRITICAL
+        and not plan.critical_uses_business_hours
+    )
+    if rule.due is None or (not moved and not recount):
         return PlanResult([], [])
-    if (NotificationKind.DECISION_OVERDUE, 0) in outbox.sent_steps(session, incident.id):
-        return PlanResult([], [])
-    return plan_decision_overdue(agreement, rule, offers.stored_asked(offer), _facts(incident), now)
+    asked, facts = offers.stored_asked(offer), _facts(incident)
+    sent = outbox.sent_steps(session, incident.id)
+    reminders = PlanResult([], [])
+    if moved:
+        outbox.cancel_pending(
+            session,
+            incident.id,
+            now,
+            "its key date moved",
+            col(Notification.anchor).in_([k.value for k in moved]),
+            col(Notification.kind) == NotificationKind.DECISION.value,
+            col(Notification.condition) == Condition.UNDECIDED.value,
+        )
+        reminders = plan_decision_reminders(
+            agreement, rule, asked, facts, now, only_before=moved, sent=sent
+        )
+    if (rule.due.before not in moved and not recount) or (
+        NotificationKind.DECISION_OVERDUE,
+        0,
+    ) in sent:
+        return reminders
+    offered_at = now
+    if recount:
+        offered_at = _offered_at(session, incident.id) or now
+        outbox.cancel_pending(
+            session,
+            incident.id,
+            now,
+            f"the incident became {incident.severity}: its decision deadline counts every hour",
+            col(Notification.kind) == NotificationKind.DECISION_OVERDUE.value,
+        )
+    planned = plan_decision_overdue(agreement, rule, asked, facts, offered_at)
+    return PlanResult(
+        [
+            *[replace(n, due_at=max(n.due_at, now)) for n in planned.notifications],
+            *reminders.notifications,
+        ],
+        [*planned.skipped, *reminders.skipped],
+    )
+
+
+def _offered_at(session: Session, incident_id: str) -> datetime | None:
+    """When the product was last offered for a decision: when its deciders were asked."""
+    return session.exec(
+        select(func.max(Notification.created_at)).where(
+            Notification.incident_id == incident_id,
+            Notification.kind == NotificationKind.DECISION.value,
+        )
+    ).one()
 
 
 def _close(session: Session, incident: Incident, target: IncidentStatus, now: datetime) -> None:
@@ -902,4 +1167,11 @@ def _close(session: Session, incident: Incident, target: IncidentStatus, now: da
     )
     incident.status = target
     incident.closed_at = now
-    outbox.cancel_pending(session, incident.id, now, f"incident {target}")
+    # A report owed to an authority is owed after the resolution too; a withdrawal (an
+    # incident posted in error) owes nothing.
+    keep = (
+        [col(Notification.kind) != NotificationKind.REGULATORY_CLOCK.value]
+        if target is IncidentStatus.RESOLVED
+        else []
+    )
+    outbox.cancel_pending(session, incident.id, now, f"incident {target}", *keep)

@@ -9,7 +9,7 @@ a later deadline, revision or checklist confirmation reads what the center was a
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from oos_notify.agreements.config import (
 )
 from oos_notify.agreements.vocabulary import EventType
 from oos_notify.errors import Conflict, InvalidFields
+from oos_notify.incidents import pathway_gates
 from oos_notify.incidents.planning import deciders
 from oos_notify.store.outbox import Addressee
 
@@ -32,21 +33,37 @@ class DecisionSource:
     agreement: EffectiveAgreement
     rule: DecisionRule
     asked: list[Addressee]
+    deputies: list[Addressee] = field(default_factory=list)
+    """Site deciders who stand in for the treating physician when the physician's request comes
+    back as an automatic reply (``decision.deputies: when_absent``)."""
 
 
 def decision_source(
-    snapshot: EffectiveAgreement, agreements: Agreements, plan_type: EventType
+    snapshot: EffectiveAgreement,
+    agreements: Agreements,
+    plan_type: EventType,
+    physician: Addressee | None = None,
 ) -> DecisionSource:
     """The incident's own agreement decides, unless it predates decision rules (an incident
     opened before they existed has no decider in it): then the center's agreement in force.
-    Raises Conflict when nobody may decide: the offer is refused rather than sent to a group."""
+    A treating physician the event named is asked, with the site's deciders only where the
+    rule makes them deputies. Raises Conflict when nobody may decide: the offer is refused
+    rather than sent to a group."""
     candidates = [snapshot]
     if snapshot.center_id in agreements.center_ids():
         candidates.append(agreements.effective(snapshot.center_id))
     for agreement in candidates:
         rule = agreement.plans[plan_type].decision
-        if rule is not None and (asked := deciders(agreement, rule)):
-            return DecisionSource(agreement, rule, asked)
+        if rule is None:
+            continue
+        site = deciders(agreement, rule)
+        if physician is not None:
+            if rule.deputies == "always":
+                return DecisionSource(agreement, rule, [physician, *site])
+            deputies = site if rule.deputies == "when_absent" else []
+            return DecisionSource(agreement, rule, [physician], deputies)
+        if site:
+            return DecisionSource(agreement, rule, site)
     plan = snapshot.plans[plan_type]
     raise Conflict(
         f"nobody at center {snapshot.center_id!r} may decide on an out-of-specification product: "
@@ -95,10 +112,14 @@ def pathway_for(
 
 
 def new_offer(
-    pathway: OosPathway, source: DecisionSource, previous: dict[str, Any] | None
+    pathway: OosPathway,
+    source: DecisionSource,
+    previous: dict[str, Any] | None,
+    offered_at: datetime,
 ) -> dict[str, Any]:
-    """What the incident keeps of an offer; items confirmed for an earlier offer under the same
-    pathway stay confirmed."""
+    """What the incident keeps of an offer, with each item's gate, owner and due time; items
+    confirmed for an earlier offer under the same pathway stay confirmed."""
+    terms = pathway_gates.item_terms(pathway, offered_at)
     confirmed = {
         item["id"]: item
         for item in (previous or {}).get("items", [])
@@ -109,17 +130,36 @@ def new_offer(
         "name": pathway.name,
         "definition": pathway.model_dump(mode="json"),
         "items": [
-            confirmed.get(
-                item.id,
-                {"id": item.id, "label": item.label, "reference": None, "confirmed_at": None},
-            )
+            {
+                **confirmed.get(
+                    item.id,
+                    {"id": item.id, "label": item.label, "reference": None, "confirmed_at": None},
+                ),
+                **terms[item.id],
+            }
             for item in pathway.checklist
         ],
         "decision": source.rule.model_dump(mode="json"),
-        "asked": [
-            {"contact_id": a.contact_id, "role": a.role, "name": a.name, "email": a.email}
-            for a in source.asked
-        ],
+        "asked": [_stored(a) for a in source.asked],
+        "deputies": [_stored(a) for a in source.deputies],
+    }
+
+
+def _stored(person: Addressee) -> dict[str, str]:
+    return {
+        "contact_id": person.contact_id,
+        "role": person.role,
+        "name": person.name,
+        "email": person.email,
+    }
+
+
+def with_deputies_asked(offer: dict[str, Any], deputies: Sequence[Addressee]) -> dict[str, Any]:
+    """The offer once its deputies were asked: they are among those asked, and not asked again."""
+    return {
+        **offer,
+        "asked": [*offer["asked"], *(_stored(d) for d in deputies)],
+        "deputies": [],
     }
 
 
@@ -156,3 +196,8 @@ def stored_rule(offer: dict[str, Any]) -> DecisionRule:
 
 def stored_asked(offer: dict[str, Any]) -> list[Addressee]:
     return [Addressee(**person) for person in offer["asked"]]
+
+
+def stored_deputies(offer: dict[str, Any]) -> list[Addressee]:
+    """The deputies not yet asked (none in offers made before deputies existed)."""
+    return [Addressee(**person) for person in offer.get("deputies", [])]

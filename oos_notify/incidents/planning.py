@@ -19,6 +19,7 @@ from oos_notify.agreements.config import (
     Timing,
 )
 from oos_notify.agreements.vocabulary import (
+    BACKUP_ROLES,
     MANUFACTURER_PREFIX,
     EventType,
     KeyDate,
@@ -42,6 +43,7 @@ FOLLOW_UP_TEMPLATES: dict[EventType, str] = {
 
 DECISION_TEMPLATE = "oos_release_decision"
 DECISION_OVERDUE_TEMPLATE = "decision_overdue"
+DECISION_REMINDER_TEMPLATE = "decision_reminder"
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,68 @@ def plan_decision_request(
     asking = {person.email.lower() for person in asked}
     notices += plan_follow_up(EventType.DISPOSITION, informed, now, told_otherwise=asking)
     overdue = plan_decision_overdue(agreement, rule, asked, facts, now)
-    return PlanResult([*notices, *overdue.notifications], [*skipped, *overdue.skipped])
+    reminders = plan_decision_reminders(agreement, rule, asked, facts, now)
+    return PlanResult(
+        [*notices, *overdue.notifications, *reminders.notifications],
+        [*skipped, *overdue.skipped, *reminders.skipped],
+    )
+
+
+def plan_decision_reminders(
+    agreement: EffectiveAgreement,
+    rule: DecisionRule,
+    asked: Sequence[Addressee],
+    facts: IncidentFacts,
+    now: datetime,
+    *,
+    only_before: Collection[KeyDate] | None = None,
+    sent: Collection[tuple[NotificationKind, int]] = (),
+) -> PlanResult:
+    """The deciders' reminders at the times ``decision.reminders`` lists, each with their link;
+    a decision cancels them. A reminder whose time is already past, or not before the deadline
+    (whose own message asks again), is skipped and says so. With ``only_before``, just those
+    due before the key dates that moved, and none already sent."""
+    if rule.due is None or not rule.reminders:
+        return PlanResult([], [])
+    plan = plan_for(agreement, facts.event_type)
+    calendar = CenterCalendar.of(agreement)
+    business_hours = _business_hours_apply(plan, facts)
+    deadline = _due_at(rule.due, facts, calendar, now, business_hours)
+    planned: list[PlannedNotification] = []
+    skipped: list[SkippedStep] = []
+    for level, timing in enumerate(rule.reminders, start=1):
+        if only_before is not None and timing.before not in only_before:
+            continue
+        if (NotificationKind.DECISION, level) in sent:
+            continue
+        due_at = _due_at(timing, facts, calendar, now, business_hours)
+        reason = None
+        if due_at is None:
+            reason = f"the incident has no key date {timing.before}: no decision reminder"
+        elif due_at <= now:
+            reason = "the decision reminder's time had passed when the product was offered"
+        elif deadline is not None and due_at >= deadline:
+            reason = "the decision reminder is not before the decision deadline"
+        if reason is not None or due_at is None:
+            skipped.append(SkippedStep(NotificationKind.DECISION, level, reason or ""))
+            continue
+        planned += [
+            PlannedNotification(
+                kind=NotificationKind.DECISION,
+                level=level,
+                role=person.role,
+                contact_id=person.contact_id,
+                recipient_name=person.name,
+                recipient_email=person.email,
+                template=DECISION_REMINDER_TEMPLATE,
+                due_at=due_at,
+                condition=Condition.UNDECIDED,
+                with_ack_link=True,
+                anchor=timing.before,
+            )
+            for person in _distinct(asked)
+        ]
+    return PlanResult(planned, skipped)
 
 
 def plan_decision_overdue(
@@ -310,6 +373,62 @@ def _acknowledged_steps(plan: Plan) -> list[_PlanStep]:
         for level, step in enumerate(plan.patient_communication)
         if step.when == Condition.ACKNOWLEDGED.value
     ]
+
+
+@dataclass(frozen=True)
+class RoundNotice:
+    """An escalation notice of the incident's current round, as far as reaching its recipient
+    goes."""
+
+    notification_id: str
+    role: str
+    """The plan role it was sent under."""
+    level: int
+    reached: bool
+    """A mail server accepted it (or is being handed it) and nothing came back."""
+    waiting: bool
+    """Not sent yet: it waits for its time (and for nobody to confirm first)."""
+    may_stop: bool
+    """Its recipient's confirmation would stop the escalation."""
+
+
+@dataclass(frozen=True)
+class BroughtForward:
+    """What a notice that reached nobody brings forward, and why (or why nothing)."""
+
+    notification_ids: tuple[str, ...]
+    reason: str
+    level: int | None = None
+
+
+def bring_forward_for_unreached(
+    unreached: RoundNotice, notices: Sequence[RoundNotice]
+) -> BroughtForward:
+    """The notices to send at once because ``unreached`` (bounced, refused) reached nobody: the
+    escalation moves forward for that role only, since the others of its step may well have
+    read theirs. A role somebody else holds and was reached is reached; otherwise its backup's
+    next notice comes forward, or failing that the role's own next one; a role no later step
+    names brings the next step forward only while nobody who may confirm has been reached."""
+    role = unreached.role
+    others = [n for n in notices if n.notification_id != unreached.notification_id]
+    if any(n.reached and n.role == role for n in others):
+        return BroughtForward((), f"another {role} was reached")
+    later = [n for n in others if n.waiting and n.level > unreached.level]
+    for target, whose in ((BACKUP_ROLES.get(role), "its backup"), (role, "its next step")):
+        named = [n for n in later if n.role == target]
+        if named:
+            level = min(n.level for n in named)
+            moved = tuple(n.notification_id for n in named if n.level == level)
+            return BroughtForward(moved, f"{role} not reached: {whose}", level)
+    if any(n.reached and n.may_stop for n in others):
+        return BroughtForward(
+            (), f"no later step names the {role}, and somebody who may confirm was reached"
+        )
+    if not later:
+        return BroughtForward((), "no later step is waiting")
+    level = min(n.level for n in later)
+    moved = tuple(n.notification_id for n in later if n.level == level)
+    return BroughtForward(moved, "nobody who may confirm was reached: the next step", level)
 
 
 def plan_to_qa(

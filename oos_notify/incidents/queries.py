@@ -6,7 +6,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -14,12 +14,15 @@ from pydantic import BaseModel
 from sqlalchemy import ColumnElement, and_, not_, or_
 from sqlmodel import Session, col, select
 
+from oos_notify.agreements.vocabulary import Transition
 from oos_notify.errors import InvalidFields, NotFound
-from oos_notify.incidents import offers
+from oos_notify.incidents import offers, pathway_gates, regulatory_clocks
+from oos_notify.incidents.regulatory_clocks import ClockOut
 from oos_notify.store.lifecycle import IncidentStatus
 from oos_notify.store.models import (
     Acknowledgement,
     AuditEntry,
+    CenterReport,
     Event,
     InboundMessage,
     Incident,
@@ -80,6 +83,8 @@ class IncidentSummary(BaseModel):
     acknowledged_at: datetime | None
     notify_within: NotifyWithin | None
     decision: str | None
+    drill: bool = False
+    """A practice incident: it never counts in the real reports."""
 
     @classmethod
     def of(cls, incident: Incident, now: datetime) -> IncidentSummary:
@@ -98,6 +103,7 @@ class IncidentSummary(BaseModel):
             acknowledged_at=incident.acknowledged_at,
             notify_within=NotifyWithin.of(incident, now),
             decision=incident.decision,
+            drill=incident.drill,
         )
 
 
@@ -189,11 +195,33 @@ class CallbackTask(BaseModel):
     closed_at: datetime | None
 
 
+class CenterReportOut(BaseModel):
+    """What a center's contact said from their link or in a reply."""
+
+    report_id: str
+    kind: str
+    by: str
+    role: str
+    day: date | None
+    phone: str | None
+    call_window: str | None
+    comment: str | None
+    source: str
+    event_id: str | None
+    """The update event it made, when it changed the incident's facts."""
+    at: datetime
+
+
 class ChecklistItemOut(BaseModel):
     id: str
     label: str
     reference: str | None
     confirmed_at: datetime | None
+    gates: str
+    """The transition refused while the item is open: ``shipped``, ``infused`` or ``resolved``."""
+    owner: str | None
+    """Who sees to it: a center role or ``manufacturer:<role>`` (None on older offers)."""
+    due_at: datetime | None
 
 
 class OosReleaseOut(BaseModel):
@@ -205,6 +233,20 @@ class OosReleaseOut(BaseModel):
     outstanding: list[str]
     asked: list[str]
     """The emails of the deciders asked."""
+    decision_requires: list[str] = []
+    """Items on file before a decider may accept (the EU's risk evaluation)."""
+    physician_requests_supply: bool = False
+
+
+class TreatingPhysicianOut(BaseModel):
+    """The patient's treating physician the opening event named, and whether they confirmed
+    themselves (a coordinator's confirmation does not count for them)."""
+
+    name: str
+    email: str
+    phone: str | None
+    confirmed: bool
+    confirmed_at: datetime | None
 
 
 class ReturnedMailOut(BaseModel):
@@ -239,7 +281,9 @@ class IncidentDetail(IncidentSummary):
     key_dates: dict[str, str]
     product_status: str | None
     infused_at: datetime | None
+    indication: str | None
     oos_release: OosReleaseOut | None
+    treating_physician: TreatingPhysicianOut | None
     remanufacture: dict[str, Any] | None
     within_spec_basis: dict[str, Any] | None
     agreement_version: str
@@ -248,9 +292,12 @@ class IncidentDetail(IncidentSummary):
     notifications: list[NotificationOut]
     acknowledgements: list[AcknowledgementOut]
     callback_tasks: list[CallbackTask]
+    center_reports: list[CenterReportOut] = []
     returned_mail: list[ReturnedMailOut]
     returned_mail_counts: dict[str, int]
     """How many bounces, delays, automatic replies and replies came back, by kind."""
+    regulatory_clocks: list[ClockOut] = []
+    """Reports owed to an authority, each with its due time, and its reference once filed."""
 
 
 class TimelineEntry(BaseModel):
@@ -378,7 +425,17 @@ def detail(session: Session, incident_id: str, now: datetime) -> IncidentDetail:
         key_dates=incident.key_dates,
         product_status=incident.product_status,
         infused_at=incident.infused_at,
+        indication=incident.indication,
         oos_release=oos_release(incident.oos_release),
+        treating_physician=TreatingPhysicianOut(
+            name=incident.treating_physician["name"],
+            email=incident.treating_physician["email"],
+            phone=incident.treating_physician.get("phone"),
+            confirmed=incident.physician_confirmed_at is not None,
+            confirmed_at=incident.physician_confirmed_at,
+        )
+        if incident.treating_physician
+        else None,
         remanufacture=incident.remanufacture,
         within_spec_basis=incident.within_spec_basis,
         agreement_version=incident.agreement_version,
@@ -428,6 +485,26 @@ def detail(session: Session, incident_id: str, now: datetime) -> IncidentDetail:
             for a in acks
         ],
         callback_tasks=callback_tasks(acks),
+        center_reports=[
+            CenterReportOut(
+                report_id=r.id,
+                kind=r.kind,
+                by=r.email,
+                role=r.role,
+                day=r.day,
+                phone=r.phone,
+                call_window=r.call_window,
+                comment=r.comment,
+                source=r.source,
+                event_id=r.event_id,
+                at=r.at,
+            )
+            for r in session.exec(
+                select(CenterReport)
+                .where(CenterReport.incident_id == incident.id)
+                .order_by(col(CenterReport.at), col(CenterReport.id))
+            ).all()
+        ],
         returned_mail=[
             ReturnedMailOut(
                 inbound_id=m.id,
@@ -443,6 +520,7 @@ def detail(session: Session, incident_id: str, now: datetime) -> IncidentDetail:
             for m in returned
         ],
         returned_mail_counts=counts,
+        regulatory_clocks=regulatory_clocks.of_incident(session, incident.id, now),
     )
 
 
@@ -459,11 +537,16 @@ def oos_release(offer: dict[str, Any] | None) -> OosReleaseOut | None:
                 label=item["label"],
                 reference=item["reference"],
                 confirmed_at=item["confirmed_at"],
+                gates=item.get("gates", Transition.INFUSED.value),
+                owner=item.get("owner"),
+                due_at=item.get("due_at"),
             )
             for item in offer["items"]
         ],
         outstanding=offers.missing(offer),
         asked=[person["email"] for person in offer["asked"]],
+        decision_requires=offer.get("definition", {}).get("decision_requires", []),
+        physician_requests_supply=pathway_gates.requests_supply(offer),
     )
 
 

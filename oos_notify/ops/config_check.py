@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
 
@@ -13,7 +13,10 @@ from oos_notify.agreements.config import (
     Agreements,
     ConfigError,
     ConfigProblem,
+    Contact,
     EffectiveAgreement,
+    ManufacturerContact,
+    OosPathway,
     load_agreements,
 )
 from oos_notify.agreements.vocabulary import (
@@ -23,10 +26,14 @@ from oos_notify.agreements.vocabulary import (
     EventType,
     ProductStatus,
 )
+from oos_notify.delivery.clinical import IN_A_SHIPPER, clinical_facts
 from oos_notify.delivery.messaging import center_ids, center_view
 from oos_notify.delivery.rendering import (
+    SUBJECT_LIMIT,
     AckLinkView,
     AcknowledgementView,
+    CallTaskView,
+    CenterReportView,
     ChecklistItemView,
     FailedAttributeView,
     FailedDeliveryView,
@@ -35,6 +42,7 @@ from oos_notify.delivery.rendering import (
     MessageContext,
     OosReleaseView,
     PersonView,
+    RegulatoryClockView,
     RemanufactureView,
     Renderer,
     RenderError,
@@ -42,19 +50,28 @@ from oos_notify.delivery.rendering import (
     SignatureView,
     WithinSpecBasisView,
     disposition_label,
-    infusion_window_view,
     key_date_views,
     local_time,
 )
 from oos_notify.inbound.handling import FORWARDED_REPLY_TEMPLATE
+from oos_notify.incidents import regulatory_clocks
 from oos_notify.incidents.acknowledgement import (
     CALLBACK_TEMPLATE,
     DECISION_RECEIPT_TEMPLATE,
     RECEIPT_TEMPLATE,
 )
+from oos_notify.incidents.call_tasks import (
+    CALL_TASK_OVERDUE_TEMPLATE,
+    CALL_TASK_TEMPLATE,
+    numbers_to_call,
+)
+from oos_notify.incidents.center_reports import REPORT_TEMPLATE, ReportKind
 from oos_notify.incidents.decisions import DECISION_RECORDED_TEMPLATE
+from oos_notify.incidents.deputies import DECIDER_ABSENT_TEMPLATE
+from oos_notify.incidents.outcome import DECISION_OUTCOME_TEMPLATE
 from oos_notify.incidents.planning import (
     DECISION_OVERDUE_TEMPLATE,
+    DECISION_REMINDER_TEMPLATE,
     DECISION_TEMPLATE,
     DELIVERY_FAILURE_TEMPLATE,
     FOLLOW_UP_TEMPLATES,
@@ -67,10 +84,18 @@ BUILT_IN_TEMPLATES = frozenset(
         DECISION_RECEIPT_TEMPLATE,
         DECISION_TEMPLATE,
         DECISION_OVERDUE_TEMPLATE,
+        DECISION_REMINDER_TEMPLATE,
         DECISION_RECORDED_TEMPLATE,
+        DECISION_OUTCOME_TEMPLATE,
+        DECIDER_ABSENT_TEMPLATE,
         CALLBACK_TEMPLATE,
         DELIVERY_FAILURE_TEMPLATE,
         FORWARDED_REPLY_TEMPLATE,
+        CALL_TASK_TEMPLATE,
+        CALL_TASK_OVERDUE_TEMPLATE,
+        regulatory_clocks.REMINDER_TEMPLATE,
+        regulatory_clocks.MISSED_TEMPLATE,
+        REPORT_TEMPLATE,
         *FOLLOW_UP_TEMPLATES.values(),
     }
 )
@@ -84,9 +109,13 @@ def sample_context(
     asks_decision: bool = False,
     product_status: ProductStatus | None = None,
     late_result: bool = False,
+    lymphodepletion_started: bool = False,
+    indication_known: bool = True,
 ) -> MessageContext:
     """A realistic context for a center, to check and preview templates without an incident:
-    every fact a template can show is there, so every branch of it renders."""
+    every fact a template can show is there, so every branch of it renders. The sample's
+    lymphodepletion starts on Mon 30 Nov 2026; ``lymphodepletion_started`` reads it a day
+    later."""
     product = agreement.products[0]
     contact = (agreement.contacts or agreement.system_contacts)[0]
     decider = next(iter(agreement.deciders([CenterRole.PHYSICIAN])), contact)
@@ -96,6 +125,7 @@ def sample_context(
         role=str(contact.roles[0]),
         at=signed_at,
         response=AckResponse.RECEIVED.label,
+        answer=AckResponse.RECEIVED.value,
         comment="Physician informed.",
     )
     decided = disposition is Disposition.OOS_RELEASE_OFFERED and not asks_decision
@@ -106,7 +136,19 @@ def sample_context(
         "lymphodepletion_end": "2026-12-02",
         "planned_infusion": "2026-12-04",
     }
+    if product_status in IN_A_SHIPPER:
+        key_dates["product_shipment"] = "2026-11-23"
     infused = product_status is ProductStatus.INFUSED
+    attribute = "sterility" if late_result else "viability"
+    facts = clinical_facts(
+        agreement,
+        product,
+        product_status,
+        next(iter(product.indications()), None) if indication_known else None,
+        key_dates,
+        [attribute],
+        date(2026, 12, 1) if lymphodepletion_started else SAMPLE_INSTANT.date(),
+    )
     calendar = CenterCalendar.of(agreement)
     expires_at = add_duration(SAMPLE_INSTANT, agreement.ack_link_valid_for, calendar, False)
     return MessageContext(
@@ -127,7 +169,7 @@ def sample_context(
             summary="Final product viability below specification. Investigation opened.",
             failed_attributes=[
                 FailedAttributeView(
-                    attribute="sterility" if late_result else "viability",
+                    attribute=attribute,
                     specification="no growth" if late_result else ">= 80 %",
                     result="growth at day 9" if late_result else "71 %",
                     method="BacT/ALERT" if late_result else "flow cytometry 7-AAD",
@@ -141,9 +183,12 @@ def sample_context(
             infused_at=signed_at if infused else None,
             late_result=late_result,
             microbial=late_result,
-            infusion_window=None
-            if infused
-            else infusion_window_view(product.infusion_window_after_lymphodepletion, key_dates),
+            infusion_window=facts.infusion_window,
+            infusion_windows=facts.infusion_windows,
+            lymphodepletion_started=facts.lymphodepletion_started,
+            shipper_hold=facts.shipper_hold,
+            guidance=facts.guidance,
+            unguided=facts.unguided,
             oos_release=OosReleaseView(
                 pathway=pathway.name if pathway else "Sample pathway",
                 checklist=[
@@ -155,6 +200,13 @@ def sample_context(
                     for index, item in enumerate(pathway.checklist if pathway else [])
                 ],
                 outstanding=max(len(pathway.checklist) - 1, 0) if pathway else 0,
+                requests_supply=bool(pathway and pathway.physician_requests_supply),
+                # A decision asked for before what the pathway puts first is on file.
+                awaiting=[
+                    item.label
+                    for item in (pathway.checklist if pathway else [])
+                    if asks_decision and item.id in pathway_requires(pathway)
+                ],
                 asked=[
                     PersonView(
                         name=decider.name,
@@ -197,11 +249,16 @@ def sample_context(
         if with_ack_link
         else None,
         asks_decision=asks_decision,
+        escalates_at=None
+        if asks_decision
+        else local_time(SAMPLE_INSTANT + timedelta(hours=2), agreement.timezone),
+        replies_confirm=with_ack_link and not asks_decision,
         acknowledgement=answer,
         decision=answer.model_copy(
             update={
                 "by": f"{decider.name} <{decider.email}>",
                 "response": AckResponse.ACCEPT_OOS_PRODUCT.label,
+                "answer": AckResponse.ACCEPT_OOS_PRODUCT.value,
                 "signature": SignatureView(
                     printed_name=decider.name,
                     meaning=AckResponse.ACCEPT_OOS_PRODUCT.meaning,
@@ -217,7 +274,11 @@ def sample_context(
         else None,
         confirmations=[answer],
         callback=answer.model_copy(
-            update={"response": AckResponse.CALL_ME.label, "phone": decider.phone}
+            update={
+                "response": AckResponse.CALL_ME.label,
+                "answer": AckResponse.CALL_ME.value,
+                "phone": decider.phone,
+            }
         )
         if offered
         else None,
@@ -237,15 +298,53 @@ def sample_context(
             subject="Re: [OOS] Release failure",
             text="Who do we call about moving the infusion date?",
             reason="it does not confirm",
+            request="a call back, but the time to call cannot be read for sure",
+        ),
+        center_report=CenterReportView(
+            by=PersonView(name=contact.name, email=contact.email, role=str(contact.roles[0])),
+            kind=ReportKind.LYMPHODEPLETION_POSTPONED.value,
+            label=ReportKind.LYMPHODEPLETION_POSTPONED.label,
+            day=local_time(SAMPLE_INSTANT, agreement.timezone),
+            source="link",
+            at=local_time(SAMPLE_INSTANT, agreement.timezone),
+        ),
+        call_task=CallTaskView(
+            id="call_SAMPLE",
+            reason="the incident is critical",
+            caller_role="manufacturer:medical_affairs",
+            numbers=[
+                PersonView(name=n["name"], phone=n["phone"], role=n["role"])
+                for n in numbers_to_call(agreement, [CenterRole.PHYSICIAN, CenterRole.COORDINATOR])
+            ],
+            opened_at=signed_at,
+            due_at=local_time(SAMPLE_INSTANT + timedelta(hours=1), agreement.timezone),
+            api_path="/v1/call-tasks/call_SAMPLE/close",
+        ),
+        regulatory_clock=RegulatoryClockView(
+            label="Notification of the competent authority",
+            source="EU GMP Part IV, 11.5",
+            started_by="the infusion of the product",
+            started_at=signed_at,
+            due_at=local_time(SAMPLE_INSTANT + timedelta(hours=48), agreement.timezone),
+            missed=False,
         ),
     )
 
 
+def pathway_requires(pathway: OosPathway | None) -> list[str]:
+    """The items a sample's pathway puts before the decision."""
+    return pathway.decision_requires if pathway else []
+
+
+BEFORE_INFUSION = (ProductStatus.IN_MANUFACTURING, ProductStatus.SHIPPED, ProductStatus.AT_CENTER)
+
+
 def sample_contexts(agreement: EffectiveAgreement) -> list[MessageContext]:
     """One sample per disposition, one asking for a decision, a late result after and before
-    infusion and with the product's state unknown, and one reporting a message that could not be
-    built and one that bounced: every branch a template has for them is rendered by
-    ``check-config``, not first at 3 a.m."""
+    infusion and with the product's state unknown, a release failure and a cancellation in each
+    state before infusion with lymphodepletion started or not, one without the patient's
+    indication, and one reporting a message that could not be built and one that bounced: every
+    branch a template has for them is rendered by ``check-config``, not first at 3 a.m."""
     samples = [
         *(sample_context(agreement, disposition=d) for d in Disposition),
         sample_context(agreement, disposition=Disposition.OOS_RELEASE_OFFERED, asks_decision=True),
@@ -253,6 +352,19 @@ def sample_contexts(agreement: EffectiveAgreement) -> list[MessageContext]:
             sample_context(agreement, product_status=status, late_result=True)
             for status in (ProductStatus.INFUSED, ProductStatus.AT_CENTER, None)
         ),
+        *(
+            sample_context(
+                agreement,
+                disposition=disposition,
+                product_status=status,
+                lymphodepletion_started=started,
+            )
+            for disposition in (Disposition.UNDER_INVESTIGATION, Disposition.CANCELLED)
+            for status in BEFORE_INFUSION
+            for started in (False, True)
+        ),
+        sample_context(agreement, product_status=ProductStatus.SHIPPED, late_result=True),
+        sample_context(agreement, indication_known=False),
     ]
     refused = samples[0].failed_delivery
     assert refused is not None
@@ -263,12 +375,65 @@ def sample_contexts(agreement: EffectiveAgreement) -> list[MessageContext]:
             "reply": "cannot build the message: a To header cannot contain a line break",
         }
     )
-    bounced = refused.model_copy(update={"bounced": True})
+    bounced = refused.model_copy(
+        update={"bounced": True, "brought_forward": [refused.recipient, refused.recipient]}
+    )
+    report = samples[0].center_report
+    assert report is not None
+    asks_call = report.model_copy(
+        update={
+            "kind": ReportKind.CALL_ME.value,
+            "label": ReportKind.CALL_ME.label,
+            "day": None,
+            "phone": "+1 555 0100",
+            "call_window": "14:00-16:00",
+            "comment": "Before the ward round, please.",
+        }
+    )
     return [
         *samples,
         samples[0].model_copy(update={"failed_delivery": never_sent}),
         samples[0].model_copy(update={"failed_delivery": bounced}),
+        samples[0].model_copy(update={"center_report": asks_call}),
     ]
+
+
+def subject_problems(
+    subject: str, context: MessageContext, agreement: EffectiveAgreement
+) -> list[str]:
+    """What is wrong with a subject as a sample incident renders it: longer than a phone shows,
+    or naming the patient's chain of identity, a person or an address. Subjects land in mail
+    gateways' logs and on lock screens; the body is where those belong."""
+    problems = []
+    if len(subject) > SUBJECT_LIMIT:
+        problems.append(
+            f"the subject is {len(subject)} characters for the sample incident, over "
+            f"{SUBJECT_LIMIT}: {subject!r}"
+        )
+    if context.incident.chain_of_identity in subject:
+        problems.append("the subject shows the chain-of-identity code (it identifies the patient)")
+    people: list[Contact | ManufacturerContact] = [
+        *agreement.contacts,
+        *agreement.system_contacts,
+        *(c for staff in agreement.manufacturer_contacts.values() for c in staff),
+    ]
+    shown = [
+        *((p.name, "a contact's name") for p in people),
+        *((p.email, "a contact's address") for p in people),
+        *(
+            (value, what)
+            for person in (context.recipient, context.qa_contact)
+            if person is not None
+            for value, what in ((person.name, "a contact's name"), (person.email, "an address"))
+            if value
+        ),
+    ]
+    folded = subject.casefold()
+    for value, what in shown:
+        if value.casefold() in folded:
+            problems.append(f"the subject shows {what}, {value!r}")
+            break
+    return problems
 
 
 def _template_problems(agreements: Agreements, renderer: Renderer) -> list[ConfigProblem]:
@@ -284,10 +449,12 @@ def _template_problems(agreements: Agreements, renderer: Renderer) -> list[Confi
     for center_id in agreements.center_ids():
         agreement = agreements.effective(center_id)
         chain = center_ids(agreement)
+        contexts = sample_contexts(agreement)
         names = set(BUILT_IN_TEMPLATES)
         for plan in agreement.plans.values():
             names |= {s.template for s in plan.steps}
             names |= {s.template for s in plan.patient_communication}
+            names |= {s.template for s in plan.treating_physician or []}
         for name in sorted(names):
             if not renderer.exists(name, chain):
                 problems.append(
@@ -300,8 +467,13 @@ def _template_problems(agreements: Agreements, renderer: Renderer) -> list[Confi
                 )
                 continue
             try:
-                for context in sample_contexts(agreement):
-                    renderer.render(name, context, chain)
+                for context in contexts:
+                    subject = renderer.render(name, context, chain).subject
+                    wrong = subject_problems(subject, context, agreement)
+                    if wrong:
+                        file = renderer.source_of(f"{name}/subject.txt", chain)
+                        problems.append(ConfigProblem(file, "", f"{wrong[0]} (for {center_id})"))
+                        break
             except RenderError as exc:
                 problems.append(ConfigProblem(exc.file, "", f"{exc.message} (for {center_id})"))
     return problems

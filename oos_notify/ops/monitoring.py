@@ -3,7 +3,9 @@
 Metrics are read from the database at scrape time, so they are right after a restart and the
 same whichever replica is scraped: counts of events and notifications, the send latency and
 time-to-acknowledge histograms, and the notifications that are overdue now. The dispatcher's
-own runs (failed runs, time since its last success) are the scraped replica's.
+own runs (failed runs, time since its last success) are the scraped replica's. A scrape always
+answers: while the database is unreachable its metrics are left out, the process's own are
+there, and ``oos_notify_database_up`` is 0.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from oos_notify.store.models import (
     Incident,
     Notification,
 )
+from oos_notify.store.outages import availability, unreachable
 from oos_notify.store.outbox import BOUNCED
 
 DATABASE_TIMEOUT_SECONDS = 2.0
@@ -128,20 +131,23 @@ def _histogram(
     return family
 
 
-class DatabaseCollector(Collector):
+class DatabaseMetrics:
     """Reads every metric from the database when Prometheus scrapes."""
 
     def __init__(self, engine: Engine, now: datetime) -> None:
         self._engine = engine
         self._now = now
 
-    def collect(self) -> Iterator[Metric]:
+    def read(self) -> list[Metric]:
+        """Every database metric, read now in one session."""
         with Session(self._engine) as session:
-            yield self._events(session)
-            yield from self._notifications(session)
-            yield self._send_latency(session)
-            yield self._time_to_acknowledge(session)
-            yield self._returned_mail(session)
+            return [
+                self._events(session),
+                *self._notifications(session),
+                self._send_latency(session),
+                self._time_to_acknowledge(session),
+                self._returned_mail(session),
+            ]
 
     def _events(self, session: Session) -> Metric:
         family = CounterMetricFamily(
@@ -292,11 +298,38 @@ class DispatcherCollector(Collector):
         )
 
 
-def metrics_text(engine: Engine, now: datetime, dispatcher: Dispatcher | None = None) -> bytes:
+class _Read(Collector):
+    """Metrics already read."""
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._metrics
+
+
+async def metrics_text(
+    engine: Engine, now: datetime, dispatcher: Dispatcher | None = None
+) -> bytes:
     """The Prometheus text exposition of every metric, read from the database now, and of the
-    dispatcher's runs in this process when it has one."""
+    dispatcher's runs in this process when it has one. A database that cannot be reached leaves
+    its metrics out and shows as ``oos_notify_database_up 0``: the scrape itself succeeds, so
+    the process's own metrics and the outage are seen when they matter."""
+    database: list[Metric] = []
+    try:
+        database = await asyncio.to_thread(DatabaseMetrics(engine, now).read)
+    except Exception as exc:
+        if not unreachable(exc):
+            raise
+        availability(engine).lost(exc)
+    up = GaugeMetricFamily(
+        "oos_notify_database_up",
+        "1 if this process read the database at this scrape, 0 if it could not reach it (its "
+        "database metrics are then left out)",
+        value=1 if database else 0,
+    )
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector(engine, now))
+    registry.register(_Read([up, *database]))
     if dispatcher is not None:
         registry.register(DispatcherCollector(dispatcher))
     return generate_latest(registry)

@@ -19,6 +19,7 @@ from oos_notify.agreements.config import (
     Agreements,
     ConfigProblem,
     EffectiveAgreement,
+    Plan,
     format_location,
 )
 from oos_notify.agreements.vocabulary import OPENING_EVENT_TYPES, Disposition, EventType
@@ -32,14 +33,17 @@ from oos_notify.delivery.rendering import (
 )
 from oos_notify.incidents.acknowledgement import CALLBACK_TEMPLATE
 from oos_notify.incidents.decisions import DECISION_RECORDED_TEMPLATE
+from oos_notify.incidents.deputies import DECIDER_ABSENT_TEMPLATE
 from oos_notify.incidents.events import EventIn
+from oos_notify.incidents.outcome import DECISION_OUTCOME_TEMPLATE
 from oos_notify.incidents.planning import (
     DECISION_OVERDUE_TEMPLATE,
+    DECISION_REMINDER_TEMPLATE,
     DECISION_TEMPLATE,
     FOLLOW_UP_TEMPLATES,
     derive_severity,
 )
-from oos_notify.ops.config_check import sample_context
+from oos_notify.ops.config_check import SAMPLE_INSTANT, sample_context
 from oos_notify.store.models import Incident
 
 MAX_EVENT_FILE_BYTES = 64 * 1024
@@ -56,6 +60,7 @@ def preview(
     template: str,
     event_file: Path | None,
     now: datetime,
+    replies_confirm: bool = False,
 ) -> RenderedMessage:
     if center_id not in agreements.center_ids():
         known = ", ".join(agreements.center_ids())
@@ -67,17 +72,64 @@ def preview(
             f"--template: no template {template!r} for {center_id} (a folder in "
             f"{renderer.templates_dir} with subject.txt, body.txt and body.html)"
         )
-    asks_decision = template in (DECISION_TEMPLATE, DECISION_OVERDUE_TEMPLATE)
-    offered = asks_decision or template in (CALLBACK_TEMPLATE, DECISION_RECORDED_TEMPLATE)
+    asks_decision = template in (
+        DECISION_TEMPLATE,
+        DECISION_OVERDUE_TEMPLATE,
+        DECISION_REMINDER_TEMPLATE,
+    )
+    offered = asks_decision or template in (
+        CALLBACK_TEMPLATE,
+        DECISION_RECORDED_TEMPLATE,
+        DECISION_OUTCOME_TEMPLATE,
+        DECIDER_ABSENT_TEMPLATE,
+    )
     disposition = Disposition.OOS_RELEASE_OFFERED if offered else Disposition.UNDER_INVESTIGATION
     late = template in LATE_RESULT_TEMPLATES
     context = sample_context(
         agreement, disposition=disposition, asks_decision=asks_decision, late_result=late
     )
+    opened = SAMPLE_INSTANT
     if event_file is not None:
         event = _read_event(event_file, center_id)
         context = _with_event(context, event, agreement, now)
-    return renderer.render(template, context, chain)
+        opened = now
+    plan = agreement.plans[EventType.LATE_RESULT if late else EventType.RELEASE_FAILURE]
+    return renderer.render(
+        template, _as_step(context, agreement, plan, template, opened, replies_confirm), chain
+    )
+
+
+def _as_step(
+    context: MessageContext,
+    agreement: EffectiveAgreement,
+    plan: Plan,
+    template: str,
+    opened: datetime,
+    replies_confirm: bool,
+) -> MessageContext:
+    """The sample as ``plan`` sends ``template``: a deadline to confirm by only where a later
+    escalation step follows it (when that step is due after the opening), and the sentence that
+    a reply confirms only on an escalation step, and only where this service reads replies."""
+    escalates_at = None
+    in_plan = False
+    for step, following in zip(plan.steps, [*plan.steps[1:], None], strict=True):
+        if step.template != template:
+            continue
+        in_plan = True
+        if following is not None and following.after is not None:
+            due = business_time.add(
+                opened,
+                following.after,
+                CenterCalendar.of(agreement),
+                following.business_hours,
+            )
+            escalates_at = local_time(due, agreement.timezone)
+    return context.model_copy(
+        update={
+            "escalates_at": escalates_at if context.ack else None,
+            "replies_confirm": replies_confirm and in_plan and context.ack is not None,
+        }
+    )
 
 
 def _read_event(path: Path, center_id: str) -> EventIn:
@@ -140,6 +192,7 @@ def _with_event(
         summary=event.summary,
         product_status=event.product_status,
         infused_at=event.infused_at,
+        indication=event.indication,
         remanufacture=event.remanufacture.model_dump(mode="json", exclude_none=True)
         if event.remanufacture
         else None,
@@ -153,7 +206,7 @@ def _with_event(
     )
     qa = event.qa_contact
     expires_at = business_time.add(now, agreement.ack_link_valid_for, calendar, False)
-    view = incident_view(incident, agreement)
+    view = incident_view(incident, agreement, now)
     return sample.model_copy(
         update={
             "incident": view.model_copy(update={"oos_release": sample.incident.oos_release}),

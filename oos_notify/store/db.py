@@ -7,16 +7,24 @@ from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import URL, Connection, Table, event, make_url
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import URL, Connection, Table, create_engine, event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlmodel import Session, create_engine
 
-from oos_notify.store import wakeups
+from oos_notify.store import outages, wakeups
 
 if TYPE_CHECKING:
+    from sqlmodel import Session
+
     from oos_notify.store.migrate import Upgraded
+
+# The ORM (SQLModel, the models) and each database's dialect are imported where they are used,
+# not here: `oos-notify db upgrade` with nothing to do needs neither, and importing them took
+# longer than the rest of its run.
+
+CONNECT_TIMEOUT_SECONDS = 5
+"""How long opening a PostgreSQL connection may take: a server that is gone without refusing
+(a host lost, a firewall dropping packets) is then a 503 in seconds, not a request that hangs."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -38,15 +46,22 @@ def database_url(url: str) -> URL:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for the URL; SQLite gets WAL and a busy timeout so the API and sender share it."""
+    """An engine for the URL; SQLite gets WAL and a busy timeout so the API and sender share it.
+    Its ``availability`` follows every connection it opens."""
     parsed = database_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(
-            parsed, pool_pre_ping=True, connect_args={"application_name": "oos-notify"}
+            parsed,
+            pool_pre_ping=True,
+            connect_args={
+                "application_name": "oos-notify",
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            },
         )
+    outages.availability(engine)
     return engine
 
 
@@ -100,11 +115,15 @@ def upsert(connection: Connection | Session, table: Table, row: dict[str, Any]) 
 
 
 def _insert(connection: Connection | Session, table: Table) -> Any:
-    bind = connection.get_bind() if isinstance(connection, Session) else connection
+    bind = connection if isinstance(connection, Connection) else connection.get_bind()
     dialect = bind.dialect.name
     if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(table)
     if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(table)
     raise NotImplementedError(f"no insert-or-ignore for {dialect}")
 
@@ -132,6 +151,8 @@ class _NoGate:
 def transaction(engine: Engine) -> Iterator[Session]:
     """A session whose work is committed on success and rolled back on any error; the workers
     are woken afterwards if it added due notifications (``wakeups.announce``)."""
+    from sqlmodel import Session
+
     with Session(engine, expire_on_commit=False) as session:
         try:
             yield session

@@ -110,6 +110,16 @@ class NotificationKind(StrEnum):
     link again, and the plan's ``decision.escalate`` roles hear of it; a decision cancels it."""
     FORWARDED_REPLY = "forwarded_reply"
     """A center's reply by email that did not confirm, forwarded to the manufacturer's QA."""
+    CALL_TASK = "call_task"
+    """Tells a manufacturer role that it must phone the center (a call task), with the numbers."""
+    CALL_TASK_OVERDUE = "call_task_overdue"
+    """A call task still open at its deadline, told to the roles its rule escalates to."""
+    PHYSICIAN = "physician"
+    """A step for the patient's treating physician named in the event: only the physician's
+    own confirmation or decision cancels it, never a coordinator's."""
+    REGULATORY_CLOCK = "regulatory_clock"
+    """A reminder (level 0) or a missed deadline (level 1) of a report owed to an authority;
+    the report's reference closes the clock and cancels it, the incident's resolution does not."""
 
     @property
     def reports_to_qa(self) -> bool:
@@ -131,3 +141,7 @@ class Condition(StrEnum):
     """Sent whatever the center answers; only closing the incident cancels it."""
     UNDECIDED = "undecided"
     """Sent only while no decision on the offered product is recorded: a decision cancels it."""
+    PHYSICIAN_UNCONFIRMED = "physician_unconfirmed"
+    """Sent only while the treating physician has not confirmed or decided themselves."""
+    CLOCK_OPEN = "clock_open"
+    """Sent only while its regulatory clock has no report reference: the reference cancels it."""

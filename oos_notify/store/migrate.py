@@ -5,10 +5,15 @@ release 5d7c067, the last one whose tables came from ``create_all``, so a databa
 stamped with 0001 and upgraded from there. Migrating takes a lock (an advisory lock on
 PostgreSQL, a file lock beside a SQLite file), so processes started together migrate once: one
 runs the scripts, the others wait and then find the schema at head.
+
+Finding that a database is already at head, which every start-up and every ``db upgrade`` does,
+is one query and a look at the scripts' file names: Alembic and the models are imported only
+when there is something to migrate (importing them took longer than the rest of a start-up).
 """
 
 from __future__ import annotations
 
+import ast
 import fcntl
 import logging
 import re
@@ -19,22 +24,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
-from sqlmodel import SQLModel
+from sqlalchemy.exc import OperationalError
 
 from oos_notify.store.db import SchemaNotReady
-from oos_notify.store.migrations_options import context_options
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version"
 BASELINE = "0001"
 """The revision whose schema is what ``create_all`` made before migrations existed."""
 LOCK_KEY = 7_301_942_117_001
@@ -48,7 +52,7 @@ class SchemaState:
     revision: str | None
     """What ``alembic_version`` says; None when the table is missing."""
     has_tables: bool
-    """Whether any of the service's tables exist."""
+    """Whether any of the service's tables exist (they do where a revision is recorded)."""
     head: str
 
     @property
@@ -68,6 +72,8 @@ class SchemaState:
 
 
 def config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("file_template", "%%(rev)s_%%(slug)s")
@@ -76,11 +82,23 @@ def config(connection: Connection | None = None) -> Config:
 
 
 def scripts() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(config())
 
 
+def _script_files() -> dict[str, Path]:
+    """Each revision's script, by the number its file name starts with: the scripts are one
+    numbered line, each named ``<revision>_<slug>.py`` (tests/test_migrations.py holds them to
+    it), so the names say which revisions exist and which is the newest without loading them."""
+    return {
+        path.name.partition("_")[0]: path for path in (MIGRATIONS / "versions").glob("[0-9]*_*.py")
+    }
+
+
 def head() -> str:
-    return scripts().get_current_head() or ""
+    """The newest revision this code ships."""
+    return max(_script_files(), default="")
 
 
 def state(engine: Engine) -> SchemaState:
@@ -89,17 +107,23 @@ def state(engine: Engine) -> SchemaState:
 
 
 def _state(connection: Connection) -> SchemaState:
+    revision = None
+    if inspect(connection).has_table(VERSION_TABLE):
+        revision = connection.execute(
+            text(f"SELECT version_num FROM {VERSION_TABLE}")
+        ).scalar_one_or_none()
+    if revision is not None:
+        return SchemaState(revision, True, head())
+    from sqlmodel import SQLModel
+
+    from oos_notify.store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+
     tables = set(inspect(connection).get_table_names())
-    revision = MigrationContext.configure(connection).get_current_revision()
-    ours = set(SQLModel.metadata.tables)
-    return SchemaState(revision, bool(tables & ours), head())
+    return SchemaState(None, bool(tables & set(SQLModel.metadata.tables)), head())
 
 
 def known(revision: str) -> bool:
-    try:
-        return scripts().get_revision(revision) is not None
-    except Exception:  # alembic raises several kinds for an id it has no script for
-        return False
+    return revision in _script_files()
 
 
 def prepare(engine: Engine, migrate_on_start: bool | None) -> str | None:
@@ -142,7 +166,16 @@ class Upgraded:
 
 def upgrade(engine: Engine, revision: str = "head") -> Upgraded:
     """Bring the database to ``revision``; safe to call from many processes at once: the ones
-    that wait for the lock find the work done."""
+    that wait for the lock find the work done. A database already there is left as it is,
+    without taking the lock."""
+    try:
+        found = state(engine).revision
+    except OperationalError:
+        # Another process is migrating this SQLite file and holds its write lock: wait for it
+        # below, like the lock's other waiters, and find the work done.
+        found = None
+    if found is not None and found == (head() if revision == "head" else revision):
+        return Upgraded(found, found)
     if engine.dialect.name == "postgresql":
         with engine.connect() as connection:
             # A session lock: it outlives the migrations' own commits, and PostgreSQL frees it
@@ -167,6 +200,9 @@ def upgrade(engine: Engine, revision: str = "head") -> Upgraded:
 
 
 def _upgrade_on(connection: Connection, revision: str) -> Upgraded:
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
     cfg = config(connection)
     found = _state(connection)
     connection.rollback()  # the inspection began a transaction; Alembic must begin its own
@@ -219,6 +255,12 @@ def _sqlite_migration_engine(engine: Engine) -> Engine:
 def drift(engine: Engine) -> list[Any]:
     """What autogenerating a revision would write now: [] when the models and the migrations
     describe the same schema."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    from oos_notify.store.migrations_options import context_options
+
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts=context_options(connection))
         return list(compare_metadata(context, SQLModel.metadata))
@@ -227,6 +269,8 @@ def drift(engine: Engine) -> list[Any]:
 def revision(message: str, url: str | None = None) -> Path:
     """Developer command: write the next numbered script from what the models changed, found by
     comparing them with a scratch database (SQLite unless ``url``) migrated to head."""
+    from alembic import command
+
     with tempfile.TemporaryDirectory() as scratch:
         engine = create_engine(url or f"sqlite:///{scratch}/scratch.db")
         try:
@@ -251,8 +295,13 @@ _BOILERPLATE = re.compile(r"\s*# ### (commands auto generated by Alembic|end Ale
 
 
 def describe(revision_id: str | None) -> str:
-    """A revision and its message, as ``db current`` prints it."""
+    """A revision and its message (its script's first paragraph, as Alembic shows it), as
+    ``db current`` prints it."""
     if revision_id is None:
         return "none"
-    script = scripts().get_revision(revision_id) if known(revision_id) else None
-    return f"{revision_id} ({script.doc})" if script is not None else f"{revision_id} (unknown)"
+    path = _script_files().get(revision_id)
+    if path is None:
+        return f"{revision_id} (unknown)"
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    summary = doc.strip().split("\n\n")[0]
+    return f"{revision_id} ({summary})"

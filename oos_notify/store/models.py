@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 from oos_notify.store.instants import UTCDateTime
@@ -61,6 +61,9 @@ class Incident(SQLModel, table=True):
     product_status: str | None = None
     """Where the product is (``ProductStatus``): what the center is asked depends on it."""
     infused_at: datetime | None = _utc(default=None)
+    indication: str | None = None
+    """What the patient is treated for (one of the product's ``infusion_windows``): which of
+    the label's infusion windows the messages cite."""
     escalation_started_at: datetime | None = _utc(default=None)
     """When the current round's escalation started (the opening, or the late result that
     restarted it): a faster clock re-plans its steps from here. None means ``opened_at``."""
@@ -89,6 +92,15 @@ class Incident(SQLModel, table=True):
     first_delivered_at: datetime | None = _utc(default=None)
     """When the mail server accepted the first notice: the promise is met if not after the
     deadline."""
+    treating_physician: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    """The patient's treating physician the opening event named (``{"name", "email",
+    "phone"}``): told first and asked to decide, whether or not a contact of the site."""
+    physician_confirmed_at: datetime | None = _utc(default=None)
+    """When the treating physician confirmed (or decided) in the current round: only this
+    stops the physician's own steps."""
+    drill: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    """A practice incident: real contacts, DRILL on every message, no patient liaison, and
+    never counted in the real reports."""
 
 
 class Event(SQLModel, table=True):
@@ -157,6 +169,41 @@ class FailureReport(SQLModel, table=True):
     failed_notification_id: str = Field(foreign_key="notifications.id", index=True)
 
 
+class RegulatoryClock(SQLModel, table=True):
+    """A report owed to an authority by ``due_at``, started by a transition of the incident;
+    QA closes it with the report's reference."""
+
+    __tablename__ = "regulatory_clocks"
+    __table_args__ = (UniqueConstraint("incident_id", "clock_id"),)
+
+    id: str = Field(primary_key=True)
+    incident_id: str = Field(foreign_key="incidents.id", index=True)
+    clock_id: str
+    """The clock's id in the agreement (``authority_notification``)."""
+    label: str
+    source: str
+    """Where the obligation is written."""
+    owner: str
+    """The role reminded: ``manufacturer:regulatory_affairs``."""
+    started_by: str
+    started_at: datetime = _utc()
+    due_at: datetime = _utc(index=True)
+    report_reference: str | None = None
+    closed_at: datetime | None = _utc(default=None)
+    closed_by: str | None = None
+    """The email of who posted the report's reference."""
+    created_at: datetime = _utc()
+
+
+class RegulatoryClockNotice(SQLModel, table=True):
+    """Links a reminder or escalation of a regulatory clock to the clock it is about."""
+
+    __tablename__ = "regulatory_clock_notices"
+
+    notification_id: str = Field(foreign_key="notifications.id", primary_key=True)
+    clock_row_id: str = Field(foreign_key="regulatory_clocks.id", index=True)
+
+
 class Acknowledgement(SQLModel, table=True):
     __tablename__ = "acknowledgements"
 
@@ -186,6 +233,44 @@ class Acknowledgement(SQLModel, table=True):
     client_address: str | None = None
     user_agent: str | None = None
     at: datetime = _utc()
+
+
+class CenterReport(SQLModel, table=True):
+    """What a center said of its patient's treatment, from its link or in a reply: a date that
+    moved, the product received, or a request to be called."""
+
+    __tablename__ = "center_reports"
+
+    id: str = Field(primary_key=True)
+    incident_id: str = Field(foreign_key="incidents.id", index=True)
+    notification_id: str = Field(foreign_key="notifications.id")
+    """The notice whose link or reply it came from: its recipient is the author."""
+    contact_id: str
+    email: str
+    role: str
+    kind: str
+    """``lymphodepletion_started``, ``lymphodepletion_postponed``, ``product_received`` or
+    ``call_me`` (``center_reports.ReportKind``)."""
+    day: date | None = None
+    """The date a report of a started or postponed lymphodepletion names."""
+    phone: str | None = None
+    call_window: str | None = None
+    """When to call, as the center wrote it: ``14:00-16:00``."""
+    comment: str | None = Field(default=None, sa_column=Column(Text))
+    source: str
+    """``link`` (the page) or ``reply`` (an email reply)."""
+    event_id: str | None = None
+    """The update event it made, when it changed the incident's facts."""
+    at: datetime = _utc()
+
+
+class CenterReportReceipt(SQLModel, table=True):
+    """Links a message to the manufacturer's QA to the center's report it tells of."""
+
+    __tablename__ = "center_report_receipts"
+
+    notification_id: str = Field(foreign_key="notifications.id", primary_key=True)
+    report_id: str = Field(foreign_key="center_reports.id", index=True)
 
 
 class AuditEntry(SQLModel, table=True):
@@ -219,14 +304,16 @@ class StoredTemplateSet(SQLModel, table=True):
 
 
 class RateBucket(SQLModel, table=True):
-    """An API key's event allowance, kept in the database so that every replica spends from the
+    """A limit's allowance for one key (an API key's events, a client's failed authentications
+    or acknowledgement requests), kept in the database so that every replica spends from the
     same bucket (``rate_buckets``)."""
 
     __tablename__ = "rate_buckets"
 
     key_id: str = Field(primary_key=True)
+    """The limit and its key: ``events:<API key id>``, ``auth:<client>``, ``ack:<client>``."""
     allowed_from: float
-    """When (Unix seconds) the key's bucket would be empty: each event taken moves it on by one
+    """When (Unix seconds) the key's bucket would be empty: each request taken moves it on by one
     token's worth of time, never to more than a whole burst ahead of now."""
 
 
@@ -281,8 +368,9 @@ class SignInAttempt(SQLModel, table=True):
     """As typed, lower case (an unknown address is throttled like a known one)."""
     client_address: str
     outcome: str
-    """``signed_in``, ``refused`` (wrong password, unknown or disabled account) or
-    ``throttled`` (not checked: too many refusals)."""
+    """``checking`` (counted, its password being checked), then ``signed_in`` or ``refused``
+    (wrong password, unknown or disabled account); or ``throttled`` (not checked: too many
+    refusals)."""
 
 
 class InboundMessage(SQLModel, table=True):
@@ -326,3 +414,68 @@ class ForwardedReply(SQLModel, table=True):
 
     notification_id: str = Field(foreign_key="notifications.id", primary_key=True)
     inbound_message_id: str = Field(foreign_key="inbound_messages.id", index=True)
+
+
+class CallTask(SQLModel, table=True):
+    """A phone call somebody of the manufacturer must make to a center, and what came of it:
+    opened by an agreement's call rule or by a request to be called (``call_tasks``)."""
+
+    __tablename__ = "call_tasks"
+
+    id: str = Field(primary_key=True)
+    incident_id: str = Field(foreign_key="incidents.id", index=True)
+    rule: str
+    """The call rule that opened it, or what asked for the call (``center request``)."""
+    reason: str
+    """Why the call is needed, as the caller reads it: ``severity critical``."""
+    round: int = 1
+    """The incident's escalation round it was opened in: a rule opens one task per round."""
+    caller_role: str
+    """The manufacturer role that makes the call (``manufacturer:medical_affairs``)."""
+    escalate: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    """The roles told by email when the task is still open at ``due_at``."""
+    numbers: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    """Whom to call and on which number: ``[{"name", "role", "phone"}]``, the center's on-call
+    line first."""
+    status: str = Field(index=True)
+    """``open`` or ``closed`` (``CallTaskStatus``)."""
+    opened_at: datetime = _utc()
+    due_at: datetime = _utc(index=True)
+    escalated_at: datetime | None = _utc(default=None)
+    closed_at: datetime | None = _utc(default=None)
+    closed_by: str | None = None
+    """Who recorded the call: a console user's address or an API key's name."""
+    reached_name: str | None = None
+    reached_number: str | None = None
+    reached_at: datetime | None = _utc(default=None)
+    outcome: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class CallTaskNotice(SQLModel, table=True):
+    """Links a message (to the caller, or its escalation) to the call task it is about."""
+
+    __tablename__ = "call_task_notices"
+
+    notification_id: str = Field(foreign_key="notifications.id", primary_key=True)
+    call_task_id: str = Field(foreign_key="call_tasks.id", index=True)
+
+
+class Timer(SQLModel, table=True):
+    """Something the service must do at an instant with no event arriving (a severity rule's
+    threshold crossed, a call task's deadline): a row the dispatcher claims when it is due,
+    like a notification, so that a restart or another replica loses none and runs none twice."""
+
+    __tablename__ = "timers"
+    __table_args__ = (Index("ix_timers_due", "status", "due_at"),)
+
+    id: str = Field(primary_key=True)
+    incident_id: str = Field(foreign_key="incidents.id", index=True)
+    kind: str
+    """``clock_rules`` (re-apply the severity and call rules) or ``call_task_due``."""
+    subject_id: str | None = None
+    """The call task a ``call_task_due`` timer is for."""
+    due_at: datetime = _utc()
+    status: str
+    """``scheduled``, ``done`` or ``cancelled``."""
+    created_at: datetime = _utc()
+    done_at: datetime | None = _utc(default=None)

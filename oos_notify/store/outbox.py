@@ -20,9 +20,14 @@ from typing import Any
 from sqlalchemy import ColumnElement, bindparam, case, false, func, update
 from sqlmodel import Session, col, select
 
-from oos_notify.agreements.vocabulary import KeyDate
+from oos_notify.agreements.vocabulary import (
+    MANUFACTURER_PREFIX,
+    CenterRole,
+    KeyDate,
+    ManufacturerRole,
+)
 from oos_notify.ids import new_id
-from oos_notify.store import audit, wakeups
+from oos_notify.store import audit, promises, wakeups
 from oos_notify.store.lifecycle import (
     Condition,
     IncidentStatus,
@@ -83,7 +88,9 @@ def schedule(
     mail_domain: str,
 ) -> list[tuple[str, PlannedNotification]]:
     """Write planned notifications as outbox rows, each with its Message-ID fixed once; return
-    each row's id with what was planned."""
+    each row's id with what was planned. A drill's messages to patient liaisons are left out,
+    and the trail says so."""
+    planned = _without_drill_liaisons(session, incident_id, planned, now)
     scheduled = [(new_id("ntf"), item) for item in planned]
     if not scheduled:
         return []
@@ -129,6 +136,44 @@ def schedule(
             level=item.level,
         )
     return scheduled
+
+
+LIAISON_ROLES = frozenset(
+    {CenterRole.PATIENT_LIAISON.value, ManufacturerRole.PATIENT_SERVICES.value}
+)
+"""Who coordinates the conversation with the patient: a drill never reaches them."""
+
+
+def reaches_liaison(item: PlannedNotification) -> bool:
+    """Whether a message is for the patient's liaisons: a patient-communication step, or a
+    liaison's role in any step."""
+    role = item.role.removeprefix(MANUFACTURER_PREFIX)
+    return item.kind is NotificationKind.PATIENT or role in LIAISON_ROLES
+
+
+def _without_drill_liaisons(
+    session: Session, incident_id: str, planned: Sequence[PlannedNotification], now: datetime
+) -> Sequence[PlannedNotification]:
+    # The incident is read only when a liaison is among the recipients, which is rare.
+    liaisons = [item for item in planned if reaches_liaison(item)]
+    if not liaisons:
+        return planned
+    drill = session.exec(select(Incident.drill).where(Incident.id == incident_id)).one()
+    if not drill:
+        return planned
+    for item in liaisons:
+        audit.record(
+            session,
+            now,
+            "step_skipped",
+            "planner",
+            incident_id=incident_id,
+            kind=item.kind.value,
+            level=item.level,
+            role=item.role,
+            reason="a drill reaches no patient liaison",
+        )
+    return [item for item in planned if not reaches_liaison(item)]
 
 
 def cancel_pending(
@@ -254,16 +299,30 @@ def release_after_error(
 
 
 def claim_due(
-    session: Session, now: datetime, limit: int, lease: timedelta, owner: str
+    session: Session,
+    now: datetime,
+    limit: int,
+    lease: timedelta,
+    owner: str,
+    *,
+    take_over: bool = True,
 ) -> list[Notification]:
-    """Claim up to ``limit`` due notifications for ``owner``; each claim is won by one sender."""
+    """Claim up to ``limit`` due notifications for ``owner``; each claim is won by one sender.
+    Claims whose lease ran out are taken over too, unless ``take_over`` is false."""
     scheduled = (col(Notification.status) == SCHEDULED) & (col(Notification.due_at) <= now)
     abandoned = (col(Notification.status) == SENDING) & (col(Notification.lease_until) < now)
     # Two queries rather than one OR: each walks the (status, due_at) index and stops at the
     # limit, where the OR made SQLite sort every due row on every claim, however many were due.
     candidates = [
-        *session.exec(
-            select(Notification.id).where(abandoned).limit(limit).with_for_update(skip_locked=True)
+        *(
+            session.exec(
+                select(Notification.id)
+                .where(abandoned)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            if take_over
+            else ()
         ),
         *session.exec(
             select(Notification.id)
@@ -336,6 +395,38 @@ def still_claimed(session: Session, notification_ids: Sequence[str], owner: str)
         .with_for_update()
     )
     return set(held)
+
+
+def thread_roots(session: Session, notifications: Sequence[Notification]) -> dict[str, str | None]:
+    """For each notification (by id), the Message-ID of the first message of its incident that
+    went out to its recipient, which its message points at to thread with it; None when there
+    is none yet, and its message will be that first one. One query for a whole batch."""
+    incidents = {n.incident_id for n in notifications}
+    if not incidents:
+        return {}
+    sent: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for incident_id, recipient, notification_id, message_id in session.execute(
+        select(
+            Notification.incident_id,
+            Notification.recipient_email,
+            Notification.id,
+            Notification.message_id,
+        )
+        .where(col(Notification.incident_id).in_(incidents), col(Notification.sent_at).is_not(None))
+        .order_by(col(Notification.sent_at), col(Notification.id))
+    ):
+        sent.setdefault((incident_id, recipient), []).append((notification_id, message_id))
+    return {
+        n.id: next(
+            (
+                message_id
+                for other, message_id in sent.get((n.incident_id, n.recipient_email), [])
+                if other != n.id
+            ),
+            None,
+        )
+        for n in notifications
+    }
 
 
 def next_due(session: Session) -> datetime | None:
@@ -430,7 +521,10 @@ def settle_sent(session: Session, delivered: Sequence[Delivered], now: datetime)
     escalations = [
         d.notification for d in delivered if d.notification.kind == NotificationKind.ESCALATION
     ]
-    first_deliveries = _record_first_deliveries(session, escalations, now)
+    follow_ups = [
+        d.notification for d in delivered if d.notification.kind == NotificationKind.FOLLOW_UP
+    ]
+    first_deliveries = _record_first_deliveries(session, escalations, follow_ups, now)
     for d in delivered:
         notification = d.notification
         audit.record(
@@ -526,6 +620,7 @@ def settle_bounce(
     if changed.rowcount != 1:  # type: ignore[attr-defined]
         return False
     session.execute(_INSERT_ATTEMPT, _attempt_row(notification, now, BOUNCED, code, reply, 0))
+    promises.reopen_after_bounce(session, notification, now)
     return True
 
 
@@ -554,6 +649,26 @@ def bring_forward(
     return level, sorted(row.id for row in moved)
 
 
+def make_due(session: Session, notification_ids: Sequence[str], now: datetime) -> list[str]:
+    """Make these notifications due now if they still wait for a later time; return those
+    moved."""
+    if not notification_ids:
+        return []
+    moved = session.execute(
+        _ROWS.update()
+        .where(
+            _ROWS.c.id.in_(notification_ids),
+            _ROWS.c.status == SCHEDULED,
+            _ROWS.c.due_at > now,
+        )
+        .values(due_at=now)
+        .returning(_ROWS.c.id)
+    ).all()
+    if moved:
+        wakeups.announce(session)
+    return sorted(row.id for row in moved)
+
+
 def _attempt_row(
     notification: Notification,
     now: datetime,
@@ -573,7 +688,10 @@ def _attempt_row(
 
 
 def _record_first_deliveries(
-    session: Session, delivered: Sequence[Notification], now: datetime
+    session: Session,
+    delivered: Sequence[Notification],
+    follow_ups: Sequence[Notification],
+    now: datetime,
 ) -> dict[str, datetime]:
     """The agreement promises the first notice within ``notify_within``: note when each incident
     first had one delivered. Returns, for each notice that was its incident's first, the deadline
@@ -581,14 +699,39 @@ def _record_first_deliveries(
     firsts: dict[str, Notification] = {}
     for notification in delivered:
         firsts.setdefault(notification.incident_id, notification)
+    # An incident whose first notice bounced meets its promise only once its role is reached
+    # again, by a later step or a follow-up.
+    reaching = dict(firsts)
+    for notification in follow_ups:
+        reaching.setdefault(notification.incident_id, notification)
+    bounced = promises.with_bounces(session, reaching)
+    firsts |= {i: reaching[i] for i in bounced}
     if not firsts:
         return {}
-    noted = session.execute(
-        _INCIDENTS.update()
-        .where(_INCIDENTS.c.id.in_(firsts), _INCIDENTS.c.first_delivered_at.is_(None))
-        .values(first_delivered_at=now)
-        .returning(_INCIDENTS.c.id, _INCIDENTS.c.notify_deadline)
-    ).all()
+    noted = list(
+        session.execute(
+            _INCIDENTS.update()
+            .where(
+                _INCIDENTS.c.id.in_(set(firsts) - bounced),
+                _INCIDENTS.c.first_delivered_at.is_(None),
+            )
+            .values(first_delivered_at=now)
+            .returning(_INCIDENTS.c.id, _INCIDENTS.c.notify_deadline)
+        ).all()
+    )
+    for incident_id in sorted(bounced):
+        met = promises.met_after_bounce(session, incident_id)
+        if met is not None:
+            noted.extend(
+                session.execute(
+                    _INCIDENTS.update()
+                    .where(
+                        _INCIDENTS.c.id == incident_id, _INCIDENTS.c.first_delivered_at.is_(None)
+                    )
+                    .values(first_delivered_at=met)
+                    .returning(_INCIDENTS.c.id, _INCIDENTS.c.notify_deadline)
+                ).all()
+            )
     return {
         firsts[incident_id].id: deadline for incident_id, deadline in noted if deadline is not None
     }

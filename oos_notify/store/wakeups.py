@@ -10,6 +10,10 @@ writer of every process queued behind each other (the benchmark saw it). A notif
 process killed between its commit and the NOTIFY, a listener reconnecting) is covered by the
 periodic sweep, and the listener wakes its dispatcher after every (re)connect. SQLite has no
 such channel: there one process owns the database and wakes its own dispatcher.
+
+The listener is also how a worker hears that the database is back after an outage: it retries
+at least twice a second, and its first connection wakes the dispatcher, which records what it did
+meanwhile and sends what became due.
 """
 
 from __future__ import annotations
@@ -17,10 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import psycopg
 from sqlalchemy import URL, Engine, text
-from sqlmodel import Session
+
+from oos_notify.store.outages import Availability, unreachable
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +36,9 @@ CHANNEL = "oos_notify_outbox"
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
 HEARTBEAT_SECONDS = 10.0
 """How long a listener waits in silence before it checks that its connection is still there."""
+RECONNECT_SECONDS = (0.1, 0.25, 0.5)
+"""How long a listener waits before each try to connect again: at most half a second, so that
+the workers hear within a second that the database is back (a refused try costs little)."""
 
 
 _ANNOUNCE = "oos_notify.wakeups.announce"
@@ -48,17 +59,20 @@ def send_if_announced(session: Session, engine: Engine) -> None:
     try:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(_NOTIFY)
-    except Exception:
-        log.exception("could not wake the workers: the sweep will find the rows")
+    except Exception as exc:
+        if not unreachable(exc):  # an outage is logged once, by the engine's availability
+            log.exception("could not wake the workers: the sweep will find the rows")
 
 
 class Listener:
     """Holds one connection on ``LISTEN`` and calls ``wake`` on each notification and after each
-    (re)connect; reconnects with a backoff when the connection is lost."""
+    (re)connect; reconnects within a second when the connection is lost. An unreachable
+    database is reported to ``availability``, which logs the outage once."""
 
-    def __init__(self, url: URL, wake: Callable[[], None]) -> None:
+    def __init__(self, url: URL, wake: Callable[[], None], availability: Availability) -> None:
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._wake = wake
+        self._availability = availability
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
@@ -71,20 +85,27 @@ class Listener:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
-        delay = 0.5
+        import psycopg  # only a worker on PostgreSQL listens: SQLite processes never load it
+
+        tries = 0
         while True:
             try:
                 await self._listen()
             except (psycopg.Error, OSError) as exc:
                 if self.connected.is_set():
-                    delay = 0.5
+                    tries = 0
                 self.connected.clear()
-                reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-                log.warning("outbox listener lost its connection (%s); retrying", reason)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                if isinstance(exc, OSError) or unreachable(exc):
+                    self._availability.lost(exc)
+                else:
+                    reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+                    log.warning("outbox listener failed (%s); retrying", reason)
+                await asyncio.sleep(RECONNECT_SECONDS[min(tries, len(RECONNECT_SECONDS) - 1)])
+                tries += 1
 
     async def _listen(self) -> None:
+        import psycopg
+
         # Keepalives: a peer gone without a word (a host lost, a cable cut) is noticed in ~25 s.
         async with await psycopg.AsyncConnection.connect(
             self._conninfo,
@@ -96,6 +117,7 @@ class Listener:
         ) as connection:
             await connection.execute(f"LISTEN {CHANNEL}")
             self.connected.set()
+            self._availability.answered()
             self._wake()  # what was committed while nobody listened
             while True:
                 async for _ in connection.notifies(timeout=HEARTBEAT_SECONDS):

@@ -22,8 +22,10 @@ from oos_notify.delivery.dispatch import Dispatcher
 from oos_notify.errors import ServiceError
 from oos_notify.inbound.service import InboundMail
 from oos_notify.settings import InboundMode, Settings
+from oos_notify.store.outages import availability
 from oos_notify.store.wakeups import Listener
 from oos_notify.web.limits import BodySizeLimit, NoNulInAddress, RateLimited
+from oos_notify.web.outage import AnswerWhileDatabaseAway
 from oos_notify.web.pages import SecurityHeaders, page
 from oos_notify.web.services import Role, build_services
 
@@ -77,11 +79,14 @@ def create_app(
             host,
             port,
             services.return_addresses,
+            services.signer,
         )
         await services.dispatcher.start()
         listener = None
         if services.engine.dialect.name == "postgresql":
-            listener = Listener(services.engine.url, services.dispatcher.wake)
+            listener = Listener(
+                services.engine.url, services.dispatcher.wake, availability(services.engine)
+            )
             listener.start()
         if services.return_addresses is not None and settings.inbound is not InboundMode.NONE:
             services.inbound = InboundMail(
@@ -122,6 +127,8 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(NoNulInAddress)
     app.add_middleware(SecurityHeaders)
+    # Added last, so outermost: an unreachable database met by any middleware is a 503 too.
+    app.add_middleware(AnswerWhileDatabaseAway, services=services)
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
@@ -149,12 +156,13 @@ def create_app(
         content = json.dumps({"detail": detail}, ensure_ascii=True, allow_nan=False)
         return Response(content, status_code=422, media_type="application/json")
 
-    from oos_notify.web.api import ack, events, health, incidents, mailbox
+    from oos_notify.web.api import ack, call_tasks, events, health, incidents, mailbox
     from oos_notify.web.console import routes as console
 
     if role.answers:
         app.include_router(events.router)
         app.include_router(incidents.router)
+        app.include_router(call_tasks.router)
         app.include_router(ack.router)
     app.include_router(health.router)
     if role.sends:

@@ -2,8 +2,9 @@
 authentications and acknowledgement requests per client address.
 
 The body limit is enforced while the body streams in (a lying Content-Length too). The rates are
-token buckets kept in memory: each process counts for itself, so N replicas allow up to N times
-the rate, and a restart refills every bucket.
+token buckets: kept in memory here, where the one process on a SQLite file counts for itself (a
+restart refills every bucket), and in the database on PostgreSQL (``shared_limits``), where
+every API process spends from the same ones.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ settings, database, agreements, renderer, signing key and limits."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from oos_notify.clock import Clock
 from oos_notify.delivery import template_sets
 from oos_notify.delivery.capture import CaptureServer
 from oos_notify.delivery.dispatch import Dispatcher
+from oos_notify.delivery.mail import DkimKeyError, DkimSigner
 from oos_notify.delivery.rendering import Renderer
 from oos_notify.inbound import service as inbound
 from oos_notify.inbound.service import InboundMail
@@ -32,9 +34,11 @@ from oos_notify.store.db import (
     upsert,
     write_gate,
 )
+from oos_notify.store.locks import one_at_a_time
 from oos_notify.store.models import ServiceValue
+from oos_notify.web.console import accounts
 from oos_notify.web.limits import TokenBuckets
-from oos_notify.web.shared_limits import DatabaseBuckets, event_limit
+from oos_notify.web.shared_limits import DatabaseBuckets, shared_limit
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +75,10 @@ class Services:
     write_gate: AbstractAsyncContextManager[object]
     events_limit: TokenBuckets | DatabaseBuckets
     """Events per API key: in the database on PostgreSQL, shared by every api process."""
-    auth_failures: TokenBuckets
-    """Failed API authentications per client address."""
-    ack_requests: TokenBuckets
-    """Requests to acknowledgement links per client address."""
+    auth_failures: TokenBuckets | DatabaseBuckets
+    """Failed API authentications per client address: shared on PostgreSQL too."""
+    ack_requests: TokenBuckets | DatabaseBuckets
+    """Requests to acknowledgement links per client address: shared on PostgreSQL too."""
     template_versions: Mapping[str, str] = field(default_factory=dict)
     """Each center's template set as of start-up: what a new incident is rendered with."""
     dispatcher: Dispatcher | None = None
@@ -83,6 +87,12 @@ class Services:
     """Each notification's own reply and bounce addresses; None without a reply domain."""
     inbound: InboundMail | None = None
     role: Role = Role.SERVE
+    password_checks: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(accounts.PASSWORD_CHECKS)
+    )
+    """Console passwords being checked at once: a burst of sign-ins queues here, not in memory."""
+    signer: DkimSigner | None = None
+    """Signs outgoing mail with the operator's DKIM key; None when no key is set."""
 
 
 def secret_key(settings: Settings, engine: Engine) -> str:
@@ -122,8 +132,8 @@ def refuse_exposed_mailbox(settings: Settings) -> None:
                 "every email, acknowledgement links included, would be shown at /dev/mailbox "
                 "to whoever reaches the port\n"
                 "    for real use, set OOS_NOTIFY_SMTP_HOST (and OOS_NOTIFY_SMTP_PORT, _USERNAME, "
-                "_PASSWORD, _SECURITY as your server needs), OOS_NOTIFY_SECRET_KEY and "
-                "OOS_NOTIFY_PUBLIC_BASE_URL\n"
+                "_PASSWORD, _SECURITY as your server needs), OOS_NOTIFY_MAIL_FROM, "
+                "OOS_NOTIFY_SECRET_KEY and OOS_NOTIFY_PUBLIC_BASE_URL\n"
                 "    for a demo, listen on loopback (OOS_NOTIFY_HOST=127.0.0.1), or in a "
                 "container set OOS_NOTIFY_DEV_MAILBOX_ON_NETWORK=true and publish the port on "
                 "the host's loopback only: docker run -e OOS_NOTIFY_DEV_MAILBOX_ON_NETWORK=true "
@@ -135,6 +145,11 @@ def refuse_exposed_mailbox(settings: Settings) -> None:
 
 TEMPLATE_CHECK = "template_check_passed"
 """The ``config_check.inputs_digest`` of the files and code that last passed the template check."""
+CHECKED = "config and templates checked"
+REUSED = "config and templates unchanged since they passed the check: not rendered"
+_PASSED_HERE: set[str] = set()
+"""The digests this process has rendered and passed: a process that builds the app again with
+the same files (the test suite does, hundreds of times, each on a new database) renders once."""
 
 
 def check_templates(
@@ -145,21 +160,78 @@ def check_templates(
     restart should not keep pending notifications waiting for it."""
     digest = config_check.inputs_digest(settings.config_dir, settings.templates_dir)
     with transaction(engine) as session:
+        # On PostgreSQL, replicas of one version starting together render once: the others
+        # wait here for the first one's transaction and then find the check passed. A check
+        # that fails frees the lock with its rollback, and the next process renders again.
+        one_at_a_time(session, "template check", digest)
         passed = session.get(ServiceValue, TEMPLATE_CHECK)
         if passed is not None and passed.value == digest:
-            log.info("config and templates unchanged since they passed the check: not rendered")
+            log.info(REUSED)
             return
-    config_check.check_templates(agreements, renderer)
-    with transaction(engine) as session:
+        if digest not in _PASSED_HERE:
+            config_check.check_templates(agreements, renderer)
+            _PASSED_HERE.add(digest)
         upsert(session, _VALUES, {"name": TEMPLATE_CHECK, "value": digest})
+    log.info(
+        "%s: every template renders for every site (%d sites); kept until a file changes",
+        CHECKED,
+        len(agreements.center_ids()),
+    )
 
 
 _VALUES = ServiceValue.__table__  # type: ignore[attr-defined]
 
 
+def refuse_untrusted_mail(settings: Settings) -> None:
+    """Mail from ``localhost``, with http links, or with a password sent in clear would land in
+    junk folders or leak: refuse to start with it, naming the setting to change."""
+    problems = [ConfigProblem("environment", name, why) for name, why in settings.mail_problems()]
+    if problems:
+        raise ConfigError(problems)
+
+
+def dkim_signer(settings: Settings) -> DkimSigner | None:
+    """The signer for the configured key, checked now rather than at the first message."""
+    if settings.dkim_key_file is None:
+        if settings.dkim_selector is not None:
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        "environment",
+                        "OOS_NOTIFY_DKIM_KEY_FILE",
+                        "is not set, but OOS_NOTIFY_DKIM_SELECTOR is: give the private key file",
+                    )
+                ]
+            )
+        return None
+    if settings.dkim_selector is None:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "environment",
+                    "OOS_NOTIFY_DKIM_SELECTOR",
+                    "is not set, but OOS_NOTIFY_DKIM_KEY_FILE is: give the selector the public "
+                    "key is published under (<selector>._domainkey.<domain>)",
+                )
+            ]
+        )
+    try:
+        return DkimSigner.load(
+            settings.dkim_key_file,
+            settings.dkim_selector,
+            settings.dkim_domain or settings.mail_domain,
+        )
+    except DkimKeyError as exc:
+        raise ConfigError(
+            [ConfigProblem("environment", "OOS_NOTIFY_DKIM_KEY_FILE", str(exc))]
+        ) from None
+
+
 def build_services(settings: Settings, clock: Clock, role: Role = Role.SERVE) -> Services:
     """Check the config and open the database; raise ConfigError before anything starts."""
     refuse_exposed_mailbox(settings)
+    refuse_untrusted_mail(settings)
+    signer = dkim_signer(settings)
     if problems := inbound.problems(settings):
         raise ConfigError(problems)
     agreements, renderer = config_check.load(settings.config_dir, settings.templates_dir)
@@ -173,7 +245,8 @@ def build_services(settings: Settings, clock: Clock, role: Role = Role.SERVE) ->
     versions = template_sets.record(engine, renderer, agreements, clock.now())
     renderer.keep_snapshots(template_sets.source(engine))
     gate = write_gate(engine)
-    events_limit = event_limit(engine, settings.events_per_minute, settings.events_burst)
+    auth_failures = settings.auth_failures_per_minute
+    ack_requests = settings.ack_requests_per_minute
     return Services(
         settings,
         engine,
@@ -182,15 +255,14 @@ def build_services(settings: Settings, clock: Clock, role: Role = Role.SERVE) ->
         tokens,
         clock,
         gate,
-        events_limit=events_limit,
+        events_limit=shared_limit(
+            engine, "events", settings.events_per_minute, settings.events_burst
+        ),
         # A whole minute's allowance at once: "N a minute" is what an operator reads and sets
-        auth_failures=TokenBuckets(
-            settings.auth_failures_per_minute, settings.auth_failures_per_minute
-        ),
-        ack_requests=TokenBuckets(
-            settings.ack_requests_per_minute, settings.ack_requests_per_minute
-        ),
+        auth_failures=shared_limit(engine, "auth", auth_failures, auth_failures),
+        ack_requests=shared_limit(engine, "ack", ack_requests, ack_requests),
         template_versions=versions,
         return_addresses=inbound.return_addresses(settings, key),
         role=role,
+        signer=signer,
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from oos_notify.clock import ManualClock
 from oos_notify.delivery.capture import CaptureServer
@@ -77,7 +77,9 @@ def test_the_operator_manages_accounts_from_the_command_line(tmp_path: Path) -> 
 
     engine = make_engine(url)
     with Session(engine) as session:
-        trail = session.exec(select(AuditEntry).where(AuditEntry.actor == "operator")).all()
+        trail = session.exec(
+            select(AuditEntry).where(AuditEntry.actor == "operator").order_by(col(AuditEntry.seq))
+        ).all()
     engine.dispose()
     assert [(e.action, e.detail["email"]) for e in trail] == [
         ("console_user_created", "rivera@manufacturer.example"),

@@ -94,7 +94,7 @@ async def test_offering_the_product_from_the_console_asks_the_physician_to_decid
         page = await client.get(f"/console/incidents/{incident_id}")
     # The physician was told in the first step too: the request is the decision's email
     messages = await received(smtp, 6)
-    asks = [m for m in messages if m.subject.startswith("[OOS DECISION NEEDED]")]
+    asks = [m for m in messages if m.subject.startswith("Decision needed: ")]
     assert [m.recipients for m in asks] == [(PHYSICIAN,)] and "/ack/" in asks[0].part("plain")
     assert "decision awaited" in page.text
 

@@ -12,13 +12,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from pypdf import PdfReader
-from sqlmodel import Session, select
+from reportlab.platypus.doctemplate import LayoutError
+from sqlmodel import Session, col, select
 
 from oos_notify.delivery.capture import CaptureServer
 from oos_notify.store import audit
 from oos_notify.store.models import AuditEntry, Incident, Notification
-from tests.conftest import RunningService, ack_link, received, release_failure
+from oos_notify.web.console import record
+from tests.conftest import START, RunningService, ack_link, received, release_failure
 from tests.console.conftest import People, browser, sign_in
 
 
@@ -62,7 +65,11 @@ async def test_the_record_holds_the_notifications_the_trail_and_its_digest(
         notifications = session.exec(
             select(Notification).where(Notification.incident_id == incident_id)
         ).all()
-        trail = session.exec(select(AuditEntry).where(AuditEntry.incident_id == incident_id)).all()
+        trail = session.exec(
+            select(AuditEntry)
+            .where(AuditEntry.incident_id == incident_id)
+            .order_by(col(AuditEntry.seq))
+        ).all()
         exports = [e for e in trail if e.action == "incident_record_exported"]
         page_digest = audit.verify(session, as_of=exports[0].seq).digest
     assert [(e.actor, e.detail["format"]) for e in exports] == [
@@ -115,7 +122,7 @@ async def test_the_page_and_the_record_show_signatures_callbacks_and_who_stopped
     }
     assert (await service.post_event(offer)).status_code == 202
     await service.settle()
-    [request] = [m for m in smtp.handler.messages() if "[OOS DECISION NEEDED]" in m.subject]
+    [request] = [m for m in smtp.handler.messages() if m.subject.startswith("Decision needed: ")]
     # And the physician asked to be called, then decided from the same link, signing it
     link = ack_link(request)
     await service.client.post(link, data={"response": "call_me", "phone": "+1 312 555 0199"})
@@ -136,8 +143,8 @@ async def test_the_page_and_the_record_show_signatures_callbacks_and_who_stopped
     assert "<strong>Confirmed, stopping nothing</strong> by celllab@mercy.example" in page
     assert "<strong>Confirmed</strong> by ct-coord@mercy.example" in page
     assert "<strong>Call requested</strong> by ct-md@mercy.example" in page
-    assert "<dt>signed by (printed name)</dt><dd>Lena Ortiz</dd>" in page
-    assert f"<dt>meaning</dt><dd>{meaning}</dd>" in page
+    assert "<dt>signed by (printed name)</dt><dd><bdi>Lena Ortiz</bdi></dd>" in page
+    assert f"<dt>meaning</dt><dd><bdi>{meaning}</bdi></dd>" in page
     assert (
         "<strong>Closed:</strong> call ct-md@mercy.example (physician) on +1 312 555 0199" in page
     )
@@ -147,8 +154,8 @@ async def test_the_page_and_the_record_show_signatures_callbacks_and_who_stopped
     assert "Patient&#39;s informed consent: not yet on file" in page
     # And so do the record and its PDF
     assert "Confirmation, stopping nothing by celllab@mercy.example" in record
-    assert "Signed by (printed name): Lena Ortiz." in record
-    assert f"Meaning: {meaning}." in record
+    assert "Signed by (printed name): <bdi>Lena Ortiz</bdi>." in record
+    assert f"Meaning: <bdi>{meaning}</bdi>." in record
     assert "Closed: call ct-md@mercy.example (physician) on +1 312 555 0199" in record
     text = " ".join(
         " ".join(p.extract_text().split()) for p in PdfReader(io.BytesIO(pdf.content)).pages
@@ -193,3 +200,104 @@ async def test_an_incident_stored_with_an_address_now_refused_still_shows(
     assert page.status_code == 200 and "OOS-2026-0142" in page.text
     assert shown.status_code == 200 and "OOS-2026-0142" in shown.text
     assert record.status_code == 200 and "OOS-2026-0142" in record.text
+
+
+def pdf_text(content: bytes) -> str:
+    return " ".join(
+        " ".join(p.extract_text().split()) for p in PdfReader(io.BytesIO(content)).pages
+    )
+
+
+def exports_of(service: RunningService, incident_id: str) -> list[AuditEntry]:
+    with Session(service.services.engine) as session:
+        return list(
+            session.exec(
+                select(AuditEntry)
+                .where(
+                    AuditEntry.incident_id == incident_id,
+                    AuditEntry.action == "incident_record_exported",
+                )
+                .order_by(col(AuditEntry.seq))
+            ).all()
+        )
+
+
+@pytest.mark.parametrize(
+    "comment",
+    ["W" * 2000, "\n".join(["W" * 79] * 25)],
+    ids=["one-word-of-2000-characters", "25-lines"],
+)
+async def test_the_record_renders_whatever_a_comment_holds(
+    service: RunningService, smtp: CaptureServer, people: People, comment: str
+) -> None:
+    # Given the cell lab confirms with a comment as long as the form allows
+    incident_id = (await service.post_event(release_failure())).json()["incident_id"]
+    await service.settle()
+    [lab] = [m for m in await received(smtp, 3) if m.recipients == ("celllab@mercy.example",)]
+    confirmed = await service.client.post(
+        ack_link(lab), data={"response": "received", "comment": comment}
+    )
+    assert confirmed.status_code == 200
+
+    # When a viewer downloads the record
+    async with browser(service) as client:
+        await sign_in(client, people.viewer)
+        pdf = await client.get(f"/console/incidents/{incident_id}/record.pdf")
+
+    # Then it is a PDF holding the whole comment, its long cells split across pages
+    assert pdf.status_code == 200, pdf.text[:300]
+    compact = pdf_text(pdf.content).replace(" ", "")
+    assert compact.count("W") >= 2 * comment.count("W"), "in the answers and the audit detail"
+    assert [e.detail["format"] for e in exports_of(service, incident_id)] == ["pdf"]
+
+
+async def test_a_record_that_cannot_be_made_leaves_no_export_in_the_trail(
+    service: RunningService, smtp: CaptureServer, people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an incident, and a PDF renderer that fails (as a layout it cannot handle would)
+    incident_id = (await service.post_event(release_failure())).json()["incident_id"]
+    await service.settle()
+
+    def fails(made: record.IncidentRecord) -> bytes:
+        raise LayoutError("Flowable <Table> tallest cell 766.0 points, too large on page 2")
+
+    monkeypatch.setattr(record, "pdf", fails)
+
+    # When a viewer asks for the PDF
+    async with browser(service) as client:
+        await sign_in(client, people.viewer)
+        answer = await client.get(f"/console/incidents/{incident_id}/record.pdf")
+
+    # Then it is refused and nothing says the record was exported
+    assert answer.status_code == 500
+    assert exports_of(service, incident_id) == []
+
+
+async def test_the_record_gives_times_at_the_center_with_utc_and_its_real_creation_date(
+    service: RunningService, smtp: CaptureServer, people: People
+) -> None:
+    incident_id = (await service.post_event(release_failure())).json()["incident_id"]
+    await service.settle()
+    async with browser(service) as client:
+        await sign_in(client, people.viewer)
+        page = (await client.get(f"/console/incidents/{incident_id}/record")).text
+        pdf = await client.get(f"/console/incidents/{incident_id}/record.pdf")
+
+    # The test clock stands at Tue 24 Nov 2026 15:12 UTC, 09:12 in Chicago
+    [_, export] = exports_of(service, incident_id)
+    assert export.at == START
+    shown = "2026-11-24 09:12:00 CST (15:12:00 UTC)"
+    text = pdf_text(pdf.content)
+    assert f"at {shown}" in text
+    assert "Times are the center's, in its time zone America/Chicago, with UTC beside them" in text
+    assert f"at {shown}" in page and "in its time zone America/Chicago" in page
+    # The PDF was created when its export was audited, not on a fixed date
+    info = PdfReader(io.BytesIO(pdf.content)).metadata
+    assert info is not None and info.creation_date == START
+
+    # And the same record gives the same bytes
+    with Session(service.services.engine) as session:
+        incident = session.get(Incident, incident_id)
+        assert incident is not None
+        made = record.build(session, incident, people.viewer, START)
+    assert record.pdf(made) == record.pdf(made) == pdf.content

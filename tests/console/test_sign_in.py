@@ -3,12 +3,16 @@ every form, inactivity expiry by the service's clock, and guessing throttled."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from datetime import timedelta
 
-from sqlmodel import Session, select
+import pytest
+from sqlmodel import Session, col, select
 
 from oos_notify.clock import ManualClock
-from oos_notify.store.models import AuditEntry, ConsoleUser
+from oos_notify.store.models import AuditEntry, ConsoleUser, SignInAttempt
+from oos_notify.web.console import accounts
 from tests.conftest import RunningService
 from tests.console.conftest import PASSWORD, People, browser, csrf_token, sign_in
 
@@ -39,7 +43,11 @@ async def test_a_person_signs_in_sees_the_board_and_signs_out(
     with Session(service.services.engine) as session:
         actions = [
             (e.action, e.actor)
-            for e in session.exec(select(AuditEntry).where(AuditEntry.actor == people.qa))
+            for e in session.exec(
+                select(AuditEntry)
+                .where(AuditEntry.actor == people.qa)
+                .order_by(col(AuditEntry.seq))
+            )
         ]
     assert actions == [("console_signed_in", people.qa), ("console_signed_out", people.qa)]
 
@@ -111,3 +119,45 @@ async def test_signing_in_is_throttled_per_client(service: RunningService, peopl
         for n in range(20):
             assert (await sign_in(client, f"nobody{n}@example.com", "guess")).status_code == 401
         assert (await sign_in(client, people.qa)).status_code == 429
+
+
+async def test_wrong_passwords_at_once_cannot_pass_the_limit_and_check_two_at_a_time(
+    service: RunningService, people: People, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given every password check is watched (the real Argon2 check runs)
+    checking = 0
+    most_at_once = 0
+    checked = 0
+    real = accounts.password_matches
+
+    def watched(password_hash: str | None, password: str) -> bool:
+        nonlocal checking, most_at_once, checked
+        with lock:
+            checking += 1
+            checked += 1
+            most_at_once = max(most_at_once, checking)
+        try:
+            return real(password_hash, password)
+        finally:
+            with lock:
+                checking -= 1
+
+    lock = threading.Lock()
+    monkeypatch.setattr(accounts, "password_matches", watched)
+
+    # When 12 wrong passwords for one account arrive at once from one client
+    async with browser(service) as client:
+        page = await client.get("/console/sign-in")
+        form = {"email": people.qa, "password": "guess", "csrf_token": csrf_token(page)}
+        burst = await asyncio.gather(
+            *(client.post("/console/sign-in", data=form) for _ in range(12))
+        )
+        # Then the limit of 5 holds: 5 are checked and refused, the rest are not checked
+        assert sorted(r.status_code for r in burst) == [401] * 5 + [429] * 7
+        # and the right password afterwards waits too
+        assert (await sign_in(client, people.qa)).status_code == 429
+    assert checked == 5
+    assert most_at_once <= accounts.PASSWORD_CHECKS == 2
+    with Session(service.services.engine) as session:
+        outcomes = [a.outcome for a in session.exec(select(SignInAttempt)).all()]
+    assert sorted(outcomes) == ["refused"] * 5 + ["throttled"] * 8

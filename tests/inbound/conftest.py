@@ -21,9 +21,13 @@ from tests.inbound.dovecot import PASSWORD, USER, PrivateDovecot, available
 REPLY_DOMAIN = "reply.manufacturer.example"
 COORDINATOR = "ct-coord@mercy.example"
 """Who gets the first notice at mercy-general-main, with the physician and the cell lab."""
-LEVEL_ONE = {"ct-coord2@mercy.example", "ct-md@mercy.example"}
+PHYSICIAN = "ct-md@mercy.example"
+BACKUP_COORDINATOR = "ct-coord2@mercy.example"
+LEVEL_ONE = {BACKUP_COORDINATOR, PHYSICIAN}
 """Who the standard plan's second step notifies: 2 business hours after the first."""
 QA = "qa@manufacturer.example"
+AUTHSERV_ID = "mx.manufacturer.example"
+"""The manufacturer's own receiving server, whose Authentication-Results the service trusts."""
 
 
 @pytest.fixture
@@ -39,6 +43,7 @@ def settings(tmp_path: Path, smtp: CaptureServer, listener_port: int) -> Setting
         reply_domain=REPLY_DOMAIN,
         inbound="smtp",
         inbound_smtp_port=listener_port,
+        inbound_authserv_id=AUTHSERV_ID,
     )
 
 
@@ -69,6 +74,7 @@ def imap_settings(
         inbound_imap_username=USER,
         inbound_imap_password=PASSWORD,
         inbound_imap_security="none",
+        inbound_authserv_id=AUTHSERV_ID,
         **more,
     )
 
@@ -119,9 +125,10 @@ def sent_since(smtp: CaptureServer, count: int) -> list[CapturedMessage]:
     return [m for m in smtp.handler.messages() if m.number > count]
 
 
-async def until(check: Any, timeout: float = 10.0) -> None:
+async def until(check: Any, timeout: float = 10.0, explain: Any = None) -> None:
     """Wait until ``check()`` (awaited if need be) is true: for mail read from a mailbox, which
-    the service takes in on its own time."""
+    the service takes in on its own time. On a timeout, ``explain()`` (awaited if need be) says
+    what the state was, so that a failure in CI can be understood from its output alone."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         result = check()
@@ -129,5 +136,9 @@ async def until(check: Any, timeout: float = 10.0) -> None:
             result = await result
         if result:
             return
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        if asyncio.get_running_loop().time() >= deadline:
+            state = explain() if explain is not None else ""
+            if asyncio.iscoroutine(state):
+                state = await state
+            raise AssertionError(f"timed out after {timeout} s{': ' if state else ''}{state}")
         await asyncio.sleep(0.05)

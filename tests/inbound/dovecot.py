@@ -8,21 +8,19 @@ password file readable by them. As anyone else, every process runs as that user.
 
 from __future__ import annotations
 
-import ctypes
 import grp
 import imaplib
 import os
 import pwd
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from oos_notify.delivery.capture import free_port
+from tests.private_servers import die_with_parent, greets, stop_group
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 USER, PASSWORD = "returns", "returns-secret"
@@ -71,11 +69,6 @@ service imap-login {{
 
 def available() -> bool:
     return os.access(DOVECOT, os.X_OK)
-
-
-def _die_with_parent() -> None:
-    """The server gets SIGTERM if the test run that started it dies (PR_SET_PDEATHSIG)."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
 class PrivateDovecot:
@@ -133,19 +126,14 @@ class PrivateDovecot:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # its own group, so stop() ends every child
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         until = time.monotonic() + timeout
         while time.monotonic() < until:
             if self._process.poll() is not None:
                 raise RuntimeError(f"dovecot exited: {self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as probe:
-                    probe.settimeout(2)
-                    if probe.recv(100).startswith(b"* OK"):
-                        return
-            except OSError:
-                pass
+            if greets(self.port, b"* OK"):
+                return
             time.sleep(0.02)
         self.stop()
         raise TimeoutError(f"dovecot was not ready in {timeout} s: {self.log()}")
@@ -154,16 +142,7 @@ class PrivateDovecot:
         process, self._process = self._process, None
         if process is None:
             return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(5)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_group(process, 5)
 
     def remove(self) -> None:
         self.stop()

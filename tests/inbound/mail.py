@@ -44,21 +44,34 @@ def returned(
     return text.encode("utf-8")
 
 
+def passed(domain: str, server: str = "mx.manufacturer.example") -> str:
+    """The Authentication-Results the manufacturer's receiving server adds to mail that
+    passes SPF, DKIM and DMARC for ``domain``."""
+    return (
+        f"{server}; spf=pass smtp.mailfrom={domain}; dkim=pass header.d={domain} "
+        f"header.s=s1; dmarc=pass (p=reject) header.from={domain}"
+    )
+
+
 def reply(
     sender: str,
     to: str,
     text: str,
     *,
     quoting: str | None = None,
-    authentication: str | None = None,
+    authentication: str | None = "passed",
 ) -> bytes:
-    """A person's reply, above the quoted original when ``quoting`` gives its text."""
+    """A person's reply, above the quoted original when ``quoting`` gives its text. It arrives
+    as the manufacturer's receiving server passed it (``authentication`` "passed"), with the
+    results given, or with none (None)."""
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
     message["Subject"] = "Re: [OOS] Release failure: CARTX lot LOT-24-1187"
     message["Date"] = "Tue, 24 Nov 2026 09:40:00 -0600"
     message["Message-ID"] = make_msgid(domain="mercy.example")
+    if authentication == "passed":
+        authentication = passed(sender.rpartition("@")[2].strip(">").lower())
     if authentication is not None:
         message["Authentication-Results"] = authentication
     body = text

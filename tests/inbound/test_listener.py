@@ -20,6 +20,7 @@ from oos_notify.settings import Settings
 from oos_notify.store.models import Incident
 from tests.conftest import CONFIG_DIR, START, RunningService, service_settings, start_service
 from tests.inbound.conftest import (
+    BACKUP_COORDINATOR,
     COORDINATOR,
     LEVEL_ONE,
     QA,
@@ -46,7 +47,7 @@ DSNS = {
 
 
 @pytest.mark.parametrize("shape", DSNS)
-async def test_a_bounce_fails_the_first_notice_tells_qa_and_starts_the_next_step_at_once(
+async def test_a_bounce_fails_the_first_notice_tells_qa_and_brings_the_backup_forward(
     service: RunningService, smtp: CaptureServer, settings: Settings, shape: str
 ) -> None:
     opened = await open_incident(service, smtp)
@@ -65,11 +66,18 @@ async def test_a_bounce_fails_the_first_notice_tells_qa_and_starts_the_next_step
     assert notice["status"] == "failed"
     assert status in notice["last_error"]
     new = sent_since(smtp, before)
-    # The clock has not moved: the backup and the physician hear now, not two hours later.
-    assert {m.recipients[0] for m in new} == LEVEL_ONE | {QA}
+    # The clock has not moved: the backup coordinator hears now, not two hours later; the
+    # physician, who had the first notice, keeps the step's time.
+    assert {m.recipients[0] for m in new} == {BACKUP_COORDINATOR, QA}
     report = next(m for m in new if m.recipients == (QA,))
-    assert report.subject.startswith("[OOS] Not delivered to Mercy General")
+    assert report.subject == (
+        "Reach the center: OOS-2026-0142, lot LOT-24-1187, notice not delivered"
+    )
     assert "returned as undeliverable" in words(report.part("plain"))
+    assert (
+        "Brought forward at once: the notice to Backup Coordinator (coordinator_backup)."
+        in words(report.part("plain"))
+    )
     assert "Server reply: 550 " in words(report.part("plain"))
     assert incident["returned_mail_counts"]["bounce"] == 1
     [mail] = incident["returned_mail"]
@@ -240,7 +248,7 @@ async def test_received_thanks_above_the_quoted_original_acknowledges_as_the_lin
     assert ack["comment"] == "Received, thanks. We are holding lymphodepletion."
     new = sent_since(smtp, before)
     receipt = next(m for m in new if m.recipients == (QA,))
-    assert receipt.subject.startswith("[OOS] Acknowledged by Mercy General")
+    assert receipt.subject == "Confirmed by the center: OOS-2026-0142, lot LOT-24-1187"
     assert "We are holding lymphodepletion." in receipt.part("plain")
     assert "navigator@mercy.example" in {m.recipients[0] for m in new}  # the acknowledged step
     clock.advance(timedelta(hours=6))
@@ -284,7 +292,7 @@ async def test_a_question_is_forwarded_to_qa_and_the_escalation_goes_on(
 
     [forward] = sent_since(smtp, before)
     assert forward.recipients == (QA,)
-    assert forward.subject.startswith("[OOS] Reply from Mercy General")
+    assert forward.subject == "Answer the center's reply: OOS-2026-0142, lot LOT-24-1187"
     text = words(forward.part("plain"))
     assert "| Who should we call about moving the infusion date?" in text
     assert "because it does not confirm" in text
@@ -304,7 +312,7 @@ async def test_a_reply_that_must_not_count_changes_nothing(
     authentication = (
         "mx.manufacturer.example; spf=fail smtp.mailfrom=mercy.example; dkim=none"
         if case == "failed authentication"
-        else None
+        else "passed"
     )
     if case == "closed incident":
         closing = {"event_id": "QA-EVT-CLOSE", "type": "resolved", "incident_ref": "OOS-2026-0142"}

@@ -25,7 +25,9 @@ async def test_each_notice_carries_its_own_reply_and_bounce_addresses(
 
     assert notice.message["Reply-To"] == own.address(opened.notification_id, Purpose.REPLY)
     assert notice.mail_from == own.address(opened.notification_id, Purpose.BOUNCE)
-    assert notice.message["From"].addresses[0].addr_spec == "oos-notify@localhost"
+    # From the reply domain too: a Reply-To on the From's own domain is no spoof to a filter
+    assert notice.message["From"].addresses[0].addr_spec == f"oos-notify@{own.domain}"
+    assert notice.message_id.endswith(f"@{own.domain}>")
     assert notice.message["Auto-Submitted"] == "auto-generated"
     assert notice.message["X-Auto-Response-Suppress"] == "DR, RN, NRN"
 
@@ -34,8 +36,8 @@ async def test_each_notice_carries_its_own_reply_and_bounce_addresses(
     assert (await service.client.post(link, data={"response": "received"})).status_code == 200
     await service.settle()
     receipt = next(m for m in sent_since(smtp, before) if m.recipients == (QA,))
-    # QA's replies go to the From address, where people read them; its bounces still come back.
-    assert receipt.message["Reply-To"] is None
+    # QA's replies go to MAIL_FROM, where people read them; its bounces still come back.
+    assert receipt.message["Reply-To"] == "oos-notify@localhost"
     assert receipt.mail_from.startswith("bounce+")
 
 

@@ -95,7 +95,7 @@ def test_an_unknown_pathway_is_refused_naming_the_known_ones(config: Path) -> No
         MERCY,
         "oos_pathway",
         "no oos pathway 'us-compassionate'",
-        "known: us-expanded-access, eu-atmp-oos",
+        "known: us-expanded-access, us-expanded-access-protocol, eu-atmp-oos",
     )
 
 
@@ -148,7 +148,8 @@ def test_an_infusion_window_that_cannot_be_right_is_refused(
     edit(
         config,
         "manufacturer.yaml",
-        "{counted_from: lymphodepletion_end, earliest: 2d, latest: 4d}",
+        '{counted_from: lymphodepletion_end, earliest: 2d, latest: 4d, source: "bcmacel '
+        'prescribing information, 2.2"}',
         window,
     )
     problems = [p for p in problems_of(config) if p.file == MANUFACTURER]
@@ -170,9 +171,9 @@ def test_a_pathway_checklist_item_written_twice_is_refused(config: Path) -> None
     edit(
         config,
         "manufacturer.yaml",
-        '      - {id: consent, label: "Patient\'s informed consent"}\n  - id: eu-atmp-oos',
-        '      - {id: consent, label: "Patient\'s informed consent"}\n'
-        '      - {id: consent, label: "Consent again"}\n  - id: eu-atmp-oos',
+        "owner: physician, due: 3d}\n  - id: us-expanded-access-protocol",
+        "owner: physician, due: 3d}\n"
+        '      - {id: consent, label: "Consent again"}\n  - id: us-expanded-access-protocol',
     )
     find(
         problems_of(config), MANUFACTURER, "oos_pathways[0]", "checklist item 'consent' is repeated"
@@ -193,10 +194,13 @@ def test_an_event_without_the_new_fields_hashes_as_it_did_before_they_existed() 
         not in (
             "product_status",
             "infused_at",
+            "indication",
             "oos_pathway",
             "oos_checklist",
             "remanufacture",
             "within_spec_basis",
+            "treating_physician",
+            "drill",
         )
     }
     canonical = json.dumps(before, sort_keys=True, separators=(",", ":"))
@@ -220,8 +224,10 @@ def test_the_effective_agreement_of_an_incident_opened_before_the_new_fields_sti
     from oos_notify.agreements.config import EffectiveAgreement
 
     stored = load_agreements(config).effective("mercy-general-main").model_dump(mode="json")
-    for name in ("on_call_phone", "oos_pathway"):
+    for name in ("on_call_phone", "oos_pathway", "clinical_guidance"):
         del stored[name]
+    for product in stored["products"]:
+        del product["infusion_windows"], product["shipper_hold"]
     for plan in stored["plans"].values():
         del plan["stops_escalation"], plan["decision"]
     for contact in stored["contacts"]:
@@ -232,3 +238,90 @@ def test_the_effective_agreement_of_an_incident_opened_before_the_new_fields_sti
     assert old.plans[EventType.RELEASE_FAILURE].stops_escalation == ["coordinator", "physician"]
     assert old.plans[EventType.RELEASE_FAILURE].decision is None
     assert old.oos_pathway is None and old.deciders([CenterRole.PHYSICIAN]) == []
+    assert old.clinical_guidance == [] and old.guidance("sterility") is None
+    assert old.products[0].window_for("dlbcl") is None
+
+
+# --- guidance per attribute, windows per indication, the shipper's hold -----------------------
+
+
+def test_the_example_config_gives_guidance_for_each_attribute_and_windows_per_indication(
+    config: Path,
+) -> None:
+    agreement = load_agreements(config).effective("mercy-general-main")
+    for name in ("sterility", "Mycoplasma", "endotoxin", "viability", "dose", "potency"):
+        assert agreement.guidance(f"  {name} ") is not None, name
+    assert agreement.guidance("Bacterial Endotoxins") == agreement.guidance("endotoxin")
+    mycoplasma = agreement.guidance("mycoplasma")
+    assert mycoplasma is not None
+    assert "PCR" in mycoplasma.infused and "do not detect Mycoplasma" in mycoplasma.infused
+    product = agreement.products[0]
+    windows = {i: product.window_for(i) for i in product.indications()}
+    assert {i: w.latest.amount for i, w in windows.items() if w} == {
+        "all": 14,
+        "dlbcl": 11,
+        "fl": 6,
+    }
+    assert product.window_for(None) is None
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "message"),
+    [
+        pytest.param(
+            "  - attribute: gram stain\n    also: [gram-stain]",
+            "  - attribute: gram stain\n    also: [gram-stain, Sterility]",
+            "",
+            "clinical guidance for 'sterility' is given twice",
+            id="guidance-twice",
+        ),
+        pytest.param(
+            "  - attribute: potency\n    also: [potency assay, interferon-gamma release, "
+            "ifn-gamma release]\n    not_infused: >-\n      Potency below specification means "
+            "the cells may act less strongly against the tumour; the\n      manufacturer's risk "
+            "evaluation states what is known of the lot's expected effect.\n",
+            "  - attribute: potency\n",
+            "clinical_guidance.6.not_infused",
+            "Field required",
+            id="guidance-incomplete",
+        ),
+        pytest.param(
+            "{indication: fl,",
+            "{indication: dlbcl,",
+            "products.0",
+            "indication 'dlbcl' is repeated",
+            id="indication-twice",
+        ),
+        pytest.param(
+            "    shipper_hold: 9d\n    infusion_windows:",
+            "    shipper_hold: 9d\n    infusion_window_after_lymphodepletion: {earliest: 2d, "
+            "latest: 14d}\n    infusion_windows:",
+            "products.0",
+            "not both",
+            id="both-kinds-of-window",
+        ),
+        pytest.param(
+            "    shipper_hold: 9d\n    infusion_windows:",
+            "    shipper_hold: 5bd\n    infusion_windows:",
+            "products.0",
+            "whole calendar days",
+            id="hold-in-business-days",
+        ),
+        pytest.param(
+            'source: "tisagenlecleucel prescribing information, 2.2 (FL)"}',
+            "}",
+            "products.0.infusion_windows.2.source",
+            "Field required",
+            id="window-without-source",
+        ),
+    ],
+)
+def test_guidance_and_windows_that_cannot_be_right_are_refused(
+    config: Path, old: str, new: str, field: str, message: str
+) -> None:
+    edit(config, "manufacturer.yaml", old, new)
+    problems = [p for p in problems_of(config) if p.file == MANUFACTURER]
+    assert any(p.field.replace("[", ".").replace("]", "").startswith(field) for p in problems), (
+        problems
+    )
+    assert any(message in p.message for p in problems), problems

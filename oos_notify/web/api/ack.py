@@ -1,5 +1,7 @@
 """``/ack/{token}``: the no-login confirmation page. GET only shows; POST acknowledges the round
-the page showed, or records nothing and shows what changed (409) when that round is over."""
+the page showed, or records nothing and shows what changed (409) when that round is over. The
+page's second form posts to the same address with a ``kind``: the center's own report of the
+treatment (``incidents.center_reports``), which confirms nothing."""
 
 from __future__ import annotations
 
@@ -13,16 +15,19 @@ from pydantic import ValidationError
 from oos_notify.agreements.config import EffectiveAgreement
 from oos_notify.agreements.vocabulary import AckResponse, ProductStatus
 from oos_notify.delivery.messaging import center_view, oos_release_view
-from oos_notify.delivery.rendering import disposition_label, local_time
-from oos_notify.incidents import acknowledgement
+from oos_notify.delivery.rendering import day, disposition_label, key_date_views, local_time
+from oos_notify.incidents import acknowledgement, center_reports
 from oos_notify.incidents.acknowledgement import (
     AckForm,
     AckState,
     Changes,
     LinkError,
     Purpose,
+    choice_label,
     decision_meaning,
 )
+from oos_notify.incidents.center_reports import ReportIn, ReportKind, ReportRefused
+from oos_notify.store.models import CenterReport
 from oos_notify.web.api.deps import ServicesDep, SessionDep, WriterDep, limit_ack_requests
 from oos_notify.web.pages import page
 from oos_notify.web.services import Services
@@ -51,7 +56,9 @@ def _changes(changes: Changes, timezone: str) -> dict[str, Any]:
     }
 
 
-def _render(state: AckState, services: Services) -> HTMLResponse:
+def _render(
+    state: AckState, services: Services, reported: CenterReport | None = None
+) -> HTMLResponse:
     incident = state.incident
     agreement = EffectiveAgreement.stored(incident.agreement)
     ack, own, callback = state.acknowledgement, state.own_confirmation, state.callback
@@ -75,6 +82,7 @@ def _render(state: AckState, services: Services) -> HTMLResponse:
         else None,
         oos_release=oos_release_view(incident.oos_release, agreement),
         choices=state.choices,
+        labels={c.value: choice_label(c, incident.oos_release) for c in state.choices},
         meanings={
             c.value: decision_meaning(c, incident.oos_release)
             for c in state.choices
@@ -95,13 +103,17 @@ def _render(state: AckState, services: Services) -> HTMLResponse:
         callback_at=local_time(callback.at, agreement.timezone) if callback else None,
         changes=_changes(state.changes, agreement.timezone) if state.changes else None,
         not_recorded=state.not_recorded,
+        report_kinds=list(ReportKind),
+        reported=reported,
+        reported_label=ReportKind(reported.kind).label if reported else None,
+        reported_day=day(reported.day) if reported and reported.day else None,
+        key_dates=key_date_views(incident.key_dates),
+        timezone=agreement.timezone,
     )
 
 
-def _refusal(error: LinkError) -> HTMLResponse:
-    return page(
-        "message.html", error.status_code, title="This link cannot be used", message=error.message
-    )
+def _refusal(error: LinkError | ReportRefused) -> HTMLResponse:
+    return page("message.html", error.status_code, title=error.title, message=error.message)
 
 
 @router.get("/ack/{token}", response_class=HTMLResponse)
@@ -127,7 +139,21 @@ async def confirm(
     round: Annotated[str | None, Form()] = None,
     printed_name: Annotated[str, Form()] = "",
     phone: Annotated[str, Form()] = "",
+    kind: Annotated[str, Form()] = "",
+    day: Annotated[str, Form()] = "",
+    call_from: Annotated[str, Form()] = "",
+    call_until: Annotated[str, Form()] = "",
 ) -> HTMLResponse:
+    if kind:  # the page's second form: the center reports something (center_reports)
+        fields = {
+            "kind": kind,
+            "day": day,
+            "phone": phone,
+            "call_from": call_from,
+            "call_until": call_until,
+            "comment": comment,
+        }
+        return await _report(token, fields, background, writer, services)
     try:
         form = AckForm.model_validate(
             {
@@ -171,3 +197,42 @@ async def confirm(
             extra={"incident_id": state.incident.id, "notification_id": state.notification.id},
         )
     return _render(state, services)
+
+
+async def _report(
+    token: str,
+    fields: dict[str, str],
+    background: BackgroundTasks,
+    writer: WriterDep,
+    services: Services,
+) -> HTMLResponse:
+    """The center speaks from its link: a date, the product received, or a call request."""
+    try:
+        form = ReportIn.model_validate({k: v.strip() or None for k, v in fields.items()})
+    except ValidationError as error:
+        return _refusal(center_reports.form_problem(error))
+    try:
+        done = await writer.run(
+            lambda session: center_reports.from_link(
+                session,
+                services.tokens,
+                token,
+                form,
+                now=services.clock.now(),
+                mail_domain=services.settings.mail_domain,
+            )
+        )
+    except (LinkError, ReportRefused) as error:
+        return _refusal(error)
+    log.info(
+        "incident %s: the center reported %s",
+        done.state.incident.id,
+        form.kind,
+        extra={
+            "incident_id": done.state.incident.id,
+            "notification_id": done.state.notification.id,
+        },
+    )
+    if done.recorded.wakes and services.dispatcher is not None:
+        background.add_task(services.dispatcher.wake)
+    return _render(done.state, services, done.recorded.report)

@@ -33,7 +33,9 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(services: ServicesDep) -> Response:
-    """Prometheus text format, read from the database at scrape time."""
-    body = monitoring.metrics_text(services.engine, services.clock.now(), services.dispatcher)
+async def metrics(services: ServicesDep) -> Response:
+    """Prometheus text format, read from the database at scrape time; 200 even while the
+    database is unreachable (``oos_notify_database_up 0``, database metrics left out)."""
+    now = services.clock.now()
+    body = await monitoring.metrics_text(services.engine, now, services.dispatcher)
     return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Query, status
+from fastapi import APIRouter, BackgroundTasks, Path, Query, status
 
-from oos_notify.incidents import decisions, queries
+from oos_notify.incidents import decisions, drills, queries, regulatory_clocks
 from oos_notify.incidents.decisions import DecisionRevisionIn, DecisionRevisionOut
 from oos_notify.incidents.queries import IncidentDetail, IncidentPage, TimelineEntry
+from oos_notify.incidents.regulatory_clocks import ClockOut, ClockReportIn
 from oos_notify.store.instants import UtcInstant
 from oos_notify.store.lifecycle import IncidentStatus
 from oos_notify.web.api.deps import ApiKeyDep, ServicesDep, SessionDep, WriterDep
@@ -58,6 +59,17 @@ def get_timeline(incident_id: str, session: SessionDep, _key: ApiKeyDep) -> list
     return queries.timeline(session, incident_id)
 
 
+@router.get(
+    "/{incident_id}/drill-report",
+    responses={404: {"description": "No such incident"}, 409: {"description": "Not a drill"}},
+)
+def get_drill_report(
+    incident_id: str, session: SessionDep, services: ServicesDep, _key: ApiKeyDep
+) -> drills.DrillReport:
+    """How the center did in a drill against each promise of its agreement."""
+    return drills.for_incident(session, incident_id, services.clock.now())
+
+
 @router.post(
     "/{incident_id}/decision-revisions",
     status_code=status.HTTP_201_CREATED,
@@ -90,3 +102,28 @@ async def revise_decision(
     if services.dispatcher is not None:
         background.add_task(services.dispatcher.wake)
     return answer
+
+
+@router.post(
+    "/{incident_id}/regulatory-clocks/{clock_id}/report",
+    responses={
+        404: {"description": "No such incident, or no such clock started on it"},
+        409: {"description": "The clock was closed with another reference"},
+        422: {"description": "Invalid fields; every one is named"},
+    },
+)
+async def report_regulatory_clock(
+    incident_id: str,
+    clock_id: Annotated[str, Path(max_length=64)],
+    report: ClockReportIn,
+    writer: WriterDep,
+    services: ServicesDep,
+    _key: ApiKeyDep,
+) -> ClockOut:
+    """Close a regulatory clock with the reference of the report that was filed: its reminder
+    and escalation, if still waiting, are cancelled. The same reference again changes nothing."""
+    return await writer.run(
+        lambda session: regulatory_clocks.close(
+            session, incident_id, clock_id, report, services.clock.now()
+        )
+    )

@@ -1,6 +1,10 @@
 """Console accounts: Argon2id password hashes, sessions kept in the database, and sign-in
 attempts throttled per account and per client.
 
+An attempt is counted before its password is checked, and counts as a refusal until the check
+says otherwise, so a burst of attempts at once cannot check more passwords than the limit
+allows; and only ``PASSWORD_CHECKS`` checks run at a time, each taking 64 MiB.
+
 A session is a random token in the browser's cookie and a row keyed by the token's hash here,
 so a session can be ended for real (sign-out, a disabled account, a new password) and expires
 after inactivity by the service's clock, not the browser's.
@@ -13,7 +17,6 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from functools import cache
 
 from argon2 import PasswordHasher
@@ -24,21 +27,11 @@ from sqlmodel import Session, col, select
 from oos_notify.errors import Conflict, InvalidFields, NotFound
 from oos_notify.ids import new_id
 from oos_notify.store import audit
+from oos_notify.store.locks import one_at_a_time
 from oos_notify.store.models import ConsoleSession, ConsoleUser, SignInAttempt
+from oos_notify.texts import direction_control
+from oos_notify.web.console.roles import MIN_PASSWORD_LENGTH, Role
 
-
-class Role(StrEnum):
-    VIEWER = "viewer"
-    """Reads every page."""
-    QA = "qa"
-    """Also posts follow-ups (key dates, disposition, resolved, withdrawn)."""
-
-    @property
-    def can_act(self) -> bool:
-        return self is Role.QA
-
-
-MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024
 """Argon2 hashes any length; the cap only keeps a megabyte 'password' from costing more."""
 _EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
@@ -48,6 +41,10 @@ ACCOUNT_FAILURES = 5
 CLIENT_FAILURES = 20
 """Refused sign-ins from one client address within ``THROTTLE_WINDOW``, whatever the account."""
 THROTTLE_WINDOW = timedelta(minutes=15)
+PASSWORD_CHECKS = 2
+"""Argon2 checks a process runs at once: each holds 64 MiB for about half a second."""
+_COUNTED = ("checking", "refused")
+"""Outcomes that count against the limits: refused, or not yet known to be anything else."""
 TOUCH_EVERY = timedelta(minutes=1)
 """How stale a session's last-seen time may get before a page view writes it again."""
 
@@ -68,6 +65,18 @@ def normalise_email(email: str) -> str:
     address = email.strip().lower()
     if not _EMAIL.match(address) or len(address) > 254:
         raise InvalidFields([("email", f"{email!r} is not an email address", "invalid_email")])
+    turning = direction_control(address)
+    if turning is not None:
+        raise InvalidFields(
+            [
+                (
+                    "email",
+                    "must not contain characters that change the direction of text; "
+                    f"it contains U+{ord(turning):04X}",
+                    "invalid_email",
+                )
+            ]
+        )
     return address
 
 
@@ -201,8 +210,9 @@ def _end_sessions(session: Session, user: ConsoleUser, now: datetime) -> int:
 def throttled_for(session: Session, email: str, client: str, now: datetime) -> int | None:
     """Seconds until ``email`` from ``client`` may try again, or None if it may now.
 
-    Only refusals count: a throttled attempt checked no password. The wait ends when enough
-    refusals have left the window to bring the count under its limit.
+    Only refusals count, and attempts still being checked: a throttled attempt checked no
+    password. The wait ends when enough refusals have left the window to bring the count under
+    its limit.
     """
     since = now - THROTTLE_WINDOW
     waits = [
@@ -221,15 +231,47 @@ def _wait(
     """The refusal that must leave the window before ``who`` may try again, if any."""
     refusals = session.exec(
         select(SignInAttempt.at)
-        .where(who, SignInAttempt.outcome == "refused", col(SignInAttempt.at) > since)
+        .where(who, col(SignInAttempt.outcome).in_(_COUNTED), col(SignInAttempt.at) > since)
         .order_by(col(SignInAttempt.at).desc())
         .limit(limit)
     ).all()
     return refusals[-1] if len(refusals) >= limit else None
 
 
-def record_attempt(session: Session, email: str, client: str, outcome: str, now: datetime) -> None:
-    session.add(SignInAttempt(at=now, email=email[:254], client_address=client, outcome=outcome))
+def record_attempt(
+    session: Session, email: str, client: str, outcome: str, now: datetime
+) -> SignInAttempt:
+    attempt = SignInAttempt(at=now, email=email[:254], client_address=client, outcome=outcome)
+    session.add(attempt)
+    return attempt
+
+
+def reserve_attempt(
+    session: Session, email: str, client: str, now: datetime
+) -> tuple[int | None, int | None]:
+    """Count an attempt before its password is checked: ``(None, attempt id)`` if it may be
+    checked, else ``(seconds to wait, None)``, recorded as throttled.
+
+    Attempts for the account and from the client are counted one transaction at a time, across
+    processes too (the account's lock first, then the client's, so that none waits in a
+    circle): two attempts at once cannot both find the last place under the limit."""
+    one_at_a_time(session, "console sign-in account", email)
+    one_at_a_time(session, "console sign-in client", client)
+    wait = throttled_for(session, email, client, now)
+    if wait is not None:
+        record_attempt(session, email, client, "throttled", now)
+        return wait, None
+    attempt = record_attempt(session, email, client, "checking", now)
+    session.flush()
+    return None, attempt.id
+
+
+def settle_attempt(session: Session, attempt_id: int, outcome: str) -> None:
+    """Record what the check of a reserved attempt found: ``signed_in`` or ``refused``."""
+    attempt = session.get(SignInAttempt, attempt_id)
+    if attempt is not None:
+        attempt.outcome = outcome
+        session.add(attempt)
 
 
 def session_key(token: str) -> str:

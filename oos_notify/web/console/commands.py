@@ -14,8 +14,7 @@ from oos_notify.clock import SystemClock
 from oos_notify.errors import ServiceError
 from oos_notify.settings import Settings
 from oos_notify.store.db import SchemaNotReady, make_engine, open_schema, transaction
-from oos_notify.web.console import accounts
-from oos_notify.web.console.accounts import Role
+from oos_notify.web.console.roles import MIN_PASSWORD_LENGTH, Role
 
 
 def add_parser(commands: Any) -> None:
@@ -49,12 +48,14 @@ def _password_option(parser: argparse.ArgumentParser) -> None:
         "--password-stdin",
         action="store_true",
         help=f"read the password from standard input (at least "
-        f"{accounts.MIN_PASSWORD_LENGTH} characters) instead of generating one",
+        f"{MIN_PASSWORD_LENGTH} characters) instead of generating one",
     )
 
 
 def _password(args: argparse.Namespace) -> tuple[str, str | None]:
     """The password to set, and the same again if it was generated (and so must be shown)."""
+    from oos_notify.web.console import accounts
+
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n"), None
     generated = accounts.new_password()
@@ -62,6 +63,8 @@ def _password(args: argparse.Namespace) -> tuple[str, str | None]:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    from oos_notify.web.console import accounts
+
     engine = make_engine(settings.database_url)
     now = SystemClock().now()
     email = getattr(args, "email", "").strip().lower()

@@ -15,6 +15,15 @@ def utc(instant: datetime) -> str:
     return instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def zoned(instant: datetime, timezone: str) -> str:
+    """An instant at the center with UTC beside it, for the record:
+    ``2026-11-24 09:12:00 CST (15:12:00 UTC)``, the UTC date added when it is another day."""
+    local = instant.astimezone(ZoneInfo(timezone))
+    universal = instant.astimezone(UTC)
+    shown = "%H:%M:%S UTC" if universal.date() == local.date() else "%Y-%m-%d %H:%M:%S UTC"
+    return f"{local.strftime('%Y-%m-%d %H:%M:%S %Z')} ({universal.strftime(shown)})"
+
+
 def iso(instant: datetime) -> str:
     """For ``<time datetime>`` and CSV: ``2026-11-24T15:12:00Z``."""
     return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -75,6 +75,7 @@ def step_name(kind: str, level: int) -> str:
         NotificationKind.FOLLOW_UP: "follow-up notice",
         NotificationKind.DECISION: "decision request",
         NotificationKind.DELIVERY_FAILURE: "delivery failure report",
+        NotificationKind.PHYSICIAN: "treating physician's step",
     }
     if kind == NotificationKind.ESCALATION:
         return "first notice" if level == 0 else f"escalation step {level}"
@@ -147,18 +148,27 @@ class IncidentView:
     def callback_tasks(self) -> list[CallbackTask]:
         return queries.callback_tasks(self.answers)
 
-    def clinical_facts(self, *, in_utc: bool = False) -> list[tuple[str, str]]:
+    def clinical_facts(self, *, with_utc: bool = False) -> list[tuple[str, str]]:
         """Where the product is, the decision in force with its signature, and the facts of a
         re-manufacture or of a release within specification, when the incident has them."""
         i = self.incident
 
         def when(instant: datetime) -> str:
-            return fmt.utc(instant) if in_utc else local_time(instant, self.agreement.timezone)
+            tz = self.agreement.timezone
+            return fmt.zoned(instant, tz) if with_utc else local_time(instant, tz)
 
         facts: list[tuple[str, str]] = []
         if i.product_status:
             state = ProductStatus(i.product_status).label
             facts.append(("Product", f"{state}, {when(i.infused_at)}" if i.infused_at else state))
+        if i.treating_physician:
+            confirmed = (
+                f"confirmed {when(i.physician_confirmed_at)}"
+                if i.physician_confirmed_at
+                else "not confirmed yet"
+            )
+            person = f"{i.treating_physician['name']} <{i.treating_physician['email']}>"
+            facts.append(("Treating physician", f"{person}, {confirmed}"))
         decisions = [a for a in self.answers if a.purpose == "decision"]
         if i.decision and decisions:
             decision, signature = AckResponse(i.decision).label, decisions[-1].signature

@@ -4,9 +4,11 @@ Facts, every notification with its timestamps and Message-ID, the answers, the e
 incident's audit entries with their hashes, closed by the digest of the whole trail as of the
 incident's newest entry. Making the record is itself audited, so that entry is the one saying who
 exported it, and ``oos-notify audit verify --as-of <its number>`` prints the same digest for as
-long as nothing up to it is changed, however many entries the trail gains meanwhile. The same
-content is a printable page and a PDF (ReportLab, with its Vera font embedded so the file reads
-the same in every viewer).
+long as nothing up to it is changed, however many entries the trail gains meanwhile. That entry
+is numbered only as its transaction commits, so the record is first made once without it: a
+record that cannot be made is refused before anything says it was exported. The same content
+is a printable page and a PDF (ReportLab, with its Vera font embedded so the file reads the same
+in every viewer).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from sqlmodel import Session
 from oos_notify.agreements.vocabulary import AckResponse
 from oos_notify.store import audit
 from oos_notify.store.models import AuditEntry, Incident
+from oos_notify.texts import controls_spelled_out
 from oos_notify.web.console import fmt
 from oos_notify.web.console.incident import IncidentView, load, step_name
 
@@ -46,6 +49,11 @@ class IncidentRecord:
     def title(self) -> str:
         return f"Incident record {self.view.incident.incident_ref}"
 
+    @property
+    def created_at(self) -> datetime:
+        """When the record was made: the time of its newest entry, the export's own."""
+        return max((e.at for e in self.view.trail if e.seq == self.as_of), default=self.exported_at)
+
 
 def note_export(session: Session, incident: Incident, email: str, form: str, now: datetime) -> None:
     audit.record(
@@ -54,8 +62,8 @@ def note_export(session: Session, incident: Incident, email: str, form: str, now
 
 
 def build(session: Session, incident: Incident, email: str, now: datetime) -> IncidentRecord:
-    """Read the record after ``note_export`` committed: the incident's newest entry is that one
-    (or a later one of the incident's)."""
+    """Read the record: after ``note_export`` committed, the incident's newest entry is that one
+    (or a later one of the incident's); before, the newest there is."""
     view = load(session, incident, now)
     as_of = max((e.seq or 0 for e in view.trail), default=0)
     altered = [e.seq or 0 for e in view.trail if audit.recomputed_hash(e) != e.entry_hash]
@@ -70,6 +78,11 @@ def detail_text(entry: AuditEntry) -> str:
 # --- PDF --------------------------------------------------------------------------------------
 
 
+def _pdf_date(instant: datetime) -> str:
+    """A PDF date string (ISO 32000-1, 7.9.4) in UTC: ``D:20261124151200+00'00'``."""
+    return instant.astimezone(UTC).strftime("D:%Y%m%d%H%M%S+00'00'")
+
+
 @cache
 def _fonts() -> None:
     import reportlab
@@ -82,7 +95,9 @@ def _fonts() -> None:
 
 
 def pdf(record: IncidentRecord) -> bytes:
-    """The record as an A4 landscape PDF; the same record gives the same bytes."""
+    """The record as an A4 landscape PDF; the same record gives the same bytes. Its creation
+    date is the time of its export's audit entry, and its file identifier derives from the
+    title and the trail's digest, which its subject holds."""
     from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4, landscape
     from reportlab.lib.styles import ParagraphStyle
@@ -112,10 +127,14 @@ def pdf(record: IncidentRecord) -> bytes:
     title = ParagraphStyle("h1", parent=body, fontName="Vera-Bold", fontSize=16, leading=20)
 
     def p(text: object, style: ParagraphStyle = body) -> Paragraph:
-        return Paragraph(escape(str(text)), style)
+        # A PDF cannot isolate text the way a page's <bdi> does: a direction control is
+        # written out instead, so it reorders nothing around it and a reader sees it was there.
+        shown = escape(controls_spelled_out(str(text))).replace("\n", "<br/>")
+        return Paragraph(shown, style)
 
     def grid(rows: Sequence[list[Any]], widths: list[float], header: bool = True) -> Table:
-        table = Table(rows, colWidths=widths, repeatRows=1 if header else 0)
+        # A cell taller than a page (a comment of any length) splits across pages
+        table = Table(rows, colWidths=widths, repeatRows=1 if header else 0, splitInRow=1)
         commands: list[Any] = [
             ("VALIGN", (0, 0), (-1, -1), "TOP"),
             ("LINEBELOW", (0, 0), (-1, -1), 0.25, colors.HexColor("#b8bec9")),
@@ -131,13 +150,13 @@ def pdf(record: IncidentRecord) -> bytes:
     tz = view.agreement.timezone
 
     def when(instant: datetime | None) -> str:
-        return fmt.utc(instant) if instant else ""
+        return fmt.zoned(instant, tz) if instant else ""
 
     story: list[Flowable] = [
         p(record.title, title),
         p(
-            f"Exported by {record.exported_by} at {fmt.utc(record.exported_at)}. Times are UTC; "
-            f"the center's time zone is {tz}.",
+            f"Exported by {record.exported_by} at {when(record.exported_at)}. Times are the "
+            f"center's, in its time zone {tz}, with UTC beside them.",
             small,
         ),
         Spacer(1, 6),
@@ -168,7 +187,7 @@ def pdf(record: IncidentRecord) -> bytes:
         (f"Failed: {a['attribute']}", f"result {a['result']} (specification {a['specification']})")
         for a in incident.failed_attributes
     ]
-    facts += view.clinical_facts(in_utc=True)
+    facts += view.clinical_facts(with_utc=True)
     offer = view.oos_release
     if offer:
         asked = ", ".join(offer.asked) or "nobody"
@@ -298,7 +317,14 @@ def pdf(record: IncidentRecord) -> bytes:
         rightMargin=12 * mm,
         topMargin=12 * mm,
         bottomMargin=12 * mm,
+        creator="oos-notify",
+        # Invariant: no wall-clock time or random identifier, which would change the bytes
         invariant=1,
     )
-    document.build(story)
+    created = _pdf_date(record.created_at)
+
+    def dated(canvas: Any, _document: Any) -> None:
+        canvas.setDateFormatter(lambda *_: created)
+
+    document.build(story, onFirstPage=dated, onLaterPages=dated)
     return out.getvalue()

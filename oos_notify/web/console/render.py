@@ -85,6 +85,7 @@ _environment.filters.update(
     in_zone=local_time,
     clock_in_zone=fmt.clock_in_zone,
     utc=fmt.utc,
+    zoned=fmt.zoned,
     iso=fmt.iso,
     span=fmt.span,
     words=fmt.words,

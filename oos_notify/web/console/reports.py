@@ -1,5 +1,6 @@
 """Reports: how fast each center confirms, and how often the ``notify_within`` promise is kept,
-month by month; with the CSV the charts are drawn from."""
+month by month; with the CSV the charts are drawn from. Drills never count here: each has its
+own report (``incidents.drills``)."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def time_to_confirm(
     lab's confirmation, which stops nothing, does not)."""
     opened = session.exec(
         select(Incident.id, Incident.center_id, Incident.opened_at).where(
-            col(Incident.opened_at) >= since
+            col(Incident.opened_at) >= since, col(Incident.drill).is_(False)
         )
     ).all()
     first = dict(
@@ -73,6 +74,7 @@ def time_to_confirm(
             .join(Incident, col(Incident.id) == col(Acknowledgement.incident_id))
             .where(
                 col(Incident.opened_at) >= since,
+                col(Incident.drill).is_(False),
                 Acknowledgement.round == 1,
                 col(Acknowledgement.stopped_escalation).is_not(False),
             )
@@ -122,7 +124,11 @@ def promises_by_month(session: Session, since: datetime, now: datetime) -> list[
     incidents = session.exec(
         select(Incident)
         .options(defer(Incident.agreement))  # type: ignore[arg-type]
-        .where(col(Incident.opened_at) >= since, col(Incident.notify_deadline).is_not(None))
+        .where(
+            col(Incident.opened_at) >= since,
+            col(Incident.notify_deadline).is_not(None),
+            col(Incident.drill).is_(False),
+        )
     ).all()
     tally: dict[str, dict[PromiseState, int]] = {
         m: dict.fromkeys(PromiseState, 0) for m in month_labels(since, now)

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, BackgroundTasks, FastAPI, Form, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
 from sqlmodel import Session
 
 from oos_notify.agreements.config import EffectiveAgreement
@@ -22,6 +23,7 @@ from oos_notify.agreements.vocabulary import EventType, KeyDate, Severity
 from oos_notify.delivery.capture import CaptureServer
 from oos_notify.delivery.rendering import DISPOSITION_LABELS, KEY_DATE_LABELS, RenderError
 from oos_notify.errors import ServiceError
+from oos_notify.incidents import call_tasks, drills
 from oos_notify.store import audit
 from oos_notify.store.lifecycle import IncidentStatus
 from oos_notify.store.models import Incident, Notification
@@ -225,15 +227,14 @@ async def sign_in(
         )
     client = request.client.host if request.client else "unknown"
     now = services.clock.now()
-    wait, user = await _read(
-        services,
+    (wait, attempt), user = await writer.run(
         lambda session: (
-            accounts.throttled_for(session, address, client, now),
+            accounts.reserve_attempt(session, address, client, now),
             accounts.find_user(session, address),
-        ),
+        )
     )
-    if wait is not None:
-        await writer.run(lambda s: accounts.record_attempt(s, address, client, "throttled", now))
+    if attempt is None:
+        assert wait is not None
         response = _sign_in_page(
             request,
             jar,
@@ -244,11 +245,12 @@ async def sign_in(
         )
         response.headers["Retry-After"] = str(wait)
         return response
-    matches = await run_in_threadpool(
-        accounts.password_matches, user.password_hash if user else None, password
-    )
+    async with services.password_checks:
+        matches = await run_in_threadpool(
+            accounts.password_matches, user.password_hash if user else None, password
+        )
     if user is None or not matches or user.disabled_at is not None:
-        await writer.run(lambda s: accounts.record_attempt(s, address, client, "refused", now))
+        await writer.run(lambda s: accounts.settle_attempt(s, attempt, "refused"))
         log.info("console sign-in refused", extra={"client": client})
         return _sign_in_page(
             request,
@@ -261,7 +263,7 @@ async def sign_in(
     signed_user = user
 
     def open_session(session: Session) -> str:
-        accounts.record_attempt(session, address, client, "signed_in", now)
+        accounts.settle_attempt(session, attempt, "signed_in")
         fresh = session.merge(signed_user)
         return accounts.start_session(
             session,
@@ -329,6 +331,7 @@ def board_page(
         "board.html",
         **_frame(request, who, "board"),
         filters=filters,
+        calls=call_tasks.list_call_tasks(session, now, status=call_tasks.CallTaskStatus.OPEN),
         rows=board.rows(session, filters, _centers(request), now),
         centers=sorted(_centers(request).items(), key=lambda c: c[1].name),
         statuses=list(IncidentStatus),
@@ -359,6 +362,56 @@ def board_rows(
         now=now,
         filters=filters,
     )
+
+
+@router.post("/console/call-tasks/{call_task_id}/close")
+async def close_call_task(
+    call_task_id: str,
+    request: Request,
+    who: ActingUserDep,
+    services: ServicesDep,
+    writer: WriterDep,
+) -> Response:
+    """Record the call that closes a call task, from the board's form: the time reached is the
+    center's local time, as the caller reads it on the task."""
+    form = await request.form()
+    now = services.clock.now()
+    centers_now = _centers(request)
+    try:
+        found = await _read(services, lambda session: _call_task(session, call_task_id, now))
+        zone = ZoneInfo(centers_now[found.center_id].timezone)
+        fields: dict[str, Any] = {
+            name: str(form[name])
+            for name in ("reached_name", "reached_number", "outcome")
+            if str(form.get(name, "")).strip()
+        }
+        reached = str(form.get("reached_at", "")).strip()
+        if reached:
+            fields["reached_at"] = datetime.fromisoformat(reached).replace(tzinfo=zone)
+        record = call_tasks.CallTaskClose.model_validate({**fields, "closed_by": who.email})
+        await writer.run(
+            lambda session: call_tasks.close_call_task(session, call_task_id, record, now)
+        )
+    except ValidationError as invalid:
+        named = ", ".join(str(e["loc"][0]).replace("_", " ") for e in invalid.errors())
+        raise PageError(
+            422,
+            "Call not recorded",
+            f"Say whom you reached, on which number, when, and the outcome ({named}: missing "
+            "or invalid). Nothing was recorded: go back and complete the form.",
+        ) from None
+    except ValueError:
+        raise PageError(422, "Call not recorded", "reached at: not a date and time") from None
+    except ServiceError as error:
+        raise PageError(error.status_code, "Call not recorded", error.message) from None
+    return RedirectResponse(f"/console?called={call_task_id}", status_code=303)
+
+
+def _call_task(session: Session, call_task_id: str, now: datetime) -> call_tasks.CallTaskOut:
+    found = call_tasks.list_call_tasks(session, now, call_task_id=call_task_id)
+    if not found:
+        raise _not_found(f"No call task {call_task_id}.")
+    return found[0]
 
 
 # --- one incident -------------------------------------------------------------------------------
@@ -556,16 +609,25 @@ def _email_html(html: str, links_work: bool = False) -> HTMLResponse:
     )
 
 
+_T = TypeVar("_T")
+
+
 async def _export(
-    services: Services, writer: Writer, who: SignedIn, incident_id: str, form: str
-) -> record.IncidentRecord:
+    services: Services,
+    writer: Writer,
+    who: SignedIn,
+    incident_id: str,
+    form: str,
+    make: Callable[[record.IncidentRecord], _T],
+) -> _T:
+    """The record made into a document by ``make``, audited only once it could be made: it is
+    made first from the trail as it stands, and nothing is written if that fails; then its
+    export is audited and it is made again, now holding that entry and the digest up to it."""
     now = services.clock.now()
     found = await _read(services, lambda session: _incident(session, incident_id))
+    await _read(services, lambda session: make(record.build(session, found, who.email, now)))
     await writer.run(lambda session: record.note_export(session, found, who.email, form, now))
-    return await _read(services, lambda session: record.build(session, found, who.email, now))
-
-
-_T = TypeVar("_T")
+    return await _read(services, lambda session: make(record.build(session, found, who.email, now)))
 
 
 async def _read(services: Services, work: Callable[[Session], _T]) -> _T:
@@ -587,13 +649,20 @@ async def record_page(
     services: ServicesDep,
     writer: WriterDep,
 ) -> HTMLResponse:
-    made = await _export(services, writer, who, incident_id, "html")
-    return page(
-        "record.html",
-        **_frame(request, who, "board"),
-        record=made,
-        detail_text=record.detail_text,
-        step_name=incident.step_name,
+    frame = _frame(request, who, "board")
+    return await _export(
+        services,
+        writer,
+        who,
+        incident_id,
+        "html",
+        lambda made: page(
+            "record.html",
+            **frame,
+            record=made,
+            detail_text=record.detail_text,
+            step_name=incident.step_name,
+        ),
     )
 
 
@@ -601,9 +670,15 @@ async def record_page(
 async def record_pdf(
     incident_id: str, who: UserDep, services: ServicesDep, writer: WriterDep
 ) -> Response:
-    made = await _export(services, writer, who, incident_id, "pdf")
-    body = await run_in_threadpool(record.pdf, made)
-    name = f"incident-record-{made.view.incident.incident_ref}.pdf"
+    ref, body = await _export(
+        services,
+        writer,
+        who,
+        incident_id,
+        "pdf",
+        lambda made: (made.view.incident.incident_ref, record.pdf(made)),
+    )
+    name = f"incident-record-{ref}.pdf"
     return Response(
         body,
         media_type="application/pdf",
@@ -710,6 +785,7 @@ def reports_page(
         promises=promises,
         confirm_chart=horizontal_bars(hours, ["median", "90th percentile"]),
         promise_chart=percent_columns([(_month_label(m.month), m.share_met) for m in promises]),
+        drills=drills.drills(session, since, now),
     )
 
 
