@@ -17,13 +17,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, func, text
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from oos_notify.clock import ManualClock
 from oos_notify.delivery.capture import CaptureServer
-from oos_notify.store import audit
+from oos_notify.store import audit, signatures
 from oos_notify.store.db import create_schema, make_engine, transaction
 from oos_notify.store.models import AuditEntry
 from tests import databases
@@ -345,3 +345,36 @@ def test_a_transactions_entries_keep_the_order_they_were_recorded_in(tmp_path: P
         for n, step in enumerate(("opened", "scheduled", "sent", "acknowledged", "closed"))
     ]
     assert report.intact and report.last_seq == 15
+
+
+def test_a_signature_that_does_not_match_what_it_signs_is_named(tmp_path: Path) -> None:
+    """A signed entry whose content and signature disagree (written so, or edited and rehashed by
+    someone who knows the hashing) fails verify at that entry, though its chain links hold."""
+    engine = make_engine(databases.url_for(tmp_path))
+    create_schema(engine)
+    content = {"incident": "inc-1", "lot": "LOT-7", "choice": "decline", "meaning": "decision"}
+    good = signatures.signed(
+        content,
+        signer="physician-1",
+        method="password",
+        printed_name="Dr. A. Decider",
+        at=START,
+        zone="America/Chicago",
+        meaning="decision",
+    )
+    forged = {**good, signatures.SIGNED_CONTENT: {**content, "choice": "accept"}}
+    with transaction(engine) as session:
+        audit.record(session, START, "decision_recorded", "physician-1", **good)
+    with transaction(engine) as session:
+        audit.record(session, START, "decision_recorded", "physician-1", **forged)
+
+    with Session(engine) as session:
+        report = audit.verify(session)
+        forged_seq = session.exec(select(func.max(AuditEntry.seq))).one()
+    engine.dispose()
+
+    assert not report.intact
+    assert report.broken_seq == forged_seq
+    assert report.problem == (
+        "its signature does not match the content it signs: one of them was changed"
+    )

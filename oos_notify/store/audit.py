@@ -34,6 +34,7 @@ from sqlalchemy import ColumnElement, bindparam, event, func, select
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session, SessionTransaction
 
+from oos_notify.store import signatures
 from oos_notify.store.db import insert_missing
 from oos_notify.store.models import AuditEntry, ServiceValue
 
@@ -384,7 +385,7 @@ def _row_problem(row: Row[Any] | int, check: _ChainCheck) -> str | None:
             f"it does not follow {before}: an entry between them was removed, "
             "or entries were reordered"
         )
-    return None
+    return signatures.binding_problem(row.detail)
 
 
 def _entries(session: Session, batch_size: int, chain: int | None) -> Iterator[Row[Any] | int]:
