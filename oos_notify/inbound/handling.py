@@ -25,10 +25,12 @@ processed is recorded as such and fails alone.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -83,6 +85,18 @@ ACCEPTED = {
 envelope sender; automatic replies may go to either (RFC 3834 answers the envelope sender,
 Exchange the Reply-To)."""
 _ACK_LINK_LIFETIME = timedelta(minutes=5)
+
+
+_SEND_RECORD_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+"""How long to wait, in turn, for the record of a send that a bounce came back for: a relay can
+deliver its own bounce within milliseconds of answering 250, while the dispatcher still records
+that answer."""
+
+
+class NotYetSent(Exception):
+    """A bounce is about a notice whose send is not recorded yet (still ``sending``): handled
+    now, it would change nothing and the bounce would be lost. Nothing is written; it is tried
+    again once the send is recorded."""
 
 
 class Outcome(StrEnum):
@@ -214,10 +228,30 @@ class Intake:
                 if self._seen(session, origin, key):
                     return Handled(returned.kind, None)
             raise
-        except SQLAlchemyError:
+        except (SQLAlchemyError, NotYetSent):
             raise
         except Exception as exc:
             return self._failed(origin, returned, exc)
+
+    async def handle_once_sent(
+        self,
+        raw: bytes,
+        origin: Origin,
+        reading: Reading,
+        write_gate: AbstractAsyncContextManager[object],
+    ) -> Handled:
+        """``handle`` at the write gate; a bounce that came back before its notice's send was
+        recorded is tried again, outside the gate (the dispatcher needs it to record the send),
+        after each of ``_SEND_RECORD_WAITS``; then ``NotYetSent`` is raised, for the caller to
+        leave the message for a later try."""
+        for wait in _SEND_RECORD_WAITS:
+            try:
+                async with write_gate:
+                    return await asyncio.to_thread(self.handle, raw, origin, reading)
+            except NotYetSent:
+                await asyncio.sleep(wait)
+        async with write_gate:
+            return await asyncio.to_thread(self.handle, raw, origin, reading)
 
     def _storable(self, returned: Returned, now: datetime) -> Returned:
         """A returned mail's texts as they can be stored, shown and forwarded: no NUL (kept
@@ -463,6 +497,8 @@ class Intake:
         now: datetime,
     ) -> _Effect:
         detail: dict[str, Any] = {"status": returned.status, "diagnostic": returned.diagnostic}
+        if notification.status == NotificationStatus.SENDING:
+            raise NotYetSent(notification.id)
         if notification.status != NotificationStatus.SENT:
             detail["reason"] = f"the notification is {notification.status}"
             return _Effect(Outcome.RECORDED, detail)

@@ -13,7 +13,7 @@ from contextlib import AbstractAsyncContextManager
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from oos_notify.inbound.handling import Intake, Origin
+from oos_notify.inbound.handling import Intake, NotYetSent, Origin
 from oos_notify.inbound.health import IntakeHealth
 from oos_notify.settings import Settings
 
@@ -51,8 +51,8 @@ class _Handler:
 
 class SmtpListener:
     """An SMTP server on the service's event loop; each message is processed before it is
-    accepted: 250 once recorded, 451 when the database cannot record it (the relay tries again,
-    nothing is lost), 554 when it cannot be processed at all (recorded; the sender is told)."""
+    accepted: 250 once recorded, 451 when the database cannot record it or a bounce came back
+    before its send was recorded (the relay tries again, nothing is lost), 554 when it cannot be processed at all (recorded; the sender is told)."""
 
     def __init__(
         self,
@@ -101,8 +101,10 @@ class SmtpListener:
             # Parsing is the message's own work, done before its turn at the gate: however
             # long a message makes it take, no writer waits for it.
             reading = await self.intake.read(raw, origin)
-            async with self._write_gate:
-                handled = await asyncio.to_thread(self.intake.handle, raw, origin, reading)
+            handled = await self.intake.handle_once_sent(raw, origin, reading, self._write_gate)
+        except NotYetSent:
+            log.info("a bounce came back before its send was recorded; the relay will try again")
+            return TRY_LATER
         except Exception as exc:
             self.health.failed(exc)
             log.exception("returned mail could not be recorded; the relay will try again")

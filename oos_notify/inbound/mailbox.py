@@ -24,7 +24,7 @@ from imapclient import IMAPClient  # type: ignore[import-untyped]
 from imapclient.exceptions import IMAPClientError  # type: ignore[import-untyped]
 from sqlalchemy.exc import SQLAlchemyError
 
-from oos_notify.inbound.handling import Handled, Intake, Origin
+from oos_notify.inbound.handling import Handled, Intake, NotYetSent, Origin
 from oos_notify.inbound.health import IntakeHealth
 from oos_notify.settings import ImapSecurity, Settings
 
@@ -170,7 +170,11 @@ class MailboxReader:
                 if uid not in sizes:
                     continue  # expunged by someone else meanwhile
                 size = int(sizes[uid].get(b"RFC822.SIZE", 0))
-                handled = await self._process(client, uidvalidity, uid, size)
+                try:
+                    handled = await self._process(client, uidvalidity, uid, size)
+                except NotYetSent:
+                    log.info("a bounce came back before its send was recorded; next pass")
+                    continue
                 await self._call(self._mark, client, uid, handled, keywords)
                 new += handled is not None
         return new
@@ -186,16 +190,16 @@ class MailboxReader:
             return None
         limit = self._settings.inbound_max_message_bytes
         if size > limit:
-            work = partial(
+            refusal = partial(
                 self._intake.refuse, origin, f"the message is {size} bytes, over {limit}"
             )
+            async with self._write_gate:
+                handled = await asyncio.to_thread(refusal)
         else:
             fetched = await self._call(client.fetch, [uid], ["BODY.PEEK[]"])
             raw = fetched[uid][b"BODY[]"]
             reading = await self._intake.read(raw, origin)
-            work = partial(self._intake.handle, raw, origin, reading)
-        async with self._write_gate:
-            handled = await asyncio.to_thread(work)
+            handled = await self._intake.handle_once_sent(raw, origin, reading, self._write_gate)
         if handled.wake and self._wake is not None:
             self._wake()
         return handled
