@@ -52,7 +52,8 @@ class _Handler:
 class SmtpListener:
     """An SMTP server on the service's event loop; each message is processed before it is
     accepted: 250 once recorded, 451 when the database cannot record it or a bounce came back
-    before its send was recorded (the relay tries again, nothing is lost), 554 when it cannot be processed at all (recorded; the sender is told)."""
+    before its send was recorded (the relay tries again, nothing is lost), 554 when it cannot be
+    processed at all (recorded; the sender is told)."""
 
     def __init__(
         self,
