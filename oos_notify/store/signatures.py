@@ -97,12 +97,13 @@ EVIDENCE_CHECKS: dict[str, EvidenceCheck] = {}
 def binding_problem(detail: Mapping[str, Any]) -> str | None:
     """What is wrong with the signatures in an audit entry's detail, or None.
 
-    An entry with no signature has nothing to check. A signature must name its method and
+    An entry with no signature has nothing to check, nor has a name typed on a decision page
+    (a manifestation of a signature, bound to nothing). A signature must name its method and
     printed name, and its hash must match the content beside it; a method with evidence must
     have it check out.
     """
     signature = detail.get(SIGNATURE)
-    if signature is None:
+    if signature is None or _typed_name(detail, signature):
         return None
     content = detail.get(SIGNED_CONTENT)
     if not isinstance(signature, Mapping) or not isinstance(content, Mapping):
@@ -116,3 +117,15 @@ def binding_problem(detail: Mapping[str, Any]) -> str | None:
     if check is not None:
         return check(signature, content)
     return None
+
+
+def _typed_name(detail: Mapping[str, Any], signature: Any) -> bool:
+    """A name typed on a decision page: a printed name, meaning and time with no signed content
+    and no hash (what decisions recorded before signatures were bound, and what a decider
+    without a signing method still records)."""
+    return (
+        isinstance(signature, Mapping)
+        and SIGNED_CONTENT not in detail
+        and "content_sha256" not in signature
+        and "method" not in signature
+    )

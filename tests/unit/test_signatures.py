@@ -75,6 +75,21 @@ def test_an_entry_without_a_signature_has_nothing_to_check() -> None:
     assert signatures.binding_problem({"comment": "received"}) is None
 
 
+def test_a_name_typed_on_a_decision_page_binds_nothing_and_is_not_checked() -> None:
+    typed = {
+        "printed_name": "Dr. A. Decider",
+        "meaning": "decision",
+        "signed_at": "2026-03-02T09:04:05-06:00",
+        "timezone": "America/Chicago",
+    }
+
+    assert signatures.binding_problem({"signature": typed, "response": "accept"}) is None
+    # A signature that claims a method or a hash must carry what it signs
+    assert signatures.binding_problem({"signature": {**typed, "method": "passkey"}}) == (
+        "its signature or the content it signs cannot be read"
+    )
+
+
 def test_a_methods_evidence_check_runs_on_its_signatures(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Mapping[str, Any]] = []
 
