@@ -476,6 +476,10 @@ class Answer:
     phone: str | None = None
     signature: dict[str, Any] | None = None
     revision: dict[str, Any] | None = None
+    signed: dict[str, Any] | None = None
+    """The electronic signature of the act (``signatures.signed``), for its audit entry."""
+    confirmed_by: str | None = None
+    """The person who confirmed through a shared mailbox's link, as they named themselves."""
 
 
 def signature(printed_name: str, meaning: str, now: datetime, timezone: str) -> dict[str, Any]:
@@ -673,11 +677,16 @@ def _record(
         signature=answer.signature,
         revision=answer.revision,
         callback_phone=answer.phone if purpose is Purpose.CALLBACK_REQUEST else None,
+        confirmed_by=answer.confirmed_by,
     )
     session.add(ack)
     extra: dict[str, Any] = {}
     if answer.signature:
         extra["signature"] = answer.signature
+    if answer.signed:
+        extra.update(answer.signed)
+    if answer.confirmed_by:
+        extra["confirmed_by"] = answer.confirmed_by
     if answer.revision:
         extra["revision"] = answer.revision
     if purpose is Purpose.CALLBACK_REQUEST:
