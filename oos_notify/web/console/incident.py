@@ -53,7 +53,7 @@ DECISION_FIELDS = frozenset({"response", "comment", "client_address", "user_agen
 """What every ``decided`` audit entry carries; anything else it carries is shown with the
 decision as it is."""
 FROM_THE_ANSWER = frozenset(
-    {"signature", "revision", "phone", "confirmed_by", signatures.SIGNED_CONTENT}
+    {"signature", "revision", "phone", "confirmed_by", "attribution", signatures.SIGNED_CONTENT}
 )
 """Kept on the answer itself too, and shown from there in words (``answer_facts``)."""
 
@@ -258,6 +258,9 @@ def answer_facts(trail: Sequence[AuditEntry], answer: Acknowledgement) -> list[t
     recorded with (21 CFR 11.50), who recorded a revision and why, the number to call,
     whether a confirmation stopped the escalation."""
     facts: list[tuple[str, str]] = []
+    attributed = _attribution(trail, answer)
+    if attributed:
+        facts.append(("who", attributed))
     if answer.purpose == "acknowledgement" and answer.stopped_escalation is False:
         facts.append(("stopped the escalation", "no: not one of the plan's stopping roles"))
     if answer.callback_phone:
@@ -282,6 +285,29 @@ def answer_facts(trail: Sequence[AuditEntry], answer: Acknowledgement) -> list[t
     return facts + _decision_extras(trail, answer)
 
 
+def _entry(trail: Sequence[AuditEntry], answer: Acknowledgement) -> AuditEntry | None:
+    """The audit entry that recorded an answer."""
+    return next(
+        (
+            e
+            for e in trail
+            if e.action == audit_action(answer)
+            and e.notification_id == answer.notification_id
+            and e.at == answer.at
+        ),
+        None,
+    )
+
+
+def _attribution(trail: Sequence[AuditEntry], answer: Acknowledgement) -> str | None:
+    """Who confirmed for a shared mailbox: the person named on its link, or the mailbox."""
+    if answer.confirmed_by:
+        return f"confirmed by {answer.confirmed_by} via {answer.email}"
+    entry = _entry(trail, answer)
+    found = entry.detail.get("attribution") if entry is not None else None
+    return str(found) if found else None
+
+
 def _fact(value: object) -> str:
     """A stored yes-or-no fact in words; one left out is not known yet."""
     if value is None:
@@ -294,16 +320,7 @@ def _fact(value: object) -> str:
 def _decision_extras(trail: Sequence[AuditEntry], answer: Acknowledgement) -> list[tuple[str, str]]:
     if answer.purpose != "decision":
         return []
-    entry = next(
-        (
-            e
-            for e in trail
-            if e.action == audit_action(answer)
-            and e.notification_id == answer.notification_id
-            and e.at == answer.at
-        ),
-        None,
-    )
+    entry = _entry(trail, answer)
     if entry is None:
         return []
     shown = DECISION_FIELDS | FROM_THE_ANSWER
@@ -355,7 +372,7 @@ def _timeline(
                 f"{answer_title(answer)}: {AckResponse(answer.response).label}",
                 "ok" if counted else "info",
                 answer=answer,
-                by=f"{answer.email} ({role(answer.role)})",
+                by=f"{_attribution(trail, answer) or answer.email} ({role(answer.role)})",
                 details=[
                     *([("comment", answer.comment)] if answer.comment else []),
                     *answer_facts(trail, answer),
