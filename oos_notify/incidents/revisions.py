@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from oos_notify.agreements.config import EffectiveAgreement
@@ -253,6 +254,7 @@ def approve(
         signer,
         now,
     )
+    _settle(session, proposal, APPROVED, signer, detail, now)
     recorded = decisions.revise(
         session,
         found,
@@ -264,7 +266,6 @@ def approve(
         signed=detail,
         revision={"proposal_id": proposal.id, "proposed_by": proposal.proposed_by},
     )
-    _settle(proposal, APPROVED, signer, detail, now)
     proposal.acknowledgement_id = recorded.acknowledgement_id
     session.add(proposal)
     session.flush()
@@ -282,8 +283,7 @@ def reject(
     detail = _sign(
         session, "reject a decision revision", REJECT_MEANING, incident, proposal, signer, now
     )
-    _settle(proposal, REJECTED, signer, detail, now)
-    session.add(proposal)
+    _settle(session, proposal, REJECTED, signer, detail, now)
     audit.record(
         session,
         now,
@@ -298,16 +298,29 @@ def reject(
 
 
 def _settle(
+    session: Session,
     proposal: DecisionProposal,
     status: str,
     signer: Signer,
     detail: dict[str, Any],
     now: datetime,
 ) -> None:
-    proposal.status = status
-    proposal.settled_by = signer.email
-    proposal.settled_at = now
-    proposal.settled_signature = detail[signatures.SIGNATURE]
+    """Settle a pending proposal; a conditional update, so that two approvals at once (from two
+    processes) cannot both make it take effect: the second finds it settled and changes
+    nothing."""
+    won = session.execute(
+        update(DecisionProposal)
+        .where(col(DecisionProposal.id) == proposal.id, col(DecisionProposal.status) == PENDING)
+        .values(
+            status=status,
+            settled_by=signer.email,
+            settled_at=now,
+            settled_signature=detail[signatures.SIGNATURE],
+        )
+    )
+    if won.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"the proposed revision {proposal.id} was settled by someone else first")
+    session.refresh(proposal)
 
 
 def for_incident(session: Session, incident_id: str) -> list[ProposalOut]:
