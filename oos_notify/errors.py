@@ -41,3 +41,9 @@ class Conflict(ServiceError):
 
 class NotFound(ServiceError):
     status_code = 404
+
+
+class Forbidden(ServiceError):
+    """Understood, and not this caller's to do: the message says who may."""
+
+    status_code = 403

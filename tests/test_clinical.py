@@ -15,6 +15,7 @@ from oos_notify.delivery.capture import CapturedMessage, CaptureServer
 from oos_notify.ops.config_check import load
 from oos_notify.ops.preview import preview
 from tests.conftest import CONFIG_DIR, TEMPLATES_DIR, RunningService, ack_link, release_failure
+from tests.console.conftest import QA_NAME, add_people, browser, settle_revision, sign_in
 from tests.test_lifecycle import (
     ACCOUNT_LEAD,
     BACKUP,
@@ -414,33 +415,45 @@ async def test_call_me_leaves_the_decision_open_and_qa_records_it_after_the_call
     pending = [n for n in state["notifications"] if n["kind"] == "decision_overdue"]
     assert {n["status"] for n in pending} == {"scheduled"}, "the deadline still stands"
 
-    # When QA records the decision the physician gave on the phone, with the reason
+    # When the QA system proposes the decision the physician gave on the phone, with the reason
     clock.advance(timedelta(minutes=40))
     revision = {
         "response": "request_remanufacture",
         "decided_by": "mgm-md",
         "reason": "Decided by telephone after the callback at 10:00 CST.",
-        "recorded_by": {"name": "A. Rivera", "email": "qa@manufacturer.example"},
+        "proposed_for": {"name": "A. Rivera", "email": "qa@manufacturer.example"},
     }
-    recorded = await service.client.post(
+    proposed = await service.client.post(
         f"/v1/incidents/{incident_id}/decision-revisions", json=revision, headers=service.auth
     )
-    assert recorded.status_code == 201, recorded.text
+    assert proposed.status_code == 202, proposed.text
+    assert proposed.json()["status"] == "pending"
+    await service.settle()
+    # Then nothing takes effect until a QA user approves it
+    assert (await detail(service, incident_id))["decision"] is None
+    assert len(smtp.handler.messages()) == before + 2
+
+    # When a QA user approves it in the console, signed with their password
+    people = add_people(service)
+    async with browser(service) as client:
+        await sign_in(client, people.qa)
+        approved = await settle_revision(client, incident_id, proposed.json()["id"], "approve")
+    assert approved.status_code == 303, approved.text
     await service.settle()
 
-    # Then the decision is the physician's, signed by QA's printed name with the reason
+    # Then the decision is the physician's, signed by the approver's name with the reason
     state = await detail(service, incident_id)
     assert state["decision"] == "request_remanufacture"
     assert state["callback_tasks"][0]["status"] == "closed"
     [decided] = [a for a in state["acknowledgements"] if a["purpose"] == "decision"]
     assert (decided["by"], decided["role"]) == (PHYSICIAN, "physician")
     assert decided["revision"]["reason"] == revision["reason"]
-    assert decided["signature"]["printed_name"] == "A. Rivera"
+    assert decided["signature"]["printed_name"] == QA_NAME
     assert decided["signature"]["meaning"].startswith(
         "record, as Dr. Lena Ortiz, CAR-T attending decided it, the decision to request"
     )
     audit = [e for e in await timeline(service, incident_id) if e["action"] == "decision_revised"]
-    assert audit[0]["actor"] == "qa@manufacturer.example"
+    assert audit[0]["actor"] == people.qa
     assert {n["status"] for n in state["notifications"] if n["kind"] == "decision_overdue"} == {
         "cancelled"
     }
@@ -490,7 +503,6 @@ async def test_a_revision_names_a_decider_who_was_asked(
             "response": "accept_oos_product",
             "decided_by": "mgm-coord",
             "reason": "The coordinator said so.",
-            "recorded_by": {"name": "A. Rivera", "email": "qa@manufacturer.example"},
         },
         headers=service.auth,
     )
@@ -500,7 +512,7 @@ async def test_a_revision_names_a_decider_who_was_asked(
     assert (await detail(service, opened["incident_id"]))["decision"] is None
 
 
-async def test_a_revision_is_signed_by_one_named_person_with_one_mailbox(
+async def test_a_revision_names_one_person_with_one_mailbox(
     service: RunningService, smtp: CaptureServer
 ) -> None:
     opened = await post(service, release_failure())
@@ -512,7 +524,7 @@ async def test_a_revision_is_signed_by_one_named_person_with_one_mailbox(
         "reason": "Decided by telephone.",
     }
 
-    for recorded_by, field in [
+    for proposed_for, field in [
         ({"name": "A. Rivera", "email": "qa,evil@manufacturer.example"}, "email"),
         (
             {"name": "A. Rivera", "email": "qa@manufacturer.example?cc=evil%40attacker.example"},
@@ -522,10 +534,10 @@ async def test_a_revision_is_signed_by_one_named_person_with_one_mailbox(
         ({"name": "A. Rivera\r\nBcc: x@evil.example", "email": "qa@manufacturer.example"}, "name"),
     ]:
         answer = await service.client.post(
-            url, json={**revision, "recorded_by": recorded_by}, headers=service.auth
+            url, json={**revision, "proposed_for": proposed_for}, headers=service.auth
         )
         assert answer.status_code == 422, answer.text
-        assert answer.json()["detail"][0]["loc"] == ["body", "recorded_by", field]
+        assert answer.json()["detail"][0]["loc"] == ["body", "proposed_for", field]
     assert (await detail(service, opened["incident_id"]))["decision"] is None
 
 

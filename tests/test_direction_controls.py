@@ -41,7 +41,7 @@ async def test_a_qa_contact_named_with_a_direction_control_is_refused_by_field(
     assert f"change the direction of text; it contains U+{ord(control):04X}" in problem["msg"]
 
 
-async def test_a_revision_recorded_by_a_reversed_name_is_refused_by_field(
+async def test_a_revision_proposed_for_a_reversed_name_is_refused_by_field(
     service: RunningService, smtp: CaptureServer
 ) -> None:
     opened = await post(service, release_failure())
@@ -53,13 +53,13 @@ async def test_a_revision_recorded_by_a_reversed_name_is_refused_by_field(
             "response": "accept_oos_product",
             "decided_by": "mgm-md",
             "reason": "Decided by telephone.",
-            "recorded_by": {"name": REVERSED, "email": "qa@manufacturer.example"},
+            "proposed_for": {"name": REVERSED, "email": "qa@manufacturer.example"},
         },
         headers=service.auth,
     )
 
     assert answer.status_code == 422, answer.text
-    assert answer.json()["detail"][0]["loc"] == ["body", "recorded_by", "name"]
+    assert answer.json()["detail"][0]["loc"] == ["body", "proposed_for", "name"]
     assert "U+202E" in answer.json()["detail"][0]["msg"]
 
 

@@ -87,7 +87,6 @@ async def test_a_decision_revision_with_a_nul_is_refused_by_field(service: Runni
             "response": "accept_oos_product",
             "decided_by": "mgm-md",
             "reason": f"Called at 09:40{NUL}",
-            "recorded_by": {"name": "A. Rivera", "email": "qa@manufacturer.example"},
         },
     )
 

@@ -130,7 +130,6 @@ async def test_the_eu_request_is_refused_before_the_risk_evaluation_is_on_file(
         "response": "accept_oos_product",
         "decided_by": "ukb-md",
         "reason": "Requested by telephone.",
-        "recorded_by": {"name": "A. Rivera", "email": "qa@manufacturer.example"},
     }
     path = f"/v1/incidents/{incident_id}/decision-revisions"
     refused = await service.client.post(path, json=revision, headers=service.auth)

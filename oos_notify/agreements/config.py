@@ -96,6 +96,18 @@ class Contact(_Strict):
     decider: bool = False
     """An individual who may decide on an out-of-specification product: a decision belongs to
     one person, so a shared mailbox is never marked as one."""
+    shared: bool = False
+    """A mailbox several people read (``ct-coord@``): a confirmation through its link asks who
+    is confirming and records that person; a confirmation by email reply is the mailbox's."""
+
+    @model_validator(mode="after")
+    def _a_shared_mailbox_does_not_decide(self) -> Self:
+        if self.shared and self.decider:
+            raise ValueError(
+                f"contact {self.id!r} is marked both shared and decider: a decision belongs to "
+                "one person, so a shared mailbox cannot be a decider"
+            )
+        return self
 
 
 class ManufacturerContact(_Strict):

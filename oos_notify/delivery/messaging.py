@@ -45,6 +45,7 @@ from oos_notify.incidents.acknowledgement import (
     AckTokens,
     Purpose,
     answer_that_counts,
+    attribution,
     confirmations,
     open_callback,
     purpose_of,
@@ -514,6 +515,9 @@ def acknowledgement_view(
         if revision
         else None,
         phone=ack.callback_phone,
+        attribution=attribution(ack.confirmed_by, ack.email)
+        if contact and contact.shared and ack.purpose == Purpose.ACKNOWLEDGEMENT
+        else None,
     )
 
 

@@ -234,6 +234,9 @@ class AcknowledgementView(BaseModel):
     signature: SignatureView | None = None
     revision: RevisionView | None = None
     phone: str | None = None
+    attribution: str | None = None
+    """Who the record says confirmed, where the address is a shared mailbox's: "confirmed by
+    <name> via <address>", or "confirmed by the shared mailbox <address>"."""
 
 
 class FailedDeliveryView(BaseModel):

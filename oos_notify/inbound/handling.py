@@ -792,6 +792,7 @@ class Intake:
             user_agent=f"email reply {returned.message_id or ''}".strip(),
             now=now,
             mail_domain=self._mail_domain,
+            by_reply=True,
         )
 
     def _forward(

@@ -137,6 +137,9 @@ class AckTokens:
         return claims
 
 
+CONFIRMER_NAME_LENGTH = 120
+
+
 class AckForm(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
@@ -149,6 +152,13 @@ class AckForm(BaseModel):
     in messages like any name, so one line."""
     phone: Annotated[str, Field(max_length=40, pattern=r"^\+?[0-9][0-9 ()./-]*$")] | None = None
     """Where "please call us" is to be answered, when not the contact's number on file."""
+    confirmed_by: (
+        Annotated[
+            str, Field(min_length=1, max_length=CONFIRMER_NAME_LENGTH), AfterValidator(one_line)
+        ]
+        | None
+    ) = None
+    """Who is confirming through a shared mailbox's link, as they name themselves."""
 
 
 FORM_PROBLEMS = {
@@ -160,7 +170,14 @@ FORM_PROBLEMS = {
         "change the direction of text (such as U+202E)."
     ),
     "phone": "Write the phone number with digits, spaces and + ( ) - . / only.",
+    "confirmed_by": (
+        f"Write your name on one line, in at most {CONFIRMER_NAME_LENGTH} characters, without "
+        "control characters or characters that change the direction of text."
+    ),
 }
+SHARED_MAILBOX_ASKS = (
+    "This address is a shared mailbox: write your name, so that the record says who confirmed."
+)
 
 
 def form_problem(error: ValidationError) -> InvalidAnswer:
@@ -476,6 +493,20 @@ class Answer:
     phone: str | None = None
     signature: dict[str, Any] | None = None
     revision: dict[str, Any] | None = None
+    signed: dict[str, Any] | None = None
+    """The electronic signature of the act (``signatures.signed``), for its audit entry."""
+    confirmed_by: str | None = None
+    """The person who confirmed through a shared mailbox's link, as they named themselves."""
+    attribution: str | None = None
+    """Who the record says confirmed, where the address is a shared mailbox's."""
+
+
+def attribution(confirmed_by: str | None, address: str) -> str:
+    """Who a confirmation from a shared mailbox is recorded as: the person who named themselves
+    on its link, or the mailbox itself (an email reply names nobody)."""
+    if confirmed_by:
+        return f"confirmed by {confirmed_by} via {address}"
+    return f"confirmed by the shared mailbox {address}"
 
 
 def signature(printed_name: str, meaning: str, now: datetime, timezone: str) -> dict[str, Any]:
@@ -501,13 +532,15 @@ def acknowledge(
     user_agent: str | None,
     now: datetime,
     mail_domain: str,
+    by_reply: bool = False,
 ) -> AckState:
     """Record the answer: a confirmation from a role the plan lets stop the escalation stops it
     and starts what it starts; anybody else's is recorded and stops nothing. A decision is
     recorded once, signed (and acknowledges the notice too); "please call us" leaves it open.
     The manufacturer hears of each but a confirmation that stopped nothing. An answer for a
     round that is no longer current records nothing: the page shows what changed and asks
-    again."""
+    again. Through a shared mailbox's link the person confirming must name themselves; an email
+    reply (``by_reply``) from one is the mailbox's."""
     state = _load(session, tokens, token, now)
     if state.closed or state.acknowledgement is not None or state.own_confirmation is not None:
         return state
@@ -520,6 +553,11 @@ def acknowledge(
         raise InvalidAnswer("That answer is not one of the choices for this incident.")
     incident, notification = state.incident, state.notification
     agreement = EffectiveAgreement.stored(incident.agreement)
+    contact = agreement.contact(notification.contact_id)
+    shared = contact is not None and contact.shared and state.purpose is Purpose.ACKNOWLEDGEMENT
+    if shared and not by_reply and not form.confirmed_by:
+        raise InvalidAnswer(SHARED_MAILBOX_ASKS)
+    confirmed_by = form.confirmed_by if shared and not by_reply else None
     answer = Answer(
         form.response,
         form.comment or None,
@@ -527,6 +565,8 @@ def acknowledge(
         (user_agent or "")[:300] or None,
         now,
         phone=form.phone,
+        confirmed_by=confirmed_by,
+        attribution=attribution(confirmed_by, notification.recipient_email) if shared else None,
     )
     if state.purpose is Purpose.DECISION:
         return _answer_decision(session, tokens, token, state, form, answer, agreement, mail_domain)
@@ -673,11 +713,18 @@ def _record(
         signature=answer.signature,
         revision=answer.revision,
         callback_phone=answer.phone if purpose is Purpose.CALLBACK_REQUEST else None,
+        confirmed_by=answer.confirmed_by,
     )
     session.add(ack)
     extra: dict[str, Any] = {}
     if answer.signature:
         extra["signature"] = answer.signature
+    if answer.signed:
+        extra.update(answer.signed)
+    if answer.confirmed_by:
+        extra["confirmed_by"] = answer.confirmed_by
+    if answer.attribution:
+        extra["attribution"] = answer.attribution
     if answer.revision:
         extra["revision"] = answer.revision
     if purpose is Purpose.CALLBACK_REQUEST:

@@ -1,14 +1,16 @@
 """Decisions QA records for a decider: the one a physician gave on the phone after asking to be
 called, or a correction on the decider's word. The decision stays the decider's (their contact,
-their role); QA's printed name signs the record, with the reason, and the decider is told what
-was recorded in their name so that a misheard answer is caught."""
+their role); the QA user who approves the revision signs the record (``revisions`` keeps the
+four eyes), with the reason, and the decider is told what was recorded in their name so that a
+misheard answer is caught."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from sqlmodel import Session, col, select
 
 from oos_notify.addresses import Address, Name
@@ -28,16 +30,16 @@ from oos_notify.incidents.acknowledgement import (
     signature,
 )
 from oos_notify.incidents.planning import plan_message
-from oos_notify.store import outbox
+from oos_notify.store import outbox, signatures
 from oos_notify.store.lifecycle import IncidentStatus
 from oos_notify.store.models import Incident, Notification
-from oos_notify.texts import storable
+from oos_notify.store.outbox import Addressee
 
 DECISION_RECORDED_TEMPLATE = "decision_recorded"
 
 
 class RecordedBy(BaseModel):
-    """The person at the manufacturer who records the decision: their printed name signs it."""
+    """A person at the manufacturer, named by name and address."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -45,16 +47,14 @@ class RecordedBy(BaseModel):
     email: Address
 
 
-class DecisionRevisionIn(BaseModel):
-    """A decision on an offered product as the decider gave it outside the decision page."""
+@dataclass(frozen=True)
+class Signer:
+    """Who signs a revision: a console account whose password was just checked at the signing.
+    The printed name is the account's, never typed at the signing."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    response: AckResponse
-    decided_by: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(storable)]
-    """The contact id of the decider who gave the decision: one of those asked."""
-    reason: Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(storable)]
-    recorded_by: RecordedBy
+    email: str
+    printed_name: str
+    method: signatures.Method = "password"
 
 
 class DecisionRevisionOut(BaseModel):
@@ -66,16 +66,22 @@ class DecisionRevisionOut(BaseModel):
     """The decision it replaces, if one was recorded before."""
 
 
-def revise(
-    session: Session,
-    incident_id: str,
-    revision: DecisionRevisionIn,
-    now: datetime,
-    mail_domain: str,
-) -> DecisionRevisionOut:
-    """Record the decision in the decider's name, audited with QA's name and the reason; it
-    replaces the decision in force, cancels what waits for one, acknowledges the round if
-    nobody had, and tells QA and the decider."""
+@dataclass(frozen=True)
+class Revisable:
+    """An incident whose decision may be revised, with the decider the revision names."""
+
+    incident: Incident
+    offer: dict[str, Any]
+    decider: Addressee
+    agreement: EffectiveAgreement
+
+
+def revisable(
+    session: Session, incident_id: str, response: AckResponse, decided_by: str
+) -> Revisable:
+    """The incident, if a decision ``response`` by ``decided_by`` may be recorded on it now:
+    open, with a product offered, the pathway's gates met, and ``decided_by`` one of those
+    asked to decide."""
     incident = session.get(Incident, incident_id)
     if incident is None:
         raise NotFound(f"no incident {incident_id!r}")
@@ -87,10 +93,10 @@ def revise(
             f"incident {incident.incident_ref!r} has no out-of-specification product offered "
             "for a decision"
         )
-    if not revision.response.is_decision:
+    if not response.is_decision:
         choices = ", ".join(r for r in AckResponse if r.is_decision)
         raise InvalidFields([("response", f"a decision is one of {choices}", "invalid")])
-    missing = pathway_gates.missing_before_decision(offer, revision.response)
+    missing = pathway_gates.missing_before_decision(offer, response)
     if missing:
         raise Conflict(
             f"incident {incident.incident_ref!r}: under {offer['name']} the physician requests "
@@ -98,17 +104,42 @@ def revise(
             "in an update event first"
         )
     asked = {person.contact_id: person for person in offers.stored_asked(offer)}
-    decider = asked.get(revision.decided_by)
+    decider = asked.get(decided_by)
     if decider is None:
         raise InvalidFields(
             [
                 (
                     "decided_by",
-                    f"{revision.decided_by!r} was not asked to decide; asked: {', '.join(asked)}",
+                    f"{decided_by!r} was not asked to decide; asked: {', '.join(asked)}",
                     "unknown",
                 )
             ]
         )
+    return Revisable(incident, offer, decider, EffectiveAgreement.stored(incident.agreement))
+
+
+def revise(
+    session: Session,
+    found: Revisable,
+    response: AckResponse,
+    reason: str,
+    recorded_by: Signer,
+    now: datetime,
+    mail_domain: str,
+    *,
+    signed: dict[str, Any],
+    revision: dict[str, Any],
+) -> DecisionRevisionOut:
+    """Record the decision in the decider's name, audited with the approver's signature and the
+    reason; it replaces the decision in force, cancels what waits for one, acknowledges the
+    round if nobody had, and tells the center, QA and the decider. ``signed`` is the approver's
+    signature (``signatures.signed``), kept in the audit entry of the decision."""
+    incident, offer, decider, agreement = (
+        found.incident,
+        found.offer,
+        found.decider,
+        found.agreement,
+    )
     request = session.exec(
         select(Notification)
         .where(
@@ -119,28 +150,28 @@ def revise(
         .order_by(col(Notification.created_at).desc())
     ).first()
     assert request is not None, "every decider asked has a decision request"
-    agreement = EffectiveAgreement.stored(incident.agreement)
     previous = answer_that_counts(session, incident, Purpose.DECISION)
-    meaning = decision_meaning(revision.response, offer)
-    recorded_by = revision.recorded_by
+    meaning = decision_meaning(response, offer)
     answer = Answer(
-        revision.response,
-        revision.reason,
+        response,
+        reason,
         None,
         None,
         now,
         signature=signature(
-            recorded_by.name,
+            recorded_by.printed_name,
             f"record, as {decider.name} decided it, the decision to {meaning}",
             now,
             agreement.timezone,
         ),
         revision={
-            "reason": revision.reason,
-            "recorded_by": recorded_by.model_dump(),
+            **revision,
+            "reason": reason,
+            "recorded_by": {"name": recorded_by.printed_name, "email": recorded_by.email},
             "replaces": previous.id if previous else None,
             "previous_response": previous.response if previous else None,
         },
+        signed=signed,
     )
     recorded = record_decision(session, incident, request, answer)
     assert recorded is not None  # a revision always replaces the decision in force

@@ -160,8 +160,12 @@ class RevisionOut(BaseModel):
 
     reason: str
     recorded_by: dict[str, str]
+    """The QA user who approved the revision, and whose signature it carries."""
     replaces: str | None
     previous_response: str | None
+    proposal_id: str | None = None
+    proposed_by: str | None = None
+    """Who proposed it: a QA user's address, or the API key's name."""
 
 
 class AcknowledgementOut(BaseModel):
@@ -179,6 +183,8 @@ class AcknowledgementOut(BaseModel):
     ``stops_escalation`` roles do); None for other purposes."""
     signature: SignatureOut | None
     revision: RevisionOut | None
+    confirmed_by: str | None = None
+    """Through a shared mailbox's link: the person who confirmed, as they named themselves."""
 
 
 class CallbackTask(BaseModel):
@@ -481,6 +487,7 @@ def detail(session: Session, incident_id: str, now: datetime) -> IncidentDetail:
                 ),
                 signature=SignatureOut.of(a.signature),
                 revision=RevisionOut.model_validate(a.revision) if a.revision else None,
+                confirmed_by=a.confirmed_by,
             )
             for a in acks
         ],

@@ -230,6 +230,9 @@ class Acknowledgement(SQLModel, table=True):
     "replaces", "previous_response"}``."""
     callback_phone: str | None = None
     """The number a ``callback_request`` asks to be called on."""
+    confirmed_by: str | None = None
+    """The person who confirmed through a shared mailbox's link, as they named themselves; None
+    where the address is one person's, or the mailbox answered by email."""
     client_address: str | None = None
     user_agent: str | None = None
     at: datetime = _utc()
@@ -326,13 +329,45 @@ class ConsoleUser(SQLModel, table=True):
     email: str = Field(unique=True, index=True)
     """Lower case: the address someone signs in with, whatever case they type."""
     role: str
-    """``viewer`` reads; ``qa`` may also post follow-ups."""
+    """``viewer`` reads; ``qa`` may also post follow-ups and sign decision revisions."""
+    name: str | None = None
+    """The person's full name, printed on what they sign; an account without one cannot sign."""
     password_hash: str
     """Argon2id, in the PHC string format (parameters and salt included)."""
     created_at: datetime = _utc()
     password_changed_at: datetime = _utc()
     """Sessions begun before this are over: a reset password signs everyone out."""
     disabled_at: datetime | None = _utc(default=None)
+
+
+class DecisionProposal(SQLModel, table=True):
+    """A revision of a decision waiting for a second person: proposed by a QA user (signed) or
+    by the QA system's API key, it takes effect only once a QA user other than its proposer
+    approves it with their signature; until then the decision in force stands."""
+
+    __tablename__ = "decision_proposals"
+
+    id: str = Field(primary_key=True)
+    incident_id: str = Field(foreign_key="incidents.id", index=True)
+    response: str
+    decided_by: str
+    """The contact id of the decider whose decision it records."""
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = "pending"
+    """``pending``, then ``approved`` (it took effect) or ``rejected``."""
+    proposed_by: str
+    """The QA user's address, or ``api key <name>`` for a proposal from the QA system."""
+    proposed_for: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    """For a proposal by API key: the person the calling system names, as it names them."""
+    proposal_signature: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    """The proposer's signature, for a proposal made in the console; as in the audit entry."""
+    proposed_at: datetime = _utc()
+    settled_by: str | None = None
+    """The QA user who approved or rejected it."""
+    settled_signature: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    settled_at: datetime | None = _utc(default=None)
+    acknowledgement_id: str | None = None
+    """The decision it recorded, once approved."""
 
 
 class ConsoleSession(SQLModel, table=True):

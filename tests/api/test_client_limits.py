@@ -105,7 +105,7 @@ async def test_wrong_keys_on_a_decision_revision_count_as_failed_authentications
         "response": "accept_oos_product",
         "decided_by": "mgm-md",
         "reason": "Decision given by telephone.",
-        "recorded_by": {"name": "A. Rivera", "email": "qa@manufacturer.example"},
+        "proposed_for": {"name": "A. Rivera", "email": "qa@manufacturer.example"},
     }
     url = "/v1/incidents/inc_01JD0000000000000000000000/decision-revisions"
     async with client_from("127.0.0.2", limited) as guesser:

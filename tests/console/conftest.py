@@ -15,6 +15,9 @@ from oos_notify.web.console.accounts import Role
 from tests.conftest import START, RunningService
 
 QA_EMAIL = "rivera@manufacturer.example"
+QA_NAME = "Ana Rivera"
+SECOND_QA_EMAIL = "okafor@manufacturer.example"
+SECOND_QA_NAME = "Ben Okafor"
 VIEWER_EMAIL = "lead@manufacturer.example"
 PASSWORD = "correct horse battery staple"
 _TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -29,7 +32,7 @@ class People:
 def add_people(service: RunningService) -> People:
     """A QA user and a viewer, as ``oos-notify user create`` makes them."""
     with transaction(service.services.engine) as session:
-        accounts.create_user(session, QA_EMAIL, Role.QA, PASSWORD, START)
+        accounts.create_user(session, QA_EMAIL, Role.QA, PASSWORD, START, name=QA_NAME)
         accounts.create_user(session, VIEWER_EMAIL, Role.VIEWER, PASSWORD, START)
     return People()
 
@@ -64,3 +67,38 @@ async def sign_in(
 def browser(service: RunningService) -> httpx.AsyncClient:
     """A client with a cookie jar of its own, as a second browser would be."""
     return httpx.AsyncClient(base_url=service.client.base_url, timeout=10)
+
+
+def add_second_qa(service: RunningService) -> str:
+    """Another QA user, who can approve what the first one proposes."""
+    with transaction(service.services.engine) as session:
+        accounts.create_user(
+            session, SECOND_QA_EMAIL, Role.QA, PASSWORD, START, name=SECOND_QA_NAME
+        )
+    return SECOND_QA_EMAIL
+
+
+async def propose_revision(
+    client: httpx.AsyncClient, incident_id: str, password: str = PASSWORD, **fields: str
+) -> httpx.Response:
+    """Propose a revision from the incident page's form, signed with ``password``."""
+    page = await client.get(f"/console/incidents/{incident_id}")
+    return await client.post(
+        f"/console/incidents/{incident_id}/revisions",
+        data={"csrf_token": csrf_token(page), "password": password, **fields},
+    )
+
+
+async def settle_revision(
+    client: httpx.AsyncClient,
+    incident_id: str,
+    proposal_id: str,
+    action: str,
+    password: str = PASSWORD,
+) -> httpx.Response:
+    """Approve or reject (``action``) a proposed revision from the incident page, signed."""
+    page = await client.get(f"/console/incidents/{incident_id}")
+    return await client.post(
+        f"/console/incidents/{incident_id}/revisions/{proposal_id}/{action}",
+        data={"csrf_token": csrf_token(page), "password": password},
+    )

@@ -153,3 +153,19 @@ async def test_the_mailbox_page_exists_only_with_the_embedded_capture_server(
     assert "/console/mailbox" not in board.text
     assert mailbox.status_code == 404
     assert "embedded capture server" in mailbox.text
+
+
+def test_the_operator_names_the_person_who_signs(tmp_path: Path) -> None:
+    made = user(
+        tmp_path, "create", "--email", "okafor@manufacturer.example", "--role", "qa", "--name", "B"
+    )
+    assert made.returncode == 0, made.stderr
+    named = user(tmp_path, "set-name", "okafor@manufacturer.example", "--name", " Ben Okafor ")
+    assert named.returncode == 0, named.stderr
+    assert named.stdout.strip() == "okafor@manufacturer.example signs as Ben Okafor"
+    for hostile in ("Ben\u202eOkafor", "Ben\nOkafor", "x" * 201):
+        refused = user(tmp_path, "set-name", "okafor@manufacturer.example", "--name", hostile)
+        assert refused.returncode == 1, hostile
+        assert "name:" in refused.stderr
+    [line] = user(tmp_path, "list").stdout.splitlines()
+    assert line.split("\t")[:3] == ["okafor@manufacturer.example", "qa", "Ben Okafor"]

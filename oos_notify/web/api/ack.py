@@ -18,6 +18,7 @@ from oos_notify.delivery.messaging import center_view, oos_release_view
 from oos_notify.delivery.rendering import day, disposition_label, key_date_views, local_time
 from oos_notify.incidents import acknowledgement, center_reports
 from oos_notify.incidents.acknowledgement import (
+    CONFIRMER_NAME_LENGTH,
     AckForm,
     AckState,
     Changes,
@@ -73,6 +74,8 @@ def _render(
         recipient=f"{state.notification.recipient_name} <{state.notification.recipient_email}>",
         recipient_name=state.notification.recipient_name,
         recipient_phone=contact.phone if contact else None,
+        shared_mailbox=bool(contact and contact.shared) and not deciding,
+        confirmer_name_length=CONFIRMER_NAME_LENGTH,
         disposition=disposition_label(incident.disposition),
         product_status=ProductStatus(incident.product_status).label
         if incident.product_status
@@ -143,6 +146,7 @@ async def confirm(
     day: Annotated[str, Form()] = "",
     call_from: Annotated[str, Form()] = "",
     call_until: Annotated[str, Form()] = "",
+    confirmed_by: Annotated[str, Form()] = "",
 ) -> HTMLResponse:
     if kind:  # the page's second form: the center reports something (center_reports)
         fields = {
@@ -162,6 +166,7 @@ async def confirm(
                 "round": round,
                 "printed_name": printed_name or None,
                 "phone": phone.strip() or None,
+                "confirmed_by": confirmed_by.strip() or None,
             }
         )
     except ValidationError as error:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Path, Query, status
+from fastapi import APIRouter, Path, Query, status
 
-from oos_notify.incidents import decisions, drills, queries, regulatory_clocks
-from oos_notify.incidents.decisions import DecisionRevisionIn, DecisionRevisionOut
+from oos_notify.errors import Forbidden
+from oos_notify.incidents import drills, queries, regulatory_clocks, revisions
 from oos_notify.incidents.queries import IncidentDetail, IncidentPage, TimelineEntry
 from oos_notify.incidents.regulatory_clocks import ClockOut, ClockReportIn
+from oos_notify.incidents.revisions import DecisionRevisionIn, ProposalOut
 from oos_notify.store.instants import UtcInstant
 from oos_notify.store.lifecycle import IncidentStatus
 from oos_notify.web.api.deps import ApiKeyDep, ServicesDep, SessionDep, WriterDep
@@ -72,36 +73,53 @@ def get_drill_report(
 
 @router.post(
     "/{incident_id}/decision-revisions",
-    status_code=status.HTTP_201_CREATED,
+    status_code=status.HTTP_202_ACCEPTED,
     responses={
+        403: {"description": "The body asks to record the revision at once (recorded_by)"},
         404: {"description": "No such incident"},
         409: {"description": "The incident is closed, or no product is offered for a decision"},
         422: {"description": "Invalid fields; every one is named"},
     },
 )
-async def revise_decision(
+async def propose_decision_revision(
     incident_id: str,
     revision: DecisionRevisionIn,
-    background: BackgroundTasks,
     writer: WriterDep,
     services: ServicesDep,
-    _key: ApiKeyDep,
-) -> DecisionRevisionOut:
-    """Record a decision a decider gave outside the decision page (after asking to be called),
-    or correct one on their word: with the reason and the recorder's printed name, audited;
-    QA gets the receipt and the decider is told what was recorded in their name."""
-    answer = await writer.run(
-        lambda session: decisions.revise(
-            session,
-            incident_id,
-            revision,
-            services.clock.now(),
-            services.settings.mail_domain,
+    key: ApiKeyDep,
+) -> ProposalOut:
+    """Propose a decision a decider gave outside the decision page (after asking to be called),
+    or a correction on their word. It is pending: it takes effect only when a QA user approves
+    it with their signature in the console; until then the decision in force stands."""
+    return await writer.run(
+        lambda session: revisions.propose(
+            session, incident_id, revision, services.clock.now(), api_key=key.name
         )
     )
-    if services.dispatcher is not None:
-        background.add_task(services.dispatcher.wake)
-    return answer
+
+
+@router.get(
+    "/{incident_id}/decision-revisions", responses={404: {"description": "No such incident"}}
+)
+def list_decision_revisions(
+    incident_id: str, session: SessionDep, _key: ApiKeyDep
+) -> list[ProposalOut]:
+    """The incident's proposed revisions, oldest first: pending, approved or rejected, with
+    the signatures of those who proposed, approved or rejected them."""
+    return revisions.for_incident(session, incident_id)
+
+
+@router.post(
+    "/{incident_id}/decision-revisions/{proposal_id}/approval",
+    status_code=status.HTTP_403_FORBIDDEN,
+    responses={403: {"description": "Always: an API key cannot approve a revision"}},
+)
+def approve_decision_revision(incident_id: str, proposal_id: str, _key: ApiKeyDep) -> None:
+    """Refused: a revision takes effect only on a QA user's signed approval in the console."""
+    raise Forbidden(
+        "an API key cannot approve a revision of a decision: a QA user other than its proposer "
+        "approves it, signed with their password, on the incident's page in the console"
+    )
 
 
 @router.post(

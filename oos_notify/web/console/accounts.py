@@ -21,9 +21,11 @@ from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import ColumnElement
 from sqlmodel import Session, col, select
 
+from oos_notify.addresses import Name
 from oos_notify.errors import Conflict, InvalidFields, NotFound
 from oos_notify.ids import new_id
 from oos_notify.store import audit
@@ -34,6 +36,7 @@ from oos_notify.web.console.roles import MIN_PASSWORD_LENGTH, Role
 
 MAX_PASSWORD_LENGTH = 1024
 """Argon2 hashes any length; the cap only keeps a megabyte 'password' from costing more."""
+_NAME: TypeAdapter[str] = TypeAdapter(Name)
 _EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 
 ACCOUNT_FAILURES = 5
@@ -135,24 +138,67 @@ def _existing(session: Session, email: str) -> ConsoleUser:
     return user
 
 
+def person_name(name: str) -> str:
+    """The name printed on what the account's person signs: one line, no header tricks."""
+    try:
+        return _NAME.validate_python(name.strip())
+    except ValidationError as error:
+        reason = error.errors()[0]["msg"]
+        raise InvalidFields([("name", reason, "invalid_name")]) from None
+
+
 def create_user(
-    session: Session, email: str, role: Role, password: str, now: datetime
+    session: Session,
+    email: str,
+    role: Role,
+    password: str,
+    now: datetime,
+    name: str | None = None,
 ) -> ConsoleUser:
     address = normalise_email(email)
     check_password(password)
+    printed = person_name(name) if name is not None else None
     if find_user(session, address) is not None:
         raise Conflict(f"a console user {address!r} exists already")
     user = ConsoleUser(
         id=new_id("usr"),
         email=address,
         role=role.value,
+        name=printed,
         password_hash=hash_password(password),
         created_at=now,
         password_changed_at=now,
     )
     session.add(user)
-    audit.record(session, now, "console_user_created", "operator", email=address, role=role.value)
+    audit.record(
+        session,
+        now,
+        "console_user_created",
+        "operator",
+        email=address,
+        role=role.value,
+        name=printed,
+    )
     return user
+
+
+def set_name(session: Session, email: str, name: str, now: datetime) -> None:
+    """Set the name printed on what the account's person signs; the change is audited, and
+    what they signed before keeps the name it was signed with."""
+    printed = person_name(name)
+    user = _existing(session, email)
+    if user.name != printed:
+        audit.record(
+            session,
+            now,
+            "console_user_named",
+            "operator",
+            email=user.email,
+            name_from=user.name,
+            name_to=printed,
+        )
+        user.name = printed
+        session.add(user)
 
 
 def list_users(session: Session) -> list[ConsoleUser]:

@@ -27,7 +27,10 @@ def add_parser(commands: Any) -> None:
         "--role",
         required=True,
         choices=[r.value for r in Role],
-        help="viewer reads; qa may also post follow-ups",
+        help="viewer reads; qa may also post follow-ups and sign decision revisions",
+    )
+    create.add_argument(
+        "--name", help="the person's full name, printed on what they sign (needed to sign)"
     )
     _password_option(create)
     actions.add_parser("list", help="list accounts (never their passwords)")
@@ -35,6 +38,11 @@ def add_parser(commands: Any) -> None:
     disable.add_argument("email")
     enable = actions.add_parser("enable", help="enable a disabled account again")
     enable.add_argument("email")
+    rename = actions.add_parser(
+        "set-name", help="set the full name printed on what the account's person signs"
+    )
+    rename.add_argument("email")
+    rename.add_argument("--name", required=True)
     reset = actions.add_parser(
         "reset-password", help="set a new password (printed once) and end the account's sessions"
     )
@@ -74,12 +82,17 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         with transaction(engine) as session:
             if args.action == "create":
                 password, shown = _password(args)
-                user = accounts.create_user(session, email, Role(args.role), password, now)
+                user = accounts.create_user(
+                    session, email, Role(args.role), password, now, name=args.name
+                )
                 print(f"created {user.role} {user.email}", file=sys.stderr)
             elif args.action == "reset-password":
                 password, shown = _password(args)
                 accounts.reset_password(session, email, password, now)
                 print(f"new password set for {email}", file=sys.stderr)
+            elif args.action == "set-name":
+                accounts.set_name(session, email, args.name, now)
+                print(f"{email} signs as {args.name.strip()}")
             elif args.action == "disable":
                 accounts.disable_user(session, email, now)
                 print(f"disabled {email}")
@@ -89,7 +102,10 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             else:
                 for row in accounts.list_users(session):
                     state = f"disabled {row.disabled_at:%Y-%m-%d}" if row.disabled_at else "active"
-                    print(f"{row.email}\t{row.role}\tcreated {row.created_at:%Y-%m-%d}\t{state}")
+                    print(
+                        f"{row.email}\t{row.role}\t{row.name or '(no name: cannot sign)'}\t"
+                        f"created {row.created_at:%Y-%m-%d}\t{state}"
+                    )
     except ServiceError as error:
         print(error.message, file=sys.stderr)
         return 1

@@ -31,12 +31,13 @@ from oos_notify.delivery.rendering import (
     local_time,
 )
 from oos_notify.errors import InvalidFields
-from oos_notify.incidents import events, queries
+from oos_notify.incidents import events, offers, queries, revisions
 from oos_notify.incidents.acknowledgement import AckTokens, audit_action
 from oos_notify.incidents.events import EventIn, IngestResult
 from oos_notify.incidents.queries import CallbackTask, OosReleaseOut
+from oos_notify.incidents.revisions import ProposalOut
 from oos_notify.settings import Settings
-from oos_notify.store import audit
+from oos_notify.store import audit, signatures
 from oos_notify.store.lifecycle import IncidentStatus, NotificationKind, NotificationStatus
 from oos_notify.store.models import Acknowledgement, AuditEntry, Event, Incident, Notification
 from oos_notify.web.console import fmt
@@ -51,7 +52,9 @@ DISPOSITION_CHOICES = [d for d in Disposition if d is not Disposition.UNDER_INVE
 DECISION_FIELDS = frozenset({"response", "comment", "client_address", "user_agent", "round"})
 """What every ``decided`` audit entry carries; anything else it carries is shown with the
 decision as it is."""
-FROM_THE_ANSWER = frozenset({"signature", "revision", "phone"})
+FROM_THE_ANSWER = frozenset(
+    {"signature", "revision", "phone", "confirmed_by", "attribution", signatures.SIGNED_CONTENT}
+)
 """Kept on the answer itself too, and shown from there in words (``answer_facts``)."""
 
 
@@ -111,6 +114,8 @@ class IncidentView:
     trail: Sequence[AuditEntry]
     timeline: list[Item]
     now: datetime
+    proposals: Sequence[ProposalOut] = ()
+    """Proposed revisions of the decision, oldest first, whatever became of them."""
 
     @property
     def closed(self) -> bool:
@@ -147,6 +152,37 @@ class IncidentView:
     @property
     def callback_tasks(self) -> list[CallbackTask]:
         return queries.callback_tasks(self.answers)
+
+    @property
+    def revisable(self) -> bool:
+        """Whether a revision of the decision may be proposed: a product is offered and the
+        incident is open."""
+        return (
+            self.incident.disposition == Disposition.OOS_RELEASE_OFFERED
+            and self.incident.oos_release is not None
+            and not self.closed
+        )
+
+    @property
+    def deciders(self) -> list[tuple[str, str]]:
+        """Those asked to decide (contact id, name), whom a revision may name."""
+        offer = self.incident.oos_release
+        return [(p.contact_id, p.name) for p in offers.stored_asked(offer)] if offer else []
+
+    @property
+    def decision_choices(self) -> list[AckResponse]:
+        return [r for r in AckResponse if r.is_decision]
+
+    @property
+    def pending_proposals(self) -> list[ProposalOut]:
+        return [p for p in self.proposals if p.status == revisions.PENDING]
+
+    @property
+    def settled_proposals(self) -> list[ProposalOut]:
+        return [p for p in self.proposals if p.status != revisions.PENDING]
+
+    def decider_name(self, contact_id: str) -> str:
+        return dict(self.deciders).get(contact_id, contact_id)
 
     def clinical_facts(self, *, with_utc: bool = False) -> list[tuple[str, str]]:
         """Where the product is, the decision in force with its signature, and the facts of a
@@ -205,7 +241,15 @@ def load(session: Session, incident: Incident, now: datetime) -> IncidentView:
     agreement = EffectiveAgreement.stored(incident.agreement)
     timeline = _timeline(event_rows, notification_rows, answer_rows, trail, now)
     return IncidentView(
-        incident, agreement, event_rows, notification_rows, answer_rows, trail, timeline, now
+        incident,
+        agreement,
+        event_rows,
+        notification_rows,
+        answer_rows,
+        trail,
+        timeline,
+        now,
+        revisions.for_incident(session, incident.id),
     )
 
 
@@ -214,6 +258,9 @@ def answer_facts(trail: Sequence[AuditEntry], answer: Acknowledgement) -> list[t
     recorded with (21 CFR 11.50), who recorded a revision and why, the number to call,
     whether a confirmation stopped the escalation."""
     facts: list[tuple[str, str]] = []
+    attributed = _attribution(trail, answer)
+    if attributed:
+        facts.append(("who", attributed))
     if answer.purpose == "acknowledgement" and answer.stopped_escalation is False:
         facts.append(("stopped the escalation", "no: not one of the plan's stopping roles"))
     if answer.callback_phone:
@@ -230,10 +277,35 @@ def answer_facts(trail: Sequence[AuditEntry], answer: Acknowledgement) -> list[t
             ("recorded by", f"{recorder['name']} <{recorder['email']}>"),
             ("reason", answer.revision["reason"]),
         ]
+        if answer.revision.get("proposed_by"):
+            facts.append(("proposed by", answer.revision["proposed_by"]))
         if answer.revision.get("previous_response"):
             previous = AckResponse(answer.revision["previous_response"]).label
             facts.append(("replaces", previous))
     return facts + _decision_extras(trail, answer)
+
+
+def _entry(trail: Sequence[AuditEntry], answer: Acknowledgement) -> AuditEntry | None:
+    """The audit entry that recorded an answer."""
+    return next(
+        (
+            e
+            for e in trail
+            if e.action == audit_action(answer)
+            and e.notification_id == answer.notification_id
+            and e.at == answer.at
+        ),
+        None,
+    )
+
+
+def _attribution(trail: Sequence[AuditEntry], answer: Acknowledgement) -> str | None:
+    """Who confirmed for a shared mailbox: the person named on its link, or the mailbox."""
+    if answer.confirmed_by:
+        return f"confirmed by {answer.confirmed_by} via {answer.email}"
+    entry = _entry(trail, answer)
+    found = entry.detail.get("attribution") if entry is not None else None
+    return str(found) if found else None
 
 
 def _fact(value: object) -> str:
@@ -248,16 +320,7 @@ def _fact(value: object) -> str:
 def _decision_extras(trail: Sequence[AuditEntry], answer: Acknowledgement) -> list[tuple[str, str]]:
     if answer.purpose != "decision":
         return []
-    entry = next(
-        (
-            e
-            for e in trail
-            if e.action == audit_action(answer)
-            and e.notification_id == answer.notification_id
-            and e.at == answer.at
-        ),
-        None,
-    )
+    entry = _entry(trail, answer)
     if entry is None:
         return []
     shown = DECISION_FIELDS | FROM_THE_ANSWER
@@ -309,7 +372,7 @@ def _timeline(
                 f"{answer_title(answer)}: {AckResponse(answer.response).label}",
                 "ok" if counted else "info",
                 answer=answer,
-                by=f"{answer.email} ({role(answer.role)})",
+                by=f"{_attribution(trail, answer) or answer.email} ({role(answer.role)})",
                 details=[
                     *([("comment", answer.comment)] if answer.comment else []),
                     *answer_facts(trail, answer),
@@ -345,7 +408,44 @@ def _timeline(
         for e in trail
         if e.action in ("severity_changed", "incident_reopened")
     ]
+    items += [_revision_item(e) for e in trail if e.action in REVISION_ACTIONS]
     return sorted(items, key=lambda item: (item.at, item.seq))
+
+
+REVISION_ACTIONS = {
+    "decision_revision_proposed": "Revision of the decision proposed",
+    "decision_revision_rejected": "Proposed revision rejected",
+}
+
+
+def _revision_item(entry: AuditEntry) -> Item:
+    """A proposed revision, or its rejection, with the signature it carries (an approval is
+    the decision it records)."""
+    detail = entry.detail
+    signature = detail.get(signatures.SIGNATURE)
+    details = [("proposal", str(detail.get("proposal_id")))]
+    if detail.get("response"):
+        details.append(("decision proposed", AckResponse(detail["response"]).label))
+    if detail.get("reason"):
+        details.append(("reason", str(detail["reason"])))
+    if signature:
+        details += [
+            ("signed by (printed name)", str(signature["printed_name"])),
+            ("signed at", str(signature["signed_at"])),
+            ("meaning", str(signature["meaning"])),
+            ("method", str(signature["method"])),
+        ]
+    else:
+        details.append(("signed", "no: proposed by the QA system's API key"))
+    return Item(
+        entry.at,
+        entry.seq or 0,
+        "decision",
+        REVISION_ACTIONS[entry.action],
+        "warn" if entry.action == "decision_revision_proposed" else "muted",
+        by=entry.actor,
+        details=details,
+    )
 
 
 def _notification_item(

@@ -23,13 +23,22 @@ from oos_notify.agreements.vocabulary import EventType, KeyDate, Severity
 from oos_notify.delivery.capture import CaptureServer
 from oos_notify.delivery.rendering import DISPOSITION_LABELS, KEY_DATE_LABELS, RenderError
 from oos_notify.errors import ServiceError
-from oos_notify.incidents import call_tasks, drills
+from oos_notify.incidents import call_tasks, drills, revisions
+from oos_notify.incidents.decisions import Signer
 from oos_notify.store import audit
 from oos_notify.store.lifecycle import IncidentStatus
 from oos_notify.store.models import Incident, Notification
 from oos_notify.texts import nul_replaced
 from oos_notify.web.api.deps import ServicesDep, SessionDep, Writer, WriterDep
-from oos_notify.web.console import accounts, board, centers, incident, record, reports
+from oos_notify.web.console import (
+    accounts,
+    board,
+    centers,
+    incident,
+    record,
+    reports,
+    signing,
+)
 from oos_notify.web.console.accounts import SignedIn
 from oos_notify.web.console.auth import (
     ActingUserDep,
@@ -433,6 +442,7 @@ def _incident_page(
     *,
     error: ServiceError | None = None,
     posted: str | None = None,
+    signed: str | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
     now = services.clock.now()
@@ -449,7 +459,22 @@ def _incident_page(
         disposition_labels=DISPOSITION_LABELS,
         error=error,
         posted=posted,
+        signed=SIGNED_NOTICES.get(signed or ""),
+        meanings=SIGNING_MEANINGS,
     )
+
+
+SIGNED_NOTICES = {
+    "proposed": "Your proposed revision is recorded, signed. It takes effect only when another "
+    "QA user approves it; until then the decision in force stands.",
+    "approved": "The revision is approved, signed, and in force; the center is being told.",
+    "rejected": "The proposed revision is rejected, signed: it will not take effect.",
+}
+SIGNING_MEANINGS = {
+    "propose": revisions.PROPOSE_MEANING,
+    "approve": revisions.APPROVE_MEANING,
+    "reject": revisions.REJECT_MEANING,
+}
 
 
 @router.get("/console/incidents/{incident_id}", response_class=HTMLResponse)
@@ -460,9 +485,16 @@ def incident_page(
     session: SessionDep,
     services: ServicesDep,
     posted: Annotated[str | None, Query(max_length=40)] = None,
+    signed: Annotated[str | None, Query(max_length=40)] = None,
 ) -> HTMLResponse:
     return _incident_page(
-        request, who, session, services, _incident(session, incident_id), posted=posted
+        request,
+        who,
+        session,
+        services,
+        _incident(session, incident_id),
+        posted=posted,
+        signed=signed,
     )
 
 
@@ -530,6 +562,137 @@ async def post_follow_up(
         background.add_task(services.dispatcher.wake)
     return RedirectResponse(
         f"/console/incidents/{found.id}?posted={event.type.value}", status_code=303
+    )
+
+
+async def _signed_act(
+    request: Request,
+    who: SignedIn,
+    services: Services,
+    incident_id: str,
+    password: str,
+    act: Callable[[Session, Signer], object],
+    done: str,
+) -> Response:
+    """A signed act from the incident page: the password re-entered is checked first, and the
+    act recorded with the signature only if it is the account's; a refusal records nothing and
+    shows the page again with the reason."""
+    await _read(services, lambda session: _incident(session, incident_id))
+    try:
+        signer = await signing.password_signer(request, who, password, services)
+        await Writer(services).run(lambda session: act(session, signer))
+    except ServiceError as error:
+        refused = error  # the name ``error`` is unbound once the except clause ends
+        response = await _read(
+            services,
+            lambda session: _incident_page(
+                request,
+                who,
+                session,
+                services,
+                _incident(session, incident_id),
+                error=refused,
+                status_code=refused.status_code,
+            ),
+        )
+        if isinstance(refused, signing.NotSigned) and refused.retry_after is not None:
+            response.headers["Retry-After"] = str(refused.retry_after)
+        return response
+    return RedirectResponse(f"/console/incidents/{incident_id}?signed={done}", status_code=303)
+
+
+@router.post("/console/incidents/{incident_id}/revisions", response_class=HTMLResponse)
+async def propose_revision(
+    incident_id: str,
+    request: Request,
+    who: ActingUserDep,
+    services: ServicesDep,
+    response: Annotated[str, Form(max_length=64)] = "",
+    decided_by: Annotated[str, Form(max_length=200)] = "",
+    reason: Annotated[str, Form(max_length=4000)] = "",
+    password: Annotated[str, Form(max_length=accounts.MAX_PASSWORD_LENGTH)] = "",
+) -> Response:
+    """Propose a revision of the decision, signed by the proposer; it waits for a second QA
+    user's approval."""
+    try:
+        revision = revisions.DecisionRevisionIn.model_validate(
+            {"response": response, "decided_by": decided_by, "reason": reason}
+        )
+    except ValidationError as invalid:
+        named = ", ".join(str(e["loc"][0]).replace("_", " ") for e in invalid.errors())
+        raise PageError(
+            422,
+            "Revision not proposed",
+            f"Choose the decision and the decider and give the reason ({named}: missing or "
+            "invalid). Nothing was recorded: go back and complete the form.",
+        ) from None
+    now = services.clock.now()
+    return await _signed_act(
+        request,
+        who,
+        services,
+        incident_id,
+        password,
+        lambda session, signer: revisions.propose(
+            session, incident_id, revision, now, signer=signer
+        ),
+        "proposed",
+    )
+
+
+@router.post(
+    "/console/incidents/{incident_id}/revisions/{proposal_id}/approve",
+    response_class=HTMLResponse,
+)
+async def approve_revision(
+    incident_id: str,
+    proposal_id: str,
+    request: Request,
+    who: ActingUserDep,
+    services: ServicesDep,
+    background: BackgroundTasks,
+    password: Annotated[str, Form(max_length=accounts.MAX_PASSWORD_LENGTH)] = "",
+) -> Response:
+    """Approve a proposed revision, signed: it takes effect and the center is told."""
+    now = services.clock.now()
+    answer = await _signed_act(
+        request,
+        who,
+        services,
+        incident_id,
+        password,
+        lambda session, signer: revisions.approve(
+            session, incident_id, proposal_id, signer, now, services.settings.mail_domain
+        ),
+        "approved",
+    )
+    if answer.status_code == 303 and services.dispatcher is not None:
+        background.add_task(services.dispatcher.wake)
+    return answer
+
+
+@router.post(
+    "/console/incidents/{incident_id}/revisions/{proposal_id}/reject",
+    response_class=HTMLResponse,
+)
+async def reject_revision(
+    incident_id: str,
+    proposal_id: str,
+    request: Request,
+    who: ActingUserDep,
+    services: ServicesDep,
+    password: Annotated[str, Form(max_length=accounts.MAX_PASSWORD_LENGTH)] = "",
+) -> Response:
+    """Reject a proposed revision, signed: it never takes effect."""
+    now = services.clock.now()
+    return await _signed_act(
+        request,
+        who,
+        services,
+        incident_id,
+        password,
+        lambda session, signer: revisions.reject(session, incident_id, proposal_id, signer, now),
+        "rejected",
     )
 
 
