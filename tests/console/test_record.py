@@ -140,9 +140,18 @@ async def test_the_page_and_the_record_show_signatures_callbacks_and_who_stopped
         "single-patient expanded access (IND, 21 CFR 312.310)"
     )
     # Then the page shows the signature, the callback task and who stopped nothing
-    assert "<strong>Confirmed, stopping nothing</strong> by celllab@mercy.example" in page
-    assert "<strong>Confirmed</strong> by ct-coord@mercy.example" in page
-    assert "<strong>Call requested</strong> by ct-md@mercy.example" in page
+    assert (
+        '<strong>Confirmed, stopping nothing</strong> by <bdi title="celllab@mercy.example">'
+        "Cell Processing Lab</bdi>" in page
+    )
+    assert (
+        '<strong>Confirmed</strong> by <bdi title="ct-coord@mercy.example">Cell Therapy '
+        "Coordinator</bdi>" in page
+    )
+    assert (
+        '<strong>Call requested</strong> by <bdi title="ct-md@mercy.example">Dr. Lena '
+        "Ortiz, CAR-T attending</bdi>" in page
+    )
     assert "<dt>signed by (printed name)</dt><dd><bdi>Lena Ortiz</bdi></dd>" in page
     assert f"<dt>meaning</dt><dd><bdi>{meaning}</bdi></dd>" in page
     assert (
