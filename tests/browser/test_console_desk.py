@@ -171,7 +171,7 @@ async def test_instants_are_written_one_way_with_the_zone_named_and_actions_come
     await open_incident(tab, incident_id)
     clock.advance(timedelta(minutes=1))  # the next live refresh brings the page anew
     await expect(page.locator("#incident-status")).to_contain_text(
-        re.compile(r"Updated \w{3} \d{1,2} \w{3} \d{4}, \d\d:\d\d CST\.")
+        re.compile(r"Updated \w{3} \d{1,2} \w{3} \d{4}, \d\d:\d\d C[SD]T\.")
     )
     times = await page.locator("main time").evaluate_all(
         "(els) => els.map((el) => [el.textContent, el.title])"
