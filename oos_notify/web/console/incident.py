@@ -307,6 +307,7 @@ def _timeline(
         for e in event_rows
     ]
     items += [_notification_item(n, settled_at.get(n.id), seq, now) for n in notification_rows]
+    names = {n.id: fmt.person(n.recipient_name, n.recipient_email) for n in notification_rows}
     for answer in answer_rows:
         deciding = answer.purpose == "decision"
         counted = answer.purpose != "callback_request" and answer.stopped_escalation is not False
@@ -318,7 +319,7 @@ def _timeline(
                 f"{answer_title(answer)}: {AckResponse(answer.response).label}",
                 "ok" if counted else "info",
                 answer=answer,
-                by=f"{answer.email} ({role(answer.role)})",
+                by=names.get(answer.notification_id, answer.email) + f" ({role(answer.role)})",
                 details=[
                     *([("comment", answer.comment)] if answer.comment else []),
                     *answer_facts(trail, answer),
@@ -330,7 +331,7 @@ def _timeline(
             e.at,
             e.seq or 0,
             "status",
-            f"Status changed to {words(e.detail.get('status_to'))}",
+            f"Status changed to {fmt.status(str(e.detail.get('status_to')))}",
             "muted",
             by=e.actor,
         )
