@@ -295,7 +295,7 @@ async def test_the_record_gives_times_at_the_center_with_utc_and_its_real_creati
     # The test clock stands at Tue 24 Nov 2026 15:12 UTC, 09:12 in Chicago
     [_, export] = exports_of(service, incident_id)
     assert export.at == START
-    shown = "2026-11-24 09:12:00 CST (15:12:00 UTC)"
+    shown = "Tue 24 Nov 2026, 09:12:00 CST (15:12:00 UTC)"
     text = pdf_text(pdf.content)
     assert f"at {shown}" in text
     assert "Times are the center's, in its time zone America/Chicago, with UTC beside them" in text

@@ -37,3 +37,10 @@ def test_a_person_is_named_with_the_address_on_hover_and_nothing_in_them_is_mark
 def test_a_confirmed_incident_is_confirmed_on_its_badge() -> None:
     assert fmt.status("acknowledged") == "confirmed"
     assert fmt.status("notifying") == "notifying"
+
+
+def test_the_record_writes_instants_the_same_way_to_the_second_with_utc_beside() -> None:
+    assert fmt.zoned(EVENING, "America/Chicago") == (
+        "Sun 6 Dec 2026, 20:33:29 CST (Mon 7 Dec 2026, 02:33:29 UTC)"
+    )
+    assert fmt.zoned(EVENING, "Europe/Berlin") == "Mon 7 Dec 2026, 03:33:29 CET (02:33:29 UTC)"

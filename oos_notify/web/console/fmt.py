@@ -59,17 +59,16 @@ def answer(response: str) -> str:
     return AckResponse(response).label
 
 
-def utc(instant: datetime) -> str:
-    return instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def zoned(instant: datetime, timezone: str) -> str:
-    """An instant at the center with UTC beside it, for the record:
-    ``2026-11-24 09:12:00 CST (15:12:00 UTC)``, the UTC date added when it is another day."""
-    local = instant.astimezone(ZoneInfo(timezone))
-    universal = instant.astimezone(UTC)
-    shown = "%H:%M:%S UTC" if universal.date() == local.date() else "%Y-%m-%d %H:%M:%S UTC"
-    return f"{local.strftime('%Y-%m-%d %H:%M:%S %Z')} ({universal.strftime(shown)})"
+def zoned(at: datetime, timezone: str) -> str:
+    """An instant for the record, written as everywhere else, to the second and with UTC
+    beside it: ``Tue 24 Nov 2026, 09:12:00 CST (15:12:00 UTC)``, the UTC date added when it is
+    another day."""
+    local = at.astimezone(ZoneInfo(timezone))
+    universal = at.astimezone(UTC)
+    clock = f"{universal:%H:%M:%S UTC}"
+    if universal.date() != local.date():
+        clock = f"{universal:%a} {universal.day} {universal:%b %Y}, {clock}"
+    return f"{local:%a} {local.day} {local:%b %Y, %H:%M:%S %Z} ({clock})"
 
 
 def iso(instant: datetime) -> str:

@@ -90,7 +90,6 @@ _environment.filters.update(
     person=fmt.person,
     status=fmt.status,
     clock_in_zone=fmt.clock_in_zone,
-    utc=fmt.utc,
     zoned=fmt.zoned,
     iso=fmt.iso,
     span=fmt.span,
