@@ -89,6 +89,10 @@ async def test_a_checklist_item_confirmed_from_the_console_gates_as_the_api_does
         assert items.status_code == 303
         page = await client.get(f"/console/incidents/{incident_id}")
         assert "<strong>IND-123456</strong>, confirmed" in page.text
+        assert (
+            'Asked to decide: <bdi title="ct-md@mercy.example">Dr. Lena Ortiz, CAR-T attending'
+            in page.text
+        )
         shipped = await post(client, incident_id, type="update", product_status="shipped")
         assert shipped.status_code == 303
     assert incident_row(service, incident_id).product_status == "shipped"

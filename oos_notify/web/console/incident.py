@@ -154,6 +154,12 @@ class IncidentView:
         return queries.oos_release(self.incident.oos_release)
 
     @property
+    def asked(self) -> list[Markup]:
+        """The deciders asked of the offered product, by name, their addresses on hover."""
+        offer = self.incident.oos_release or {}
+        return [fmt.person(a.get("name"), a["email"]) for a in offer.get("asked", [])]
+
+    @property
     def callback_tasks(self) -> list[CallbackTask]:
         return queries.callback_tasks(self.answers)
 
