@@ -212,6 +212,11 @@ async def test_every_page_is_accessible_at_both_widths(
         for name, url, heading in pages:
             await visit(page, url, heading)
             await _check(page, name, width, shots, found, problems)
+        await visit(page, f"/console/incidents/{opened['escalating']}", "OOS-2026")
+        await page.locator("#disposition").select_option("remanufacture")
+        await page.get_by_role("button", name="Review the disposition").click()
+        await expect(page.get_by_role("heading", level=1)).to_contain_text("Record this")
+        await _check(page, "disposition-confirm", width, shots, found, problems)
         del checked, found_here
 
         await page.goto("/console")

@@ -65,7 +65,9 @@ async def test_a_new_incident_appears_on_the_board_without_a_reload(
     await expect(row).to_contain_text("notifying")
     await expect(row).to_contain_text("not yet")
     assert await page.evaluate("() => window.stillTheSamePage") is True
-    await expect(page.get_by_role("status")).to_contain_text("Updated at")
+    await expect(page.get_by_role("status")).to_contain_text(
+        re.compile(r"Updated \w{3} \d{1,2} \w{3} \d{4}, \d\d:\d\d UTC\.")
+    )
     tab.check()
     await tab.context.close()
 
@@ -99,7 +101,7 @@ async def test_qa_watches_the_center_confirm_then_resolves_and_takes_the_record(
     answered = await console.client.post(ack_link(coordinator), data={"response": "received"})
     assert answered.status_code == 200
     answers = page.get_by_role("region", name="Confirmations and decisions")
-    await expect(answers).to_contain_text("Confirmed by ct-coord@mercy.example (coordinator)")
+    await expect(answers).to_contain_text("Confirmed by Cell Therapy Coordinator (coordinator)")
     await expect(timeline).to_contain_text("Confirmed: Received — we are reviewing it")
     assert await page.evaluate("() => window.stillTheSamePage") is True
 

@@ -35,6 +35,11 @@ async def post(client: httpx.AsyncClient, incident_id: str, **fields: Any) -> ht
     return await client.post(f"/console/incidents/{incident_id}/events", data=form)
 
 
+def confirmed_form(review: httpx.Response) -> dict[str, str]:
+    """The confirmation step's form, as its button posts it."""
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', review.text))
+
+
 def liaison_alerts(service: RunningService, incident_id: str) -> set[tuple[str, str]]:
     with Session(service.services.engine) as session:
         rows = session.exec(
@@ -86,8 +91,17 @@ async def test_offering_the_product_from_the_console_asks_the_physician_to_decid
     incident_id = await opened(service, smtp)
     async with browser(service) as client:
         await sign_in(client, people.qa)
-        answer = await post(
+        review = await post(
             client, incident_id, type="disposition", disposition="oos_release_offered"
+        )
+        # Nothing is recorded before QA has seen what will be recorded and sent, and confirmed
+        assert review.status_code == 200 and "Record this disposition?" in review.text
+        assert "Out-of-specification release offered for physician decision" in review.text
+        assert "Decision request" in review.text and PHYSICIAN in review.text
+        with Session(service.services.engine) as session:
+            assert session.exec(select(Event).where(Event.type == "disposition")).all() == []
+        answer = await client.post(
+            f"/console/incidents/{incident_id}/events", data=confirmed_form(review)
         )
         assert answer.status_code == 303
         await service.settle()

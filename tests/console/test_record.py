@@ -140,9 +140,18 @@ async def test_the_page_and_the_record_show_signatures_callbacks_and_who_stopped
         "single-patient expanded access (IND, 21 CFR 312.310)"
     )
     # Then the page shows the signature, the callback task and who stopped nothing
-    assert "<strong>Confirmed, stopping nothing</strong> by celllab@mercy.example" in page
-    assert "<strong>Confirmed</strong> by ct-coord@mercy.example" in page
-    assert "<strong>Call requested</strong> by ct-md@mercy.example" in page
+    assert (
+        '<strong>Confirmed, stopping nothing</strong> by <bdi title="celllab@mercy.example">'
+        "Cell Processing Lab</bdi>" in page
+    )
+    assert (
+        '<strong>Confirmed</strong> by <bdi title="ct-coord@mercy.example">Cell Therapy '
+        "Coordinator</bdi>" in page
+    )
+    assert (
+        '<strong>Call requested</strong> by <bdi title="ct-md@mercy.example">Dr. Lena '
+        "Ortiz, CAR-T attending</bdi>" in page
+    )
     assert "<dt>signed by (printed name)</dt><dd><bdi>Lena Ortiz</bdi></dd>" in page
     assert f"<dt>meaning</dt><dd><bdi>{meaning}</bdi></dd>" in page
     assert (
@@ -286,7 +295,7 @@ async def test_the_record_gives_times_at_the_center_with_utc_and_its_real_creati
     # The test clock stands at Tue 24 Nov 2026 15:12 UTC, 09:12 in Chicago
     [_, export] = exports_of(service, incident_id)
     assert export.at == START
-    shown = "2026-11-24 09:12:00 CST (15:12:00 UTC)"
+    shown = "Tue 24 Nov 2026, 09:12:00 CST (15:12:00 UTC)"
     text = pdf_text(pdf.content)
     assert f"at {shown}" in text
     assert "Times are the center's, in its time zone America/Chicago, with UTC beside them" in text

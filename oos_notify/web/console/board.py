@@ -71,6 +71,8 @@ class Confirmation:
     by: str
     role: str
     at: datetime
+    name: str | None = None
+    """The name the confirming person's email was addressed to."""
 
 
 @dataclass(frozen=True)
@@ -188,10 +190,22 @@ def _confirmations(session: Session, incidents: Sequence[Incident]) -> dict[str,
         )
         .order_by(col(Acknowledgement.at))
     ).all()
+    names = dict(
+        session.exec(
+            select(Notification.id, Notification.recipient_name).where(
+                col(Notification.id).in_([a.notification_id for a in answers])
+            )
+        ).all()
+    )
     first: dict[str, Confirmation] = {}
     for answer in answers:
         if answer.round == rounds[answer.incident_id]:
-            first.setdefault(answer.incident_id, Confirmation(answer.email, answer.role, answer.at))
+            first.setdefault(
+                answer.incident_id,
+                Confirmation(
+                    answer.email, answer.role, answer.at, names.get(answer.notification_id)
+                ),
+            )
     return first
 
 

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
+
+from markupsafe import Markup
+
+from oos_notify.agreements.vocabulary import AckResponse
+from oos_notify.store.lifecycle import IncidentStatus
+
+STATUS_WORDS = {IncidentStatus.ACKNOWLEDGED.value: "confirmed"}
+"""An incident's status as the desk says it: the center *confirms* (the section, the answers
+and the board all say so), so the status badge does too."""
 
 
 def clock_in_zone(instant: datetime, timezone: str) -> str:
@@ -11,17 +20,55 @@ def clock_in_zone(instant: datetime, timezone: str) -> str:
     return instant.astimezone(ZoneInfo(timezone)).strftime("%H:%M %Z")
 
 
-def utc(instant: datetime) -> str:
-    return instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+def instant(at: datetime, timezone: str) -> str:
+    """The one way the console writes an instant: at the center, the zone named,
+    ``Sun 6 Dec 2026, 20:33 CST``."""
+    local = at.astimezone(ZoneInfo(timezone))
+    return f"{local:%a} {local.day} {local:%b %Y, %H:%M %Z}"
 
 
-def zoned(instant: datetime, timezone: str) -> str:
-    """An instant at the center with UTC beside it, for the record:
-    ``2026-11-24 09:12:00 CST (15:12:00 UTC)``, the UTC date added when it is another day."""
-    local = instant.astimezone(ZoneInfo(timezone))
-    universal = instant.astimezone(UTC)
-    shown = "%H:%M:%S UTC" if universal.date() == local.date() else "%Y-%m-%d %H:%M:%S UTC"
-    return f"{local.strftime('%Y-%m-%d %H:%M:%S %Z')} ({universal.strftime(shown)})"
+def day(value: date | str) -> str:
+    """A calendar date (a key date, an ISO string as stored) as the console writes it:
+    ``Sun 13 Dec 2026``. A date has no zone: it is the day at the center."""
+    found = date.fromisoformat(value) if isinstance(value, str) else value
+    return f"{found:%a} {found.day} {found:%b %Y}"
+
+
+def when(at: datetime, timezone: str) -> Markup:
+    """An instant as a ``<time>`` element: the center's time in words, UTC on hover; the
+    console's script puts the viewer's own zone on hover instead where it runs."""
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        iso(at), instant(at, "UTC"), instant(at, timezone)
+    )
+
+
+def person(name: str | None, address: str) -> Markup:
+    """Someone by name, their address on hover (and the address alone when no name is known)."""
+    if not name:
+        return Markup("<bdi>{}</bdi>").format(address)
+    return Markup('<bdi title="{}">{}</bdi>').format(address, name)
+
+
+def status(value: str) -> str:
+    """An incident's status in the desk's words: ``acknowledged`` -> ``confirmed``."""
+    return STATUS_WORDS.get(value, words(value))
+
+
+def answer(response: str) -> str:
+    """A center's answer in the words its page offered."""
+    return AckResponse(response).label
+
+
+def zoned(at: datetime, timezone: str) -> str:
+    """An instant for the record, written as everywhere else, to the second and with UTC
+    beside it: ``Tue 24 Nov 2026, 09:12:00 CST (15:12:00 UTC)``, the UTC date added when it is
+    another day."""
+    local = at.astimezone(ZoneInfo(timezone))
+    universal = at.astimezone(UTC)
+    clock = f"{universal:%H:%M:%S UTC}"
+    if universal.date() != local.date():
+        clock = f"{universal:%a} {universal.day} {universal:%b %Y}, {clock}"
+    return f"{local:%a} {local.day} {local:%b %Y, %H:%M:%S %Z} ({clock})"
 
 
 def iso(instant: datetime) -> str:

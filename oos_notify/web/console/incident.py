@@ -7,9 +7,11 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from markupsafe import Markup
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
@@ -28,7 +30,6 @@ from oos_notify.delivery.rendering import (
     AckLinkView,
     RenderedMessage,
     Renderer,
-    local_time,
 )
 from oos_notify.errors import InvalidFields
 from oos_notify.incidents import events, offers, queries, revisions
@@ -145,9 +146,23 @@ class IncidentView:
     def answer_facts(self, answer: Acknowledgement) -> list[tuple[str, str]]:
         return answer_facts(self.trail, answer)
 
+    def answerer(self, answer: Acknowledgement) -> Markup:
+        """Who answered, by the name their email was addressed to, their address on hover."""
+        name = next(
+            (n.recipient_name for n in self.notifications if n.id == answer.notification_id),
+            None,
+        )
+        return fmt.person(name, answer.email)
+
     @property
     def oos_release(self) -> OosReleaseOut | None:
         return queries.oos_release(self.incident.oos_release)
+
+    @property
+    def asked(self) -> list[Markup]:
+        """The deciders asked of the offered product, by name, their addresses on hover."""
+        offer = self.incident.oos_release or {}
+        return [fmt.person(a.get("name"), a["email"]) for a in offer.get("asked", [])]
 
     @property
     def callback_tasks(self) -> list[CallbackTask]:
@@ -191,7 +206,7 @@ class IncidentView:
 
         def when(instant: datetime) -> str:
             tz = self.agreement.timezone
-            return fmt.zoned(instant, tz) if with_utc else local_time(instant, tz)
+            return fmt.zoned(instant, tz) if with_utc else fmt.instant(instant, tz)
 
         facts: list[tuple[str, str]] = []
         if i.product_status:
@@ -299,6 +314,16 @@ def _entry(trail: Sequence[AuditEntry], answer: Acknowledgement) -> AuditEntry |
     )
 
 
+def _answered_by(
+    trail: Sequence[AuditEntry], answer: Acknowledgement, names: Mapping[str, Markup]
+) -> str:
+    """Who answered, with their role: the person a shared mailbox's page named, else the
+    recipient by name (the address on hover)."""
+    attribution = _attribution(trail, answer)
+    who = attribution if attribution else names.get(answer.notification_id, answer.email)
+    return who + f" ({role(answer.role)})"
+
+
 def _attribution(trail: Sequence[AuditEntry], answer: Acknowledgement) -> str | None:
     """Who confirmed for a shared mailbox: the person named on its link, or the mailbox."""
     if answer.confirmed_by:
@@ -361,6 +386,7 @@ def _timeline(
         for e in event_rows
     ]
     items += [_notification_item(n, settled_at.get(n.id), seq, now) for n in notification_rows]
+    names = {n.id: fmt.person(n.recipient_name, n.recipient_email) for n in notification_rows}
     for answer in answer_rows:
         deciding = answer.purpose == "decision"
         counted = answer.purpose != "callback_request" and answer.stopped_escalation is not False
@@ -372,7 +398,7 @@ def _timeline(
                 f"{answer_title(answer)}: {AckResponse(answer.response).label}",
                 "ok" if counted else "info",
                 answer=answer,
-                by=f"{_attribution(trail, answer) or answer.email} ({role(answer.role)})",
+                by=_answered_by(trail, answer, names),
                 details=[
                     *([("comment", answer.comment)] if answer.comment else []),
                     *answer_facts(trail, answer),
@@ -384,7 +410,7 @@ def _timeline(
             e.at,
             e.seq or 0,
             "status",
-            f"Status changed to {words(e.detail.get('status_to'))}",
+            f"Status changed to {fmt.status(str(e.detail.get('status_to')))}",
             "muted",
             by=e.actor,
         )
@@ -497,7 +523,8 @@ def follow_up(incident: Incident, form: Mapping[str, Any], now: datetime) -> Eve
     kind = str(form.get("type", ""))
     if kind not in {t.value for t in FOLLOW_UPS}:
         raise InvalidFields([("type", f"not a follow-up the console posts: {kind!r}", "type")])
-    summary = str(form.get("summary", "")).strip() or None
+    summary = _given(form, "summary")
+    facts = _product_facts(incident, form)
     payload: dict[str, Any] = {
         "event_id": str(form.get("event_id", "")),
         "type": kind,
@@ -505,21 +532,23 @@ def follow_up(incident: Incident, form: Mapping[str, Any], now: datetime) -> Eve
         "occurred_at": now,
         "center_id": incident.center_id,
         "summary": summary,
+        **facts,
     }
     if kind == EventType.UPDATE:
         changed = {
             key.value: value
             for key in KeyDate
-            if (value := str(form.get(f"key_date_{key.value}", "")).strip())
+            if (value := _given(form, f"key_date_{key.value}"))
             and value != incident.key_dates.get(key.value)
         }
-        if not changed and summary is None:
+        if not changed and summary is None and not facts:
             raise InvalidFields(
                 [("key_dates", "change a key date or write a summary to post an update", "empty")]
             )
         payload["key_dates"] = changed
     if kind == EventType.DISPOSITION:
-        payload["disposition"] = str(form.get("disposition", "")) or None
+        payload["disposition"] = _given(form, "disposition")
+        payload["oos_pathway"] = _given(form, "oos_pathway")
     if kind in (EventType.RESOLVED, EventType.WITHDRAWN) and not form.get("confirm"):
         raise InvalidFields(
             [
@@ -539,6 +568,131 @@ def follow_up(incident: Incident, form: Mapping[str, Any], now: datetime) -> Eve
                 for e in error.errors(include_url=False)
             ]
         ) from None
+
+
+CHECKLIST_FIELD = "checklist_"
+"""A checklist item's reference is posted as ``checklist_<item id>``."""
+YES_NO = {"yes": True, "no": False}
+
+
+def _given(form: Mapping[str, Any], name: str) -> str | None:
+    """A form field as posted, trimmed; None when left empty."""
+    return str(form.get(name, "")).strip() or None
+
+
+def _product_facts(incident: Incident, form: Mapping[str, Any]) -> dict[str, Any]:
+    """What the incident page's forms say of the product beyond the event's type (each field
+    only when given, so the API's own checks name what does not fit): the checklist items
+    confirmed, where the product is, the re-manufacture facts and the basis of a release
+    within specification."""
+    facts: dict[str, Any] = {}
+    checklist = [
+        {"item": name.removeprefix(CHECKLIST_FIELD), "reference": reference}
+        for name in form
+        if name.startswith(CHECKLIST_FIELD) and (reference := _given(form, name))
+    ]
+    if checklist:
+        facts["oos_checklist"] = checklist
+    if status := _given(form, "product_status"):
+        facts["product_status"] = status
+    if infused := _given(form, "infused_at"):
+        facts["infused_at"] = _center_time(infused, incident, "infused_at")
+    remanufacture = {
+        name: YES_NO.get(value, value)
+        for name in ("new_apheresis_needed", "expected_release", "bridging_therapy_needed")
+        if (value := _given(form, name)) and value != "unknown"
+    }
+    if remanufacture:
+        facts["remanufacture"] = remanufacture
+    basis = {
+        name: value
+        for name in ("assignable_cause", "certificate_of_analysis")
+        if (value := _given(form, name))
+    }
+    if basis:
+        facts["within_spec_basis"] = basis
+    return facts
+
+
+def _center_time(value: str, incident: Incident, name: str) -> datetime:
+    """A time the form gives as read at the center (``2026-12-06T14:30``), as an instant."""
+    zone = ZoneInfo(EffectiveAgreement.stored(incident.agreement).timezone)
+    try:
+        local = datetime.fromisoformat(value)
+        if local.tzinfo is not None:
+            raise ValueError(value)
+        return local.replace(tzinfo=zone).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise InvalidFields(
+            [(name, "a date and time at the center, as 2026-12-06T14:30", "datetime")]
+        ) from None
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message a follow-up schedules, as the confirmation step lists it."""
+
+    step: str
+    recipient_name: str
+    recipient_email: str
+    role: str
+    due_at: datetime
+
+
+@dataclass(frozen=True)
+class Rehearsal:
+    """What posting a follow-up records and sends, learnt by posting it and rolling back."""
+
+    disposition: str
+    pathway: str | None
+    scheduled: list[Outgoing]
+
+
+class Rehearsed(Exception):
+    """Thrown out of a transaction so that what a follow-up would do is rolled back."""
+
+    def __init__(self, rehearsal: Rehearsal) -> None:
+        self.rehearsal = rehearsal
+        super().__init__("rehearsed")
+
+
+def rehearse(
+    session: Session,
+    event: EventIn,
+    agreements: Agreements,
+    now: datetime,
+    mail_domain: str,
+    template_versions: Mapping[str, str],
+) -> Rehearsal:
+    """Ingest the follow-up and throw the transaction away (``Rehearsed`` carries what it did):
+    the confirmation step shows exactly what posting it records and schedules, refusals
+    included, because it is the posting itself, undone."""
+    result = events.ingest(session, event, agreements, now, mail_domain, template_versions)
+    incident = session.get(Incident, result.answer.incident_id)
+    assert incident is not None
+    ids = [s.notification_id for s in result.answer.scheduled]
+    rows = session.exec(
+        select(Notification)
+        .where(col(Notification.id).in_(ids))
+        .order_by(col(Notification.due_at), col(Notification.id))
+    ).all()
+    disposition = incident.disposition
+    raise Rehearsed(
+        Rehearsal(
+            DISPOSITION_LABELS[Disposition(disposition)] if disposition else "not yet decided",
+            incident.oos_release["name"] if incident.oos_release else None,
+            [
+                Outgoing(
+                    step_name(n.kind, n.level),
+                    n.recipient_name,
+                    n.recipient_email,
+                    n.role,
+                    n.due_at,
+                )
+                for n in rows
+            ],
+        )
+    )
 
 
 def post_follow_up(

@@ -11,8 +11,6 @@ from typing import Any
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from oos_notify.agreements.vocabulary import AckResponse
-from oos_notify.delivery.rendering import local_time
 from oos_notify.web.console import fmt
 
 HERE = Path(__file__).parent
@@ -25,8 +23,12 @@ CONSOLE_CSP = (
 """The acknowledgement pages' policy, opened only as far as the console's own files need:
 its script and stylesheet, the live refreshes (connect), and email previews framed from itself."""
 
-EMAIL_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'; sandbox"
-"""An email's HTML part shown in a frame: its inline styles apply, nothing in it runs."""
+EMAIL_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'; "
+    "sandbox allow-same-origin"
+)
+"""An email's HTML part shown in a frame: its inline styles apply, nothing in it runs; it keeps
+the console's origin so that the console's script can size the frame to show it whole."""
 
 PAGE_HEADERS = {
     "Content-Security-Policy": CONSOLE_CSP,
@@ -82,16 +84,19 @@ _environment = Environment(
 )
 _environment.globals["static_url"] = static_url
 _environment.filters.update(
-    in_zone=local_time,
+    in_zone=fmt.instant,
+    when=fmt.when,
+    day=fmt.day,
+    person=fmt.person,
+    status=fmt.status,
     clock_in_zone=fmt.clock_in_zone,
-    utc=fmt.utc,
     zoned=fmt.zoned,
     iso=fmt.iso,
     span=fmt.span,
     words=fmt.words,
     sentence=fmt.sentence,
     role=fmt.role,
-    answer=lambda response: AckResponse(response).label,
+    answer=fmt.answer,
 )
 _environment.globals["relative"] = fmt.relative
 

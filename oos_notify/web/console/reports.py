@@ -30,15 +30,6 @@ def months_back(now: datetime, months: int) -> datetime:
     return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)
 
 
-def month_labels(since: datetime, now: datetime) -> list[str]:
-    labels = []
-    index = since.year * 12 + since.month - 1
-    while index <= now.year * 12 + now.month - 1:
-        labels.append(f"{index // 12:04d}-{index % 12 + 1:02d}")
-        index += 1
-    return labels
-
-
 def nearest_rank(values: Sequence[float], percent: float) -> float:
     """The nearest-rank percentile: a value that was actually observed, never an interpolation."""
     ordered = sorted(values)
@@ -120,7 +111,9 @@ class MonthOfPromises:
 
 
 def promises_by_month(session: Session, since: datetime, now: datetime) -> list[MonthOfPromises]:
-    """The ``notify_within`` promises of incidents opened each month (UTC) since ``since``."""
+    """The ``notify_within`` promises of incidents opened each month (UTC) since ``since``;
+    a month in which none was opened is left out (a year of "no data" hides the months that
+    tell something)."""
     incidents = session.exec(
         select(Incident)
         .options(defer(Incident.agreement))  # type: ignore[arg-type]
@@ -130,9 +123,7 @@ def promises_by_month(session: Session, since: datetime, now: datetime) -> list[
             col(Incident.drill).is_(False),
         )
     ).all()
-    tally: dict[str, dict[PromiseState, int]] = {
-        m: dict.fromkeys(PromiseState, 0) for m in month_labels(since, now)
-    }
+    tally: dict[str, dict[PromiseState, int]] = {}
     for incident in incidents:
         promise = NotifyWithin.of(incident, now)
         assert promise is not None

@@ -19,12 +19,13 @@ from pydantic import ValidationError
 from sqlmodel import Session
 
 from oos_notify.agreements.config import EffectiveAgreement
-from oos_notify.agreements.vocabulary import EventType, KeyDate, Severity
+from oos_notify.agreements.vocabulary import EventType, KeyDate, ProductStatus, Severity
 from oos_notify.delivery.capture import CaptureServer
 from oos_notify.delivery.rendering import DISPOSITION_LABELS, KEY_DATE_LABELS, RenderError
 from oos_notify.errors import ServiceError
 from oos_notify.incidents import call_tasks, drills, revisions
 from oos_notify.incidents.decisions import Signer
+from oos_notify.incidents.events import EventIn
 from oos_notify.store import audit
 from oos_notify.store.lifecycle import IncidentStatus
 from oos_notify.store.models import Incident, Notification
@@ -457,6 +458,8 @@ def _incident_page(
         event_id=incident.new_event_id(),
         dispositions=incident.DISPOSITION_CHOICES,
         disposition_labels=DISPOSITION_LABELS,
+        pathways=services.agreements.manufacturer.oos_pathways,
+        product_statuses=list(ProductStatus),
         error=error,
         posted=posted,
         signed=SIGNED_NOTICES.get(signed or ""),
@@ -523,11 +526,13 @@ async def post_follow_up(
     writer: WriterDep,
     background: BackgroundTasks,
 ) -> Response:
-    form = await request.form()
+    form = dict(await request.form())
     found = await _read(services, lambda session: _incident(session, incident_id))
     now = services.clock.now()
     try:
-        event = incident.follow_up(found, dict(form), now)
+        event = incident.follow_up(found, form, now)
+        if event.type is EventType.DISPOSITION and form.get("confirmed") != "1":
+            return await _confirm_disposition(request, who, services, writer, found, event, form)
         result = await writer.run(
             lambda session: incident.post_follow_up(
                 session,
@@ -693,6 +698,44 @@ async def reject_revision(
         password,
         lambda session, signer: revisions.reject(session, incident_id, proposal_id, signer, now),
         "rejected",
+    )
+
+
+async def _confirm_disposition(
+    request: Request,
+    who: SignedIn,
+    services: Services,
+    writer: Writer,
+    found: Incident,
+    event: EventIn,
+    form: dict[str, Any],
+) -> HTMLResponse:
+    """The step between choosing a disposition and recording it: what will be recorded and
+    every message it sends, learnt by posting it and rolling back; the same form again, with
+    ``confirmed``, records it."""
+    try:
+        await writer.run(
+            lambda session: incident.rehearse(
+                session,
+                event,
+                services.agreements,
+                services.clock.now(),
+                services.settings.mail_domain,
+                services.template_versions,
+            )
+        )
+    except incident.Rehearsed as done:
+        rehearsal = done.rehearsal
+    else:
+        raise AssertionError("a rehearsal always rolls back")
+    return page(
+        "confirm_disposition.html",
+        **_frame(request, who, "board"),
+        incident=found,
+        event=event,
+        rehearsal=rehearsal,
+        timezone=EffectiveAgreement.stored(found.agreement).timezone,
+        fields=[(k, str(v)) for k, v in form.items() if k not in ("csrf_token", "confirmed")],
     )
 
 

@@ -4,13 +4,28 @@
 (() => {
   "use strict";
 
+  // One way of writing an instant, as the server writes it: "Sun 6 Dec 2026, 20:33 CST".
+  const written = (date, timeZone) => {
+    const parts = {};
+    new Intl.DateTimeFormat("en-US", {
+      timeZone, weekday: "short", day: "numeric", month: "short", year: "numeric",
+      hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZoneName: "short",
+    }).formatToParts(date).forEach((part) => { parts[part.type] = part.value; });
+    return `${parts.weekday} ${parts.day} ${parts.month} ${parts.year}, ` +
+      `${parts.hour}:${parts.minute} ${parts.timeZoneName}`;
+  };
+
+  // Every instant shows the center's time; the viewer's own is on hover (and in the
+  // cells that ask for it, data-viewer-time).
   const viewerTimes = (root) => {
-    const format = new Intl.DateTimeFormat(undefined, {
-      weekday: "short", day: "numeric", month: "short",
-      hour: "2-digit", minute: "2-digit", timeZoneName: "short",
-    });
-    root.querySelectorAll("time[data-viewer-time]").forEach((el) => {
-      el.textContent = format.format(new Date(el.getAttribute("datetime")));
+    root.querySelectorAll("time[datetime]").forEach((el) => {
+      const date = new Date(el.getAttribute("datetime"));
+      if (Number.isNaN(date.getTime())) { return; }
+      if (el.hasAttribute("data-viewer-time")) {
+        el.textContent = written(date);
+      } else {
+        el.title = "Your time: " + written(date);
+      }
     });
   };
 
@@ -33,7 +48,7 @@
         etag = response.headers.get("ETag") || "";
         region.innerHTML = await response.text();
         viewerTimes(region);
-        say("Updated at " + new Date().toLocaleTimeString() + ".");
+        say("Updated " + written(new Date(), region.dataset.liveZone || "UTC") + ".");
       }
       return true;
     };
@@ -45,7 +60,21 @@
     setTimeout(loop, every);
   };
 
+  // An email's HTML part is shown whole: its frame grows to the height of what it holds (the
+  // frame is same-origin and runs nothing; without this script it scrolls).
+  const fit = (frame) => {
+    const doc = frame.contentDocument;
+    if (doc && doc.documentElement) {
+      frame.style.height = (doc.documentElement.scrollHeight + 4) + "px";
+    }
+  };
+
   viewerTimes(document);
+  document.querySelectorAll("iframe[data-fit]").forEach((frame) => {
+    frame.addEventListener("load", () => fit(frame));
+    window.addEventListener("resize", () => fit(frame));
+    fit(frame);
+  });
   document.querySelectorAll("[data-live]").forEach(live);
   document.querySelectorAll("button[data-print]").forEach((button) => {
     button.addEventListener("click", () => window.print());
