@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
+
+from oos_notify.delivery import rendering
 
 
 def clock_in_zone(instant: datetime, timezone: str) -> str:
@@ -27,6 +29,23 @@ def zoned(instant: datetime, timezone: str) -> str:
 def iso(instant: datetime) -> str:
     """For ``<time datetime>`` and CSV: ``2026-11-24T15:12:00Z``."""
     return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def day(value: date) -> str:
+    """A date (a key date) as the messages write it: ``Mon 30 Nov 2026``."""
+    return rendering.day(value)
+
+
+def days_until(value: date, now: datetime, timezone: str) -> str:
+    """How far a date is from today at the center: ``today``, ``in 3 days``, ``yesterday``."""
+    days = (value - now.astimezone(ZoneInfo(timezone)).date()).days
+    if days == 0:
+        return "today"
+    if days == 1:
+        return "tomorrow"
+    if days == -1:
+        return "yesterday"
+    return f"in {days} days" if days > 0 else f"{-days} days ago"
 
 
 def span(delta: timedelta) -> str:

@@ -88,12 +88,14 @@ _environment.filters.update(
     zoned=fmt.zoned,
     iso=fmt.iso,
     span=fmt.span,
+    day=fmt.day,
     words=fmt.words,
     sentence=fmt.sentence,
     role=fmt.role,
     answer=lambda response: AckResponse(response).label,
 )
 _environment.globals["relative"] = fmt.relative
+_environment.globals["days_until"] = fmt.days_until
 
 
 def render(template: str, **context: Any) -> str:
