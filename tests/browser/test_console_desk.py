@@ -14,7 +14,14 @@ from playwright.async_api import Browser, Page, expect
 from oos_notify.delivery.capture import CaptureServer
 from tests.browser.conftest import PHONE, WIDE, axe_violations, blocking, open_tab
 from tests.browser.test_console_story import sign_in
-from tests.conftest import START, RunningService, ack_link, received, release_failure
+from tests.conftest import (
+    ACK_LINK,
+    START,
+    RunningService,
+    ack_link,
+    received,
+    release_failure,
+)
 from tests.console.conftest import add_people
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -46,9 +53,15 @@ async def test_an_email_opened_from_its_incident_is_the_one_the_server_received(
         headers = page.get_by_role("region", name="Headers")
         await expect(headers).to_contain_text(coordinator.message_id)
         await expect(headers).to_contain_text("X-OOS-Notification")
+        # The text as received, but for the confirmation link's key (it answers for the center)
         shown = await page.locator("pre.sent-text").text_content()
         assert shown is not None
-        assert shown.split() == coordinator.part("plain").split()
+        as_received = ACK_LINK.sub(
+            lambda link: re.sub(r"/ack/.*", lambda key: "/ack/" + "X" * (len(key[0]) - 5), link[0]),
+            coordinator.part("plain"),
+        )
+        assert as_received != coordinator.part("plain")
+        assert shown.split() == as_received.split()
         frame = page.frame_locator("iframe.email")
         html_text = " ".join((await frame.locator("body").inner_text()).split())
         assert "OOS-2026-0142" in html_text
@@ -148,6 +161,21 @@ async def test_a_follow_up_names_the_dates_it_moved_and_its_effects_fold_under_i
     await expect(effects.locator(".st-cancelled")).to_have_count(6)
     # And the update's notices are under the update, not above it
     await expect(update.locator("details.effects")).to_contain_text("Follow-up notice to")
+
+    # A change arriving redraws the timeline; what the reader unfolded stays unfolded
+    posted = await console.post_event(
+        {
+            "event_id": "QA-EVT-MOVED-AGAIN",
+            "type": "update",
+            "incident_ref": "OOS-2026-0142",
+            "occurred_at": START.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "center_id": "mercy-general-main",
+            "key_dates": {"planned_infusion": "2026-12-07"},
+        }
+    )
+    assert posted.status_code == 202, posted.text
+    await expect(timeline).to_contain_text("Sat 05 Dec 2026 → changed to Mon 07 Dec 2026")
+    await expect(status).to_be_visible()
 
     problems = await accessible(page, "incident at 1280 px, effects open")
     await page.set_viewport_size(PHONE)

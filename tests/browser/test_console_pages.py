@@ -173,7 +173,13 @@ async def test_every_page_is_accessible_at_both_widths(
                 Notification.status == "scheduled",
             )
         ).first()
-    assert scheduled is not None
+        sent = session.exec(
+            select(Notification).where(
+                Notification.incident_id == opened["escalating"],
+                Notification.status == "sent",
+            )
+        ).first()
+    assert scheduled is not None and sent is not None
     capture = console.services.capture
     assert capture is not None
     decision_mail = next(m for m in capture.handler.messages() if "decision" in m.subject.lower())
@@ -184,6 +190,11 @@ async def test_every_page_is_accessible_at_both_widths(
             "email-preview",
             f"/console/incidents/{opened['escalating']}/notifications/{scheduled.id}",
             "Escalation step",
+        ),
+        (
+            "email-as-sent",
+            f"/console/incidents/{opened['escalating']}/notifications/{sent.id}/sent",
+            "as sent",
         ),
         ("incident-record", f"/console/incidents/{opened['deciding']}/record", "Incident record"),
         ("centers", "/console/centers", "Centers"),

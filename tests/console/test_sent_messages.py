@@ -4,6 +4,9 @@ signed in, and only under its own incident."""
 
 from __future__ import annotations
 
+import email
+import email.policy
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,8 @@ from oos_notify.delivery.capture import CaptureServer, free_port
 from oos_notify.return_addresses import Purpose
 from oos_notify.settings import Settings
 from oos_notify.store.models import Notification, SentMessage
-from tests.conftest import RunningService, received, release_failure, service_settings
+from oos_notify.web.console.sent import masked
+from tests.conftest import ACK_LINK, RunningService, received, release_failure, service_settings
 from tests.console.conftest import People, browser, sign_in
 from tests.inbound.conftest import AUTHSERV_ID, REPLY_DOMAIN, addresses, until
 from tests.inbound.mail import deliver, returned
@@ -94,13 +98,42 @@ async def test_a_sent_email_is_shown_as_the_mail_server_received_it(
     assert "X-OOS-Notification" in text and "Auto-Submitted" in text
     assert "OOS-SENT" in text
     assert "Nothing came back" not in text
-    # The download is the very bytes the mail server received
+    # The download is the very bytes the mail server received, but for the confirmation
+    # link's key: whoever follows it answers for the center
     assert source.status_code == 200
     assert source.headers["content-type"] == "message/rfc822"
-    assert source.content == raw
+    assert source.content == masked(raw) != raw
+    assert len(source.content) == len(raw)
+    [link] = set(ACK_LINK.findall(smtp_text(raw)))
+    token = link.rsplit("/", 1)[1]
+    for shown in (text, source.text, html.text):
+        assert token not in shown.replace("=\r\n", "")
+    assert "/ack/XXXXXXXX" in text and "/ack/XXXXXXXX" in html.text
     # The HTML part is framed under a policy that runs nothing in it
     assert "sandbox" in html.headers["content-security-policy"]
     assert "OOS-SENT" in html.text
+
+
+def smtp_text(raw: bytes) -> str:
+    """The message's text part, decoded."""
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    body = parsed.get_body(preferencelist=("plain",))
+    assert body is not None
+    return str(body.get_content())
+
+
+def test_a_confirmation_link_is_masked_wherever_a_line_breaks_it() -> None:
+    raw = (
+        b"Subject: x\r\n\r\nhttps://n.example/ack/eyJu.abc-_9\r\n"
+        b'<a href=3D"https://n.example/a=\r\nck/zAbC=\r\nd.E-f">Confirm</a>\r\n'
+        b"https://n.example/account/settings\r\n"
+    )
+    assert masked(raw) == (
+        b"Subject: x\r\n\r\nhttps://n.example/ack/XXXXXXXXXXX\r\n"
+        b'<a href=3D"https://n.example/a=\r\nck/XXXX=\r\nXXXXX">Confirm</a>\r\n'
+        b"https://n.example/account/settings\r\n"
+    )
 
 
 async def test_a_scheduled_email_has_nothing_sent_to_show(

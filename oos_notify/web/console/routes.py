@@ -636,7 +636,8 @@ def sent_message_html(
 def sent_message_source(
     incident_id: str, notification_id: str, who: UserDep, session: SessionDep
 ) -> Response:
-    """The message byte for byte as the mail server accepted it, for a mail client to open."""
+    """The message byte for byte as the mail server accepted it (its confirmation links masked),
+    for a mail client to open."""
     _, kept = _kept(session, incident_id, notification_id)
     return Response(
         kept.raw,

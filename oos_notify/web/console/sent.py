@@ -1,11 +1,16 @@
 """One notification as it was sent: the message the mail server accepted, read back from what
 was kept at the time (``store.sent_messages``), each attempt to deliver it, and what came back
-about it (a bounce, an automatic reply, a reply), as ``inbound`` recorded them."""
+about it (a bounce, an automatic reply, a reply), as ``inbound`` recorded them.
+
+The copy is shown byte for byte but for one thing: the key of each confirmation link is masked,
+character for character. Whoever follows the link answers for the center, and QA must not (the
+preview shows a placeholder for the same reason)."""
 
 from __future__ import annotations
 
 import email
 import email.policy
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -25,10 +30,30 @@ RETURNED_KINDS = {
 }
 """What came back, in the QA desk's words."""
 
+_SOFT_BREAK = rb"(?:=\r\n)?"
+"""Quoted-printable may break a line anywhere in a link, with ``=`` at the end of the line."""
+_ACK_LINK = re.compile(
+    _SOFT_BREAK.join(re.escape(bytes([c])) for c in b"/ack/") + rb"((?:[A-Za-z0-9_.\-]|=\r\n)+)"
+)
+_TOKEN_CHARACTER = re.compile(rb"[A-Za-z0-9_.\-]")
+MASK = b"X"
+
+
+def masked(raw: bytes) -> bytes:
+    """The message with each confirmation link's key masked (``/ack/XXXX…``), its length and
+    every other byte unchanged."""
+
+    def hide(link: re.Match[bytes]) -> bytes:
+        prefix = link.group(0)[: link.start(1) - link.start(0)]
+        return prefix + _TOKEN_CHARACTER.sub(MASK, link.group(1))
+
+    return _ACK_LINK.sub(hide, raw)
+
 
 @dataclass(frozen=True)
 class Kept:
-    """The message as it went on the wire, and its parts decoded for reading."""
+    """The message as it went on the wire (its confirmation links masked), and its parts
+    decoded for reading."""
 
     raw: bytes
     headers: list[tuple[str, str]]
@@ -53,11 +78,13 @@ class SentView:
 
 
 def read(raw: bytes) -> Kept:
-    """A kept message's headers, in order and decoded, and its text and HTML parts."""
-    message = email.message_from_bytes(raw, policy=email.policy.default)
+    """A kept message with its confirmation links masked: its headers, in order and decoded,
+    and its text and HTML parts."""
+    shown = masked(raw)
+    message = email.message_from_bytes(shown, policy=email.policy.default)
     assert isinstance(message, EmailMessage)
     headers = [(name, " ".join(str(value).split())) for name, value in message.items()]
-    return Kept(raw, headers, _part(message, "plain"), _part(message, "html"))
+    return Kept(shown, headers, _part(message, "plain"), _part(message, "html"))
 
 
 def _part(message: EmailMessage, subtype: str) -> str:

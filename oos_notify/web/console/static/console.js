@@ -14,6 +14,16 @@
     });
   };
 
+  // A refresh redraws the region: what the reader had unfolded stays unfolded.
+  const redraw = (region, html) => {
+    const open = [...region.querySelectorAll("details[id][open]")].map((el) => el.id);
+    region.innerHTML = html;
+    open.forEach((id) => {
+      const el = document.getElementById(id);
+      if (el) { el.open = true; }
+    });
+  };
+
   const live = (region) => {
     const url = region.dataset.live;
     const every = Number(region.dataset.liveEvery || 2000);
@@ -31,7 +41,7 @@
       }
       if (response.status === 200) {
         etag = response.headers.get("ETag") || "";
-        region.innerHTML = await response.text();
+        redraw(region, await response.text());
         viewerTimes(region);
         say("Updated at " + new Date().toLocaleTimeString() + ".");
       }
