@@ -253,6 +253,12 @@ async def _check(
     )
     problems += [f"{name} at {width} px: {p}" for p in blocking(violations)]
     if shots:
+        # Chromium paints a sandboxed frame only once it has been on screen
+        for frame in await page.locator("iframe").all():
+            await frame.scroll_into_view_if_needed()
+            await page.evaluate(
+                "() => new Promise((r) => requestAnimationFrame(() => setTimeout(r)))"
+            )
         path = Path(shots) / f"{name}-{width}.png"
         await page.screenshot(path=path, full_page=name not in LONG_PAGES)
         # A palette of 256 colours keeps a screenshot of text and flat colours a third the size.

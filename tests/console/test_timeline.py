@@ -55,7 +55,7 @@ async def test_a_follow_up_entry_names_old_and_new_dates_its_author_and_why(
     assert f"<strong>Summary</strong>, by <bdi>{people.qa}</bdi>" in update
     assert "the patient&#39;s count recovered late" in update
     # The notices the update sent at once are under it, folded, not above it
-    assert '<details class="effects">' in update
+    assert '<details class="effects"' in update
     assert "Follow-up notice to" in update
     assert page.index("Update received") < page.index("Follow-up notice to")
     # The facts say whose summary it is
@@ -86,3 +86,39 @@ async def test_what_a_confirmation_brought_about_comes_after_it_and_under_it(
     # Nothing it brought about is left at the top level of the timeline
     outside = re.sub(r"<details.*?</details>", "", timeline, flags=re.S)
     assert "st-cancelled" not in outside and "Status changed to acknowledged" not in outside
+
+
+async def test_steps_a_follow_up_schedules_for_later_stay_below_the_now_line(
+    service: RunningService, smtp: CaptureServer, people: People
+) -> None:
+    posted = await service.post_event(release_failure())
+    incident_id = posted.json()["incident_id"]
+    await service.settle()
+    await received(smtp, 3)
+    offered = await service.post_event(
+        {
+            "event_id": "QA-EVT-OFFER",
+            "type": "disposition",
+            "incident_ref": "OOS-2026-0142",
+            "occurred_at": "2026-11-24T15:12:00Z",
+            "center_id": "mercy-general-main",
+            "disposition": "oos_release_offered",
+        }
+    )
+    assert offered.status_code == 202, offered.text
+    await service.settle()
+    async with browser(service) as client:
+        await sign_in(client, people.viewer)
+        page = (await client.get(f"/console/incidents/{incident_id}")).text
+
+    disposition = item_of(page, "Disposition received")
+    assert 'Disposition: <span class="old">Under investigation</span>' in disposition
+    assert "<strong>Out-of-specification release offered for physician decision</strong>" in (
+        disposition
+    )
+    # What it sent at once is under it; what it scheduled for later is not
+    assert "badge st-sent" in disposition
+    assert "badge st-scheduled" not in disposition
+    timeline = page[page.index("Timeline") :]
+    later = timeline[timeline.index("now-line") :]
+    assert "badge st-scheduled" in later

@@ -404,9 +404,10 @@ def _grouped(
     def cause_of(item: Item) -> Item | None:
         if item.kind in CAUSE_KINDS:
             return None
-        recorded = [item.seq]
         n = item.notification
         scheduled = seq.get(("notification_scheduled", n.id)) if n else None
+        # A step scheduled for later stays in time order, below the now line until it goes
+        recorded = [item.seq] if item.seq != scheduled else []
         if n is not None and scheduled and n.due_at <= at[scheduled]:
             recorded.append(scheduled)
         runs = (first.get(s) for s in recorded)
