@@ -181,5 +181,6 @@ async def test_the_sent_email_is_for_signed_in_people_and_only_under_its_inciden
                 missing = await client.get(f"{path}{suffix}")
                 assert missing.status_code == 404, path + suffix
         hostile = await client.get(f"/console/incidents/{first}/notifications/%3Cscript%3E/sent")
-    assert hostile.status_code == 404
+        with_nul = await client.get(f"/console/incidents/{first}/notifications/n%00/sent.eml")
+    assert hostile.status_code == 404 and with_nul.status_code == 404
     assert "<script>" not in hostile.text
