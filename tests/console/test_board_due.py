@@ -3,7 +3,7 @@ they are at the center), open call tasks, running reports to authorities."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from sqlmodel import select
 
@@ -11,6 +11,7 @@ from oos_notify.clock import ManualClock
 from oos_notify.incidents import call_tasks
 from oos_notify.store.db import transaction
 from oos_notify.store.models import Incident
+from oos_notify.web.console.fmt import days_until
 from tests.conftest import START, RunningService, release_failure
 from tests.console.conftest import People, browser, sign_in
 
@@ -21,6 +22,16 @@ def dates(days_to_lymphodepletion: int) -> dict[str, str]:
         "lymphodepletion_start": (day + timedelta(days=days_to_lymphodepletion)).isoformat(),
         "planned_infusion": (day + timedelta(days=days_to_lymphodepletion + 3)).isoformat(),
     }
+
+
+def test_days_are_counted_at_the_center() -> None:
+    # 03:00 UTC on the 25th is still the evening of the 24th in Chicago, and morning in Bonn
+    now = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
+    assert days_until(date(2026, 11, 25), now, "America/Chicago") == "tomorrow"
+    assert days_until(date(2026, 11, 25), now, "Europe/Berlin") == "today"
+    assert days_until(date(2026, 11, 27), now, "America/Chicago") == "in 3 days"
+    assert days_until(date(2026, 11, 23), now, "America/Chicago") == "yesterday"
+    assert days_until(date(2026, 11, 20), now, "Europe/Berlin") == "5 days ago"
 
 
 async def test_the_nearest_lymphodepletion_comes_first_with_its_countdown(
