@@ -27,6 +27,8 @@ class CapturedMessage:
     mail_from: str
     recipients: tuple[str, ...]
     message: EmailMessage
+    raw: bytes
+    """The message as it arrived, byte for byte."""
 
     @property
     def subject(self) -> str:
@@ -69,6 +71,7 @@ class CaptureHandler:
                     mail_from=str(envelope.mail_from),
                     recipients=tuple(envelope.rcpt_tos),
                     message=parsed,
+                    raw=raw,
                 )
             )
             self._arrived.notify_all()

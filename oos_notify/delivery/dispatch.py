@@ -105,8 +105,8 @@ class DispatchHealth:
     """How long without a success means the dispatcher is stuck: it runs every sweep."""
 
 
-_Result = tuple[Notification, SendOutcome, str | None]
-"""A message's row, what became of it, and the template set it was rendered from."""
+_Result = tuple[Notification, SendOutcome, Prepared | None]
+"""A message's row, what became of it, and the message sent (None when it could not be made)."""
 
 
 @dataclass
@@ -509,7 +509,7 @@ class Dispatcher:
                     pending.results.append((notification, outcome, None))
                 else:
                     outcome = await smtp.send(item.message)
-                    pending.results.append((notification, outcome, item.template_version))
+                    pending.results.append((notification, outcome, item))
                     if not outcome.connected:
                         self._mail_unreachable = True
                 if time.monotonic() - pending.settled_at >= SETTLE_EVERY.total_seconds():
@@ -689,9 +689,15 @@ class Dispatcher:
             lost = [n for n, _, _ in results if n.id not in held]
             results = [result for result in results if result[0].id in held]
             delivered = [
-                outbox.Delivered(notification, outcome.reply, outcome.duration_ms, version or "")
-                for notification, outcome, version in results
-                if outcome.accepted
+                outbox.Delivered(
+                    notification,
+                    outcome.reply,
+                    outcome.duration_ms,
+                    sent.template_version,
+                    sent.message.data,
+                )
+                for notification, outcome, sent in results
+                if outcome.accepted and sent is not None
             ]
             outbox.settle_sent(session, delivered, now)
             for notification, outcome, _ in results:

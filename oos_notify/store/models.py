@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint, false
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Index,
+    LargeBinary,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlmodel import Field, SQLModel
 
 from oos_notify.store.instants import UTCDateTime
@@ -158,6 +167,20 @@ class DeliveryAttempt(SQLModel, table=True):
     smtp_code: int | None = None
     smtp_reply: str | None = None
     duration_ms: int
+
+
+class SentMessage(SQLModel, table=True):
+    """The message a mail server accepted for a notification, byte for byte as it went on the
+    wire (headers, DKIM signature and MIME parts), zlib-compressed: what the center received,
+    kept so that QA can read it as sent, not as it would be rendered today."""
+
+    __tablename__ = "sent_messages"
+
+    notification_id: str = Field(foreign_key="notifications.id", primary_key=True)
+    sent_at: datetime = _utc()
+    size: int
+    """Its length before compression, in bytes."""
+    compressed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class FailureReport(SQLModel, table=True):

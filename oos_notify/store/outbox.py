@@ -27,7 +27,7 @@ from oos_notify.agreements.vocabulary import (
     ManufacturerRole,
 )
 from oos_notify.ids import new_id
-from oos_notify.store import audit, promises, wakeups
+from oos_notify.store import audit, promises, sent_messages, wakeups
 from oos_notify.store.lifecycle import (
     Condition,
     IncidentStatus,
@@ -480,12 +480,13 @@ def resume_after_outage(session: Session, now: datetime) -> int:
 @dataclass(frozen=True)
 class Delivered:
     """A message the mail server accepted: its row, the server's reply and the send's duration,
-    and the template set it was rendered from."""
+    the template set it was rendered from, and the message as it went on the wire."""
 
     notification: Notification
     reply: str
     duration_ms: int
     template_version: str
+    message: bytes
 
 
 _MARK_SENT = (
@@ -518,6 +519,7 @@ def settle_sent(session: Session, delivered: Sequence[Delivered], now: datetime)
         _INSERT_ATTEMPT,
         [_attempt_row(d.notification, now, "sent", 250, d.reply, d.duration_ms) for d in delivered],
     )
+    sent_messages.keep(session, [(d.notification.id, d.message) for d in delivered], now)
     escalations = [
         d.notification for d in delivered if d.notification.kind == NotificationKind.ESCALATION
     ]

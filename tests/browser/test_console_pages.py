@@ -176,7 +176,13 @@ async def test_every_page_is_accessible_at_both_widths(
                 Notification.status == "scheduled",
             )
         ).first()
-    assert scheduled is not None
+        sent = session.exec(
+            select(Notification).where(
+                Notification.incident_id == opened["escalating"],
+                Notification.status == "sent",
+            )
+        ).first()
+    assert scheduled is not None and sent is not None
     capture = console.services.capture
     assert capture is not None
     decision_mail = next(m for m in capture.handler.messages() if "decision" in m.subject.lower())
@@ -187,6 +193,11 @@ async def test_every_page_is_accessible_at_both_widths(
             "email-preview",
             f"/console/incidents/{opened['escalating']}/notifications/{scheduled.id}",
             "Escalation step",
+        ),
+        (
+            "email-as-sent",
+            f"/console/incidents/{opened['escalating']}/notifications/{sent.id}/sent",
+            "as sent",
         ),
         ("incident-record", f"/console/incidents/{opened['deciding']}/record", "Incident record"),
         ("centers", "/console/centers", "Centers"),
@@ -250,6 +261,12 @@ async def _check(
     )
     problems += [f"{name} at {width} px: {p}" for p in blocking(violations)]
     if shots:
+        # Chromium paints a sandboxed frame only once it has been on screen
+        for frame in await page.locator("iframe").all():
+            await frame.scroll_into_view_if_needed()
+            await page.evaluate(
+                "() => new Promise((r) => requestAnimationFrame(() => setTimeout(r)))"
+            )
         path = Path(shots) / f"{name}-{width}.png"
         await page.screenshot(path=path, full_page=name not in LONG_PAGES)
         # A palette of 256 colours keeps a screenshot of text and flat colours a third the size.

@@ -23,7 +23,12 @@ async def test_the_board_puts_the_critical_unconfirmed_first_and_filters(
     )
     await service.post_event(
         release_failure(
-            event_id="E-3", incident_ref="OOS-BONN", center_id="rhein-uk-bonn", severity="minor"
+            event_id="E-3",
+            incident_ref="OOS-BONN",
+            center_id="rhein-uk-bonn",
+            severity="minor",
+            # Its patient's dates are a week after the others': it comes due last
+            key_dates={"lymphodepletion_start": "2026-12-07", "planned_infusion": "2026-12-10"},
         )
     )
     clock.advance(timedelta(hours=1, minutes=5))  # nothing sent: the critical one's 1 h is over

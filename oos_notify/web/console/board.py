@@ -1,26 +1,40 @@
-"""The board: open incidents, most urgent first, each with what the QA desk asks at a glance:
-has the center been told in time, who confirmed, what fires next and when, is a decision awaited."""
+"""The board: open incidents, what comes due soonest first, each with what the QA desk asks at a
+glance: when lymphodepletion and the infusion are, which calls and reports to authorities are
+owed, has the center been told in time, who confirmed, what fires next and when, is a decision
+awaited."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from oos_notify.agreements.config import Agreements
-from oos_notify.agreements.vocabulary import SEVERITY_ORDER, Disposition, Severity
+from oos_notify.agreements.vocabulary import SEVERITY_ORDER, Disposition, KeyDate, Severity
+from oos_notify.delivery.rendering import KEY_DATE_LABELS
+from oos_notify.incidents.call_tasks import CallTaskStatus
 from oos_notify.incidents.queries import NotifyWithin, PromiseState, breached
 from oos_notify.store.lifecycle import IncidentStatus, NotificationStatus
-from oos_notify.store.models import Acknowledgement, Incident, Notification
-from oos_notify.web.console.fmt import span
+from oos_notify.store.models import (
+    Acknowledgement,
+    CallTask,
+    Incident,
+    Notification,
+    RegulatoryClock,
+)
+from oos_notify.web.console.fmt import role, span
 
 OPEN_STATUSES = [s.value for s in IncidentStatus if not s.is_closed]
 BOARD_LIMIT = 500
 """More open incidents than this is not a board any more; the filters narrow it down."""
+BOARD_KEY_DATES = (KeyDate.LYMPHODEPLETION_START, KeyDate.PLANNED_INFUSION)
+"""The dates that make an incident urgent: once lymphodepletion starts, the patient needs a
+product by the infusion."""
 
 
 @dataclass(frozen=True)
@@ -76,12 +90,34 @@ class Confirmation:
 
 
 @dataclass(frozen=True)
+class KeyDay:
+    """One of ``BOARD_KEY_DATES`` of an incident, and the instant its day starts at the center."""
+
+    label: str
+    day: date
+    starts_at: datetime
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """Something owed by a time: an open call task or a running regulatory clock."""
+
+    kind: str
+    """``call`` or ``report``."""
+    label: str
+    due_at: datetime
+
+
+@dataclass(frozen=True)
 class Row:
     incident: Incident
     center: Center
     promise: NotifyWithin | None
     confirmed: Confirmation | None
     next_step: NextStep | None
+    key_days: list[KeyDay]
+    deadlines: list[Deadline]
+    """Open call tasks and running clocks, soonest due first."""
     now: datetime = field(compare=False)
 
     @property
@@ -112,24 +148,36 @@ class Row:
             return f"breached by {span(late)}"
         return f"{span(promise.deadline - self.now)} left"
 
-    def urgency(self) -> tuple[bool, bool, int, bool, datetime, datetime]:
-        """Sort key, most urgent first: open before closed; waiting on the center (no
-        confirmation yet, or a decision awaited) before settled; then by severity; a broken
-        promise first; then whatever comes due soonest (the promise's deadline or the next
-        step); the oldest first of what is left."""
+    @property
+    def due_at(self) -> datetime | None:
+        """What comes due soonest: a key date from today on (its day's start at the center), an
+        open call task, a running regulatory clock, or the notify-within promise not met yet
+        (past ones first: what is overdue is the most urgent)."""
         promise = self.promise
-        waiting = self.confirmed is None or self.decision_awaited
-        broken = promise is not None and promise.state is PromiseState.BREACHED
         due = [
-            promise.deadline if promise and promise.state is PromiseState.PENDING else None,
-            self.next_step.due_at if self.next_step else None,
+            *(k.starts_at for k in self.key_days if k.day >= self.today),
+            *(d.due_at for d in self.deadlines),
+            *([promise.deadline] if promise and promise.first_delivered_at is None else []),
         ]
+        return min(due, default=None)
+
+    @property
+    def today(self) -> date:
+        """The date at the center now."""
+        return self.now.astimezone(ZoneInfo(self.center.timezone)).date()
+
+    def urgency(self) -> tuple[bool, datetime, bool, int, datetime, datetime]:
+        """Sort key, soonest due first: open before closed; then by what comes due soonest;
+        among those due at once, waiting on the center (no confirmation yet, or a decision
+        awaited) before settled; then by severity; then by the next step; the oldest first of
+        what is left."""
+        waiting = self.confirmed is None or self.decision_awaited
         return (
             self.closed,
+            self.due_at or _NEVER,
             not waiting,
             SEVERITY_ORDER.index(Severity(self.incident.severity)),
-            not broken,
-            min((d for d in due if d is not None), default=_NEVER),
+            self.next_step.due_at if self.next_step else _NEVER,
             self.incident.opened_at,
         )
 
@@ -164,18 +212,63 @@ def rows(
     ids = [i.id for i in incidents]
     confirmed = _confirmations(session, incidents)
     upcoming = _next_steps(session, ids)
-    found = [
-        Row(
-            incident,
-            centers.get(incident.center_id, Center(incident.center_id, "UTC")),
-            NotifyWithin.of(incident, now),
-            confirmed.get(incident.id),
-            upcoming.get(incident.id),
-            now,
+    owed = _deadlines(session, ids)
+    found = []
+    for incident in incidents:
+        center = centers.get(incident.center_id, Center(incident.center_id, "UTC"))
+        found.append(
+            Row(
+                incident,
+                center,
+                NotifyWithin.of(incident, now),
+                confirmed.get(incident.id),
+                upcoming.get(incident.id),
+                key_days(incident, center.timezone),
+                owed.get(incident.id, []),
+                now,
+            )
         )
-        for incident in incidents
-    ]
     return sorted(found, key=Row.urgency)
+
+
+def key_days(incident: Incident, timezone: str) -> list[KeyDay]:
+    """The incident's lymphodepletion and infusion dates, as far as it has them."""
+    zone = ZoneInfo(timezone)
+    days = []
+    for key in BOARD_KEY_DATES:
+        value = incident.key_dates.get(key.value)
+        if value:
+            day = date.fromisoformat(value)
+            days.append(KeyDay(KEY_DATE_LABELS[key], day, datetime.combine(day, time(), zone)))
+    return days
+
+
+def _deadlines(session: Session, ids: Sequence[str]) -> dict[str, list[Deadline]]:
+    calls = session.exec(
+        select(CallTask)
+        .where(
+            col(CallTask.incident_id).in_(list(ids)),
+            CallTask.status == CallTaskStatus.OPEN.value,
+        )
+        .order_by(col(CallTask.due_at), col(CallTask.id))
+    ).all()
+    clocks = session.exec(
+        select(RegulatoryClock)
+        .where(
+            col(RegulatoryClock.incident_id).in_(list(ids)),
+            col(RegulatoryClock.closed_at).is_(None),
+        )
+        .order_by(col(RegulatoryClock.due_at), col(RegulatoryClock.id))
+    ).all()
+    owed: dict[str, list[Deadline]] = {}
+    for task in calls:
+        label = f"Call by {role(task.caller_role)}: {task.reason}"
+        owed.setdefault(task.incident_id, []).append(Deadline("call", label, task.due_at))
+    for clock in clocks:
+        owed.setdefault(clock.incident_id, []).append(Deadline("report", clock.label, clock.due_at))
+    for deadlines in owed.values():
+        deadlines.sort(key=lambda d: d.due_at)
+    return owed
 
 
 def _confirmations(session: Session, incidents: Sequence[Incident]) -> dict[str, Confirmation]:

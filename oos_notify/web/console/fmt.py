@@ -76,6 +76,18 @@ def iso(instant: datetime) -> str:
     return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def days_until(value: date, now: datetime, timezone: str) -> str:
+    """How far a date is from today at the center: ``today``, ``in 3 days``, ``yesterday``."""
+    days = (value - now.astimezone(ZoneInfo(timezone)).date()).days
+    if days == 0:
+        return "today"
+    if days == 1:
+        return "tomorrow"
+    if days == -1:
+        return "yesterday"
+    return f"in {days} days" if days > 0 else f"{-days} days ago"
+
+
 def span(delta: timedelta) -> str:
     """A duration as people say it, to the minute: ``2 h 05 min``, ``3 d 4 h``, ``under 1 min``."""
     minutes = int(abs(delta).total_seconds() // 60)

@@ -5,6 +5,7 @@ each scheduled email as it would be sent."""
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,8 +42,9 @@ from oos_notify.settings import Settings
 from oos_notify.store import audit, signatures
 from oos_notify.store.lifecycle import IncidentStatus, NotificationKind, NotificationStatus
 from oos_notify.store.models import Acknowledgement, AuditEntry, Event, Incident, Notification
-from oos_notify.web.console import fmt
+from oos_notify.web.console import causes, fmt
 from oos_notify.web.console.accounts import SignedIn
+from oos_notify.web.console.causes import Change
 from oos_notify.web.console.fmt import role, sentence, words
 
 FOLLOW_UPS = (EventType.UPDATE, EventType.DISPOSITION, EventType.RESOLVED, EventType.WITHDRAWN)
@@ -57,6 +59,8 @@ FROM_THE_ANSWER = frozenset(
     {"signature", "revision", "phone", "confirmed_by", "attribution", signatures.SIGNED_CONTENT}
 )
 """Kept on the answer itself too, and shown from there in words (``answer_facts``)."""
+CAUSE_KINDS = frozenset({"event", "confirmation", "decision"})
+"""The timeline's items that bring others about: an event received, an answer from the center."""
 
 
 def answer_title(answer: Acknowledgement, *, noun: bool = False) -> str:
@@ -103,6 +107,24 @@ class Item:
     answer: Acknowledgement | None = None
     by: str | None = None
     details: list[tuple[str, str]] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    """For an event: each fact it changed, old and new."""
+    why: str | None = None
+    """For an event: the summary it came with."""
+    effects: list[Item] = field(default_factory=list)
+    """What it brought about at once (a status changed, steps cancelled, notices sent), in the
+    order it happened: shown under it, folded."""
+
+    @property
+    def effects_summary(self) -> str:
+        """The effects in a few words: ``status changed to acknowledged; 6 cancelled``."""
+        statuses = [sentence(e.title) for e in self.effects if e.notification is None]
+        counted = Counter(e.notification.status for e in self.effects if e.notification)
+        messages = [
+            f"{count} {'email' if count == 1 else 'emails'} {status}"
+            for status, count in sorted(counted.items())
+        ]
+        return "; ".join([*statuses, *messages])
 
 
 @dataclass(frozen=True)
@@ -142,6 +164,16 @@ class IncidentView:
 
     def answer_title(self, answer: Acknowledgement, *, noun: bool = False) -> str:
         return answer_title(answer, noun=noun)
+
+    @property
+    def summary_source(self) -> Item | None:
+        """The latest event that came with the incident's summary: who wrote it, and when."""
+        given = [
+            item
+            for item in self.timeline
+            if item.kind == "event" and item.why and item.why == self.incident.summary
+        ]
+        return given[-1] if given else None
 
     def answer_facts(self, answer: Acknowledgement) -> list[tuple[str, str]]:
         return answer_facts(self.trail, answer)
@@ -254,7 +286,7 @@ def load(session: Session, incident: Incident, now: datetime) -> IncidentView:
         .order_by(col(AuditEntry.seq))
     ).all()
     agreement = EffectiveAgreement.stored(incident.agreement)
-    timeline = _timeline(event_rows, notification_rows, answer_rows, trail, now)
+    timeline = _timeline(event_rows, notification_rows, answer_rows, trail, now, agreement.timezone)
     return IncidentView(
         incident,
         agreement,
@@ -358,9 +390,11 @@ def _timeline(
     answer_rows: Sequence[Acknowledgement],
     trail: Sequence[AuditEntry],
     now: datetime,
+    timezone: str,
 ) -> list[Item]:
     """Everything that happened, and what is due, in time order; what happened at one instant
-    in the order the audit trail recorded it."""
+    in the order the audit trail recorded it; what an event or an answer brought about at once
+    under it (``_grouped``)."""
     seq: dict[tuple[str, str | None], int] = {}
     for e in trail:
         subject = e.notification_id or e.detail.get("event_id")
@@ -368,6 +402,7 @@ def _timeline(
     posted_by = {
         e.detail.get("event_id"): e.actor for e in trail if e.action == "console_event_posted"
     }
+    changed = causes.changes(event_rows, trail, timezone)
     settled_at = {
         e.notification_id: e
         for e in trail
@@ -382,6 +417,8 @@ def _timeline(
             "info",
             by=posted_by.get(e.event_id, "manufacturer (API)"),
             details=[("event", e.event_id)],
+            changes=changed.get(e.event_id, []),
+            why=e.payload.get("summary"),
         )
         for e in event_rows
     ]
@@ -435,7 +472,45 @@ def _timeline(
         if e.action in ("severity_changed", "incident_reopened")
     ]
     items += [_revision_item(e) for e in trail if e.action in REVISION_ACTIONS]
-    return sorted(items, key=lambda item: (item.at, item.seq))
+    return _grouped(items, trail, seq)
+
+
+def _grouped(
+    items: list[Item], trail: Sequence[AuditEntry], seq: Mapping[tuple[str, str | None], int]
+) -> list[Item]:
+    """The items in time order, each effect moved under its cause: an item recorded in the same
+    transaction as an event or an answer (``causes.runs``), or a notification that transaction
+    scheduled to go at once (a follow-up notice). What opened the incident is no cause here:
+    everything comes from it."""
+    first = causes.runs(trail)
+    opened = causes.opening_runs(trail, first)
+    at = {e.seq: e.at for e in trail}
+    by_run: dict[int, Item] = {}
+    for item in items:
+        run = first.get(item.seq)
+        if item.kind in CAUSE_KINDS and run is not None and run not in opened:
+            by_run.setdefault(run, item)
+
+    def cause_of(item: Item) -> Item | None:
+        if item.kind in CAUSE_KINDS:
+            return None
+        n = item.notification
+        scheduled = seq.get(("notification_scheduled", n.id)) if n else None
+        # A step scheduled for later stays in time order, below the now line until it goes
+        recorded = [item.seq] if item.seq != scheduled else []
+        if n is not None and scheduled and n.due_at <= at[scheduled]:
+            recorded.append(scheduled)
+        runs = (first.get(s) for s in recorded)
+        return next((by_run[r] for r in runs if r is not None and r in by_run), None)
+
+    shown = []
+    for item in sorted(items, key=lambda item: (item.at, item.seq)):
+        cause = cause_of(item)
+        if cause is None:
+            shown.append(item)
+        else:
+            cause.effects.append(item)
+    return shown
 
 
 REVISION_ACTIONS = {

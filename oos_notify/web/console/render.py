@@ -99,6 +99,7 @@ _environment.filters.update(
     answer=fmt.answer,
 )
 _environment.globals["relative"] = fmt.relative
+_environment.globals["days_until"] = fmt.days_until
 
 
 def render(template: str, **context: Any) -> str:

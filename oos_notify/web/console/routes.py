@@ -38,6 +38,7 @@ from oos_notify.web.console import (
     incident,
     record,
     reports,
+    sent,
     signing,
 )
 from oos_notify.web.console.accounts import SignedIn
@@ -796,6 +797,64 @@ def email_preview_html(
     except RenderError as error:
         raise PageError(422, "This email cannot be rendered", str(error)) from None
     return _email_html(message.html)
+
+
+@router.get(
+    "/console/incidents/{incident_id}/notifications/{notification_id}/sent",
+    response_class=HTMLResponse,
+)
+def sent_message(
+    incident_id: str,
+    notification_id: str,
+    request: Request,
+    who: UserDep,
+    session: SessionDep,
+) -> HTMLResponse:
+    found = _incident(session, incident_id)
+    row = _notification(session, found, notification_id)
+    return page(
+        "sent.html",
+        **_frame(request, who, "board"),
+        incident=found,
+        n=row,
+        step=incident.step_name(row.kind, row.level),
+        view=sent.load(session, row),
+        timezone=EffectiveAgreement.stored(found.agreement).timezone,
+    )
+
+
+def _kept(session: Session, incident_id: str, notification_id: str) -> tuple[Incident, sent.Kept]:
+    found = _incident(session, incident_id)
+    kept = sent.load(session, _notification(session, found, notification_id)).kept
+    if kept is None:
+        raise _not_found(f"No message was kept for notification {notification_id!r}.")
+    return found, kept
+
+
+@router.get("/console/incidents/{incident_id}/notifications/{notification_id}/sent/html")
+def sent_message_html(
+    incident_id: str, notification_id: str, who: UserDep, session: SessionDep
+) -> Response:
+    _, kept = _kept(session, incident_id, notification_id)
+    return _email_html(kept.html)
+
+
+@router.get("/console/incidents/{incident_id}/notifications/{notification_id}/sent.eml")
+def sent_message_source(
+    incident_id: str, notification_id: str, who: UserDep, session: SessionDep
+) -> Response:
+    """The message byte for byte as the mail server accepted it (its confirmation links masked),
+    for a mail client to open."""
+    _, kept = _kept(session, incident_id, notification_id)
+    return Response(
+        kept.raw,
+        media_type="message/rfc822",
+        headers={
+            "Content-Disposition": f'attachment; filename="message-{notification_id}.eml"',
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 def _email_html(html: str, links_work: bool = False) -> HTMLResponse:

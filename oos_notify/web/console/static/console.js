@@ -29,6 +29,16 @@
     });
   };
 
+  // A refresh redraws the region: what the reader had unfolded stays unfolded.
+  const redraw = (region, html) => {
+    const open = [...region.querySelectorAll("details[id][open]")].map((el) => el.id);
+    region.innerHTML = html;
+    open.forEach((id) => {
+      const el = document.getElementById(id);
+      if (el) { el.open = true; }
+    });
+  };
+
   const live = (region) => {
     const url = region.dataset.live;
     const every = Number(region.dataset.liveEvery || 2000);
@@ -46,7 +56,7 @@
       }
       if (response.status === 200) {
         etag = response.headers.get("ETag") || "";
-        region.innerHTML = await response.text();
+        redraw(region, await response.text());
         viewerTimes(region);
         say("Updated " + written(new Date(), region.dataset.liveZone || "UTC") + ".");
       }
