@@ -141,7 +141,7 @@ async def test_a_follow_up_names_the_dates_it_moved_and_its_effects_fold_under_i
     update = timeline.locator("> li.item", has_text="Update received")
     changes = update.get_by_role("list", name="What it changed")
     await expect(changes).to_have_text(
-        re.compile(r"Planned infusion: Thu 03 Dec 2026 → changed to Sat 05 Dec 2026")
+        re.compile(r"Planned infusion: Thu 3 Dec 2026 → changed to Sat 5 Dec 2026")
     )
     await expect(update).to_contain_text(f"Summary, by {people.qa}")
     await expect(update).to_contain_text("The patient's counts recovered late.")
@@ -149,7 +149,7 @@ async def test_a_follow_up_names_the_dates_it_moved_and_its_effects_fold_under_i
     # The confirmation comes first; what it brought about is after it, folded under it
     confirmed = timeline.locator("> li.item", has_text="Confirmed: Received")
     effects = confirmed.locator("details.effects")
-    status = effects.get_by_text("Status changed to acknowledged", exact=True)
+    status = effects.get_by_text("Status changed to confirmed", exact=True)
     await expect(effects).not_to_have_attribute("open", "")
     await expect(status).to_be_hidden()
     await effects.locator("summary").click()
@@ -174,7 +174,7 @@ async def test_a_follow_up_names_the_dates_it_moved_and_its_effects_fold_under_i
         }
     )
     assert posted.status_code == 202, posted.text
-    await expect(timeline).to_contain_text("Sat 05 Dec 2026 → changed to Mon 07 Dec 2026")
+    await expect(timeline).to_contain_text("Sat 5 Dec 2026 → changed to Mon 7 Dec 2026")
     await expect(status).to_be_visible()
 
     problems = await accessible(page, "incident at 1280 px, effects open")

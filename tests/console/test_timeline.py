@@ -49,8 +49,8 @@ async def test_a_follow_up_entry_names_old_and_new_dates_its_author_and_why(
         page = (await client.get(f"/console/incidents/{incident_id}")).text
 
     update = item_of(page, "Update received")
-    assert 'Planned infusion: <span class="old">Thu 03 Dec 2026</span>' in update
-    assert "<strong>Sat 05 Dec 2026</strong>" in update
+    assert 'Planned infusion: <span class="old">Thu 3 Dec 2026</span>' in update
+    assert "<strong>Sat 5 Dec 2026</strong>" in update
     assert "Lymphodepletion start:" not in update  # unchanged: not listed
     assert f"<strong>Summary</strong>, by <bdi>{people.qa}</bdi>" in update
     assert "the patient&#39;s count recovered late" in update
@@ -76,16 +76,16 @@ async def test_what_a_confirmation_brought_about_comes_after_it_and_under_it(
         page = (await client.get(f"/console/incidents/{incident_id}")).text
 
     confirmed = item_of(page, "Confirmed: Received")
-    assert "Status changed to acknowledged" in confirmed
+    assert "Status changed to confirmed" in confirmed
     assert re.search(
-        r"What it brought about \(\d+\): Status changed to acknowledged; 6 emails cancelled",
+        r"What it brought about \(\d+\): Status changed to confirmed; 6 emails cancelled",
         confirmed,
     )
     timeline = page[page.index("Timeline") :]
-    assert timeline.index("Confirmed: Received") < timeline.index("Status changed to acknowledged")
+    assert timeline.index("Confirmed: Received") < timeline.index("Status changed to confirmed")
     # Nothing it brought about is left at the top level of the timeline
     outside = re.sub(r"<details.*?</details>", "", timeline, flags=re.S)
-    assert "st-cancelled" not in outside and "Status changed to acknowledged" not in outside
+    assert "st-cancelled" not in outside and "Status changed to confirmed" not in outside
 
 
 async def test_steps_a_follow_up_schedules_for_later_stay_below_the_now_line(
