@@ -207,6 +207,8 @@ class CenterView(BaseModel):
 class AckLinkView(BaseModel):
     url: str
     expires_at: str
+    enrol_url: str | None = None
+    """Where a decider with no passkey yet sets one up, from the same link."""
 
 
 class SignatureView(BaseModel):
