@@ -499,7 +499,7 @@ class SignedDecision:
     @classmethod
     def of(cls, detail: dict[str, Any]) -> SignedDecision:
         signed = detail[signatures.SIGNATURE]
-        local = datetime.fromisoformat(signed["signed_at"])
+        local = datetime.fromisoformat(signed["signed_at"]).astimezone(ZoneInfo(signed["zone"]))
         return cls(
             {
                 "printed_name": signed["printed_name"],
