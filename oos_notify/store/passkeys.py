@@ -10,6 +10,7 @@ it can be verified again at any time, and an assertion made for other content ne
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import secrets
 from collections.abc import Mapping, Sequence
@@ -69,6 +70,15 @@ class RelyingParty:
             else (f"{scheme}://{host}:{port}")
         )
         return cls(host, origin, name)
+
+    @property
+    def usable(self) -> bool:
+        """Browsers take a domain as RP ID, never an IP address (``http://127.0.0.1`` fails)."""
+        try:
+            ipaddress.ip_address(self.id.strip("[]"))
+        except ValueError:
+            return bool(self.id)
+        return False
 
 
 def person_of(email: str) -> str:

@@ -249,6 +249,13 @@ def build_services(settings: Settings, clock: Clock, role: Role = Role.SERVE) ->
     relying_party = RelyingParty.of(
         settings.public_base_url, f"{agreements.manufacturer.name} notifications"
     )
+    if not relying_party.usable:
+        log.warning(
+            "OOS_NOTIFY_PUBLIC_BASE_URL %s is an IP address: browsers refuse passkeys there, so "
+            "deciders cannot sign decisions; use a host name (http://localhost:%s on this machine)",
+            settings.public_base_url,
+            settings.port,
+        )
     versions = template_sets.record(engine, renderer, agreements, clock.now())
     renderer.keep_snapshots(template_sets.source(engine))
     gate = write_gate(engine)
