@@ -5,6 +5,7 @@ assertion again against the enrolled key."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import Any
@@ -30,6 +31,7 @@ from tests.test_lifecycle import (
     post,
     timeline,
 )
+from tests.test_migrations import oos_notify
 
 PRINTED_NAME = "Dr. Lena Ortiz, CAR-T attending"
 """The decider's name as the center's agreement gives it: the name their passkey signs with."""
@@ -358,3 +360,35 @@ async def test_a_coordinators_page_offers_no_decision(
     assert "passkey" not in page.text.lower()
     refused = await service.client.post(coordinator, data={"response": "request_remanufacture"})
     assert refused.status_code == 422
+
+
+async def test_a_removed_passkey_signs_nothing_and_the_decider_enrols_again(
+    service: RunningService, smtp: CaptureServer
+) -> None:
+    # Given a physician who enrolled a passkey, then lost the device
+    incident_id, link = await offered(service, smtp)
+    lost = device_for(service)
+    assert (await enrol(service.client, link, lost)).status_code == 201
+    signing = await signed_fields(service.client, link, "decline_product", lost)
+    url = service.services.settings.database_url
+
+    # When the operator removes it
+    removed = await asyncio.to_thread(oos_notify, url, "passkey", "remove", PHYSICIAN.upper())
+
+    # Then it signs nothing more, the list says so, and the physician may enrol a new one
+    assert removed.returncode == 0, removed.stderr
+    assert f"removed 1 passkey(s) of {PHYSICIAN}" in removed.stdout
+    listed = await asyncio.to_thread(oos_notify, url, "passkey", "list")
+    assert listed.stdout.startswith(f"{PHYSICIAN}\t{PRINTED_NAME}\tenrolled ")
+    assert "\tremoved " in listed.stdout
+    refused = await service.client.post(link, data=signing)
+    assert refused.status_code == 422 and "is not the one set up for" in refused.text
+    assert (await detail(service, incident_id))["decision"] is None
+    again = device_for(service)
+    assert (await enrol(service.client, link, again)).status_code == 201
+    decided = await decide(service.client, link, "decline_product", again)
+    assert "your decision is recorded" in decided.text
+    actions = [e["action"] for e in await timeline(service, incident_id)]
+    assert actions.count("passkey_enrolled") == 2
+    nobody = await asyncio.to_thread(oos_notify, url, "passkey", "remove", "nobody@x.example")
+    assert nobody.returncode == 1 and "has no passkey that signs" in nobody.stderr

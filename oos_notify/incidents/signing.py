@@ -290,7 +290,11 @@ class PasskeySigner:
                 raise ValueError("not an object")
             credential = session.get(PasskeyCredential, passkeys.credential_id_of(assertion))
             email = state.notification.recipient_email
-            if credential is None or credential.person != passkeys.person_of(email):
+            if (
+                credential is None
+                or credential.removed_at is not None
+                or credential.person != passkeys.person_of(email)
+            ):
                 raise PasskeyRefused(f"The passkey used is not the one set up for {email}.")
             evidence, count = passkeys.verify_assertion(
                 self.ceremonies.rp, assertion, content, nonce, credential

@@ -499,3 +499,6 @@ class PasskeyCredential(SQLModel, table=True):
     enrolled_at: datetime = _utc()
     enrolled_from: str = Field(foreign_key="notifications.id")
     """The notification whose link the decider enrolled from."""
+    removed_at: datetime | None = _utc(default=None)
+    """When the operator removed it (a lost device): it signs nothing more, and the person may
+    enrol again. Kept, so what it signed before can still be traced to its enrolment."""

@@ -37,7 +37,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from oos_notify.store import signatures
+from oos_notify.store import audit, signatures
 from oos_notify.store.models import PasskeyCredential
 
 METHOD = "passkey"
@@ -87,14 +87,49 @@ def person_of(email: str) -> str:
 
 
 def enrolled(session: Session, email: str) -> list[PasskeyCredential]:
-    """The passkeys a person enrolled, oldest first."""
+    """The passkeys a person enrolled and may sign with, oldest first."""
     return list(
         session.exec(
             select(PasskeyCredential)
-            .where(PasskeyCredential.person == person_of(email))
+            .where(
+                PasskeyCredential.person == person_of(email),
+                col(PasskeyCredential.removed_at).is_(None),
+            )
             .order_by(col(PasskeyCredential.enrolled_at), col(PasskeyCredential.id))
         ).all()
     )
+
+
+def every(session: Session) -> list[PasskeyCredential]:
+    """Every passkey ever enrolled, removed ones too, by person then enrolment."""
+    return list(
+        session.exec(
+            select(PasskeyCredential).order_by(
+                col(PasskeyCredential.person),
+                col(PasskeyCredential.enrolled_at),
+                col(PasskeyCredential.id),
+            )
+        ).all()
+    )
+
+
+def remove(session: Session, email: str, now: datetime) -> list[PasskeyCredential]:
+    """Stop a person's passkeys signing (a lost or replaced device); they may enrol again from
+    their next decision request. Audited; the rows stay."""
+    removed = enrolled(session, email)
+    for credential in removed:
+        credential.removed_at = now
+        session.add(credential)
+        audit.record(
+            session,
+            now,
+            "passkey_removed",
+            "operator",
+            credential_id=credential.id,
+            person=credential.person,
+            printed_name=credential.printed_name,
+        )
+    return removed
 
 
 def new_challenge() -> bytes:

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("sign_count", sa.BigInteger(), nullable=False),
         sa.Column("enrolled_at", sa.DateTime(), nullable=False),
         sa.Column("enrolled_from", sa.String(), nullable=False),
+        sa.Column("removed_at", sa.DateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["enrolled_from"], ["notifications.id"], name="passkey_credentials_enrolled_from_fkey"
         ),
