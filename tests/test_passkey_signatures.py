@@ -119,6 +119,7 @@ async def test_a_decider_enrols_from_the_emailed_link_and_signs_the_decision_wit
         if m.recipients[0] == QA and m.subject.startswith("Act on decision")
     ]
     assert f"Printed name:     {PRINTED_NAME}" in receipt.part("plain")
+    assert "Signed with:      passkey (WebAuthn) the signer enrolled" in receipt.part("plain")
     with Session(service.services.engine) as session:
         assert audit.verify(session).intact
 
@@ -149,6 +150,8 @@ async def test_a_decision_without_a_valid_assertion_is_refused_and_nothing_is_re
         ({**good, "assertion": "not json"}, "does not check out"),
         ({**good, "assertion": "[]"}, "does not check out"),
         ({**good, "assertion": json.dumps({"id": "AAAA"})}, "is not the one set up for"),
+        ({**good, "assertion": json.dumps({"id": "A\u0000B"})}, "names no credential"),
+        ({**good, "assertion": json.dumps({"id": 7})}, "names no credential"),
         ({**good, "signing": good["signing"][:-4] + "AAAA"}, "does not belong to this page"),
         (forged, "does not check out"),
         (unverified_fields, "does not check out"),

@@ -53,7 +53,7 @@ from oos_notify.incidents.center_reports import ReportKind
 from oos_notify.return_addresses import Purpose as AddressPurpose
 from oos_notify.return_addresses import ReturnAddresses
 from oos_notify.settings import Settings
-from oos_notify.store import passkeys
+from oos_notify.store import passkeys, signatures
 from oos_notify.store.lifecycle import NotificationKind, NotificationStatus
 from oos_notify.store.models import (
     Acknowledgement,
@@ -510,6 +510,7 @@ def acknowledgement_view(
             printed_name=signed["printed_name"],
             meaning=signed["meaning"],
             signed_at=signed["shown"],
+            method=signatures.METHOD_LABELS.get(signed.get("method") or "", None),
         )
         if signed
         else None,

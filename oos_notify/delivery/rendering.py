@@ -215,6 +215,8 @@ class SignatureView(BaseModel):
     printed_name: str
     meaning: str
     signed_at: str
+    method: str | None = None
+    """How the signer was identified, in words (``signatures.METHOD_LABELS``)."""
 
 
 class RevisionView(BaseModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from oos_notify.store.models import PasskeyCredential
 METHOD = "passkey"
 TIMEOUT_MS = 120_000
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_CREDENTIAL_ID = re.compile(r"[A-Za-z0-9_-]{1,1366}")
+"""A credential id in base64url: at most 1023 bytes (WebAuthn), nothing a database refuses."""
 
 
 class PasskeyRefused(Exception):
@@ -214,7 +217,7 @@ def assertion_options(
 def credential_id_of(assertion: Mapping[str, Any]) -> str:
     """The credential an assertion names; PasskeyRefused when it names none."""
     found = assertion.get("id")
-    if not isinstance(found, str) or not found or len(found) > 1024:
+    if not isinstance(found, str) or not _CREDENTIAL_ID.fullmatch(found):
         raise PasskeyRefused("The passkey's answer names no credential.")
     return found
 
