@@ -1,4 +1,4 @@
-"""The ``oos-notify`` command: serve (or api and worker), check-config, preview, apikey, audit,
+"""The ``oos-notify`` command: serve (or api and worker), check-config, preview, apikey, passkey,
 db, user."""
 
 from __future__ import annotations
@@ -92,6 +92,39 @@ def _preview(settings: Settings, args: argparse.Namespace) -> int:
     html.write_text(message.html, encoding="utf-8")
     print(f"Subject: {message.subject}\n\n{message.text}")
     print(f"(HTML part written to {html})", file=sys.stderr)
+    return 0
+
+
+def _passkey(settings: Settings, args: argparse.Namespace) -> int:
+    from oos_notify.store import passkeys
+    from oos_notify.store.db import open_schema, transaction
+
+    engine = make_engine(settings.database_url)
+    now = SystemClock().now()
+    try:
+        open_schema(engine, settings.migrate_on_start)
+        with transaction(engine) as session:
+            if args.action == "remove":
+                removed = passkeys.remove(session, args.email, now)
+                if not removed:
+                    print(f"{args.email} has no passkey that signs", file=sys.stderr)
+                    return 1
+                print(
+                    f"removed {len(removed)} passkey(s) of {passkeys.person_of(args.email)}: "
+                    "they sign nothing more; the next decision request lets them enrol again"
+                )
+            else:
+                for row in passkeys.every(session):
+                    state = f"removed {row.removed_at:%Y-%m-%d}" if row.removed_at else "active"
+                    print(
+                        f"{row.person}\t{row.printed_name}\t"
+                        f"enrolled {row.enrolled_at:%Y-%m-%d}\t{state}"
+                    )
+    except SchemaNotReady as error:
+        print(f"cannot manage passkeys: {error}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
     return 0
 
 
@@ -244,6 +277,14 @@ def parser() -> argparse.ArgumentParser:
     revoke = key_actions.add_parser("revoke", help="revoke a key by name")
     revoke.add_argument("name")
     keys.set_defaults(run=_apikey)
+    keys_of_deciders = commands.add_parser("passkey", help="deciders' passkeys")
+    passkey_actions = keys_of_deciders.add_subparsers(dest="action", required=True)
+    passkey_actions.add_parser("list", help="every passkey enrolled, removed ones too")
+    removal = passkey_actions.add_parser(
+        "remove", help="stop a decider's passkey signing (a lost device); they may enrol again"
+    )
+    removal.add_argument("email")
+    keys_of_deciders.set_defaults(run=_passkey)
     trail = commands.add_parser("audit", help="check the tamper-evident audit trail")
     trail_actions = trail.add_subparsers(dest="action", required=True)
     verify = trail_actions.add_parser(

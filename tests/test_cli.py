@@ -331,7 +331,7 @@ def test_preview_with_an_event_file_shows_that_events_facts(workdir: Path) -> No
         "Subject: Decision needed: OOS-2026-0142, lot LOT-77-0001 offered for OOS release\n"
     )
     assert "<b>potency</b>: result 22 %" in result.stdout  # the text part is plain text
-    assert "RECORD THE PHYSICIAN'S DECISION" in result.stdout
+    assert "RECORD YOUR DECISION" in result.stdout
     html = (workdir / "preview-mercy-west-oos_release_decision.html").read_text(encoding="utf-8")
     assert "&lt;b&gt;potency&lt;/b&gt;" in html and "<b>potency</b>" not in html
     assert "MST" in html  # Mercy West is in America/Denver

@@ -16,6 +16,7 @@ from oos_notify.ops.config_check import load
 from oos_notify.ops.preview import preview
 from tests.conftest import CONFIG_DIR, TEMPLATES_DIR, RunningService, ack_link, release_failure
 from tests.console.conftest import QA_NAME, add_people, browser, settle_revision, sign_in
+from tests.passkeys import enrol_and_decide
 from tests.test_lifecycle import (
     ACCOUNT_LEAD,
     BACKUP,
@@ -30,7 +31,6 @@ from tests.test_lifecycle import (
     QA,
     QUALITY,
     REGULATORY,
-    SIGNED,
     advance,
     decision_request,
     detail,
@@ -280,44 +280,48 @@ async def test_an_oos_acceptance_runs_through_its_pathway_checklist_before_resol
         "You sign: I accept use of the out-of-specification product for this patient, under "
         "US: single-patient expanded access (IND, 21 CFR 312.310)." in page.text
     )
-    assert 'name="printed_name"' in page.text
+    assert "Sign with passkey and record decision" in page.text
 
-    # When the physician accepts without printing a name, nothing is recorded
+    # When the physician accepts without signing with a passkey, nothing is recorded
     unsigned = await service.client.post(link, data={"response": "accept_oos_product"})
-    assert unsigned.status_code == 422 and "Print your full name" in unsigned.text
+    assert unsigned.status_code == 422
+    assert "A decision is recorded only when you sign it with your passkey" in unsigned.text
     assert (await detail(service, incident_id))["decision"] is None
 
-    # When the physician signs the acceptance
+    # When the physician sets up a passkey and signs the acceptance with it
     clock.advance(timedelta(minutes=30))
-    signed = await service.client.post(
-        link, data={"response": "accept_oos_product", "printed_name": "Lena Ortiz, MD"}
-    )
+    signed = await enrol_and_decide(service.client, link, "accept_oos_product")
     assert "your decision is recorded" in signed.text
     await service.settle()
 
     # Then the decision carries the signature manifestation, in QA's receipt and in the API
     receipt = mail_to(smtp.handler.messages()[before:], QA)
     text = plain(receipt)
-    assert "Printed name: Lena Ortiz, MD" in text
+    assert "Printed name: Dr. Lena Ortiz, CAR-T attending" in text
     assert "Signed: Tue 24 Nov 2026, 09:42 CST" in text
     assert (
         "Meaning: accept use of the out-of-specification product for this patient, under "
         "US: single-patient expanded access (IND, 21 CFR 312.310)" in text
     )
     state = await detail(service, incident_id)
+    decided_entry = next(
+        e for e in await timeline(service, incident_id) if e["action"] == "decided"
+    )
     assert state["decision_signature"] == {
-        "printed_name": "Lena Ortiz, MD",
+        "printed_name": "Dr. Lena Ortiz, CAR-T attending",
         "signed_at": "2026-11-24T09:42:00-06:00",
         "timezone": "America/Chicago",
         "meaning": "accept use of the out-of-specification product for this patient, under "
         "US: single-patient expanded access (IND, 21 CFR 312.310)",
+        "method": "passkey",
+        "content_sha256": decided_entry["detail"]["signature"]["content_sha256"],
     }
     [decided] = [a for a in state["acknowledgements"] if a["purpose"] == "decision"]
     assert decided["signature"] == state["decision_signature"]
-    decided_entry = next(
-        e for e in await timeline(service, incident_id) if e["action"] == "decided"
+    assert decided_entry["detail"]["signature"]["printed_name"] == (
+        "Dr. Lena Ortiz, CAR-T attending"
     )
-    assert decided_entry["detail"]["signature"]["printed_name"] == "Lena Ortiz, MD"
+    assert decided_entry["detail"]["signature"]["method"] == "passkey"
 
     # When QA records the infusion with the checklist incomplete
     infusion = follow_up(
@@ -483,7 +487,7 @@ async def test_call_me_then_the_physician_decides_from_the_same_link(
 
     again = await service.client.get(link)
     assert "You asked Example Therapeutics to call you" in again.text
-    decided = await service.client.post(link, data={"response": "decline_product", **SIGNED})
+    decided = await enrol_and_decide(service.client, link, "decline_product")
 
     assert "your decision is recorded" in decided.text
     state = await detail(service, opened["incident_id"])
@@ -541,18 +545,24 @@ async def test_a_revision_names_one_person_with_one_mailbox(
     assert (await detail(service, opened["incident_id"]))["decision"] is None
 
 
-async def test_a_printed_name_is_one_line(service: RunningService, smtp: CaptureServer) -> None:
+async def test_a_typed_printed_name_with_a_line_break_does_not_reach_the_record(
+    service: RunningService, smtp: CaptureServer
+) -> None:
+    """The printed name is the enrolled person's, one line as the agreement gives it: a name
+    typed into the form, another person's on a second line, is ignored."""
     opened = await post(service, release_failure())
     await post(service, follow_up("disposition", 200, disposition="oos_release_offered"))
 
-    page = await service.client.post(
+    page = await enrol_and_decide(
+        service.client,
         ack_link(decision_request(smtp)),
-        data={"response": "accept_oos_product", "printed_name": "Lena Ortiz\r\nDr. Someone Else"},
+        "accept_oos_product",
+        printed_name="Lena Ortiz\r\nDr. Someone Else",
     )
 
-    assert page.status_code == 422
-    assert "Print your name on one line" in page.text
-    assert (await detail(service, opened["incident_id"]))["decision"] is None
+    assert page.status_code == 200 and "Someone Else" not in page.text
+    state = await detail(service, opened["incident_id"])
+    assert state["decision_signature"]["printed_name"] == "Dr. Lena Ortiz, CAR-T attending"
 
 
 async def test_an_unanswered_decision_is_escalated_72_hours_before_lymphodepletion(
@@ -592,9 +602,7 @@ async def test_an_unanswered_decision_is_escalated_72_hours_before_lymphodepleti
     assert "/ack/" not in text
     # And the physician's reminder carries a link that records the decision
     reminder = mail_to(overdue, PHYSICIAN)
-    decided = await service.client.post(
-        ack_link(reminder), data={"response": "decline_product", **SIGNED}
-    )
+    decided = await enrol_and_decide(service.client, ack_link(reminder), "decline_product")
     assert "your decision is recorded" in decided.text
     assert (await detail(service, opened["incident_id"]))["decision"] == "decline_product"
 

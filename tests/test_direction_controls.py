@@ -17,6 +17,7 @@ from oos_notify.store.models import Acknowledgement
 from tests.conftest import RunningService, ack_link, received, release_failure
 from tests.console.conftest import add_people, browser, sign_in
 from tests.console.test_accounts import user
+from tests.passkeys import enrol_and_decide
 from tests.test_lifecycle import decision_request, follow_up, post
 
 OVERRIDE = "\u202e"
@@ -63,19 +64,22 @@ async def test_a_revision_proposed_for_a_reversed_name_is_refused_by_field(
     assert "U+202E" in answer.json()["detail"][0]["msg"]
 
 
-async def test_a_decision_signed_with_a_reversed_printed_name_is_refused(
+async def test_a_typed_printed_name_never_reaches_the_signature(
     service: RunningService, smtp: CaptureServer
 ) -> None:
+    """The printed name is the enrolled person's: a name typed into the form, reversed or not,
+    neither signs a decision nor ends up on one."""
     opened = await post(service, release_failure())
     await post(service, follow_up("disposition", 200, disposition="oos_release_offered"))
+    link = ack_link(decision_request(smtp))
 
     page = await service.client.post(
-        ack_link(decision_request(smtp)),
-        data={"response": "accept_oos_product", "printed_name": REVERSED},
+        link, data={"response": "accept_oos_product", "printed_name": REVERSED}
     )
 
     assert page.status_code == 422
-    assert "Print your name" in page.text and "change the direction of text" in page.text
+    assert "A decision is recorded only when you sign it with your passkey" in page.text
+    assert REVERSED not in page.text
     with Session(service.services.engine) as session:
         decisions = session.exec(
             select(Acknowledgement).where(
@@ -84,6 +88,21 @@ async def test_a_decision_signed_with_a_reversed_printed_name_is_refused(
             )
         ).all()
     assert decisions == []
+
+    signed = await enrol_and_decide(
+        service.client, link, "accept_oos_product", printed_name=REVERSED
+    )
+
+    assert signed.status_code == 200 and REVERSED not in signed.text
+    with Session(service.services.engine) as session:
+        [decision] = session.exec(
+            select(Acknowledgement).where(
+                Acknowledgement.incident_id == opened["incident_id"],
+                Acknowledgement.purpose == "decision",
+            )
+        ).all()
+    assert decision.signature is not None
+    assert decision.signature["printed_name"] == "Dr. Lena Ortiz, CAR-T attending"
 
 
 def test_a_console_account_with_a_direction_control_is_refused(tmp_path: Path) -> None:

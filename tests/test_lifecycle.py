@@ -29,6 +29,7 @@ from tests.conftest import (
     release_failure,
     start_service,
 )
+from tests.passkeys import enrol_and_decide
 
 QA = "qa@manufacturer.example"
 COORDINATOR = "ct-coord@mercy.example"
@@ -43,8 +44,6 @@ QUALITY = "ct-quality@mercy.example"
 PHARMACY = "ids-pharmacy@mercy.example"
 REGULATORY = "regulatory@manufacturer.example"
 MEDICAL_AFFAIRS = "medical-affairs@manufacturer.example"
-SIGNED = {"printed_name": "Lena Ortiz"}
-"""What a decider types to sign a decision on the page."""
 
 
 def follow_up(event_type: str, number: int, **fields: Any) -> dict[str, Any]:
@@ -146,7 +145,10 @@ async def test_a_full_incident_from_failure_to_physician_decision_to_closing(
     assert decision_mail.subject == (
         "Decision needed: OOS-2026-0142, lot LOT-24-1187 offered for OOS release"
     )
-    assert "RECORD THE PHYSICIAN'S DECISION" in decision_mail.part("plain")
+    assert "RECORD YOUR DECISION" in decision_mail.part("plain")
+    assert "You, Dr. Lena Ortiz, CAR-T attending, sign your decision there with your passkey" in (
+        decision_mail.part("plain")
+    )
     notice = by_recipient[COORDINATOR]
     assert notice.subject == "Prepare for OOS release: OOS-2026-0142, lot LOT-24-1187"
     assert "/ack/" not in notice.part("plain")
@@ -160,9 +162,8 @@ async def test_a_full_incident_from_failure_to_physician_decision_to_closing(
 
     # When the physician accepts the product
     clock.advance(timedelta(minutes=30))
-    answer = await service.client.post(
-        link,
-        data={"response": "accept_oos_product", "comment": "Benefit outweighs risk.", **SIGNED},
+    answer = await enrol_and_decide(
+        service.client, link, "accept_oos_product", comment="Benefit outweighs risk."
     )
     assert answer.status_code == 200 and "your decision is recorded" in answer.text
     await service.settle()
@@ -224,8 +225,8 @@ async def test_a_second_decision_is_not_recorded_and_says_who_decided(
     await post(service, follow_up("disposition", 200, disposition="oos_release_offered"))
     link = ack_link(decision_request(smtp))
 
-    first = await service.client.post(link, data={"response": "request_remanufacture", **SIGNED})
-    second = await service.client.post(link, data={"response": "accept_oos_product", **SIGNED})
+    first = await enrol_and_decide(service.client, link, "request_remanufacture")
+    second = await service.client.post(link, data={"response": "accept_oos_product"})
 
     assert first.status_code == 200 and second.status_code == 200
     assert "Already decided" in second.text and PHYSICIAN in second.text
@@ -617,8 +618,8 @@ async def test_a_decision_link_from_before_a_late_result_decides_nothing_until_s
     assert len(smtp.handler.messages()) == sent
 
     # When the physician decides from that page
-    decided = await service.client.post(
-        link, data={"response": "decline_product", "round": str(shown_round(page)), **SIGNED}
+    decided = await enrol_and_decide(
+        service.client, link, "decline_product", round=str(shown_round(page))
     )
     await service.settle()
 
@@ -863,8 +864,8 @@ async def test_a_decision_after_the_notice_was_acknowledged_reaches_qa_and_chang
 
     # When the product is offered for release and the physician declines it
     await post(service, follow_up("disposition", 200, disposition="oos_release_offered"))
-    declined = await service.client.post(
-        ack_link(decision_request(smtp)), data={"response": "decline_product", **SIGNED}
+    declined = await enrol_and_decide(
+        service.client, ack_link(decision_request(smtp)), "decline_product"
     )
     assert "your decision is recorded" in declined.text
     await service.settle()

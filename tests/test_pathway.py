@@ -8,6 +8,7 @@ from typing import Any
 
 from oos_notify.delivery.capture import CaptureServer
 from tests.conftest import RunningService, ack_link, release_failure
+from tests.passkeys import enrol_and_decide
 from tests.test_clinical import confirm, mail_to, plain
 from tests.test_lifecycle import COORDINATOR, decision_request, detail, follow_up, post
 
@@ -118,9 +119,7 @@ async def test_the_eu_request_is_refused_before_the_risk_evaluation_is_on_file(
     assert "Not yet on file: Manufacturer&#39;s risk evaluation" in page.text
 
     # When the physician posts a request anyway, it is refused with 409 and nothing is recorded
-    early = await service.client.post(
-        link, data={"response": "accept_oos_product", "printed_name": "Jana Krüger"}
-    )
+    early = await service.client.post(link, data={"response": "accept_oos_product"})
     assert early.status_code == 409
     assert "the product is supplied only after this is on file" in early.text
     assert (await detail(service, incident_id))["decision"] is None
@@ -148,12 +147,11 @@ async def test_the_eu_request_is_refused_before_the_risk_evaluation_is_on_file(
     )
 
     # And the physician's signed request is recorded with that meaning
-    signed = await service.client.post(
-        link, data={"response": "accept_oos_product", "printed_name": "Jana Krüger"}
-    )
+    signed = await enrol_and_decide(service.client, link, "accept_oos_product")
     assert signed.status_code == 200, signed.text
     state = await detail(service, incident_id)
     assert state["decision"] == "accept_oos_product"
+    assert state["decision_signature"]["method"] == "passkey"
     assert state["decision_signature"]["meaning"].startswith(
         "request supply of the out-of-specification product for this patient"
     )

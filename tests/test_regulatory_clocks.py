@@ -11,6 +11,7 @@ from typing import Any
 from oos_notify.clock import ManualClock
 from oos_notify.delivery.capture import CaptureServer
 from tests.conftest import START, RunningService, ack_link, release_failure
+from tests.passkeys import enrol_and_decide
 from tests.test_clinical import confirm, plain
 from tests.test_lifecycle import REGULATORY, decision_request, detail, follow_up, post, timeline
 from tests.test_pathway import EU_COORDINATOR, eu, offered
@@ -40,9 +41,7 @@ async def infused_under_the_eu_route(
         oos_checklist=[{"item": "risk_evaluation", "reference": "RE-2026-0142"}],
     )
     link = ack_link(decision_request(smtp))
-    signed = await service.client.post(
-        link, data={"response": "accept_oos_product", "printed_name": "Jana Krüger"}
-    )
+    signed = await enrol_and_decide(service.client, link, "accept_oos_product")
     assert signed.status_code == 200, signed.text
     await post(
         service,

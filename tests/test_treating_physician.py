@@ -35,6 +35,7 @@ from tests.conftest import (
 from tests.console.conftest import add_people, browser, sign_in
 from tests.inbound.conftest import REPLY_DOMAIN, addresses
 from tests.inbound.mail import deliver, returned
+from tests.passkeys import enrol_and_decide
 from tests.test_lifecycle import (
     CELL_LAB,
     COORDINATOR,
@@ -157,13 +158,14 @@ async def test_a_treating_physician_who_is_not_a_site_contact_is_told_asked_and_
     assert "/ack/" not in site_decider.part("plain")
     assert not site_decider.subject.startswith("Decision needed: ")
 
-    # When the physician signs an acceptance on the decision page
+    # And the request tells the physician to set up the passkey they sign with, in their name
+    assert "SET UP YOUR PASSKEY FIRST (ONCE)" in plain(asked[0])
+    assert f"for Dr. Ada Moreno <{TREATING['email']}>: your decisions are then" in plain(asked[0])
+
+    # When the physician sets up a passkey and signs an acceptance on the decision page
     clock.advance(timedelta(minutes=30))
     before = smtp.handler.count
-    decided = await service.client.post(
-        ack_link(asked[0]),
-        data={"response": "accept_oos_product", "printed_name": "Ada Moreno, MD"},
-    )
+    decided = await enrol_and_decide(service.client, ack_link(asked[0]), "accept_oos_product")
     assert decided.status_code == 200 and "your decision is recorded" in decided.text
     await service.settle()
 
@@ -183,12 +185,12 @@ async def test_a_treating_physician_who_is_not_a_site_contact_is_told_asked_and_
             f"Accept the out-of-specification product, decided by {TREATING['email']} "
             "(physician) on Tue 24 Nov 2026, 09:42 CST." in text
         )
-        assert "Signed by Ada Moreno, MD, Tue 24 Nov 2026, 09:42 CST" in text
+        assert "Signed by Dr. Ada Moreno, Tue 24 Nov 2026, 09:42 CST" in text
         assert "The product is planned to ship on Fri 27 Nov 2026." in text
         assert "[x] Manufacturer's risk assessment of the lot: RA-2026-0142" in text
         assert "/ack/" not in text
     # And QA has the decision, and the physician counts as having confirmed
-    assert "Printed name: Ada Moreno, MD" in plain(mail_to(told, QA))
+    assert "Printed name: Dr. Ada Moreno" in plain(mail_to(told, QA))
     state = await detail(service, opened["incident_id"])
     assert state["decision"] == "accept_oos_product"
     assert state["treating_physician"]["confirmed"] is True
@@ -314,9 +316,7 @@ async def test_an_out_of_office_reply_to_a_decision_request_tells_qa_and_asks_th
     assert state["oos_release"]["asked"] == [TREATING["email"], PHYSICIAN]
 
     # And the deputy's link records the decision
-    decided = await service.client.post(
-        ack_link(deputy), data={"response": "decline_product", "printed_name": "Lena Ortiz"}
-    )
+    decided = await enrol_and_decide(service.client, ack_link(deputy), "decline_product")
     assert "your decision is recorded" in decided.text
     assert (await detail(service, opened["incident_id"]))["decision"] == "decline_product"
 
@@ -376,9 +376,8 @@ async def test_a_decision_cancels_the_reminders_still_waiting(
     await post(service, offer(200))
     [request] = [m for m in since(smtp, before) if m.subject.startswith("Decision needed: ")]
 
-    await service.client.post(
-        ack_link(request), data={"response": "request_remanufacture", "printed_name": "L. Ortiz"}
-    )
+    decided = await enrol_and_decide(service.client, ack_link(request), "request_remanufacture")
+    assert "your decision is recorded" in decided.text
 
     state = await detail(service, opened["incident_id"])
     reminded = [n for n in state["notifications"] if n["template"] == "decision_reminder"]

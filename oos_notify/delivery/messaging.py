@@ -54,6 +54,7 @@ from oos_notify.incidents.center_reports import ReportKind
 from oos_notify.return_addresses import Purpose as AddressPurpose
 from oos_notify.return_addresses import ReturnAddresses
 from oos_notify.settings import Settings
+from oos_notify.store import passkeys, signatures
 from oos_notify.store.lifecycle import NotificationKind, NotificationStatus
 from oos_notify.store.models import (
     Acknowledgement,
@@ -299,9 +300,14 @@ def build_context(
             now, agreement.ack_link_valid_for, CenterCalendar.of(agreement), business_hours=False
         )
         token = tokens.issue(notification, expires_at, ack_round=incident.ack_round)
+        url = f"{settings.public_base_url.rstrip('/')}/ack/{token}"
+        enrols = purpose_of(notification) is Purpose.DECISION and not passkeys.enrolled(
+            session, notification.recipient_email
+        )
         ack_link = AckLinkView(
-            url=f"{settings.public_base_url.rstrip('/')}/ack/{token}",
+            url=url,
             expires_at=local_time(expires_at, agreement.timezone),
+            enrol_url=f"{url}/passkey" if enrols else None,
         )
     first_ack, decision = answers.acknowledgement, answers.decision
     # Replies acknowledge escalation notices with a link, and only those (returned-mail.md).
@@ -505,6 +511,7 @@ def acknowledgement_view(
             printed_name=signed["printed_name"],
             meaning=signed["meaning"],
             signed_at=signed["shown"],
+            method=signatures.METHOD_LABELS.get(signed.get("method") or "", None),
         )
         if signed
         else None,

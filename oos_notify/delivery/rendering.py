@@ -207,12 +207,16 @@ class CenterView(BaseModel):
 class AckLinkView(BaseModel):
     url: str
     expires_at: str
+    enrol_url: str | None = None
+    """Where a decider with no passkey yet sets one up, from the same link."""
 
 
 class SignatureView(BaseModel):
     printed_name: str
     meaning: str
     signed_at: str
+    method: str | None = None
+    """How the signer was identified, in words (``signatures.METHOD_LABELS``)."""
 
 
 class RevisionView(BaseModel):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -20,7 +20,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from oos_notify.addresses import one_line
 from oos_notify.agreements.config import EffectiveAgreement
 from oos_notify.agreements.vocabulary import (
     AckResponse,
@@ -32,7 +31,7 @@ from oos_notify.errors import ServiceError
 from oos_notify.ids import new_id
 from oos_notify.incidents import outcome, pathway_gates, physician, qa_reports
 from oos_notify.incidents.planning import IncidentFacts, plan_acknowledged
-from oos_notify.store import audit, outbox
+from oos_notify.store import audit, outbox, passkeys, signatures
 from oos_notify.store.lifecycle import Condition, IncidentStatus, NotificationKind, incident_sources
 from oos_notify.store.models import Acknowledgement, Event, Incident, Notification
 from oos_notify.store.outbox import PlannedNotification
@@ -147,9 +146,10 @@ class AckForm(BaseModel):
     comment: Annotated[str, Field(max_length=2000), AfterValidator(storable)] | None = None
     round: Annotated[int, Field(ge=1)] | None = None
     """The round the page showed; a form without it answers for the round of its link."""
-    printed_name: Annotated[str, Field(max_length=200), AfterValidator(one_line)] | None = None
-    """The decider's printed name: with the meaning and the time, the decision's signature, shown
-    in messages like any name, so one line."""
+    signing: Annotated[str, Field(max_length=8192)] | None = None
+    """The sealed content of the decision the decider's passkey signed (``signing``)."""
+    assertion: Annotated[str, Field(max_length=16384)] | None = None
+    """The passkey's assertion over that content, as the browser gave it (JSON)."""
     phone: Annotated[str, Field(max_length=40, pattern=r"^\+?[0-9][0-9 ()./-]*$")] | None = None
     """Where "please call us" is to be answered, when not the contact's number on file."""
     confirmed_by: (
@@ -165,10 +165,8 @@ FORM_PROBLEMS = {
     "response": "Choose one of the listed answers.",
     "comment": "A comment is limited to 2000 characters.",
     "round": "This page was changed or is not complete. Open the link from the email again.",
-    "printed_name": (
-        "Print your name on one line, in at most 200 characters, without characters that "
-        "change the direction of text (such as U+202E)."
-    ),
+    "signing": "This signing was changed or is not complete. Open the link from the email again.",
+    "assertion": "Your passkey's answer is not complete. Sign once more.",
     "phone": "Write the phone number with digits, spaces and + ( ) - . / only.",
     "confirmed_by": (
         f"Write your name on one line, in at most {CONFIRMER_NAME_LENGTH} characters, without "
@@ -278,7 +276,8 @@ def response_choices(purpose: Purpose) -> list[AckResponse]:
             AckResponse.DECLINE_PRODUCT,
             AckResponse.CALL_ME,
         ]
-    return [AckResponse.RECEIVED, AckResponse.CALL_ME, AckResponse.REQUEST_REMANUFACTURE]
+    # Re-manufacture is a decision: only a decider is offered it, and signs it.
+    return [AckResponse.RECEIVED, AckResponse.CALL_ME]
 
 
 @dataclass(frozen=True)
@@ -314,6 +313,8 @@ class AckState:
     """This recipient's confirmation of the current round, when it stopped nothing."""
     callback: Acknowledgement | None = None
     """A request to be called that is still open: the decision it leaves open is not made."""
+    signs_as: str | None = None
+    """The printed name of the passkey the decider enrolled; None before they enrol one."""
     just_acknowledged: bool = False
     just_asked_callback: bool = False
     not_recorded: bool = False
@@ -439,6 +440,12 @@ def _load(session: Session, tokens: AckTokens, token: str, now: datetime) -> Ack
         stops_escalation=stops,
         own_confirmation=own,
         callback=open_callback(session, incident) if purpose is Purpose.DECISION else None,
+        signs_as=next(
+            (c.printed_name for c in passkeys.enrolled(session, notification.recipient_email)),
+            None,
+        )
+        if purpose is Purpose.DECISION
+        else None,
     )
 
 
@@ -494,7 +501,8 @@ class Answer:
     signature: dict[str, Any] | None = None
     revision: dict[str, Any] | None = None
     signed: dict[str, Any] | None = None
-    """The electronic signature of the act (``signatures.signed``), for its audit entry."""
+    """The audit detail of an electronic signature (``signatures.signed``): its content and its
+    binding, kept in the entry that records the answer."""
     confirmed_by: str | None = None
     """The person who confirmed through a shared mailbox's link, as they named themselves."""
     attribution: str | None = None
@@ -507,6 +515,42 @@ def attribution(confirmed_by: str | None, address: str) -> str:
     if confirmed_by:
         return f"confirmed by {confirmed_by} via {address}"
     return f"confirmed by the shared mailbox {address}"
+
+
+@dataclass(frozen=True)
+class SignedDecision:
+    """A decision's electronic signature: the manifestation kept on the answer and shown, and
+    the audit detail that binds it to the content signed (``signatures.signed``)."""
+
+    manifestation: dict[str, Any]
+    detail: dict[str, Any]
+
+    @classmethod
+    def of(cls, detail: dict[str, Any]) -> SignedDecision:
+        signed = detail[signatures.SIGNATURE]
+        local = datetime.fromisoformat(signed["signed_at"]).astimezone(ZoneInfo(signed["zone"]))
+        return cls(
+            {
+                "printed_name": signed["printed_name"],
+                "meaning": signed["meaning"],
+                "signed_at": signed["signed_at"],
+                "timezone": signed["zone"],
+                "shown": local.strftime("%a %d %b %Y, %H:%M %Z"),
+                "method": signed["method"],
+                "signer": signed["signer"],
+                "content_sha256": signed["content_sha256"],
+            },
+            detail,
+        )
+
+
+class DecisionSigner(Protocol):
+    """How a decision on the page is signed: it checks the signature posted with the form and
+    returns it, or raises a LinkError and nothing is recorded."""
+
+    def sign(
+        self, session: Session, state: AckState, form: AckForm, meaning: str, now: datetime
+    ) -> SignedDecision: ...
 
 
 def signature(printed_name: str, meaning: str, now: datetime, timezone: str) -> dict[str, Any]:
@@ -533,6 +577,7 @@ def acknowledge(
     now: datetime,
     mail_domain: str,
     by_reply: bool = False,
+    signer: DecisionSigner | None = None,
 ) -> AckState:
     """Record the answer: a confirmation from a role the plan lets stop the escalation stops it
     and starts what it starts; anybody else's is recorded and stops nothing. A decision is
@@ -569,7 +614,9 @@ def acknowledge(
         attribution=attribution(confirmed_by, notification.recipient_email) if shared else None,
     )
     if state.purpose is Purpose.DECISION:
-        return _answer_decision(session, tokens, token, state, form, answer, agreement, mail_domain)
+        return _answer_decision(
+            session, tokens, token, state, form, answer, agreement, mail_domain, signer
+        )
     if physician.is_treating_physician(notification):
         return _confirm_physician(session, state, answer, agreement, mail_domain)
     if not state.stops_escalation:
@@ -624,6 +671,7 @@ def _answer_decision(
     answer: Answer,
     agreement: EffectiveAgreement,
     mail_domain: str,
+    signer: DecisionSigner | None,
 ) -> AckState:
     """A decision, signed; or a request to be called, which leaves the decision open. Either
     answers the notice too, unless somebody acknowledged it already."""
@@ -643,15 +691,11 @@ def _answer_decision(
         )
         template = CALLBACK_TEMPLATE
     else:
-        if not form.printed_name:
-            raise InvalidAnswer(
-                "Print your full name: with the meaning shown and the time, it is recorded as "
-                "your signature of this decision."
-            )
+        if signer is None:
+            raise InvalidAnswer("This service cannot take a signed decision here.")
         meaning = decision_meaning(answer.response, incident.oos_release)
-        signed = replace(
-            answer, signature=signature(form.printed_name, meaning, now, agreement.timezone)
-        )
+        signing = signer.sign(session, state, form, meaning, now)
+        signed = replace(answer, signature=signing.manifestation, signed=signing.detail)
         if record_decision(session, incident, notification, signed) is None:
             session.rollback()
             return _load(session, tokens, token, now)
@@ -717,10 +761,10 @@ def _record(
     )
     session.add(ack)
     extra: dict[str, Any] = {}
-    if answer.signature:
-        extra["signature"] = answer.signature
     if answer.signed:
         extra.update(answer.signed)
+    elif answer.signature:
+        extra["signature"] = answer.signature
     if answer.confirmed_by:
         extra["confirmed_by"] = answer.confirmed_by
     if answer.attribution:

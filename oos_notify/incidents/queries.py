@@ -142,6 +142,11 @@ class SignatureOut(BaseModel):
     """The date and time of signing, with the center's UTC offset."""
     timezone: str
     meaning: str
+    method: str | None
+    """How the signer was identified (``passkey``, ``password``, ``one_time_code``); None on
+    decisions signed with a typed name before signatures had methods."""
+    content_sha256: str | None
+    """The hash of the signed content, which the audit trail keeps beside it."""
 
     @classmethod
     def of(cls, signature: dict[str, Any] | None) -> SignatureOut | None:
@@ -152,6 +157,8 @@ class SignatureOut(BaseModel):
             signed_at=datetime.fromisoformat(signature["signed_at"]),
             timezone=signature["timezone"],
             meaning=signature["meaning"],
+            method=signature.get("method"),
+            content_sha256=signature.get("content_sha256"),
         )
 
 

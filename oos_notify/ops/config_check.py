@@ -76,6 +76,7 @@ from oos_notify.incidents.planning import (
     DELIVERY_FAILURE_TEMPLATE,
     FOLLOW_UP_TEMPLATES,
 )
+from oos_notify.store import signatures
 
 SAMPLE_INSTANT = datetime(2026, 11, 24, 15, 12, tzinfo=UTC)
 BUILT_IN_TEMPLATES = frozenset(
@@ -263,6 +264,7 @@ def sample_context(
                     printed_name=decider.name,
                     meaning=AckResponse.ACCEPT_OOS_PRODUCT.meaning,
                     signed_at=signed_at,
+                    method=signatures.METHOD_LABELS["passkey"],
                 ),
                 "revision": RevisionView(
                     reason="Decision given by telephone after the callback.",

@@ -34,7 +34,7 @@ from sqlalchemy import ColumnElement, bindparam, event, func, select
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session, SessionTransaction
 
-from oos_notify.store import signatures
+from oos_notify.store import passkeys, signatures  # noqa: F401 (passkeys registers its check)
 from oos_notify.store.db import insert_missing
 from oos_notify.store.models import AuditEntry, ServiceValue
 

@@ -537,3 +537,26 @@ class Timer(SQLModel, table=True):
     """``scheduled``, ``done`` or ``cancelled``."""
     created_at: datetime = _utc()
     done_at: datetime | None = _utc(default=None)
+
+
+class PasskeyCredential(SQLModel, table=True):
+    """A decider's passkey, enrolled once from the link of an email made out to them: the public
+    key their decisions' signatures are verified with, and the name they are printed with."""
+
+    __tablename__ = "passkey_credentials"
+
+    id: str = Field(primary_key=True)
+    """The credential id the authenticator chose, base64url."""
+    person: str = Field(index=True)
+    """Whom it identifies: the decider's email address, lower case."""
+    printed_name: str
+    """The decider's name as the email that carried the enrolment link addressed them."""
+    public_key: str
+    """The credential's COSE public key, base64url."""
+    sign_count: int = Field(default=0, sa_type=BigInteger)
+    enrolled_at: datetime = _utc()
+    enrolled_from: str = Field(foreign_key="notifications.id")
+    """The notification whose link the decider enrolled from."""
+    removed_at: datetime | None = _utc(default=None)
+    """When the operator removed it (a lost device): it signs nothing more, and the person may
+    enrol again. Kept, so what it signed before can still be traced to its enrolment."""

@@ -28,6 +28,18 @@ Method = Literal["passkey", "password", "one_time_code"]
 the signing; a one-time code sent to the signer's second registered channel, with the emailed link
 (the weakest, recorded as such)."""
 
+METHOD_LABELS: dict[str, str] = {
+    "passkey": "passkey (WebAuthn) the signer enrolled",
+    "password": "console password re-entered at the signing",
+    "one_time_code": (
+        "one-time code sent to the signer's second channel, with the emailed link "
+        "(the weaker method)"
+    ),
+}
+"""How the record names each method."""
+TYPED_NAME = "a name typed at the signing (no identification of the signer)"
+"""How the record names a signature from before methods: only a printed name was typed."""
+
 SIGNED_CONTENT = "signed_content"
 SIGNATURE = "signature"
 

@@ -156,7 +156,7 @@ def create_app(
         content = json.dumps({"detail": detail}, ensure_ascii=True, allow_nan=False)
         return Response(content, status_code=422, media_type="application/json")
 
-    from oos_notify.web.api import ack, call_tasks, events, health, incidents, mailbox
+    from oos_notify.web.api import ack, call_tasks, events, health, incidents, mailbox, passkeys
     from oos_notify.web.console import routes as console
 
     if role.answers:
@@ -164,6 +164,7 @@ def create_app(
         app.include_router(incidents.router)
         app.include_router(call_tasks.router)
         app.include_router(ack.router)
+        app.include_router(passkeys.router)
     app.include_router(health.router)
     if role.sends:
         app.include_router(mailbox.router)  # the capture server lives beside the dispatcher

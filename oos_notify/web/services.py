@@ -23,6 +23,7 @@ from oos_notify.delivery.rendering import Renderer
 from oos_notify.inbound import service as inbound
 from oos_notify.inbound.service import InboundMail
 from oos_notify.incidents.acknowledgement import AckTokens
+from oos_notify.incidents.signing import Ceremonies
 from oos_notify.ops import config_check
 from oos_notify.return_addresses import ReturnAddresses
 from oos_notify.settings import Settings
@@ -36,6 +37,7 @@ from oos_notify.store.db import (
 )
 from oos_notify.store.locks import one_at_a_time
 from oos_notify.store.models import ServiceValue
+from oos_notify.store.passkeys import RelyingParty
 from oos_notify.web.console import accounts
 from oos_notify.web.limits import TokenBuckets
 from oos_notify.web.shared_limits import DatabaseBuckets, shared_limit
@@ -71,6 +73,8 @@ class Services:
     agreements: Agreements
     renderer: Renderer
     tokens: AckTokens
+    ceremonies: Ceremonies
+    """Deciders' passkey enrolments and signings, for the host of the public base URL."""
     clock: Clock
     write_gate: AbstractAsyncContextManager[object]
     events_limit: TokenBuckets | DatabaseBuckets
@@ -242,6 +246,16 @@ def build_services(settings: Settings, clock: Clock, role: Role = Role.SERVE) ->
     check_templates(engine, settings, agreements, renderer)
     key = secret_key(settings, engine)
     tokens = AckTokens(key)
+    relying_party = RelyingParty.of(
+        settings.public_base_url, f"{agreements.manufacturer.name} notifications"
+    )
+    if not relying_party.usable:
+        log.warning(
+            "OOS_NOTIFY_PUBLIC_BASE_URL %s is an IP address: browsers refuse passkeys there, so "
+            "deciders cannot sign decisions; use a host name (http://localhost:%s on this machine)",
+            settings.public_base_url,
+            settings.port,
+        )
     versions = template_sets.record(engine, renderer, agreements, clock.now())
     renderer.keep_snapshots(template_sets.source(engine))
     gate = write_gate(engine)
@@ -253,6 +267,7 @@ def build_services(settings: Settings, clock: Clock, role: Role = Role.SERVE) ->
         agreements,
         renderer,
         tokens,
+        Ceremonies(key, relying_party),
         clock,
         gate,
         events_limit=shared_limit(

@@ -19,10 +19,11 @@ from sqlmodel import Session, col, select
 
 from oos_notify.delivery.capture import CaptureServer
 from oos_notify.store import audit
-from oos_notify.store.models import AuditEntry, Incident, Notification
+from oos_notify.store.models import Acknowledgement, AuditEntry, Incident, Notification
 from oos_notify.web.console import record
 from tests.conftest import START, RunningService, ack_link, received, release_failure
 from tests.console.conftest import People, browser, sign_in
+from tests.passkeys import enrol_and_decide
 
 
 def audit_verify_as_of(database_url: str, as_of: int) -> str:
@@ -126,8 +127,15 @@ async def test_the_page_and_the_record_show_signatures_callbacks_and_who_stopped
     # And the physician asked to be called, then decided from the same link, signing it
     link = ack_link(request)
     await service.client.post(link, data={"response": "call_me", "phone": "+1 312 555 0199"})
-    signed = {"response": "accept_oos_product", "printed_name": "Lena Ortiz"}
-    assert (await service.client.post(link, data=signed)).status_code == 200
+    signed = await enrol_and_decide(service.client, link, "accept_oos_product")
+    assert signed.status_code == 200
+    with Session(service.services.engine) as session:
+        [decision] = session.exec(
+            select(Acknowledgement).where(Acknowledgement.purpose == "decision")
+        ).all()
+    assert decision.signature is not None
+    content_hash = decision.signature["content_sha256"]
+    name = "Dr. Lena Ortiz, CAR-T attending"
 
     async with browser(service) as client:
         await sign_in(client, people.viewer)
@@ -152,7 +160,8 @@ async def test_the_page_and_the_record_show_signatures_callbacks_and_who_stopped
         '<strong>Call requested</strong> by <bdi title="ct-md@mercy.example">Dr. Lena '
         "Ortiz, CAR-T attending</bdi>" in page
     )
-    assert "<dt>signed by (printed name)</dt><dd><bdi>Lena Ortiz</bdi></dd>" in page
+    assert f"<dt>signed by (printed name)</dt><dd><bdi>{name}</bdi></dd>" in page
+    assert "<dt>signed with</dt><dd><bdi>passkey (WebAuthn) the signer enrolled</bdi></dd>" in page
     assert f"<dt>meaning</dt><dd><bdi>{meaning}</bdi></dd>" in page
     assert (
         "<strong>Closed:</strong> call ct-md@mercy.example (physician) on +1 312 555 0199" in page
@@ -163,7 +172,13 @@ async def test_the_page_and_the_record_show_signatures_callbacks_and_who_stopped
     assert "Patient&#39;s informed consent: not yet on file" in page
     # And so do the record and its PDF
     assert "Confirmation, stopping nothing by celllab@mercy.example" in record
-    assert "Signed by (printed name): <bdi>Lena Ortiz</bdi>." in record
+    assert f"Signed by (printed name): <bdi>{name}</bdi>." in record
+    assert "Signed with: <bdi>passkey (WebAuthn) the signer enrolled</bdi>." in record
+    assert re.search(
+        r"Signed at: <bdi>\w{3} \d\d \w{3} \d{4}, \d\d:\d\d C[SD]T \(America/Chicago\)</bdi>\.",
+        record,
+    )
+    assert f"Signed content SHA-256: <bdi>{content_hash}</bdi>." in record
     assert f"Meaning: <bdi>{meaning}</bdi>." in record
     assert "Closed: call ct-md@mercy.example (physician) on +1 312 555 0199" in record
     text = " ".join(
@@ -171,7 +186,10 @@ async def test_the_page_and_the_record_show_signatures_callbacks_and_who_stopped
     )
     compact = text.replace(" ", "")
     for shown in (
-        "Signed by (printed name): Lena Ortiz.",
+        f"Signed by (printed name): {name}.",
+        "Signed with: passkey (WebAuthn) the signer enrolled.",
+        "(America/Chicago).",
+        f"Signed content SHA-256: {content_hash}.",
         "Decision Accept",
         "Closed: call ct-md@mercy.example (physician) on +1 312 555 0199",
         "Confirmation, stopping nothing by celllab@mercy.example",

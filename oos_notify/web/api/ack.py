@@ -28,6 +28,7 @@ from oos_notify.incidents.acknowledgement import (
     decision_meaning,
 )
 from oos_notify.incidents.center_reports import ReportIn, ReportKind, ReportRefused
+from oos_notify.incidents.signing import PasskeySigner
 from oos_notify.store.models import CenterReport
 from oos_notify.web.api.deps import ServicesDep, SessionDep, WriterDep, limit_ack_requests
 from oos_notify.web.pages import page
@@ -58,7 +59,7 @@ def _changes(changes: Changes, timezone: str) -> dict[str, Any]:
 
 
 def _render(
-    state: AckState, services: Services, reported: CenterReport | None = None
+    state: AckState, services: Services, token: str, reported: CenterReport | None = None
 ) -> HTMLResponse:
     incident = state.incident
     agreement = EffectiveAgreement.stored(incident.agreement)
@@ -68,11 +69,15 @@ def _render(
     return page(
         "ack.html",
         409 if state.not_recorded else 200,
+        scripts=deciding,
         incident=incident,
         manufacturer=agreement.manufacturer_name,
         center_name=agreement.center_name,
         recipient=f"{state.notification.recipient_name} <{state.notification.recipient_email}>",
         recipient_name=state.notification.recipient_name,
+        recipient_email=state.notification.recipient_email,
+        signs_as=state.signs_as,
+        enrol_url=f"{token}/passkey",
         recipient_phone=contact.phone if contact else None,
         shared_mailbox=bool(contact and contact.shared) and not deciding,
         confirmer_name_length=CONFIRMER_NAME_LENGTH,
@@ -125,7 +130,7 @@ def show(token: str, session: SessionDep, services: ServicesDep) -> HTMLResponse
         state = acknowledgement.view(session, services.tokens, token, services.clock.now())
     except LinkError as error:
         return _refusal(error)
-    return _render(state, services)
+    return _render(state, services, token)
 
 
 @router.post("/ack/{token}", response_class=HTMLResponse)
@@ -140,7 +145,8 @@ async def confirm(
     response: Annotated[str, Form()] = AckResponse.RECEIVED.value,
     comment: Annotated[str, Form()] = "",
     round: Annotated[str | None, Form()] = None,
-    printed_name: Annotated[str, Form()] = "",
+    signing: Annotated[str, Form()] = "",
+    assertion: Annotated[str, Form()] = "",
     phone: Annotated[str, Form()] = "",
     kind: Annotated[str, Form()] = "",
     day: Annotated[str, Form()] = "",
@@ -164,7 +170,8 @@ async def confirm(
                 "response": response,
                 "comment": comment,
                 "round": round,
-                "printed_name": printed_name or None,
+                "signing": signing or None,
+                "assertion": assertion or None,
                 "phone": phone.strip() or None,
                 "confirmed_by": confirmed_by.strip() or None,
             }
@@ -182,6 +189,7 @@ async def confirm(
                 user_agent=request.headers.get("user-agent"),
                 now=services.clock.now(),
                 mail_domain=services.settings.mail_domain,
+                signer=PasskeySigner(services.ceremonies, token),
             )
         )
     except LinkError as error:
@@ -201,7 +209,7 @@ async def confirm(
             state.incident.id,
             extra={"incident_id": state.incident.id, "notification_id": state.notification.id},
         )
-    return _render(state, services)
+    return _render(state, services, token)
 
 
 async def _report(
@@ -240,4 +248,4 @@ async def _report(
     )
     if done.recorded.wakes and services.dispatcher is not None:
         background.add_task(services.dispatcher.wake)
-    return _render(done.state, services, done.recorded.report)
+    return _render(done.state, services, token, done.recorded.report)

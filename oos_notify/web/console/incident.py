@@ -313,11 +313,17 @@ def answer_facts(trail: Sequence[AuditEntry], answer: Acknowledgement) -> list[t
     if answer.callback_phone:
         facts.append(("call back on", answer.callback_phone))
     if answer.signature:
+        signed = answer.signature
+        method = signed.get("method")
+        typed = signatures.TYPED_NAME
         facts += [
-            ("signed by (printed name)", answer.signature["printed_name"]),
-            ("signed at", answer.signature["shown"]),
-            ("meaning", answer.signature["meaning"]),
+            ("signed by (printed name)", signed["printed_name"]),
+            ("signed with", signatures.METHOD_LABELS.get(method, method) if method else typed),
+            ("signed at", f"{signed['shown']} ({signed['timezone']})"),
+            ("meaning", signed["meaning"]),
         ]
+        if signed.get("content_sha256"):
+            facts.append(("signed content SHA-256", signed["content_sha256"]))
     if answer.revision:
         recorder = answer.revision["recorded_by"]
         facts += [
