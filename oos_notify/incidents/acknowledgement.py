@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from oos_notify.addresses import one_line
 from oos_notify.agreements.config import EffectiveAgreement
 from oos_notify.agreements.vocabulary import (
     AckResponse,
