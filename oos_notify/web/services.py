@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import sys
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from oos_notify.incidents.acknowledgement import AckTokens
 from oos_notify.ops import config_check
 from oos_notify.return_addresses import ReturnAddresses
 from oos_notify.settings import Settings
+from oos_notify.store import agreement_versions
+from oos_notify.store.agreement_versions import AgreementsInForce
 from oos_notify.store.db import (
     insert_missing,
     make_engine,
@@ -68,7 +71,9 @@ class Services:
 
     settings: Settings
     engine: Engine
-    agreements: Agreements
+    agreements: AgreementsInForce
+    """The approved agreements in force: ``at(session, now)`` in a transaction, ``now(now)``
+    outside one. Never the files on disk unless they are the approved version in force."""
     renderer: Renderer
     tokens: AckTokens
     clock: Clock
@@ -227,6 +232,25 @@ def dkim_signer(settings: Settings) -> DkimSigner | None:
         ) from None
 
 
+def change_control(
+    engine: Engine, on_disk: Agreements, in_force: AgreementsInForce, clock: Clock
+) -> Agreements:
+    """Adopt the baseline on an empty database, and say which agreements run and whether the
+    files on disk wait for approval: in the log and on standard error, where an operator
+    starting the service looks. Returns the agreements in force now."""
+    now = clock.now()
+    with transaction(engine) as session:
+        report = agreement_versions.start(session, on_disk, now)
+        running = in_force.at(session, now)
+    said = report.sentence()
+    if report.adopted or report.on_disk_runs:
+        log.info("%s", said)
+    else:
+        log.warning("%s", said)
+        print(said, file=sys.stderr, flush=True)
+    return running
+
+
 def build_services(settings: Settings, clock: Clock, role: Role = Role.SERVE) -> Services:
     """Check the config and open the database; raise ConfigError before anything starts."""
     refuse_exposed_mailbox(settings)
@@ -240,9 +264,13 @@ def build_services(settings: Settings, clock: Clock, role: Role = Role.SERVE) ->
     if changed:
         log.info("database: %s", changed)
     check_templates(engine, settings, agreements, renderer)
+    in_force = AgreementsInForce(engine)
+    running = change_control(engine, agreements, in_force, clock)
     key = secret_key(settings, engine)
     tokens = AckTokens(key)
-    versions = template_sets.record(engine, renderer, agreements, clock.now())
+    # The approved version runs now; the files on disk are what a later approval will run.
+    versions = template_sets.record(engine, renderer, running, clock.now())
+    versions.update(template_sets.record(engine, renderer, agreements, clock.now()))
     renderer.keep_snapshots(template_sets.source(engine))
     gate = write_gate(engine)
     auth_failures = settings.auth_failures_per_minute
@@ -250,7 +278,7 @@ def build_services(settings: Settings, clock: Clock, role: Role = Role.SERVE) ->
     return Services(
         settings,
         engine,
-        agreements,
+        in_force,
         renderer,
         tokens,
         clock,

@@ -61,7 +61,7 @@ def install(app: FastAPI) -> None:
     app.state.console_cookies = Cookies.of(
         services.settings, secret_key(services.settings, services.engine)
     )
-    app.state.console_centers = board.centers_of(services.agreements)
+    app.state.console_centers = board.centers_of(services.agreements.now(services.clock.now()))
     app.include_router(router)
 
     @app.exception_handler(SignInRequired)
@@ -501,7 +501,7 @@ async def post_follow_up(
                 session,
                 event,
                 who,
-                services.agreements,
+                services.agreements.at(session, now),
                 now,
                 services.settings.mail_domain,
                 services.template_versions,
@@ -694,9 +694,10 @@ async def record_pdf(
 
 @router.get("/console/centers", response_class=HTMLResponse)
 def centers_page(request: Request, who: UserDep, services: ServicesDep) -> HTMLResponse:
+    agreements = services.agreements.now(services.clock.now())
     systems = [
-        (system, [services.agreements.effective(site.id) for site in system.sites])
-        for system in services.agreements.health_systems.values()
+        (system, [agreements.effective(site.id) for site in system.sites])
+        for system in agreements.health_systems.values()
     ]
     return page("centers.html", **_frame(request, who, "centers"), systems=systems)
 
@@ -716,10 +717,11 @@ def center_page(
     lymphodepletion_start: KeyDateQuery = None,
     planned_infusion: KeyDateQuery = None,
 ) -> HTMLResponse:
-    if center_id not in services.agreements.center_ids():
-        raise _not_found(f"There is no center {center_id!r} in the agreements.")
-    agreement = services.agreements.effective(center_id)
     now = services.clock.now()
+    agreements = services.agreements.now(now)
+    if center_id not in agreements.center_ids():
+        raise _not_found(f"There is no center {center_id!r} in the agreements.")
+    agreement = agreements.effective(center_id)
     key_dates = {
         key: day
         for key, day in (
