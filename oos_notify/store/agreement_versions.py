@@ -14,7 +14,6 @@ States and their transitions::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -54,6 +53,19 @@ def short(content_sha256: str) -> str:
 
 def named(row: AgreementVersion) -> str:
     return f"#{row.id} (sha256 {short(row.content_sha256)})"
+
+
+def approval(row: AgreementVersion | None) -> str:
+    """Which approved version something ran under, in a sentence an inspector reads."""
+    if row is None:
+        return "none recorded: opened before the agreements came under change control"
+    if row.proposed_by == INSTALLATION:
+        return f"{named(row)}, {BASELINE_NOTE}"
+    effective = row.effective_at.isoformat() if row.effective_at else "never"
+    return (
+        f"{named(row)}, proposed by {row.proposed_by}, approved by {row.approved_by} "
+        f"(signed with their password), effective {effective}"
+    )
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -234,20 +246,29 @@ def approve(
     approver: str,
     role: str,
     effective_at: datetime,
-    signature: Mapping[str, Any],
     now: datetime,
 ) -> AgreementVersion:
-    """Record the approval of a proposed version, signed (``signatures.signed`` over
-    ``approval_content``), to take effect at ``effective_at``; a time already past takes
-    effect now."""
+    """Record the approval of a proposed version to take effect at ``effective_at`` (a time
+    already past takes effect now), signed by ``approver`` with the password they re-entered
+    just before: the caller checks it (``accounts.password_matches``)."""
     one_at_a_time(session, "agreement versions", "change")
     session.refresh(row)
     check_approval(row, approver, role, effective_at)
+    at = max(effective_at, now)
+    signed = signatures.signed(
+        approval_content(row, at),
+        signer=approver,
+        method="password",
+        printed_name=approver,
+        at=now,
+        zone="UTC",
+        meaning=APPROVAL_MEANING,
+    )
     row.state = VersionState.APPROVED
     row.approved_by = approver
     row.approved_at = now
-    row.effective_at = max(effective_at, now)
-    row.approval_signature = dict(signature[signatures.SIGNATURE])
+    row.effective_at = at
+    row.approval_signature = dict(signed[signatures.SIGNATURE])
     session.add(row)
     audit.record(
         session,
@@ -256,8 +277,8 @@ def approve(
         approver,
         version=row.id,
         content_sha256=row.content_sha256,
-        effective_at=row.effective_at.isoformat(),
-        **signature,
+        effective_at=at.isoformat(),
+        **signed,
     )
     take_effect(session, now)
     return row

@@ -170,7 +170,7 @@ def _propose(settings: Settings, engine: Any, args: argparse.Namespace) -> int:
 
 
 def _approve(engine: Any, args: argparse.Namespace) -> int:
-    from oos_notify.store import agreement_versions, signatures
+    from oos_notify.store import agreement_versions
     from oos_notify.web.console import accounts
 
     version_id = _version_id(args.version)
@@ -186,19 +186,9 @@ def _approve(engine: Any, args: argparse.Namespace) -> int:
     if not accounts.password_matches(password_hash, password):
         raise Refused(f"wrong password for {email}: nothing was approved")
     now = SystemClock().now()
-    at = max(effective, now)
     with transaction(engine) as session:
         row = agreement_versions.get(session, version_id)
-        signature = signatures.signed(
-            agreement_versions.approval_content(row, at),
-            signer=email,
-            method="password",
-            printed_name=email,
-            at=now,
-            zone="UTC",
-            meaning=agreement_versions.APPROVAL_MEANING,
-        )
-        row = agreement_versions.approve(session, row, email, role, at, signature, now)
+        row = agreement_versions.approve(session, row, email, role, effective, now)
     assert row.effective_at is not None
     print(
         f"approved version {agreement_versions.named(row)} by {email} (proposed by "

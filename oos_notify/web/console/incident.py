@@ -36,9 +36,16 @@ from oos_notify.incidents.acknowledgement import AckTokens, audit_action
 from oos_notify.incidents.events import EventIn, IngestResult
 from oos_notify.incidents.queries import CallbackTask, OosReleaseOut
 from oos_notify.settings import Settings
-from oos_notify.store import audit
+from oos_notify.store import agreement_versions, audit
 from oos_notify.store.lifecycle import IncidentStatus, NotificationKind, NotificationStatus
-from oos_notify.store.models import Acknowledgement, AuditEntry, Event, Incident, Notification
+from oos_notify.store.models import (
+    Acknowledgement,
+    AgreementVersion,
+    AuditEntry,
+    Event,
+    Incident,
+    Notification,
+)
 from oos_notify.web.console import fmt
 from oos_notify.web.console.accounts import SignedIn
 from oos_notify.web.console.fmt import role, sentence, words
@@ -111,6 +118,12 @@ class IncidentView:
     trail: Sequence[AuditEntry]
     timeline: list[Item]
     now: datetime
+    approved: AgreementVersion | None = None
+    """The approved version of the agreements the incident opened under."""
+
+    @property
+    def approved_version(self) -> str:
+        return agreement_versions.approval(self.approved)
 
     @property
     def closed(self) -> bool:
@@ -204,8 +217,21 @@ def load(session: Session, incident: Incident, now: datetime) -> IncidentView:
     ).all()
     agreement = EffectiveAgreement.stored(incident.agreement)
     timeline = _timeline(event_rows, notification_rows, answer_rows, trail, now)
+    approved = (
+        session.get(AgreementVersion, incident.agreements_version_id)
+        if incident.agreements_version_id is not None
+        else None
+    )
     return IncidentView(
-        incident, agreement, event_rows, notification_rows, answer_rows, trail, timeline, now
+        incident,
+        agreement,
+        event_rows,
+        notification_rows,
+        answer_rows,
+        trail,
+        timeline,
+        now,
+        approved,
     )
 
 

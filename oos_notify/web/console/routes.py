@@ -24,7 +24,7 @@ from oos_notify.delivery.capture import CaptureServer
 from oos_notify.delivery.rendering import DISPOSITION_LABELS, KEY_DATE_LABELS, RenderError
 from oos_notify.errors import ServiceError
 from oos_notify.incidents import call_tasks, drills
-from oos_notify.store import audit
+from oos_notify.store import agreement_versions, audit
 from oos_notify.store.lifecycle import IncidentStatus
 from oos_notify.store.models import Incident, Notification
 from oos_notify.texts import nul_replaced
@@ -700,6 +700,23 @@ def centers_page(request: Request, who: UserDep, services: ServicesDep) -> HTMLR
         for system in agreements.health_systems.values()
     ]
     return page("centers.html", **_frame(request, who, "centers"), systems=systems)
+
+
+@router.get("/console/centers/agreements/history", response_class=HTMLResponse)
+def agreement_history_page(
+    request: Request, who: UserDep, session: SessionDep, services: ServicesDep
+) -> HTMLResponse:
+    """Every version of the agreements, who proposed and approved it, and its diff."""
+    now = services.clock.now()
+    return page(
+        "agreement_history.html",
+        **_frame(request, who, "centers"),
+        versions=agreement_versions.history(session),
+        in_force=agreement_versions.in_force(session, now),
+        baseline=agreement_versions.INSTALLATION,
+        baseline_note=agreement_versions.BASELINE_NOTE,
+        short=agreement_versions.short,
+    )
 
 
 KeyDateQuery = Annotated[date | None, Query(ge=date(2000, 1, 1), le=date(2100, 12, 31))]
