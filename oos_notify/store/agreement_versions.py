@@ -26,13 +26,17 @@ from oos_notify.agreements import versions
 from oos_notify.agreements.config import Agreements
 from oos_notify.errors import Conflict, InvalidFields, NotFound
 from oos_notify.store import audit, signatures
+from oos_notify.store.db import insert_missing
 from oos_notify.store.locks import one_at_a_time
-from oos_notify.store.models import AgreementVersion
+from oos_notify.store.models import AgreementVersion, ServiceValue
 
 INSTALLATION = "installation"
 """Who proposed and approved the baseline: nobody of the console, and the trail says so."""
 BASELINE_NOTE = "adopted at installation; its approval is the customer's procedure"
 APPROVAL_MEANING = "approval of agreement change"
+BASELINE_CLAIM = "agreements_baseline"
+"""The ``service_values`` row the first start writes before it adopts a baseline."""
+_VALUES = ServiceValue.__table__  # type: ignore[attr-defined]
 
 
 class VersionState(StrEnum):
@@ -126,11 +130,14 @@ def adopt_baseline(
 ) -> AgreementVersion | None:
     """On a database with no version yet, adopt ``agreements`` as the baseline in force from
     ``now``; else nothing. Replicas starting together on one empty database adopt one."""
+    value = versions.content(agreements)
+    digest = versions.content_hash(value)
+    # A write first: on SQLite, processes starting together on an empty file then queue for the
+    # write lock here instead of each reading an empty table and adopting a baseline of its own.
+    insert_missing(session, _VALUES, [{"name": BASELINE_CLAIM, "value": digest}])
     one_at_a_time(session, "agreement versions", "baseline")
     if session.exec(select(AgreementVersion.id).limit(1)).first() is not None:
         return None
-    value = versions.content(agreements)
-    digest = versions.content_hash(value)
     row = AgreementVersion(
         content_sha256=digest,
         content=value,

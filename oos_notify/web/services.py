@@ -234,10 +234,11 @@ def dkim_signer(settings: Settings) -> DkimSigner | None:
 
 def change_control(
     engine: Engine, on_disk: Agreements, in_force: AgreementsInForce, clock: Clock
-) -> Agreements:
+) -> tuple[Agreements, bool]:
     """Adopt the baseline on an empty database, and say which agreements run and whether the
     files on disk wait for approval: in the log and on standard error, where an operator
-    starting the service looks. Returns the agreements in force now."""
+    starting the service looks. Returns the agreements in force now, and whether they are the
+    files on disk."""
     now = clock.now()
     with transaction(engine) as session:
         report = agreement_versions.start(session, on_disk, now)
@@ -248,7 +249,7 @@ def change_control(
     else:
         log.warning("%s", said)
         print(said, file=sys.stderr, flush=True)
-    return running
+    return running, report.on_disk_runs
 
 
 def build_services(settings: Settings, clock: Clock, role: Role = Role.SERVE) -> Services:
@@ -265,12 +266,13 @@ def build_services(settings: Settings, clock: Clock, role: Role = Role.SERVE) ->
         log.info("database: %s", changed)
     check_templates(engine, settings, agreements, renderer)
     in_force = AgreementsInForce(engine)
-    running = change_control(engine, agreements, in_force, clock)
+    running, on_disk_runs = change_control(engine, agreements, in_force, clock)
     key = secret_key(settings, engine)
     tokens = AckTokens(key)
-    # The approved version runs now; the files on disk are what a later approval will run.
     versions = template_sets.record(engine, renderer, running, clock.now())
-    versions.update(template_sets.record(engine, renderer, agreements, clock.now()))
+    if not on_disk_runs:
+        # The files on disk are what a later approval runs: their centers get template sets too.
+        versions.update(template_sets.record(engine, renderer, agreements, clock.now()))
     renderer.keep_snapshots(template_sets.source(engine))
     gate = write_gate(engine)
     auth_failures = settings.auth_failures_per_minute
