@@ -9,6 +9,8 @@ import html
 import os
 import shutil
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, timedelta
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from oos_notify.clock import ManualClock
 from oos_notify.delivery.capture import CaptureServer
 from oos_notify.settings import Settings
 from oos_notify.store import agreement_versions, audit, signatures
-from oos_notify.store.db import make_engine, transaction
+from oos_notify.store.db import create_schema, make_engine, transaction
 from oos_notify.store.models import AgreementVersion, AuditEntry, Incident
 from oos_notify.web.app import create_app
 from tests.agreement_changes import (
@@ -391,3 +393,28 @@ def test_the_first_start_on_an_empty_database_adopts_the_files_and_says_so(
     assert adopted.detail["note"] == (
         "adopted at installation; its approval is the customer's procedure"
     )
+
+
+def test_processes_starting_together_on_an_empty_database_adopt_one_baseline(
+    files: Settings, clock: ManualClock
+) -> None:
+    """Replicas started at the same moment on a new database: one baseline, one audit entry."""
+    create_schema(make_engine(files.database_url))
+    together = threading.Barrier(3)
+
+    def replica() -> None:
+        together.wait()
+        create_app(files, clock).state.services.engine.dispose()
+
+    with ThreadPoolExecutor(3) as pool:
+        for started in [pool.submit(replica) for _ in range(3)]:
+            started.result(timeout=300)
+
+    engine = make_engine(files.database_url)
+    with Session(engine) as session:
+        kept = session.exec(select(AgreementVersion.id)).all()
+        adopted = session.exec(
+            select(AuditEntry.seq).where(AuditEntry.action == "agreement_version_adopted")
+        ).all()
+    engine.dispose()
+    assert (len(kept), len(adopted)) == (1, 1)
