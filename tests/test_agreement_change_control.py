@@ -217,6 +217,8 @@ async def test_an_approved_change_takes_effect_at_its_time_without_a_restart(
         told = first_notice_to(smtp, "OOS-2026-0150")
         assert NEW_COORDINATOR in told and COORDINATOR not in told
         assert (incident_version(files, before), incident_version(files, after)) == (1, 2)
+        shown = await service.client.get(f"/v1/incidents/{after}", headers=service.auth)
+        assert shown.json()["agreements_version_id"] == 2
 
         # And the history says who proposed and approved what, and what it replaced
         history = agreements(files, "history")
