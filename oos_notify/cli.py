@@ -1,5 +1,5 @@
-"""The ``oos-notify`` command: serve (or api and worker), check-config, preview, apikey, passkey,
-db, user."""
+"""The ``oos-notify`` command: serve (or api and worker), check-config, preview, apikey, audit,
+passkey, db, user, agreements."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from oos_notify.clock import SystemClock
 from oos_notify.errors import ServiceError
 from oos_notify.settings import Settings
 from oos_notify.store.db import SchemaNotReady, make_engine
+from oos_notify.web.console import agreement_commands
 from oos_notify.web.console import commands as console_commands
 
 if TYPE_CHECKING:
@@ -313,6 +314,7 @@ def parser() -> argparse.ArgumentParser:
     revision.add_argument("--url", help="compare on this database (default: a scratch SQLite)")
     schema.set_defaults(run=_db)
     console_commands.add_parser(commands)
+    agreement_commands.add_parser(commands)
     return root
 
 

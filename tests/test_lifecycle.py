@@ -20,6 +20,7 @@ from oos_notify.clock import ManualClock
 from oos_notify.delivery.capture import CapturedMessage, CaptureServer
 from oos_notify.settings import Settings
 from oos_notify.store.models import Notification
+from tests.agreement_changes import approve_files
 from tests.conftest import (
     CONFIG_DIR,
     TEMPLATES_DIR,
@@ -794,7 +795,8 @@ async def test_a_config_edit_changes_new_incidents_only_and_the_timeline_says_wh
     tmp_path: Path, settings: Settings, clock: ManualClock, smtp: CaptureServer
 ) -> None:
     # Given an incident opened under the standard plan (first reminder 2 business hours later),
-    # when the plan is edited to remind after 1 hour and the service restarts with it
+    # when the plan is edited to remind after 1 hour, the change approved, and the service
+    # restarts
     config = tmp_path / "config"
     shutil.copytree(CONFIG_DIR, config)
     plan = config / "plans" / "standard.yaml"
@@ -805,8 +807,12 @@ async def test_a_config_edit_changes_new_incidents_only_and_the_timeline_says_wh
         )
         plan.write_text(edited)
 
+    def remind_sooner_approved() -> None:
+        remind_sooner()
+        approve_files(settings, clock.now(), clock.now())
+
     settings = settings.model_copy(update={"config_dir": config})
-    service, first, second = await edit_and_restart(settings, clock, remind_sooner)
+    service, first, second = await edit_and_restart(settings, clock, remind_sooner_approved)
     try:
         # Then the first incident keeps its promised times; the new one follows the new plan
         old, new = await detail(service, first), await detail(service, second)

@@ -1021,6 +1021,9 @@ class Agreements:
     plans: dict[str, Plan]
     files: dict[str, str]
     """Which file each health system and plan came from, for messages."""
+    version_id: int | None = None
+    """The approved version of the agreements these are (``agreement_versions``); None when
+    read from the files and not (yet) approved."""
     merged: dict[str, EffectiveAgreement] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )

@@ -300,6 +300,9 @@ class IncidentDetail(IncidentSummary):
     remanufacture: dict[str, Any] | None
     within_spec_basis: dict[str, Any] | None
     agreement_version: str
+    agreements_version_id: int | None = None
+    """The approved version of the agreements the incident opened under (``oos-notify
+    agreements history``); None for incidents opened before change control."""
     template_version: str | None
     events: list[EventOut]
     notifications: list[NotificationOut]
@@ -452,6 +455,7 @@ def detail(session: Session, incident_id: str, now: datetime) -> IncidentDetail:
         remanufacture=incident.remanufacture,
         within_spec_basis=incident.within_spec_basis,
         agreement_version=incident.agreement_version,
+        agreements_version_id=incident.agreements_version_id,
         template_version=incident.template_version,
         events=[
             EventOut(

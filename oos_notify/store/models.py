@@ -90,6 +90,9 @@ class Incident(SQLModel, table=True):
     qa_contact: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     agreement_version: str
     agreement: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    agreements_version_id: int | None = Field(default=None, foreign_key="agreement_versions.id")
+    """The approved version of the agreements the incident opened under (``agreement_versions``);
+    None on incidents opened before agreements came under change control."""
     template_version: str | None = None
     """The template set (``template_sets``) the incident's messages are rendered with."""
     opened_at: datetime = _utc(index=True)
@@ -560,3 +563,37 @@ class PasskeyCredential(SQLModel, table=True):
     removed_at: datetime | None = _utc(default=None)
     """When the operator removed it (a lost device): it signs nothing more, and the person may
     enrol again. Kept, so what it signed before can still be traced to its enrolment."""
+
+
+class AgreementVersion(SQLModel, table=True):
+    """One version of the agreements under change control: proposed by one console user,
+    approved with a second one's signature and an effective time, or rejected; superseded once
+    a later approved version takes effect (``agreement_versions``)."""
+
+    __tablename__ = "agreement_versions"
+    __table_args__ = (Index("ix_agreement_versions_state_effective", "state", "effective_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    content_sha256: str = Field(index=True)
+    """SHA-256 of ``content`` in canonical JSON: what names the version."""
+    content: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    """The validated config: the manufacturer, the health systems with their sites, the plans."""
+    state: str
+    """``proposed``, ``approved``, ``rejected`` or ``superseded`` (``VersionState``)."""
+    based_on: int | None = None
+    """The version in force when this one was proposed: what ``diff`` is from."""
+    diff: str = Field(sa_column=Column(Text, nullable=False))
+    proposed_by: str
+    """The proposer's console address; ``installation`` for the version adopted at the first
+    start."""
+    proposed_at: datetime = _utc()
+    approved_by: str | None = None
+    approved_at: datetime | None = _utc(default=None)
+    approval_signature: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    """The approver's signature (``signatures.signed``), as in the approval's audit entry."""
+    effective_at: datetime | None = _utc(default=None)
+    rejected_by: str | None = None
+    rejected_at: datetime | None = _utc(default=None)
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    """Why it was rejected."""
+    superseded_at: datetime | None = _utc(default=None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import sys
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from oos_notify.incidents.signing import Ceremonies
 from oos_notify.ops import config_check
 from oos_notify.return_addresses import ReturnAddresses
 from oos_notify.settings import Settings
+from oos_notify.store import agreement_versions
+from oos_notify.store.agreement_versions import AgreementsInForce
 from oos_notify.store.db import (
     insert_missing,
     make_engine,
@@ -70,7 +73,9 @@ class Services:
 
     settings: Settings
     engine: Engine
-    agreements: Agreements
+    agreements: AgreementsInForce
+    """The approved agreements in force: ``at(session, now)`` in a transaction, ``now(now)``
+    outside one. Never the files on disk unless they are the approved version in force."""
     renderer: Renderer
     tokens: AckTokens
     ceremonies: Ceremonies
@@ -231,6 +236,26 @@ def dkim_signer(settings: Settings) -> DkimSigner | None:
         ) from None
 
 
+def change_control(
+    engine: Engine, on_disk: Agreements, in_force: AgreementsInForce, clock: Clock
+) -> tuple[Agreements, bool]:
+    """Adopt the baseline on an empty database, and say which agreements run and whether the
+    files on disk wait for approval: in the log and on standard error, where an operator
+    starting the service looks. Returns the agreements in force now, and whether they are the
+    files on disk."""
+    now = clock.now()
+    with transaction(engine) as session:
+        report = agreement_versions.start(session, on_disk, now)
+        running = in_force.at(session, now)
+    said = report.sentence()
+    if report.adopted or report.on_disk_runs:
+        log.info("%s", said)
+    else:
+        log.warning("%s", said)
+        print(said, file=sys.stderr, flush=True)
+    return running, report.on_disk_runs
+
+
 def build_services(settings: Settings, clock: Clock, role: Role = Role.SERVE) -> Services:
     """Check the config and open the database; raise ConfigError before anything starts."""
     refuse_exposed_mailbox(settings)
@@ -244,6 +269,8 @@ def build_services(settings: Settings, clock: Clock, role: Role = Role.SERVE) ->
     if changed:
         log.info("database: %s", changed)
     check_templates(engine, settings, agreements, renderer)
+    in_force = AgreementsInForce(engine)
+    running, on_disk_runs = change_control(engine, agreements, in_force, clock)
     key = secret_key(settings, engine)
     tokens = AckTokens(key)
     relying_party = RelyingParty.of(
@@ -256,7 +283,10 @@ def build_services(settings: Settings, clock: Clock, role: Role = Role.SERVE) ->
             settings.public_base_url,
             settings.port,
         )
-    versions = template_sets.record(engine, renderer, agreements, clock.now())
+    versions = template_sets.record(engine, renderer, running, clock.now())
+    if not on_disk_runs:
+        # The files on disk are what a later approval runs: their centers get template sets too.
+        versions.update(template_sets.record(engine, renderer, agreements, clock.now()))
     renderer.keep_snapshots(template_sets.source(engine))
     gate = write_gate(engine)
     auth_failures = settings.auth_failures_per_minute
@@ -264,7 +294,7 @@ def build_services(settings: Settings, clock: Clock, role: Role = Role.SERVE) ->
     return Services(
         settings,
         engine,
-        agreements,
+        in_force,
         renderer,
         tokens,
         Ceremonies(key, relying_party),

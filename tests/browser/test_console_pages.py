@@ -206,6 +206,7 @@ async def test_every_page_is_accessible_at_both_widths(
             "/console/centers/mercy-general-main?lymphodepletion_start=2026-11-27",
             "Mercy General",
         ),
+        ("agreement-history", "/console/centers/agreements/history", "History of the agreements"),
         ("reports", "/console/reports?months=6", "Reports"),
         ("mailbox", "/console/mailbox", "Captured mail"),
         ("mailbox-message", f"/console/mailbox/{decision_mail.number}", decision_mail.subject[:20]),

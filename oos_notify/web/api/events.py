@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, BackgroundTasks, Response, status
+from sqlmodel import Session
 
 from oos_notify.incidents import events
 from oos_notify.incidents.events import EventAccepted, EventIn
+from oos_notify.store import agreement_versions
 from oos_notify.web.api.deps import RateLimitedKeyDep, ServicesDep, WriterDep
 
 log = logging.getLogger(__name__)
@@ -35,16 +37,20 @@ async def post_event(
     _key: RateLimitedKeyDep,
 ) -> EventAccepted:
     """Open an incident with a release_failure or late_result, or follow one up."""
-    result = await writer.run(
-        lambda session: events.ingest(
+
+    def intake(session: Session) -> events.IngestResult:
+        now = services.clock.now()
+        agreement_versions.take_effect(session, now)
+        return events.ingest(
             session,
             event,
-            services.agreements,
-            services.clock.now(),
+            services.agreements.at(session, now),
+            now,
             services.settings.mail_domain,
             services.template_versions,
         )
-    )
+
+    result = await writer.run(intake)
     answer = result.answer
     log.info(
         "event %s %s for incident %s: %d notifications scheduled",

@@ -39,9 +39,16 @@ from oos_notify.incidents.events import EventIn, IngestResult
 from oos_notify.incidents.queries import CallbackTask, OosReleaseOut
 from oos_notify.incidents.revisions import ProposalOut
 from oos_notify.settings import Settings
-from oos_notify.store import audit, signatures
+from oos_notify.store import agreement_versions, audit, signatures
 from oos_notify.store.lifecycle import IncidentStatus, NotificationKind, NotificationStatus
-from oos_notify.store.models import Acknowledgement, AuditEntry, Event, Incident, Notification
+from oos_notify.store.models import (
+    Acknowledgement,
+    AgreementVersion,
+    AuditEntry,
+    Event,
+    Incident,
+    Notification,
+)
 from oos_notify.web.console import causes, fmt
 from oos_notify.web.console.accounts import SignedIn
 from oos_notify.web.console.causes import Change
@@ -139,6 +146,12 @@ class IncidentView:
     now: datetime
     proposals: Sequence[ProposalOut] = ()
     """Proposed revisions of the decision, oldest first, whatever became of them."""
+    approved: AgreementVersion | None = None
+    """The approved version of the agreements the incident opened under."""
+
+    @property
+    def approved_version(self) -> str:
+        return agreement_versions.approval(self.approved)
 
     @property
     def closed(self) -> bool:
@@ -287,6 +300,11 @@ def load(session: Session, incident: Incident, now: datetime) -> IncidentView:
     ).all()
     agreement = EffectiveAgreement.stored(incident.agreement)
     timeline = _timeline(event_rows, notification_rows, answer_rows, trail, now, agreement.timezone)
+    approved = (
+        session.get(AgreementVersion, incident.agreements_version_id)
+        if incident.agreements_version_id is not None
+        else None
+    )
     return IncidentView(
         incident,
         agreement,
@@ -297,6 +315,7 @@ def load(session: Session, incident: Incident, now: datetime) -> IncidentView:
         timeline,
         now,
         revisions.for_incident(session, incident.id),
+        approved,
     )
 
 

@@ -178,6 +178,7 @@ def pdf(record: IncidentRecord) -> bytes:
         ("Closed", when(incident.closed_at)),
         ("Plan", view.plan),
         ("Agreement version", incident.agreement_version),
+        ("Approved agreements", view.approved_version),
         ("Template version", incident.template_version or "files on disk"),
         ("Notify within deadline", when(incident.notify_deadline)),
         ("First notice delivered", when(incident.first_delivered_at)),

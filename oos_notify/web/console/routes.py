@@ -26,7 +26,7 @@ from oos_notify.errors import ServiceError
 from oos_notify.incidents import call_tasks, drills, revisions
 from oos_notify.incidents.decisions import Signer
 from oos_notify.incidents.events import EventIn
-from oos_notify.store import audit
+from oos_notify.store import agreement_versions, audit
 from oos_notify.store.lifecycle import IncidentStatus
 from oos_notify.store.models import Incident, Notification
 from oos_notify.texts import nul_replaced
@@ -72,7 +72,7 @@ def install(app: FastAPI) -> None:
     app.state.console_cookies = Cookies.of(
         services.settings, secret_key(services.settings, services.engine)
     )
-    app.state.console_centers = board.centers_of(services.agreements)
+    app.state.console_centers = board.centers_of(services.agreements.now(services.clock.now()))
     app.include_router(router)
 
     @app.exception_handler(SignInRequired)
@@ -459,7 +459,7 @@ def _incident_page(
         event_id=incident.new_event_id(),
         dispositions=incident.DISPOSITION_CHOICES,
         disposition_labels=DISPOSITION_LABELS,
-        pathways=services.agreements.manufacturer.oos_pathways,
+        pathways=services.agreements.at(session, services.clock.now()).manufacturer.oos_pathways,
         product_statuses=list(ProductStatus),
         error=error,
         posted=posted,
@@ -539,7 +539,7 @@ async def post_follow_up(
                 session,
                 event,
                 who,
-                services.agreements,
+                services.agreements.at(session, now),
                 now,
                 services.settings.mail_domain,
                 services.template_versions,
@@ -719,7 +719,7 @@ async def _confirm_disposition(
             lambda session: incident.rehearse(
                 session,
                 event,
-                services.agreements,
+                services.agreements.at(session, services.clock.now()),
                 services.clock.now(),
                 services.settings.mail_domain,
                 services.template_versions,
@@ -959,11 +959,29 @@ async def record_pdf(
 
 @router.get("/console/centers", response_class=HTMLResponse)
 def centers_page(request: Request, who: UserDep, services: ServicesDep) -> HTMLResponse:
+    agreements = services.agreements.now(services.clock.now())
     systems = [
-        (system, [services.agreements.effective(site.id) for site in system.sites])
-        for system in services.agreements.health_systems.values()
+        (system, [agreements.effective(site.id) for site in system.sites])
+        for system in agreements.health_systems.values()
     ]
     return page("centers.html", **_frame(request, who, "centers"), systems=systems)
+
+
+@router.get("/console/centers/agreements/history", response_class=HTMLResponse)
+def agreement_history_page(
+    request: Request, who: UserDep, session: SessionDep, services: ServicesDep
+) -> HTMLResponse:
+    """Every version of the agreements, who proposed and approved it, and its diff."""
+    now = services.clock.now()
+    return page(
+        "agreement_history.html",
+        **_frame(request, who, "centers"),
+        versions=agreement_versions.history(session),
+        in_force=agreement_versions.in_force(session, now),
+        baseline=agreement_versions.INSTALLATION,
+        baseline_note=agreement_versions.BASELINE_NOTE,
+        short=agreement_versions.short,
+    )
 
 
 KeyDateQuery = Annotated[date | None, Query(ge=date(2000, 1, 1), le=date(2100, 12, 31))]
@@ -981,10 +999,11 @@ def center_page(
     lymphodepletion_start: KeyDateQuery = None,
     planned_infusion: KeyDateQuery = None,
 ) -> HTMLResponse:
-    if center_id not in services.agreements.center_ids():
-        raise _not_found(f"There is no center {center_id!r} in the agreements.")
-    agreement = services.agreements.effective(center_id)
     now = services.clock.now()
+    agreements = services.agreements.now(now)
+    if center_id not in agreements.center_ids():
+        raise _not_found(f"There is no center {center_id!r} in the agreements.")
+    agreement = agreements.effective(center_id)
     key_dates = {
         key: day
         for key, day in (
