@@ -33,6 +33,7 @@ from oos_notify.delivery.mail import (
     OutgoingMessage,
     SendOutcome,
     SmtpBatch,
+    SmtpPool,
     build_message,
     probe,
 )
@@ -173,6 +174,7 @@ class Dispatcher:
         self._tokens = tokens
         self._smtp_host = smtp_host
         self._smtp_port = smtp_port
+        self._smtp = SmtpPool(settings, smtp_host, smtp_port, clock, settings.smtp_connections)
         self._scheduler: AsyncIOScheduler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -252,6 +254,7 @@ class Dispatcher:
             self._scheduler.shutdown(wait=False)
         if self._task is not None:
             await self._task
+        await self._smtp.close()
         if self._unrecorded:
             try:
                 await self._record_unrecorded()
@@ -366,6 +369,7 @@ class Dispatcher:
                 await self._send(batch)
             finally:
                 self._holding = False
+        await self._smtp.close_idle()
         self._arm(await asyncio.to_thread(self._next_due))
 
     def _arm(self, due_at: datetime | None) -> None:
@@ -500,7 +504,7 @@ class Dispatcher:
         self, work: list[tuple[Notification, Prepared | Unbuildable]], pending: _Pending
     ) -> list[str]:
         """Send one connection's share of a batch; return the ids left unsent by a stop."""
-        async with SmtpBatch(self._settings, self._smtp_host, self._smtp_port) as smtp:
+        async with SmtpBatch(self._settings, self._smtp_host, self._smtp_port, self._smtp) as smtp:
             for position, (notification, item) in enumerate(work):
                 if self._stopping or self._lease_lost() or pending.database_away is not None:
                     return [n.id for n, _ in work[position:]]
