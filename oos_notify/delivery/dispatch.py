@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from oos_notify.agreements.config import EffectiveAgreement
 from oos_notify.clock import Clock
@@ -598,10 +598,23 @@ class Dispatcher:
         gathered: list[_Gathered | Unbuildable] = []
         with transaction(self._engine) as session:
             roots = outbox.thread_roots(session, batch)
+            # The batch's incidents in one query, and when their escalations go out in another,
+            # not a query or two for each incident.
+            incidents = {
+                incident.id: incident
+                for incident in session.exec(
+                    select(Incident).where(col(Incident.id).in_({n.incident_id for n in batch}))
+                )
+            }
+            escalations = messaging.escalations_due(
+                session, [i.id for i in incidents.values() if i.acknowledged_at is None]
+            )
             for notification in batch:
                 try:
                     gathered.append(
-                        self._gather_one(session, notification, per_incident, now, roots)
+                        self._gather_one(
+                            session, notification, incidents, escalations, per_incident, now, roots
+                        )
                     )
                 except SQLAlchemyError:
                     raise
@@ -613,16 +626,17 @@ class Dispatcher:
         self,
         session: Session,
         notification: Notification,
+        incidents: dict[str, Incident],
+        escalations: dict[str, dict[int, datetime]],
         per_incident: dict[str, tuple[EffectiveAgreement, messaging.Answers]],
         now: datetime,
         roots: dict[str, str | None],
     ) -> _Gathered:
-        incident = session.get(Incident, notification.incident_id)
-        assert incident is not None
+        incident = incidents[notification.incident_id]
         if incident.id not in per_incident:
             per_incident[incident.id] = (
                 EffectiveAgreement.stored(incident.agreement),
-                messaging.Answers.of(session, incident),
+                messaging.Answers.of(session, incident, escalations.get(incident.id, {})),
             )
         agreement, answers = per_incident[incident.id]
         context = messaging.build_context(
