@@ -2,16 +2,16 @@
 
 Two steps, both timed together as the load:
 
-1. A sample of incidents (``SAMPLE``, 1,000 by default, taking the centers in turn as the
-   benchmark's events do) is opened through the service's own code: ``events.ingest``, the
+1. A sample of incidents (``SAMPLE``, 1,000, unless told otherwise; taking the centers in turn
+   as the benchmark's events do) is opened through the service's own code: ``events.ingest``, the
    function behind ``POST /v1/events`` (validation, severity, planning, outbox rows, audit
    trail), in large transactions instead of one HTTP request each, with the clock of each call
    spread over the window.
 2. The sample is replicated with SQL until ``notifications`` first notices exist. Copy ``n``
    (for ``n`` from the sample size up to the number of incidents) repeats sample incident
-   ``n % SAMPLE`` at the same center, and its clock moves so the first notices of all incidents
-   fall evenly over the window, exactly where ingesting incident ``n`` would have put them.
-   What is copied, per copy:
+   ``n`` modulo the sample size at the same center, and its clock moves so the first notices of
+   all incidents fall evenly over the window, exactly where ingesting incident ``n`` would have
+   put them. What is copied, per copy:
 
    - the ``incidents`` row, with a fresh ``inc_`` id and the incident ref, lot number and chain
      of identity the benchmark's event ``n`` would carry (``OOS-TIMER-n``, ``LOT-n``,
@@ -73,10 +73,16 @@ class Loaded:
 
 
 def load(
-    database: Path, config_dir: Path, centers: list[str], notifications: int, window: float
+    database: Path,
+    config_dir: Path,
+    centers: list[str],
+    notifications: int,
+    window: float,
+    sample: int = SAMPLE,
 ) -> Loaded:
     """Make ``notifications`` first notices (four per incident) fall due evenly across
-    ``window`` seconds from the instant the loader started (use ``place`` to move them later)."""
+    ``window`` seconds from the instant the loader started (use ``place`` to move them later),
+    ``sample`` incidents of them opened through ``ingest``."""
     engine = make_engine(f"sqlite:///{database}")
     create_schema(engine)
     # Not load_checked: rendering every template for every center takes seconds, and the
@@ -84,7 +90,7 @@ def load(
     agreements, renderer = load_agreements(config_dir), Renderer(ROOT / "templates")
     mail_domain = Settings(_env_file=None).mail_domain
     incidents = notifications // len(FIRST_STEP_ROLES)
-    sample = min(SAMPLE, incidents)
+    sample = min(sample, incidents)
     base = datetime.now(UTC)
     versions = template_sets.record(engine, renderer, agreements, base)
     for first in range(0, sample, CHUNK):

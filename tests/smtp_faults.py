@@ -42,6 +42,9 @@ class FaultHandler(CaptureHandler):
         self._faults_lock = threading.Lock()
         self.data_begun = threading.Event()
         """Set once a message's DATA has arrived: a test can act while the reply is pending."""
+        self.sessions_opened = 0
+        """Sessions that said EHLO: how many connections the client opened."""
+        self.sessions_quit = 0
 
     def set_faults(self, *faults: Fault) -> None:
         with self._faults_lock:
@@ -65,6 +68,17 @@ class FaultHandler(CaptureHandler):
         if fault.delay:
             await asyncio.sleep(fault.delay)
         return fault.reply
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: Any
+    ) -> Any:
+        self.sessions_opened += 1
+        session.host_name = hostname  # what aiosmtpd does itself when there is no hook
+        return responses
+
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.sessions_quit += 1
+        return "221 Bye"
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any

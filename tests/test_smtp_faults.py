@@ -312,3 +312,75 @@ async def test_a_report_that_cannot_be_delivered_is_not_reported_again(
         assert len([n for n in detail["notifications"] if n["kind"] == "delivery_failure"]) == 1
     finally:
         await service.stop()
+
+
+def lot_failure(number: int) -> dict[str, Any]:
+    """Another incident of the same lot-wide failure: its own event, reference and lot."""
+    return release_failure(
+        event_id=f"QA-EVT-2026-{number:06d}",
+        incident_ref=f"OOS-2026-{number:04d}",
+        chain_of_identity=f"COI-8K2M-{number:04d}",
+    )
+
+
+async def first_notices(service: RunningService, answer: Any) -> list[dict[str, Any]]:
+    assert answer.status_code == 202, answer.text
+    detail = await incident(service, answer.json()["incident_id"])
+    return [n for n in detail["notifications"] if n["level"] == 0 and n["kind"] == "escalation"]
+
+
+async def test_connections_are_kept_between_batches_and_replaced_when_the_server_drops_them(
+    settings: Settings, clock: ManualClock, faulty: FaultySmtpServer
+) -> None:
+    faulty.up()
+    service = await start_service(through(settings, faulty), clock)
+    try:
+        # Given a first incident's notices sent
+        first = await service.post_event(lot_failure(1))
+        await service.settle()
+        assert {n["status"] for n in await first_notices(service, first)} == {"sent"}
+        # (over one connection per notice, up to the configured number; the check at start
+        # that the server answers quits without a greeting)
+        opened, quit = faulty.handler.sessions_opened, faulty.handler.sessions_quit
+        lanes = min(settings.smtp_connections, 3)
+        assert opened == lanes
+
+        # When a second incident's notices go out a moment later
+        clock.advance(timedelta(seconds=5))
+        second = await service.post_event(lot_failure(2))
+        await service.settle()
+        # Then they are sent over the connections the first batch opened: no new one
+        assert {n["status"] for n in await first_notices(service, second)} == {"sent"}
+        assert faulty.handler.sessions_opened == opened
+        assert faulty.handler.sessions_quit == quit
+
+        # When the server drops every connection (a restart) before the next batch
+        faulty.down()
+        faulty.up()
+        third = await service.post_event(lot_failure(3))
+        await service.settle()
+        # Then the broken connections are noticed and replaced: every notice is sent at its
+        # first attempt, nothing is recorded as failed, and it reaches its recipient
+        notices = await first_notices(service, third)
+        assert {n["status"] for n in notices} == {"sent"}
+        assert all(n["attempts"] == 1 and not n["last_error"] for n in notices)
+        assert faulty.handler.sessions_opened > opened
+        arrived = by_notification(faulty.handler.messages())
+        assert all(n["notification_id"] in arrived for n in notices)
+        recipients = {m.recipients[0] for m in faulty.handler.messages()}
+        assert recipients == {
+            "ct-coord@mercy.example",
+            "ct-md@mercy.example",
+            "celllab@mercy.example",
+        }
+        with DbSession(service.services.engine) as db:
+            outcomes = db.exec(select(DeliveryAttempt.outcome)).all()
+        assert set(outcomes) == {"sent"} and len(outcomes) == 9
+
+        # When nothing is sent for longer than a connection may idle
+        clock.advance(timedelta(seconds=31))
+        await service.settle()
+        # Then the service quits the connections it kept, politely
+        assert faulty.handler.sessions_quit == quit + lanes
+    finally:
+        await service.stop()

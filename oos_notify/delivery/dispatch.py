@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from oos_notify.agreements.config import EffectiveAgreement
 from oos_notify.clock import Clock
@@ -33,6 +33,7 @@ from oos_notify.delivery.mail import (
     OutgoingMessage,
     SendOutcome,
     SmtpBatch,
+    SmtpPool,
     build_message,
     probe,
 )
@@ -173,6 +174,7 @@ class Dispatcher:
         self._tokens = tokens
         self._smtp_host = smtp_host
         self._smtp_port = smtp_port
+        self._smtp = SmtpPool(settings, smtp_host, smtp_port, clock, settings.smtp_connections)
         self._scheduler: AsyncIOScheduler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -252,6 +254,7 @@ class Dispatcher:
             self._scheduler.shutdown(wait=False)
         if self._task is not None:
             await self._task
+        await self._smtp.close()
         if self._unrecorded:
             try:
                 await self._record_unrecorded()
@@ -366,6 +369,7 @@ class Dispatcher:
                 await self._send(batch)
             finally:
                 self._holding = False
+        await self._smtp.close_idle()
         self._arm(await asyncio.to_thread(self._next_due))
 
     def _arm(self, due_at: datetime | None) -> None:
@@ -500,7 +504,7 @@ class Dispatcher:
         self, work: list[tuple[Notification, Prepared | Unbuildable]], pending: _Pending
     ) -> list[str]:
         """Send one connection's share of a batch; return the ids left unsent by a stop."""
-        async with SmtpBatch(self._settings, self._smtp_host, self._smtp_port) as smtp:
+        async with SmtpBatch(self._settings, self._smtp_host, self._smtp_port, self._smtp) as smtp:
             for position, (notification, item) in enumerate(work):
                 if self._stopping or self._lease_lost() or pending.database_away is not None:
                     return [n.id for n, _ in work[position:]]
@@ -594,10 +598,23 @@ class Dispatcher:
         gathered: list[_Gathered | Unbuildable] = []
         with transaction(self._engine) as session:
             roots = outbox.thread_roots(session, batch)
+            # The batch's incidents in one query, and when their escalations go out in another,
+            # not a query or two for each incident.
+            incidents = {
+                incident.id: incident
+                for incident in session.exec(
+                    select(Incident).where(col(Incident.id).in_({n.incident_id for n in batch}))
+                )
+            }
+            escalations = messaging.escalations_due(
+                session, [i.id for i in incidents.values() if i.acknowledged_at is None]
+            )
             for notification in batch:
                 try:
                     gathered.append(
-                        self._gather_one(session, notification, per_incident, now, roots)
+                        self._gather_one(
+                            session, notification, incidents, escalations, per_incident, now, roots
+                        )
                     )
                 except SQLAlchemyError:
                     raise
@@ -609,16 +626,17 @@ class Dispatcher:
         self,
         session: Session,
         notification: Notification,
+        incidents: dict[str, Incident],
+        escalations: dict[str, dict[int, datetime]],
         per_incident: dict[str, tuple[EffectiveAgreement, messaging.Answers]],
         now: datetime,
         roots: dict[str, str | None],
     ) -> _Gathered:
-        incident = session.get(Incident, notification.incident_id)
-        assert incident is not None
+        incident = incidents[notification.incident_id]
         if incident.id not in per_incident:
             per_incident[incident.id] = (
                 EffectiveAgreement.stored(incident.agreement),
-                messaging.Answers.of(session, incident),
+                messaging.Answers.of(session, incident, escalations.get(incident.id, {})),
             )
         agreement, answers = per_incident[incident.id]
         context = messaging.build_context(

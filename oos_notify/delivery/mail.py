@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email import quoprimime
 from email.charset import Charset
 from email.header import Header
@@ -16,6 +16,7 @@ from types import TracebackType
 import aiosmtplib
 
 from oos_notify.addresses import is_breaking
+from oos_notify.clock import Clock
 from oos_notify.delivery.rendering import RenderedMessage
 from oos_notify.settings import Settings, SmtpSecurity
 
@@ -242,17 +243,108 @@ class SendOutcome:
     """False when no connection to the mail server could be made: nobody judged the message."""
 
 
+POOL_IDLE = timedelta(seconds=30)
+"""How long a session is kept open unused between batches: well inside the five minutes a mail
+server waits for the next command (RFC 5321, 4.5.3.2.7), so it is the client that quits."""
+
+
+class SmtpPool:
+    """SMTP sessions kept open between batches, so that a batch does not pay for a new connection,
+    greeting, STARTTLS and login on each of its connections. At most ``size`` wait unused, each
+    for ``idle`` at most (``close_idle``). A session is checked before it is used again (one
+    NOOP): one the server closed or broke meanwhile is dropped, and a new one is opened instead.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        host: str,
+        port: int,
+        clock: Clock,
+        size: int,
+        idle: timedelta = POOL_IDLE,
+    ) -> None:
+        self._settings = settings
+        self._host = host
+        self._port = port
+        self._clock = clock
+        self._size = size
+        self._idle = idle
+        self._unused: list[tuple[datetime, aiosmtplib.SMTP]] = []
+        self.opened = 0
+        """How many sessions it has opened: for metrics and tests."""
+
+    async def session(self) -> aiosmtplib.SMTP:
+        """A session that answers: one kept open, if one still does, else a new one. Raises as
+        opening a session raises (refused, silent, a 554 greeting, failed STARTTLS or login)."""
+        await self.close_idle()
+        while self._unused:
+            _, client = self._unused.pop()
+            if not client.is_connected:
+                client.close()
+                continue
+            try:
+                await client.noop()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                client.close()
+                continue
+            return client
+        client = await _open_session(
+            self._settings, self._host, self._port, self._settings.smtp_timeout_seconds
+        )
+        self.opened += 1
+        return client
+
+    async def give_back(self, client: aiosmtplib.SMTP) -> None:
+        """Keep a session that is still open for the next batch, or quit it if enough wait."""
+        if client.is_connected and len(self._unused) < self._size:
+            self._unused.append((self._clock.now(), client))
+        else:
+            await _quit(client)
+
+    async def close_idle(self) -> int:
+        """Quit the sessions unused for longer than ``idle``; return how many."""
+        since = self._clock.now() - self._idle
+        stale = [client for used, client in self._unused if used < since]
+        self._unused = [(used, client) for used, client in self._unused if used >= since]
+        for client in stale:
+            await _quit(client)
+        return len(stale)
+
+    async def close(self) -> None:
+        """Quit every session kept open."""
+        unused, self._unused = self._unused, []
+        for _, client in unused:
+            await _quit(client)
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    if not client.is_connected:
+        client.close()
+        return
+    try:
+        await client.quit()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        client.close()
+
+
 class SmtpBatch:
     """One SMTP connection for a batch of messages; reconnects if the server drops it.
+
+    With a pool, the connection is taken from it and given back after the batch; without one,
+    it is opened for the batch and quit after it.
 
     When the server cannot be reached at all, the rest of the batch fails at once with the same
     reason instead of waiting out a connection timeout per message.
     """
 
-    def __init__(self, settings: Settings, host: str, port: int) -> None:
+    def __init__(
+        self, settings: Settings, host: str, port: int, pool: SmtpPool | None = None
+    ) -> None:
         self._settings = settings
         self._host = host
         self._port = port
+        self._pool = pool
         self._client: aiosmtplib.SMTP | None = None
         self._unreachable: str | None = None
 
@@ -265,12 +357,20 @@ class SmtpBatch:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._client is not None and self._client.is_connected:
-            try:
-                await self._client.quit()
-            except aiosmtplib.SMTPException:
-                self._client.close()
-        self._client = None
+        client, self._client = self._client, None
+        if client is None:
+            return
+        if self._pool is not None and exc is None:
+            await self._pool.give_back(client)
+        else:
+            await _quit(client)
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        if self._pool is not None:
+            return await self._pool.session()
+        return await _open_session(
+            self._settings, self._host, self._port, self._settings.smtp_timeout_seconds
+        )
 
     async def send(self, message: OutgoingMessage) -> SendOutcome:
         """Send one message and say how it went; never raises for an SMTP or network failure."""
@@ -286,9 +386,7 @@ class SmtpBatch:
             return outcome(False, False, None, self._unreachable, connected=False)
         if self._client is None or not self._client.is_connected:
             try:
-                self._client = await _open_session(
-                    self._settings, self._host, self._port, self._settings.smtp_timeout_seconds
-                )
+                self._client = await self._connect()
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 # Refused, silent, a 554 greeting, failed STARTTLS or login: the server will
                 # not take mail from us at all, which says nothing about this message.

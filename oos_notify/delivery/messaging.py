@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -243,10 +244,16 @@ class Answers:
     """When each level of the escalation still scheduled goes out, while nobody has confirmed."""
 
     @classmethod
-    def of(cls, session: Session, incident: Incident) -> Answers:
+    def of(
+        cls,
+        session: Session,
+        incident: Incident,
+        escalation_due: dict[int, datetime] | None = None,
+    ) -> Answers:
         """Read from the acknowledgements only when the incident says it has some: it notes
         when it was first acknowledged, its decision, and (by its update time) any other
-        answer, in the transactions that record them."""
+        answer, in the transactions that record them. ``escalation_due``, when given, is what
+        ``escalations_due`` read for it with other incidents."""
         changed = incident.updated_at > incident.opened_at
         offered = incident.oos_release is not None and incident.decision is None
         return cls(
@@ -267,20 +274,34 @@ class Answers:
             ).one()
             if offered
             else None,
-            dict(
-                session.exec(
-                    select(Notification.level, func.min(Notification.due_at))
-                    .where(
-                        Notification.incident_id == incident.id,
-                        Notification.kind == NotificationKind.ESCALATION.value,
-                        Notification.status == NotificationStatus.SCHEDULED.value,
-                    )
-                    .group_by(col(Notification.level))
-                ).all()
-            )
-            if incident.acknowledged_at is None
-            else {},
+            {}
+            if incident.acknowledged_at is not None
+            else escalation_due
+            if escalation_due is not None
+            else escalations_due(session, [incident.id]).get(incident.id, {}),
         )
+
+
+def escalations_due(
+    session: Session, incident_ids: Iterable[str]
+) -> dict[str, dict[int, datetime]]:
+    """When each level of each incident's escalation still scheduled goes out, in one query."""
+    due: dict[str, dict[int, datetime]] = {}
+    incident_ids = set(incident_ids)
+    if not incident_ids:
+        return due
+    rows = session.exec(
+        select(Notification.incident_id, Notification.level, func.min(Notification.due_at))
+        .where(
+            col(Notification.incident_id).in_(incident_ids),
+            Notification.kind == NotificationKind.ESCALATION.value,
+            Notification.status == NotificationStatus.SCHEDULED.value,
+        )
+        .group_by(col(Notification.incident_id), col(Notification.level))
+    ).all()
+    for incident_id, level, due_at in rows:
+        due.setdefault(incident_id, {})[level] = due_at
+    return due
 
 
 def build_context(

@@ -632,12 +632,14 @@ def acknowledge(
     if started is None:
         session.rollback()
         return _load(session, tokens, token, now)
-    _record(session, incident, notification, answer, Purpose.ACKNOWLEDGEMENT, True)
+    # The round was this answer's to stop (the conditional update above): it is the one that
+    # counts, and the update brought the loaded incident up to date (its new status).
+    recorded = _record(session, incident, notification, answer, Purpose.ACKNOWLEDGEMENT, True)
     receipts = qa_reports.receipts(incident, agreement, RECEIPT_TEMPLATE, now)
-    outbox.schedule(session, incident.id, [*started, *receipts], now, mail_domain)
+    outbox.schedule(
+        session, incident.id, [*started, *receipts], now, mail_domain, drill=incident.drill
+    )
     session.flush()
-    session.refresh(incident)
-    recorded = answer_that_counts(session, incident, state.purpose)
     return replace(state, acknowledgement=recorded, just_acknowledged=True)
 
 

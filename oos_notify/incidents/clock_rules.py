@@ -74,10 +74,14 @@ def next_crossing(
     return min((i for i in instants if i > now), default=None)
 
 
-def watch(session: Session, incident: Incident, now: datetime) -> datetime | None:
+def watch(
+    session: Session, incident: Incident, now: datetime, opened: bool = False
+) -> datetime | None:
     """Keep the incident's one clock timer at its next crossing (none once it is closed);
-    a closed incident's call tasks escalate no more. Returns when the timer is due."""
-    timers.cancel(session, incident.id, TimerKind.CLOCK_RULES)
+    a closed incident's call tasks escalate no more. Returns when the timer is due. An incident
+    ``opened`` in this transaction has no timer yet: there is none to cancel."""
+    if not opened:
+        timers.cancel(session, incident.id, TimerKind.CLOCK_RULES)
     if IncidentStatus(incident.status).is_closed:
         timers.cancel(session, incident.id, TimerKind.CALL_TASK_DUE)
         return None
@@ -99,10 +103,10 @@ def watch(session: Session, incident: Incident, now: datetime) -> datetime | Non
 
 
 def after_change(
-    session: Session, incident: Incident, now: datetime, mail_domain: str
+    session: Session, incident: Incident, now: datetime, mail_domain: str, opened: bool = False
 ) -> list[tuple[str, PlannedNotification]]:
-    """After an incident opened or its facts changed: open the call tasks its rules now ask
+    """After an incident ``opened`` or its facts changed: open the call tasks its rules now ask
     for, and move its clock timer. Returns the messages the new call tasks scheduled."""
-    opened = call_tasks.apply_call_rules(session, incident, now, mail_domain)
-    watch(session, incident, now)
-    return opened
+    scheduled = call_tasks.apply_call_rules(session, incident, now, mail_domain)
+    watch(session, incident, now, opened)
+    return scheduled

@@ -317,6 +317,7 @@ def _apply(
     template_version: str | None,
     actor: str = "manufacturer",
 ) -> EventAccepted:
+    opened = incident is None
     if incident is None:
         assert agreements is not None
         agreement = agreements.effective(event.center_id)
@@ -333,7 +334,9 @@ def _apply(
             template=item.template,
             due_at=item.due_at,
         )
-        for notification_id, item in clock_rules.after_change(session, incident, now, mail_domain)
+        for notification_id, item in clock_rules.after_change(
+            session, incident, now, mail_domain, opened
+        )
     ]
     answer = EventAccepted(
         incident_id=incident.id,

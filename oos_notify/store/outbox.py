@@ -86,11 +86,12 @@ def schedule(
     planned: Sequence[PlannedNotification],
     now: datetime,
     mail_domain: str,
+    drill: bool | None = None,
 ) -> list[tuple[str, PlannedNotification]]:
     """Write planned notifications as outbox rows, each with its Message-ID fixed once; return
     each row's id with what was planned. A drill's messages to patient liaisons are left out,
-    and the trail says so."""
-    planned = _without_drill_liaisons(session, incident_id, planned, now)
+    and the trail says so (``drill``: whether the incident is one, read when not given)."""
+    planned = _without_drill_liaisons(session, incident_id, planned, now, drill)
     scheduled = [(new_id("ntf"), item) for item in planned]
     if not scheduled:
         return []
@@ -152,13 +153,18 @@ def reaches_liaison(item: PlannedNotification) -> bool:
 
 
 def _without_drill_liaisons(
-    session: Session, incident_id: str, planned: Sequence[PlannedNotification], now: datetime
+    session: Session,
+    incident_id: str,
+    planned: Sequence[PlannedNotification],
+    now: datetime,
+    drill: bool | None,
 ) -> Sequence[PlannedNotification]:
     # The incident is read only when a liaison is among the recipients, which is rare.
     liaisons = [item for item in planned if reaches_liaison(item)]
     if not liaisons:
         return planned
-    drill = session.exec(select(Incident.drill).where(Incident.id == incident_id)).one()
+    if drill is None:
+        drill = session.exec(select(Incident.drill).where(Incident.id == incident_id)).one()
     if not drill:
         return planned
     for item in liaisons:
