@@ -546,19 +546,7 @@ async def post_follow_up(
             )
         )
     except ServiceError as error:
-        refused = error  # the name ``error`` is unbound once the except clause ends
-        return await _read(
-            services,
-            lambda session: _incident_page(
-                request,
-                who,
-                session,
-                services,
-                _incident(session, incident_id),
-                error=refused,
-                status_code=refused.status_code,
-            ),
-        )
+        return await _refused(request, who, services, incident_id, error)
     log.info(
         "follow-up %s posted from the console",
         event.type,
@@ -568,6 +556,24 @@ async def post_follow_up(
         background.add_task(services.dispatcher.wake)
     return RedirectResponse(
         f"/console/incidents/{found.id}?posted={event.type.value}", status_code=303
+    )
+
+
+async def _refused(
+    request: Request, who: SignedIn, services: Services, incident_id: str, error: ServiceError
+) -> HTMLResponse:
+    """The incident page again, with why what was posted was refused (and its status code)."""
+    return await _read(
+        services,
+        lambda session: _incident_page(
+            request,
+            who,
+            session,
+            services,
+            _incident(session, incident_id),
+            error=error,
+            status_code=error.status_code,
+        ),
     )
 
 
@@ -588,21 +594,9 @@ async def _signed_act(
         signer = await signing.password_signer(request, who, password, services)
         await Writer(services).run(lambda session: act(session, signer))
     except ServiceError as error:
-        refused = error  # the name ``error`` is unbound once the except clause ends
-        response = await _read(
-            services,
-            lambda session: _incident_page(
-                request,
-                who,
-                session,
-                services,
-                _incident(session, incident_id),
-                error=refused,
-                status_code=refused.status_code,
-            ),
-        )
-        if isinstance(refused, signing.NotSigned) and refused.retry_after is not None:
-            response.headers["Retry-After"] = str(refused.retry_after)
+        response = await _refused(request, who, services, incident_id, error)
+        if isinstance(error, signing.NotSigned) and error.retry_after is not None:
+            response.headers["Retry-After"] = str(error.retry_after)
         return response
     return RedirectResponse(f"/console/incidents/{incident_id}?signed={done}", status_code=303)
 
