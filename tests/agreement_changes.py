@@ -15,6 +15,8 @@ from oos_notify.web.console.roles import Role
 PROPOSER = "qa-one@manufacturer.example"
 APPROVER = "qa-two@manufacturer.example"
 VIEWER = "viewer@manufacturer.example"
+NAMES = {PROPOSER: "Quinn Abara", APPROVER: "Rosa Lindqvist", VIEWER: "Vic Okafor"}
+"""What each account's signature prints."""
 PASSWORDS = {
     PROPOSER: "proposer-password-1",
     APPROVER: "approver-password-2",
@@ -30,7 +32,7 @@ def create_users(database_url: str, now: datetime) -> None:
             for email, password in PASSWORDS.items():
                 if accounts.find_user(session, email) is None:
                     role = Role.VIEWER if email == VIEWER else Role.QA
-                    accounts.create_user(session, email, role, password, now)
+                    accounts.create_user(session, email, role, password, now, NAMES[email])
     finally:
         engine.dispose()
 
@@ -44,7 +46,9 @@ def approve_files(settings: Settings, effective_at: datetime, now: datetime) -> 
     try:
         with transaction(engine) as session:
             row = agreement_versions.propose(session, agreements, PROPOSER, now)
-            agreement_versions.approve(session, row, APPROVER, "qa", effective_at, now)
+            agreement_versions.approve(
+                session, row, APPROVER, "qa", effective_at, now, printed_name=NAMES[APPROVER]
+            )
             assert row.id is not None
             return row.id
     finally:

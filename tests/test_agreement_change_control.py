@@ -25,8 +25,11 @@ from oos_notify.store import agreement_versions, audit, signatures
 from oos_notify.store.db import create_schema, make_engine, transaction
 from oos_notify.store.models import AgreementVersion, AuditEntry, Incident
 from oos_notify.web.app import create_app
+from oos_notify.web.console import accounts
+from oos_notify.web.console.roles import Role
 from tests.agreement_changes import (
     APPROVER,
+    NAMES,
     PASSWORDS,
     PROPOSER,
     VIEWER,
@@ -281,6 +284,39 @@ def test_only_a_second_qa_user_with_their_password_approves(
         late.returncode == 1 and "is rejected: only a proposed version is approved" in late.stderr
     )
     assert approvals(files) == []
+
+
+def test_the_approval_prints_the_approvers_registered_name_and_needs_one(
+    files: Settings, clock: ManualClock
+) -> None:
+    # Given a proposed change, and a qa account whose operator never set its name
+    adopt_baseline(files, clock)
+    create_users(files.database_url, START)
+    unnamed = "qa-three@manufacturer.example"
+    engine = make_engine(files.database_url)
+    with transaction(engine) as session:
+        accounts.create_user(session, unnamed, Role.QA, "unnamed-password-4", START)
+    engine.dispose()
+    move_the_coordinator(files)
+    assert agreements(files, "propose", "--as", PROPOSER).returncode == 0
+    effective = ["--effective", "2030-01-01T06:00:00+01:00"]
+
+    # When the unnamed account approves, then a named one
+    refused = agreements(
+        files, "approve", "2", *effective, "--as", unnamed, password="unnamed-password-4"
+    )
+    approved = agreements(
+        files, "approve", "2", *effective, "--as", APPROVER, password=PASSWORDS[APPROVER]
+    )
+
+    # Then the first signs nothing, saying how to set the name; the second's signature prints
+    # the name the account was registered with, never its address
+    assert refused.returncode == 2 and "has no name to print on a signature" in refused.stderr
+    assert approved.returncode == 0, approved.stderr
+    [entry] = approvals(files)
+    assert entry.actor == APPROVER
+    assert entry.detail["signature"]["printed_name"] == NAMES[APPROVER]
+    assert entry.detail["signature"]["signer"] == APPROVER
 
 
 def test_malformed_and_hostile_commands_are_refused_clearly(

@@ -254,10 +254,13 @@ def approve(
     role: str,
     effective_at: datetime,
     now: datetime,
+    *,
+    printed_name: str,
 ) -> AgreementVersion:
     """Record the approval of a proposed version to take effect at ``effective_at`` (a time
-    already past takes effect now), signed by ``approver`` with the password they re-entered
-    just before: the caller checks it (``accounts.password_matches``)."""
+    already past takes effect now), signed by ``approver`` (printed as ``printed_name``, the
+    account's registered name) with the password they re-entered just before: the caller checks
+    it (``accounts.password_matches``)."""
     one_at_a_time(session, "agreement versions", "change")
     session.refresh(row)
     check_approval(row, approver, role, effective_at)
@@ -266,7 +269,7 @@ def approve(
         approval_content(row, at),
         signer=approver,
         method="password",
-        printed_name=approver,
+        printed_name=printed_name,
         at=now,
         zone="UTC",
         meaning=APPROVAL_MEANING,

@@ -179,8 +179,13 @@ def _approve(engine: Any, args: argparse.Namespace) -> int:
         row = agreement_versions.get(session, version_id)
         user = _user(session, args.who)
         agreement_versions.check_approval(row, user.email, user.role, effective)
+        if not user.name:
+            raise Refused(
+                f"{user.email} has no name to print on a signature: nothing was approved (set it "
+                f"with oos-notify user set-name {user.email} --name ...)"
+            )
         password_hash = user.password_hash
-        email, role = user.email, user.role
+        email, role, name = user.email, user.role, user.name
     # Asked only once the approval is allowed: nobody types a password for nothing.
     password = _password(email)
     if not accounts.password_matches(password_hash, password):
@@ -188,7 +193,9 @@ def _approve(engine: Any, args: argparse.Namespace) -> int:
     now = SystemClock().now()
     with transaction(engine) as session:
         row = agreement_versions.get(session, version_id)
-        row = agreement_versions.approve(session, row, email, role, effective, now)
+        row = agreement_versions.approve(
+            session, row, email, role, effective, now, printed_name=name
+        )
     assert row.effective_at is not None
     print(
         f"approved version {agreement_versions.named(row)} by {email} (proposed by "
