@@ -129,7 +129,14 @@ def test_a_restarted_worker_sends_what_it_held_at_once(
 ) -> None:
     with FaultySmtpServer() as smtp:
         smtp.handler.set_faults(Fault("DATA", delay=2.0))
-        fast = {"OOS_NOTIFY_SWEEP_INTERVAL_SECONDS": "1", "OOS_NOTIFY_SMTP_CONNECTIONS": "1"}
+        # A lease far longer than the wait below: what arrives was resent by the restarted
+        # worker, not taken over once the lease ran out, however long a loaded machine takes to
+        # start it again
+        fast = {
+            "OOS_NOTIFY_SWEEP_INTERVAL_SECONDS": "1",
+            "OOS_NOTIFY_SMTP_CONNECTIONS": "1",
+            "OOS_NOTIFY_CLAIM_LEASE_SECONDS": "600",
+        }
         worker = start(processes, workdir, "worker", smtp.port, "worker-1", **fast)
         api = start(processes, workdir, "api", smtp.port, "api-1", **QUIET)
         key = api.api_key()
@@ -137,14 +144,12 @@ def test_a_restarted_worker_sends_what_it_held_at_once(
         assert smtp.handler.data_begun.wait(timeout=30)
 
         worker.kill()
-        killed = time.monotonic()
         worker.start()
-        while smtp.handler.count < len(FIRST_NOTICE) and time.monotonic() < killed + 45:
+        deadline = time.monotonic() + 120
+        while smtp.handler.count < len(FIRST_NOTICE) and time.monotonic() < deadline:
             time.sleep(0.1)
-        late = time.monotonic() - killed
 
     assert smtp.handler.count == len(FIRST_NOTICE)
-    assert late < 15, f"sent {late:.1f} s after the kill"
     assert "resending 3 notifications interrupted by a stop" in worker.log.read_text()
 
 
