@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -305,8 +306,9 @@ def test_preview_renders_a_message_with_the_centers_own_wording(workdir: Path) -
 
 
 def test_preview_with_an_event_file_shows_that_events_facts(workdir: Path) -> None:
+    at = now()
     event = release_failure(
-        at=now(),
+        at=at,
         center_id="mercy-west",
         lot_number="LOT-77-0001",
         failed_attributes=[
@@ -334,7 +336,11 @@ def test_preview_with_an_event_file_shows_that_events_facts(workdir: Path) -> No
     assert "RECORD YOUR DECISION" in result.stdout
     html = (workdir / "preview-mercy-west-oos_release_decision.html").read_text(encoding="utf-8")
     assert "&lt;b&gt;potency&lt;/b&gt;" in html and "<b>potency</b>" not in html
-    assert "MST" in html  # Mercy West is in America/Denver
+    # Its times are Mercy West's (America/Denver), named as on that day: MST in winter, MDT in
+    # summer (a fixed "MST" would hold only for the sample's own November dates)
+    reported = at.astimezone(ZoneInfo("America/Denver")).strftime("%a %d %b %Y, %H:%M %Z")
+    assert f"Reported:              {reported}" in result.stdout
+    assert reported in html
 
 
 @pytest.mark.parametrize(

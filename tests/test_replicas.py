@@ -129,7 +129,14 @@ def test_a_restarted_worker_sends_what_it_held_at_once(
 ) -> None:
     with FaultySmtpServer() as smtp:
         smtp.handler.set_faults(Fault("DATA", delay=2.0))
-        fast = {"OOS_NOTIFY_SWEEP_INTERVAL_SECONDS": "1", "OOS_NOTIFY_SMTP_CONNECTIONS": "1"}
+        # A lease far longer than the wait below: what arrives was resent by the restarted
+        # worker, not taken over once the lease ran out, however long a loaded machine takes to
+        # start it again
+        fast = {
+            "OOS_NOTIFY_SWEEP_INTERVAL_SECONDS": "1",
+            "OOS_NOTIFY_SMTP_CONNECTIONS": "1",
+            "OOS_NOTIFY_CLAIM_LEASE_SECONDS": "600",
+        }
         worker = start(processes, workdir, "worker", smtp.port, "worker-1", **fast)
         api = start(processes, workdir, "api", smtp.port, "api-1", **QUIET)
         key = api.api_key()
@@ -137,14 +144,12 @@ def test_a_restarted_worker_sends_what_it_held_at_once(
         assert smtp.handler.data_begun.wait(timeout=30)
 
         worker.kill()
-        killed = time.monotonic()
         worker.start()
-        while smtp.handler.count < len(FIRST_NOTICE) and time.monotonic() < killed + 45:
+        deadline = time.monotonic() + 120
+        while smtp.handler.count < len(FIRST_NOTICE) and time.monotonic() < deadline:
             time.sleep(0.1)
-        late = time.monotonic() - killed
 
     assert smtp.handler.count == len(FIRST_NOTICE)
-    assert late < 15, f"sent {late:.1f} s after the kill"
     assert "resending 3 notifications interrupted by a stop" in worker.log.read_text()
 
 
@@ -190,7 +195,9 @@ def test_reposts_of_one_event_through_two_api_processes_are_duplicates_never_con
 def test_the_event_limit_of_a_key_holds_across_api_processes(
     workdir: Path, processes: list[ServedProcess]
 ) -> None:
-    limit = {"OOS_NOTIFY_EVENTS_BURST": "10", "OOS_NOTIFY_EVENTS_PER_MINUTE": "1", **QUIET}
+    # One event back every 100 minutes: however slowly a loaded machine posts, none comes back
+    # during the test
+    limit = {"OOS_NOTIFY_EVENTS_BURST": "10", "OOS_NOTIFY_EVENTS_PER_MINUTE": "0.01", **QUIET}
     with CaptureServer() as smtp:
         apis = [start(processes, workdir, "api", smtp.port, f"api-{n}", **limit) for n in (1, 2)]
         key = apis[0].api_key()
