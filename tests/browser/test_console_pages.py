@@ -24,6 +24,7 @@ from oos_notify.clock import ManualClock
 from oos_notify.settings import Settings
 from oos_notify.store.models import Notification
 from tests.browser.conftest import PHONE, WIDE, axe_violations, blocking, open_tab
+from tests.browser.test_console_story import sign_in
 from tests.conftest import ACK_LINK, START, RunningService, release_failure, service_settings
 from tests.console.conftest import PASSWORD, add_people
 
@@ -272,3 +273,39 @@ async def _check(
         await page.screenshot(path=path, full_page=name not in LONG_PAGES)
         # A palette of 256 colours keeps a screenshot of text and flat colours a third the size.
         Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
+
+
+async def test_a_captured_email_is_shown_whole_in_the_mailbox(
+    browser: Browser, console: RunningService, clock: ManualClock
+) -> None:
+    # Given a first notice caught by the capture server, today
+    people = add_people(console)
+    clock.advance(START - clock.now())
+    posted = await console.post_event(release_failure(at=clock.now()))
+    assert posted.status_code == 202, posted.text
+    await console.settle()
+    capture = console.services.capture
+    assert capture is not None
+    message = capture.handler.messages()[0]
+
+    # When QA opens it from the console's mailbox on a phone
+    tab = await open_tab(browser, console, PHONE)
+    page = tab.page
+    await sign_in(tab, people.qa)
+    await visit(page, f"/console/mailbox/{message.number}", message.subject[:20])
+
+    # Then its frame is as tall as the email, as the preview's is: the closing line lies inside
+    frame = page.locator("iframe.email")
+    closing = frame.content_frame.get_by_text("Keep it within the care team and do not forward it.")
+    await expect(closing).to_be_attached()
+    fits = await frame.evaluate(
+        """(el) => {
+            const doc = el.contentDocument.documentElement;
+            const last = [...el.contentDocument.querySelectorAll('p')].pop();
+            return {frame: el.clientHeight, content: doc.scrollHeight,
+                    bottom: last.getBoundingClientRect().bottom};
+        }"""
+    )
+    assert fits["frame"] >= fits["content"] and fits["bottom"] <= fits["frame"], fits
+    tab.check()
+    await tab.context.close()

@@ -59,6 +59,9 @@ async def test_reports_count_confirmations_and_promises_from_the_incidents(
         promises = await client.get("/console/reports/notify-within.csv?months=3")
     assert page.status_code == 200 and "<svg" in page.text
     assert 'role="img"' in page.text
+    # The page writes the month as the console writes dates; the CSV keeps ISO for machines
+    assert '<th scope="row" class="nowrap">Nov 2026</th>' in page.text
+    assert "per month: Nov 2026 50%" in page.text and "2026-11" not in page.text
     assert list(csv.reader(io.StringIO(confirming.text))) == [
         ["center_id", "center", "incidents", "confirmed", "median_minutes", "p90_minutes"],
         ["mercy-general-main", "Mercy General — Main Campus", "2", "2", "195.0", "360.0"],

@@ -37,6 +37,12 @@ class Change:
     old: str
     new: str
 
+    @property
+    def text(self) -> str:
+        """The change as one line, for the record: the old value left out where there was
+        none (a checklist item newly on file)."""
+        return f"{self.fact}: {self.old} → {self.new}" if self.old else f"{self.fact}: {self.new}"
+
 
 def runs(trail: Sequence[AuditEntry]) -> dict[int, int]:
     """Each entry's seq mapped to the seq of the first entry of its run: the entries one

@@ -92,10 +92,11 @@ class Columns:
 
 
 def percent_columns(
-    points: Sequence[tuple[str, float | None]], width: int = 420, height: int = 200
+    points: Sequence[tuple[str, float | None]], width: int = 420, height: int = 214
 ) -> Columns:
-    """``points`` are (label, share between 0 and 1, or None for no data)."""
-    left, top_room, bottom_room = 44, 18, 22
+    """``points`` are (label, share between 0 and 1, or None for no data); a label's words are
+    stacked under its column (``Nov 2026``: month above year), so twelve months fit."""
+    left, top_room, bottom_room = 44, 18, 36
     baseline = height - bottom_room
     usable = baseline - top_room
     slot = (width - left) / max(len(points), 1)

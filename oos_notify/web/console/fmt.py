@@ -34,6 +34,12 @@ def day(value: date | str) -> str:
     return f"{found:%a} {found.day} {found:%b %Y}"
 
 
+def month(value: str) -> str:
+    """A calendar month as stored (``2026-11``) as the console writes it: ``Nov 2026``."""
+    found = date.fromisoformat(f"{value}-01")
+    return f"{found:%b %Y}"
+
+
 def when(at: datetime, timezone: str) -> Markup:
     """An instant as a ``<time>`` element: the center's time in words, UTC on hover; the
     console's script puts the viewer's own zone on hover instead where it runs."""

@@ -154,6 +154,11 @@ class IncidentView:
         return agreement_versions.approval(self.approved)
 
     @property
+    def event_changes(self) -> dict[str, list[Change]]:
+        """What each follow-up changed, by event id, as the timeline shows it."""
+        return causes.changes(self.events, self.trail, self.agreement.timezone)
+
+    @property
     def closed(self) -> bool:
         return IncidentStatus(self.incident.status).is_closed
 

@@ -130,6 +130,9 @@ def pdf(record: IncidentRecord) -> bytes:
         # A PDF cannot isolate text the way a page's <bdi> does: a direction control is
         # written out instead, so it reorders nothing around it and a reader sees it was there.
         shown = escape(controls_spelled_out(str(text))).replace("\n", "<br/>")
+        # Vera has no arrow (a change's "old → new"): PDF's standard Symbol font has one, as
+        # every viewer does Courier
+        shown = shown.replace("→", '<font name="Symbol">→</font>')
         return Paragraph(shown, style)
 
     def grid(rows: Sequence[list[Any]], widths: list[float], header: bool = True) -> Table:
@@ -249,19 +252,21 @@ def pdf(record: IncidentRecord) -> bytes:
         story.append(p(text))
 
     story.append(p("Events", heading))
+    changed = view.event_changes
     story.append(
         grid(
-            [[p(h, small) for h in ("Event", "Type", "Occurred", "Received")]]
+            [[p(h, small) for h in ("Event", "Type", "Occurred", "Received", "What it changed")]]
             + [
                 [
                     p(e.event_id, small),
                     p(e.type, small),
                     p(when(e.occurred_at), small),
                     p(when(e.received_at), small),
+                    p("\n".join(c.text for c in changed.get(e.event_id, [])), small),
                 ]
                 for e in view.events
             ],
-            [250, 120, 200, 200],
+            [170, 80, 155, 155, 210],
         )
     )
 

@@ -87,6 +87,7 @@ _environment.filters.update(
     in_zone=fmt.instant,
     when=fmt.when,
     day=fmt.day,
+    month=fmt.month,
     person=fmt.person,
     status=fmt.status,
     clock_in_zone=fmt.clock_in_zone,

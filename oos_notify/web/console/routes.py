@@ -56,7 +56,7 @@ from oos_notify.web.console.auth import (
     sign_in_url,
 )
 from oos_notify.web.console.charts import horizontal_bars, percent_columns
-from oos_notify.web.console.fmt import span
+from oos_notify.web.console.fmt import month, span
 from oos_notify.web.console.render import EMAIL_CSP, fragment, page, static_response
 from oos_notify.web.services import Services, secret_key
 
@@ -1062,17 +1062,13 @@ def reports_page(
         confirming=confirming,
         promises=promises,
         confirm_chart=horizontal_bars(hours, ["median", "90th percentile"]),
-        promise_chart=percent_columns([(_month_label(m.month), m.share_met) for m in promises]),
+        promise_chart=percent_columns([(month(m.month), m.share_met) for m in promises]),
         drills=drills.drills(session, since, now),
     )
 
 
 def _duration(delta: timedelta | None) -> str:
     return span(delta) if delta is not None else "none confirmed"
-
-
-def _month_label(month: str) -> str:
-    return datetime.strptime(month, "%Y-%m").strftime("%b")
 
 
 def _csv(text: str, name: str) -> Response:
