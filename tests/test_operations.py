@@ -421,9 +421,10 @@ def test_logs_are_json_lines_with_ids_and_no_secrets(
 def test_sigterm_finishes_the_send_in_flight_records_it_and_claims_nothing_more(
     served: ServedProcess, faulty: FaultySmtpServer
 ) -> None:
-    # Given a mail server that takes 3 seconds to accept each message, and one connection to it
-    # (over several, both notices would be in flight at once and both finished)
-    faulty.handler.set_faults(Fault("DATA", delay=3.0))
+    # Given a mail server that takes 6 seconds to accept each message, and one connection to it
+    # (over several, both notices would be in flight at once and both finished); the delay is
+    # the room a loaded machine has to deliver the signal while the first send is in flight
+    faulty.handler.set_faults(Fault("DATA", delay=6.0))
     served.env["OOS_NOTIFY_SMTP_CONNECTIONS"] = "1"
     key = served.api_key()
     served.start()
@@ -436,11 +437,10 @@ def test_sigterm_finishes_the_send_in_flight_records_it_and_claims_nothing_more(
     assert answer.status_code == 202
     # When the service is told to stop while the first of three notices is being sent
     assert faulty.handler.data_begun.wait(timeout=60)
-    stopped_at = time.monotonic()
     assert served.terminate() in CLEAN_EXIT
 
-    # Then it waited for the server's answer, and sent nothing after it
-    assert time.monotonic() - stopped_at >= 1.5
+    # Then it waited for the server's answer, and sent nothing after it: the server keeps a
+    # message only once it has answered, and the service recorded that answer before exiting
     [delivered] = faulty.handler.messages()
     assert faulty.handler.count == 1
     # And it recorded that send before exiting; the others are back in the queue, unspent

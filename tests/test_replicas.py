@@ -1,7 +1,7 @@
 """Several processes on one PostgreSQL database, as a manufacturer runs it: ``oos-notify api`` and
 ``oos-notify worker`` processes (or several ``serve``), no coordinator but the database.
 
-A worker hears of a commit made by any process within a second (LISTEN/NOTIFY), a dead worker's
+A worker hears of a commit made by any process at once (LISTEN/NOTIFY), a dead worker's
 claims are taken over within the lease, a repost of one event through any process is a duplicate
 and never a conflict, the per-key event limit holds across processes, and replicas started
 together on an empty database all start.
@@ -10,6 +10,7 @@ together on an empty database all start.
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import time
 from collections import Counter
@@ -74,7 +75,7 @@ def post(base: str, key: str, event: dict[str, Any]) -> httpx.Response:
     )
 
 
-def test_a_worker_sends_within_a_second_of_an_event_taken_by_an_api_process(
+def test_a_worker_is_woken_by_an_event_taken_by_an_api_process(
     workdir: Path, processes: list[ServedProcess]
 ) -> None:
     with CaptureServer() as smtp:
@@ -84,13 +85,12 @@ def test_a_worker_sends_within_a_second_of_an_event_taken_by_an_api_process(
         assert httpx.get(f"{worker.base}/v1/incidents", timeout=5).status_code == 404  # no API
         time.sleep(0.5)  # the worker's first run at start is over
 
-        posted = time.monotonic()
+        # The sweep comes once an hour: a notice that arrives at all was woken by the commit
         answer = post(api.base, key, release_failure(at=now()))
-        messages = smtp.handler.wait_for(len(FIRST_NOTICE), timeout=10)
-        arrived = time.monotonic() - posted
+        messages = smtp.handler.wait_for(len(FIRST_NOTICE), timeout=120)
 
     assert answer.status_code == 202, answer.text
-    assert len(messages) == 3 and arrived < 1.0, f"{len(messages)} messages after {arrived:.2f} s"
+    assert sorted(m.recipients[0] for m in messages) == sorted(FIRST_NOTICE)
 
 
 def test_a_dead_workers_claims_are_sent_by_another_within_the_lease(
@@ -104,24 +104,37 @@ def test_a_dead_workers_claims_are_sent_by_another_within_the_lease(
         api = start(processes, workdir, "api", smtp.port, "api-1", **QUIET)
         key = api.api_key()
         # When the worker that claimed an incident's first notices dies in the middle of a send
+        # (taken before the post, so before the claim: load can only make it earlier)
+        before_claim = time.monotonic()
         assert post(api.base, key, release_failure(at=now())).status_code == 202
         assert smtp.handler.data_begun.wait(timeout=30)
         first.kill()
-        killed = time.monotonic()
-        start(processes, workdir, "worker", smtp.port, "worker-2", **fast)
+        second = start(processes, workdir, "worker", smtp.port, "worker-2", **fast)
 
-        # Then the other worker sends them once the lease has run out (the first about 30 s
-        # after the kill, the others 2 s apart behind it), under their Message-IDs
-        deadline = killed + 60
+        # Then the other worker sends them, and not before the 30 s lease has run out (the
+        # first sent 30 s after the claim at the earliest, the others 2 s apart behind it)
+        deadline = time.monotonic() + 120
         while smtp.handler.count < 1 and time.monotonic() < deadline:
             time.sleep(0.1)
-        late = time.monotonic() - killed
+        late = time.monotonic() - before_claim
         while smtp.handler.count < len(FIRST_NOTICE) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # (a send is logged once it is recorded, a moment after the server has the message)
+        while not logged_sent(second, FIRST_NOTICE) and time.monotonic() < deadline:
             time.sleep(0.1)
 
     recipients = Counter(m.recipients[0] for m in smtp.handler.messages())
-    assert set(recipients) == FIRST_NOTICE, recipients
-    assert 25 < late < 40, f"first sent {late:.1f} s after the kill"
+    assert recipients == Counter(FIRST_NOTICE), recipients
+    assert late >= 30, f"first sent {late:.1f} s after the claim, inside its lease"
+    # Sent by the second worker, which took them over as another process's expired claims,
+    # not released as its own predecessor's
+    assert logged_sent(second, FIRST_NOTICE), second.log.read_text()
+    assert "interrupted by a stop" not in second.log.read_text()
+
+
+def logged_sent(process: ServedProcess, recipients: set[str]) -> bool:
+    log = process.log.read_text()
+    return all(re.search(rf'"sent \S+ to {re.escape(r)}"', log) for r in recipients)
 
 
 def test_a_restarted_worker_sends_what_it_held_at_once(
@@ -216,11 +229,12 @@ def test_the_event_limit_of_a_key_holds_across_api_processes(
 def test_a_clients_limits_hold_across_api_processes(
     workdir: Path, processes: list[ServedProcess]
 ) -> None:
-    # Given two api processes, each allowing a client 4 failed authentications and 4 requests
-    # to acknowledgement links a minute
+    # Given two api processes, each allowing a client 1 failed authentication and 1 request to
+    # acknowledgement links a minute (one back after 60 s: however slowly a loaded machine
+    # answers, none comes back during the test)
     limits = {
-        "OOS_NOTIFY_AUTH_FAILURES_PER_MINUTE": "4",
-        "OOS_NOTIFY_ACK_REQUESTS_PER_MINUTE": "4",
+        "OOS_NOTIFY_AUTH_FAILURES_PER_MINUTE": "1",
+        "OOS_NOTIFY_ACK_REQUESTS_PER_MINUTE": "1",
         **QUIET,
     }
     with CaptureServer() as smtp:
@@ -228,13 +242,13 @@ def test_a_clients_limits_hold_across_api_processes(
         # When one client alternates between them with wrong keys and made-up links
         wrong_keys = [
             post(apis[n % 2].base, "not-a-key", release_failure(at=now())).status_code
-            for n in range(8)
+            for n in range(4)
         ]
         links = [
             httpx.get(f"{apis[n % 2].base}/ack/not-a-token", timeout=30).status_code
-            for n in range(8)
+            for n in range(4)
         ]
 
     # Then the client has the budget of one process, not of two
-    assert wrong_keys == [401] * 4 + [429] * 4
-    assert links[4:] == [429] * 4 and 429 not in links[:4]
+    assert wrong_keys == [401] + [429] * 3
+    assert links[1:] == [429] * 3 and links[0] != 429
