@@ -3,41 +3,54 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from pathlib import Path
 
 from oos_notify.agreements.config import load_agreements
 from oos_notify.agreements.vocabulary import EventType, KeyDate, Severity
 from oos_notify.clock import ManualClock
-from oos_notify.delivery.capture import CaptureServer
+from oos_notify.delivery.capture import CaptureServer, free_port
 from oos_notify.incidents.planning import IncidentFacts, plan_opening
 from oos_notify.web.console import centers
-from tests.conftest import CONFIG_DIR, START, RunningService, ack_link, release_failure
-from tests.console.conftest import People, browser, sign_in
+from tests.conftest import (
+    CONFIG_DIR,
+    START,
+    RunningService,
+    ack_link,
+    release_failure,
+    service_settings,
+    start_service,
+)
+from tests.console.conftest import People, add_people, browser, sign_in
 
 
 async def test_the_board_puts_the_critical_unconfirmed_first_and_filters(
-    service: RunningService, people: People, clock: ManualClock
+    tmp_path: Path, smtp: CaptureServer, clock: ManualClock
 ) -> None:
-    await service.post_event(release_failure(event_id="E-1", incident_ref="OOS-MAJOR"))
-    await service.post_event(
-        release_failure(event_id="E-2", incident_ref="OOS-CRITICAL", severity="critical")
-    )
-    await service.post_event(
-        release_failure(
-            event_id="E-3",
-            incident_ref="OOS-BONN",
-            center_id="rhein-uk-bonn",
-            severity="minor",
-            # Its patient's dates are a week after the others': it comes due last
-            key_dates={"lymphodepletion_start": "2026-12-07", "planned_infusion": "2026-12-10"},
+    # The mail server is unreachable (its port closed): no first notice is delivered, whenever
+    # the dispatcher runs. Left reachable, it delivered them before or after the clock moved, as
+    # the machine's load had it, and the promise read met or breached.
+    settings = service_settings(tmp_path, smtp, smtp_port=free_port())
+    service = await start_service(settings, clock)
+    try:
+        people = add_people(service)
+        await service.post_event(release_failure(event_id="E-1", incident_ref="OOS-MAJOR"))
+        await service.post_event(
+            release_failure(event_id="E-2", incident_ref="OOS-CRITICAL", severity="critical")
         )
-    )
-    clock.advance(timedelta(hours=1, minutes=5))  # nothing sent: the critical one's 1 h is over
-    async with browser(service) as client:
-        await sign_in(client, people.viewer)
-        board = (await client.get("/console")).text
-        breached = (await client.get("/console/board/rows?breached=1")).text
-        bonn = (await client.get("/console/board/rows?center=rhein-uk-bonn")).text
-        unknown = await client.get("/console?status=lost")
+        await service.post_event(
+            release_failure(
+                event_id="E-3", incident_ref="OOS-BONN", center_id="rhein-uk-bonn", severity="minor"
+            )
+        )
+        clock.advance(timedelta(hours=1, minutes=5))  # the critical one's 1 h is over
+        async with browser(service) as client:
+            await sign_in(client, people.viewer)
+            board = (await client.get("/console")).text
+            breached = (await client.get("/console/board/rows?breached=1")).text
+            bonn = (await client.get("/console/board/rows?center=rhein-uk-bonn")).text
+            unknown = await client.get("/console?status=lost")
+    finally:
+        await service.stop()
     assert board.index("OOS-CRITICAL") < board.index("OOS-MAJOR") < board.index("OOS-BONN")
     assert "breached by 5 min" in board
     assert "OOS-CRITICAL" in breached and "OOS-MAJOR" not in breached
