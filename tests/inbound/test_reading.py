@@ -184,10 +184,11 @@ def test_the_smtp_code_is_the_one_the_diagnostic_gives_and_none_otherwise(
 
 
 def test_html_is_read_in_time_linear_in_its_size() -> None:
-    # html.parser took 0.5 s for 10 KB of "<a", 7.7 s for 40 KB, 37 s for 80 KB
-    started = time.perf_counter()
+    # html.parser took 0.5 s for 10 KB of "<a", 7.7 s for 40 KB, 37 s for 80 KB; counted in
+    # this process's CPU, which another process's load on the machine does not stretch
+    started = time.process_time()
     assert html_text("<a" * 500_000) == ""
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
     html = (
         "<html><head><style>p {}</style></head><body><p>Received &amp; thanks</p>"
         "<div>Dana<br>Mercy</div><blockquote>quoted</blockquote>after"

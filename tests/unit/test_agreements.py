@@ -243,11 +243,11 @@ def test_yaml_aliases_are_refused_before_they_expand(config: Path) -> None:
     levels = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
     (config / "plans/lol.yaml").write_text("id: lol\n" + "\n".join(levels) + "\n")
-    started = time.monotonic()
+    started = time.process_time()  # CPU, which the machine's other load does not stretch
     problem = find(
         problems_of(config), "config/plans/lol.yaml", "", "aliases (*name) are not allowed"
     )
-    assert time.monotonic() - started < 2
+    assert time.process_time() - started < 2
     assert "line 3" in problem.message  # where the first alias is
 
 
