@@ -101,17 +101,19 @@ QUICK = Size(
     ingest_seconds=3,
     warmup_seconds=1,
     fanout_events=100,
-    pending=5_000,
-    window_seconds=15,
+    pending=3_332,
+    window_seconds=10,
     cpu_events=100,
     burst_events=0,
     startup_runs=1,
     timers_sample=100,
-    timers_grace_seconds=15,
+    timers_lead_seconds=5,
+    timers_grace_seconds=5,
 )
 """``--quick``: every measurement but the burst, smaller, to finish in under two minutes where
 two cores are free (under 100 s of CPU in all); the timers keep the full run's rate (333 due a
-second). The burst, about 20 s on its own, runs in the full run and in ``--cpu --quick``."""
+second) over 10 s, and wait 5 s for the late ones. The burst, about 20 s on its own, runs in the
+full run and in ``--cpu --quick``."""
 QUICK_STARTUP = replace(QUICK, startup_runs=3)
 """``--startup --quick``: 10 sites, 3 runs of each command."""
 QUICK_CPU = replace(QUICK, centers=25, cpu_events=200, burst_events=300)
