@@ -35,9 +35,10 @@ from oos_notify.agreements.vocabulary import (
 )
 from oos_notify.errors import Conflict, InvalidFields, NotFound
 from oos_notify.ids import new_id
+from oos_notify.incidents.planning import plan_to_holders
 from oos_notify.store import audit, outbox, timers
 from oos_notify.store.instants import UtcInstant
-from oos_notify.store.lifecycle import Condition, IncidentStatus, NotificationKind
+from oos_notify.store.lifecycle import IncidentStatus, NotificationKind
 from oos_notify.store.models import CallTask, CallTaskNotice, Incident
 from oos_notify.store.outbox import PlannedNotification
 from oos_notify.store.timers import TimerKind
@@ -500,40 +501,19 @@ def _tell(
     template = (
         CALL_TASK_TEMPLATE if kind is NotificationKind.CALL_TASK else CALL_TASK_OVERDUE_TEMPLATE
     )
-    planned: list[PlannedNotification] = []
-    seen: set[str] = set()
-    for recipient in recipients:
-        contacts = agreement.contacts_for(recipient)
-        if not contacts:
-            audit.record(
-                session,
-                now,
-                "step_skipped",
-                "planner",
-                incident_id=incident.id,
-                kind=kind.value,
-                level=0,
-                reason=f"nobody has {recipient}",
-            )
-        for contact in contacts:
-            if contact.email.lower() in seen:
-                continue
-            seen.add(contact.email.lower())
-            planned.append(
-                PlannedNotification(
-                    kind=kind,
-                    level=0,
-                    role=str(recipient),
-                    contact_id=contact.id,
-                    recipient_name=contact.name,
-                    recipient_email=contact.email,
-                    template=template,
-                    due_at=now,
-                    condition=Condition.ALWAYS,
-                    with_ack_link=False,
-                )
-            )
-    scheduled = outbox.schedule(session, incident.id, planned, now, mail_domain)
+    planned = plan_to_holders(agreement, recipients, kind, template, now)
+    for skipped in planned.skipped:
+        audit.record(
+            session,
+            now,
+            "step_skipped",
+            "planner",
+            incident_id=incident.id,
+            kind=skipped.kind.value,
+            level=skipped.level,
+            reason=skipped.reason,
+        )
+    scheduled = outbox.schedule(session, incident.id, planned.notifications, now, mail_domain)
     for notification_id, _ in scheduled:
         session.add(CallTaskNotice(notification_id=notification_id, call_task_id=task.id))
     return scheduled

@@ -168,7 +168,7 @@ def plan_follow_up(
     ``told_otherwise`` (they get a message of their own about it, such as a decision request)."""
     skip = {email.lower() for email in told_otherwise}
     return [
-        _immediate(NotificationKind.FOLLOW_UP, person, FOLLOW_UP_TEMPLATES[event_type], now)
+        _notice(NotificationKind.FOLLOW_UP, person, FOLLOW_UP_TEMPLATES[event_type], now)
         for person in _distinct(told)
         if person.email.lower() not in skip
     ]
@@ -194,7 +194,7 @@ def plan_decision_request(
     own, the plan's ``decision.inform`` roles hear of the offer, and the deadline's escalation is
     planned. Nobody but the deciders is asked: a decision belongs to one person."""
     notices = [
-        _immediate(NotificationKind.DECISION, person, DECISION_TEMPLATE, now, with_ack_link=True)
+        _notice(NotificationKind.DECISION, person, DECISION_TEMPLATE, now, with_ack_link=True)
         for person in _distinct(asked)
     ]
     informed, skipped = _holders(agreement, rule.inform, NotificationKind.FOLLOW_UP)
@@ -247,15 +247,12 @@ def plan_decision_reminders(
             skipped.append(SkippedStep(NotificationKind.DECISION, level, reason or ""))
             continue
         planned += [
-            PlannedNotification(
-                kind=NotificationKind.DECISION,
+            _notice(
+                NotificationKind.DECISION,
+                person,
+                DECISION_REMINDER_TEMPLATE,
+                due_at,
                 level=level,
-                role=person.role,
-                contact_id=person.contact_id,
-                recipient_name=person.name,
-                recipient_email=person.email,
-                template=DECISION_REMINDER_TEMPLATE,
-                due_at=due_at,
                 condition=Condition.UNDECIDED,
                 with_ack_link=True,
                 anchor=timing.before,
@@ -285,15 +282,11 @@ def plan_decision_overdue(
     escalated, skipped = _holders(agreement, rule.escalate, NotificationKind.DECISION_OVERDUE)
     linked = {person.email.lower() for person in asked}
     planned = [
-        PlannedNotification(
-            kind=NotificationKind.DECISION_OVERDUE,
-            level=0,
-            role=person.role,
-            contact_id=person.contact_id,
-            recipient_name=person.name,
-            recipient_email=person.email,
-            template=DECISION_OVERDUE_TEMPLATE,
-            due_at=due_at,
+        _notice(
+            NotificationKind.DECISION_OVERDUE,
+            person,
+            DECISION_OVERDUE_TEMPLATE,
+            due_at,
             condition=Condition.UNDECIDED,
             with_ack_link=person.email.lower() in linked,
             anchor=rule.due.before,
@@ -318,9 +311,23 @@ def _holders(
     return people, skipped
 
 
+def plan_to_holders(
+    agreement: EffectiveAgreement,
+    recipients: Iterable[Recipient],
+    kind: NotificationKind,
+    template: str,
+    now: datetime,
+) -> PlanResult:
+    """One message of ``kind`` at once to everyone who holds each of ``recipients``, one per
+    email address, whatever the center answers; a recipient nobody holds is a skipped step."""
+    people, skipped = _holders(agreement, recipients, kind)
+    planned = [_notice(kind, person, template, now) for person in _distinct(people)]
+    return PlanResult(planned, skipped)
+
+
 def plan_message(person: Addressee, template: str, now: datetime) -> PlannedNotification:
     """One message to one person at once, whatever the center answers."""
-    return _immediate(NotificationKind.FOLLOW_UP, person, template, now)
+    return _notice(NotificationKind.FOLLOW_UP, person, template, now)
 
 
 def _distinct(people: Iterable[Addressee]) -> list[Addressee]:
@@ -331,24 +338,30 @@ def _distinct(people: Iterable[Addressee]) -> list[Addressee]:
     return list(by_email.values())
 
 
-def _immediate(
+def _notice(
     kind: NotificationKind,
     person: Addressee,
     template: str,
-    now: datetime,
+    due_at: datetime,
+    *,
+    level: int = 0,
+    condition: Condition = Condition.ALWAYS,
     with_ack_link: bool = False,
+    anchor: KeyDate | None = None,
 ) -> PlannedNotification:
+    """A message of ``kind`` to ``person`` at ``due_at``, sent if ``condition`` still holds."""
     return PlannedNotification(
         kind=kind,
-        level=0,
+        level=level,
         role=person.role,
         contact_id=person.contact_id,
         recipient_name=person.name,
         recipient_email=person.email,
         template=template,
-        due_at=now,
-        condition=Condition.ALWAYS,
+        due_at=due_at,
+        condition=condition,
         with_ack_link=with_ack_link,
+        anchor=anchor,
     )
 
 
@@ -440,28 +453,15 @@ def plan_to_qa(
     condition: Condition,
 ) -> list[PlannedNotification]:
     """A message to the manufacturer's QA: the event's QA contact, else the agreement's QA desk."""
+    role = f"{MANUFACTURER_PREFIX}{ManufacturerRole.QA}"
     if qa_contact:
-        people = [("qa_contact", qa_contact["name"], qa_contact["email"])]
+        people = [Addressee("qa_contact", role, qa_contact["name"], qa_contact["email"])]
     else:
         people = [
-            (c.id, c.name, c.email)
+            Addressee(c.id, role, c.name, c.email)
             for c in agreement.manufacturer_contacts.get(ManufacturerRole.QA, [])
         ]
-    return [
-        PlannedNotification(
-            kind=kind,
-            level=0,
-            role=f"{MANUFACTURER_PREFIX}{ManufacturerRole.QA}",
-            contact_id=contact_id,
-            recipient_name=name,
-            recipient_email=email,
-            template=template,
-            due_at=due_at,
-            condition=condition,
-            with_ack_link=False,
-        )
-        for contact_id, name, email in people
-    ]
+    return [_notice(kind, person, template, due_at, condition=condition) for person in people]
 
 
 def _business_hours_apply(plan: Plan, facts: IncidentFacts) -> bool:

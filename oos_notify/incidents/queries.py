@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, and_, not_, or_
@@ -457,89 +457,48 @@ def detail(session: Session, incident_id: str, now: datetime) -> IncidentDetail:
         agreement_version=incident.agreement_version,
         agreements_version_id=incident.agreements_version_id,
         template_version=incident.template_version,
-        events=[
-            EventOut(
-                event_id=e.event_id,
-                type=e.type,
-                occurred_at=e.occurred_at,
-                received_at=e.received_at,
-            )
-            for e in events
-        ],
+        events=[_read(EventOut, e) for e in events],
         notifications=[
-            NotificationOut(
-                notification_id=n.id,
-                kind=n.kind,
-                level=n.level,
-                role=n.role,
-                recipient=n.recipient_email,
-                template=n.template,
-                status=n.status,
-                due_at=n.due_at,
-                sent_at=n.sent_at,
-                attempts=n.attempts,
-                last_error=n.last_error,
-                message_id=n.message_id,
-            )
+            _read(NotificationOut, n, notification_id=n.id, recipient=n.recipient_email)
             for n in notifications
         ],
         acknowledgements=[
-            AcknowledgementOut(
+            _read(
+                AcknowledgementOut,
+                a,
                 acknowledgement_id=a.id,
-                purpose=a.purpose,
-                round=a.round,
                 by=a.email,
-                role=a.role,
-                response=a.response,
-                comment=a.comment,
-                at=a.at,
                 stopped_escalation=(
                     a.stopped_escalation is not False if a.purpose == "acknowledgement" else None
                 ),
                 signature=SignatureOut.of(a.signature),
                 revision=RevisionOut.model_validate(a.revision) if a.revision else None,
-                confirmed_by=a.confirmed_by,
             )
             for a in acks
         ],
         callback_tasks=callback_tasks(acks),
         center_reports=[
-            CenterReportOut(
-                report_id=r.id,
-                kind=r.kind,
-                by=r.email,
-                role=r.role,
-                day=r.day,
-                phone=r.phone,
-                call_window=r.call_window,
-                comment=r.comment,
-                source=r.source,
-                event_id=r.event_id,
-                at=r.at,
-            )
+            _read(CenterReportOut, r, report_id=r.id, by=r.email)
             for r in session.exec(
                 select(CenterReport)
                 .where(CenterReport.incident_id == incident.id)
                 .order_by(col(CenterReport.at), col(CenterReport.id))
             ).all()
         ],
-        returned_mail=[
-            ReturnedMailOut(
-                inbound_id=m.id,
-                received_at=m.received_at,
-                kind=m.kind,
-                outcome=m.outcome,
-                notification_id=m.notification_id,
-                sender=m.sender,
-                subject=m.subject,
-                text=m.text,
-                detail=m.detail,
-            )
-            for m in returned
-        ],
+        returned_mail=[_read(ReturnedMailOut, m, inbound_id=m.id) for m in returned],
         returned_mail_counts=counts,
         regulatory_clocks=regulatory_clocks.of_incident(session, incident.id, now),
     )
+
+
+_Out = TypeVar("_Out", bound=BaseModel)
+
+
+def _read(model: type[_Out], row: object, **given: Any) -> _Out:
+    """``model`` read from a stored ``row``: each field from the row's attribute of the same
+    name, but those ``given`` (named otherwise in the row, or derived from it)."""
+    same = {name: getattr(row, name) for name in model.model_fields if name not in given}
+    return model(**same, **given)
 
 
 def oos_release(offer: dict[str, Any] | None) -> OosReleaseOut | None:

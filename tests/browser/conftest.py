@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    async_playwright,
+    expect,
+)
 
 from oos_notify.clock import ManualClock
 from oos_notify.settings import Settings
@@ -120,3 +127,20 @@ def blocking(violations: list[dict[str, Any]]) -> list[str]:
         for v in violations
         if v["impact"] in BLOCKING
     ]
+
+
+async def assert_email_fits(page: Page) -> None:
+    """The email's frame on ``page`` is as tall as the email: its closing line lies inside the
+    frame, unscrolled."""
+    frame = page.locator("iframe.email")
+    closing = frame.content_frame.get_by_text("Keep it within the care team and do not forward it.")
+    await expect(closing).to_be_attached()
+    fits = await frame.evaluate(
+        """(el) => {
+            const doc = el.contentDocument.documentElement;
+            const last = [...el.contentDocument.querySelectorAll('p')].pop();
+            return {frame: el.clientHeight, content: doc.scrollHeight,
+                    bottom: last.getBoundingClientRect().bottom};
+        }"""
+    )
+    assert fits["frame"] >= fits["content"] and fits["bottom"] <= fits["frame"], fits

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from oos_notify.clock import ManualClock
 from oos_notify.delivery.capture import CaptureServer
 from oos_notify.store.models import Event, Incident
-from tests.browser.conftest import PHONE, WIDE, Tab, axe_violations, open_tab
+from tests.browser.conftest import PHONE, WIDE, Tab, assert_email_fits, axe_violations, open_tab
 from tests.browser.test_console_story import sign_in
 from tests.conftest import RunningService, received, release_failure
 from tests.console.conftest import add_people
@@ -142,19 +142,7 @@ async def test_the_preview_shows_the_whole_email_down_to_its_closing_line(
     await sign_in(tab, people.qa)
     await open_incident(tab, incident_id)
     await page.get_by_role("link", name="Preview this email to Backup Coordinator").click()
-    frame = page.locator("iframe.email")
-    closing = frame.content_frame.get_by_text("Keep it within the care team and do not forward it.")
-    await expect(closing).to_be_attached()
-    # The frame is as tall as the email: its closing line lies inside the frame, unscrolled
-    fits = await frame.evaluate(
-        """(el) => {
-            const doc = el.contentDocument.documentElement;
-            const last = [...el.contentDocument.querySelectorAll('p')].pop();
-            return {frame: el.clientHeight, content: doc.scrollHeight,
-                    bottom: last.getBoundingClientRect().bottom};
-        }"""
-    )
-    assert fits["frame"] >= fits["content"] and fits["bottom"] <= fits["frame"], fits
+    await assert_email_fits(page)
     await no_violations(tab)
     tab.check()
     await tab.context.close()

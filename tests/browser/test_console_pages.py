@@ -23,7 +23,14 @@ from sqlmodel import Session, select
 from oos_notify.clock import ManualClock
 from oos_notify.settings import Settings
 from oos_notify.store.models import Notification
-from tests.browser.conftest import PHONE, WIDE, axe_violations, blocking, open_tab
+from tests.browser.conftest import (
+    PHONE,
+    WIDE,
+    assert_email_fits,
+    axe_violations,
+    blocking,
+    open_tab,
+)
 from tests.browser.test_console_story import sign_in
 from tests.conftest import ACK_LINK, START, RunningService, release_failure, service_settings
 from tests.console.conftest import PASSWORD, add_people
@@ -295,17 +302,6 @@ async def test_a_captured_email_is_shown_whole_in_the_mailbox(
     await visit(page, f"/console/mailbox/{message.number}", message.subject[:20])
 
     # Then its frame is as tall as the email, as the preview's is: the closing line lies inside
-    frame = page.locator("iframe.email")
-    closing = frame.content_frame.get_by_text("Keep it within the care team and do not forward it.")
-    await expect(closing).to_be_attached()
-    fits = await frame.evaluate(
-        """(el) => {
-            const doc = el.contentDocument.documentElement;
-            const last = [...el.contentDocument.querySelectorAll('p')].pop();
-            return {frame: el.clientHeight, content: doc.scrollHeight,
-                    bottom: last.getBoundingClientRect().bottom};
-        }"""
-    )
-    assert fits["frame"] >= fits["content"] and fits["bottom"] <= fits["frame"], fits
+    await assert_email_fits(page)
     tab.check()
     await tab.context.close()

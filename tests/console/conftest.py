@@ -4,15 +4,17 @@ CSRF token read from the page, cookies kept by the client)."""
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
+from oos_notify.delivery.capture import CaptureServer
 from oos_notify.store.db import transaction
 from oos_notify.web.console import accounts
 from oos_notify.web.console.accounts import Role
-from tests.conftest import START, RunningService
+from tests.conftest import START, RunningService, received, release_failure
 
 QA_EMAIL = "rivera@manufacturer.example"
 QA_NAME = "Ana Rivera"
@@ -102,3 +104,41 @@ async def settle_revision(
         f"/console/incidents/{incident_id}/revisions/{proposal_id}/{action}",
         data={"csrf_token": csrf_token(page), "password": password},
     )
+
+
+@dataclass(frozen=True)
+class MovedInfusion:
+    """An incident whose planned infusion QA moved with a follow-up from the console, and the
+    QA user's browser, still signed in."""
+
+    incident_id: str
+    client: httpx.AsyncClient
+
+
+@pytest.fixture
+async def moved_infusion(
+    service: RunningService, smtp: CaptureServer, people: People
+) -> AsyncIterator[MovedInfusion]:
+    """A release failure whose planned infusion QA moves from Thu 3 to Sat 5 Dec 2026 with an
+    update posted from the incident page, its notices sent."""
+    incident_id = (await service.post_event(release_failure())).json()["incident_id"]
+    await service.settle()
+    await received(smtp, 3)
+    async with browser(service) as client:
+        await sign_in(client, people.qa)
+        form = await client.get(f"/console/incidents/{incident_id}")
+        event_id = re.search(r'name="event_id" value="([^"]+)"', form.text)
+        assert event_id
+        posted = await client.post(
+            f"/console/incidents/{incident_id}/events",
+            data={
+                "csrf_token": csrf_token(form),
+                "event_id": event_id.group(1),
+                "type": "update",
+                "key_date_planned_infusion": "2026-12-05",
+                "summary": "Infusion moved: the patient's count recovered late.",
+            },
+        )
+        assert posted.status_code == 303
+        await service.settle()
+        yield MovedInfusion(incident_id, client)

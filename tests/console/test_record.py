@@ -22,7 +22,7 @@ from oos_notify.store import audit
 from oos_notify.store.models import Acknowledgement, AuditEntry, Incident, Notification
 from oos_notify.web.console import record
 from tests.conftest import START, RunningService, ack_link, received, release_failure
-from tests.console.conftest import People, browser, csrf_token, sign_in
+from tests.console.conftest import MovedInfusion, People, browser, sign_in
 from tests.passkeys import enrol_and_decide
 
 
@@ -331,33 +331,14 @@ async def test_the_record_gives_times_at_the_center_with_utc_and_its_real_creati
 
 
 async def test_the_record_says_what_each_follow_up_changed(
-    service: RunningService, smtp: CaptureServer, people: People
+    moved_infusion: MovedInfusion,
 ) -> None:
-    # Given an incident whose planned infusion QA moves with a follow-up from the console
-    incident_id = (await service.post_event(release_failure())).json()["incident_id"]
-    await service.settle()
-    await received(smtp, 3)
-    async with browser(service) as client:
-        await sign_in(client, people.qa)
-        form = await client.get(f"/console/incidents/{incident_id}")
-        event_id = re.search(r'name="event_id" value="([^"]+)"', form.text)
-        assert event_id
-        posted = await client.post(
-            f"/console/incidents/{incident_id}/events",
-            data={
-                "csrf_token": csrf_token(form),
-                "event_id": event_id.group(1),
-                "type": "update",
-                "key_date_planned_infusion": "2026-12-05",
-                "summary": "Infusion moved: the patient's count recovered late.",
-            },
-        )
-        assert posted.status_code == 303
-        await service.settle()
+    # Given an incident whose planned infusion QA moved with a follow-up from the console
+    incident_id, client = moved_infusion.incident_id, moved_infusion.client
 
-        # When the record is read as a page and as a PDF
-        page = (await client.get(f"/console/incidents/{incident_id}/record")).text
-        pdf = await client.get(f"/console/incidents/{incident_id}/record.pdf")
+    # When the record is read as a page and as a PDF
+    page = (await client.get(f"/console/incidents/{incident_id}/record")).text
+    pdf = await client.get(f"/console/incidents/{incident_id}/record.pdf")
 
     # Then both say what the follow-up moved, old and new, and nothing it left alone
     moved = "Planned infusion: Thu 3 Dec 2026 → Sat 5 Dec 2026"

@@ -17,9 +17,9 @@ from oos_notify.return_addresses import Purpose
 from oos_notify.settings import Settings
 from oos_notify.store.models import Notification, SentMessage
 from oos_notify.web.console.sent import masked
-from tests.conftest import ACK_LINK, RunningService, received, release_failure, service_settings
+from tests.conftest import ACK_LINK, RunningService, received, release_failure
 from tests.console.conftest import People, browser, sign_in
-from tests.inbound.conftest import AUTHSERV_ID, REPLY_DOMAIN, addresses, until
+from tests.inbound.conftest import addresses, listener_settings, until
 from tests.inbound.mail import deliver, returned
 
 CELL_LAB = "celllab@mercy.example"
@@ -33,14 +33,7 @@ def listener_port() -> int:
 @pytest.fixture
 def settings(tmp_path: Path, smtp: CaptureServer, listener_port: int) -> Settings:
     """Return addresses and a listener, so that a bounce comes back to the service."""
-    return service_settings(
-        tmp_path,
-        smtp,
-        reply_domain=REPLY_DOMAIN,
-        inbound="smtp",
-        inbound_smtp_port=listener_port,
-        inbound_authserv_id=AUTHSERV_ID,
-    )
+    return listener_settings(tmp_path, smtp, listener_port)
 
 
 async def opened(service: RunningService, smtp: CaptureServer, ref: str) -> str:

@@ -7,7 +7,7 @@ import re
 
 from oos_notify.delivery.capture import CaptureServer
 from tests.conftest import RunningService, ack_link, received, release_failure
-from tests.console.conftest import People, browser, csrf_token, sign_in
+from tests.console.conftest import MovedInfusion, People, browser, sign_in
 
 
 def item_of(page: str, title: str) -> str:
@@ -24,29 +24,10 @@ def item_of(page: str, title: str) -> str:
 
 
 async def test_a_follow_up_entry_names_old_and_new_dates_its_author_and_why(
-    service: RunningService, smtp: CaptureServer, people: People
+    moved_infusion: MovedInfusion, people: People
 ) -> None:
-    incident_id = (await service.post_event(release_failure())).json()["incident_id"]
-    await service.settle()
-    await received(smtp, 3)
-    async with browser(service) as client:
-        await sign_in(client, people.qa)
-        form = await client.get(f"/console/incidents/{incident_id}")
-        event_id = re.search(r'name="event_id" value="([^"]+)"', form.text)
-        assert event_id
-        posted = await client.post(
-            f"/console/incidents/{incident_id}/events",
-            data={
-                "csrf_token": csrf_token(form),
-                "event_id": event_id.group(1),
-                "type": "update",
-                "key_date_planned_infusion": "2026-12-05",
-                "summary": "Infusion moved: the patient's count recovered late.",
-            },
-        )
-        assert posted.status_code == 303
-        await service.settle()
-        page = (await client.get(f"/console/incidents/{incident_id}")).text
+    incident_id, client = moved_infusion.incident_id, moved_infusion.client
+    page = (await client.get(f"/console/incidents/{incident_id}")).text
 
     update = item_of(page, "Update received")
     assert 'Planned infusion: <span class="old">Thu 3 Dec 2026</span>' in update

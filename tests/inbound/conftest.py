@@ -35,16 +35,22 @@ def listener_port() -> int:
     return free_port()
 
 
-@pytest.fixture
-def settings(tmp_path: Path, smtp: CaptureServer, listener_port: int) -> Settings:
+def listener_settings(directory: Path, smtp: CaptureServer, listener_port: int) -> Settings:
+    """Return addresses under the reply domain, and a listener on ``listener_port`` that
+    trusts the manufacturer's receiving server: what comes back reaches the service."""
     return service_settings(
-        tmp_path,
+        directory,
         smtp,
         reply_domain=REPLY_DOMAIN,
         inbound="smtp",
         inbound_smtp_port=listener_port,
         inbound_authserv_id=AUTHSERV_ID,
     )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, smtp: CaptureServer, listener_port: int) -> Settings:
+    return listener_settings(tmp_path, smtp, listener_port)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from oos_notify.delivery.capture import CaptureServer
 from oos_notify.return_addresses import Purpose
 from oos_notify.settings import Settings
 from tests.conftest import RunningService
-from tests.inbound.conftest import COORDINATOR, addresses, detail, open_incident
+from tests.inbound.conftest import COORDINATOR, Opened, addresses, detail, open_incident
 from tests.inbound.mail import deliver, returned
 
 
@@ -27,15 +27,23 @@ def set_status(service: RunningService, notification_id: str, status: str) -> No
         )
 
 
-async def test_a_bounce_for_a_notice_still_sending_fails_it_once_the_send_is_recorded(
-    service: RunningService, smtp: CaptureServer, settings: Settings
-) -> None:
+async def bounce_while_sending(
+    service: RunningService, smtp: CaptureServer
+) -> tuple[Opened, bytes, str]:
+    """An incident whose first notice to the coordinator is still ``sending``, the bounce the
+    relay has for it (user unknown) and the bounce address it goes to."""
     opened = await open_incident(service, smtp)
     set_status(service, opened.notification_id, "sending")
     bounce = returned(
         "dsn-postfix-5.1.1.eml", addresses(service), opened.notification_id, COORDINATOR
     )
-    bounce_to = addresses(service).address(opened.notification_id, Purpose.BOUNCE)
+    return opened, bounce, addresses(service).address(opened.notification_id, Purpose.BOUNCE)
+
+
+async def test_a_bounce_for_a_notice_still_sending_fails_it_once_the_send_is_recorded(
+    service: RunningService, smtp: CaptureServer, settings: Settings
+) -> None:
+    opened, bounce, bounce_to = await bounce_while_sending(service, smtp)
 
     delivering = asyncio.create_task(deliver(settings.inbound_smtp_port, bounce, bounce_to))
     # The listener reads the message (in a process of its own), then tries again for 3.15 s
@@ -58,12 +66,7 @@ async def test_a_bounce_for_a_notice_still_sending_fails_it_once_the_send_is_rec
 async def test_a_bounce_whose_send_is_never_recorded_is_left_to_the_relay_to_retry(
     service: RunningService, smtp: CaptureServer, settings: Settings
 ) -> None:
-    opened = await open_incident(service, smtp)
-    set_status(service, opened.notification_id, "sending")
-    bounce = returned(
-        "dsn-postfix-5.1.1.eml", addresses(service), opened.notification_id, COORDINATOR
-    )
-    bounce_to = addresses(service).address(opened.notification_id, Purpose.BOUNCE)
+    opened, bounce, bounce_to = await bounce_while_sending(service, smtp)
 
     with pytest.raises(aiosmtplib.SMTPDataError) as refused:
         await deliver(settings.inbound_smtp_port, bounce, bounce_to)

@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, BackgroundTasks, FastAPI, Form, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, Form, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
@@ -306,9 +306,16 @@ async def sign_out(
 # --- the board ----------------------------------------------------------------------------------
 
 
+FilterQuery = Annotated[str | None, Query(max_length=100)]
+
+
 def _filters(
-    center: str | None, status: str | None, breached: str | None, decision: str | None
+    center: FilterQuery = None,
+    status: FilterQuery = None,
+    breached: FilterQuery = None,
+    decision: FilterQuery = None,
 ) -> board.Filters:
+    """The board's filters, from its query: the page and its live rows take the same ones."""
     chosen: IncidentStatus | None = None
     if status:
         try:
@@ -321,7 +328,7 @@ def _filters(
     return board.Filters(center or None, chosen, bool(breached), bool(decision))
 
 
-FilterQuery = Annotated[str | None, Query(max_length=100)]
+FiltersDep = Annotated[board.Filters, Depends(_filters)]
 
 
 @router.get("/console", response_class=HTMLResponse)
@@ -330,12 +337,8 @@ def board_page(
     who: UserDep,
     session: SessionDep,
     services: ServicesDep,
-    center: FilterQuery = None,
-    status: FilterQuery = None,
-    breached: FilterQuery = None,
-    decision: FilterQuery = None,
+    filters: FiltersDep,
 ) -> HTMLResponse:
-    filters = _filters(center, status, breached, decision)
     now = services.clock.now()
     etag = _etag(session, who, now, "board", filters)
     return page(
@@ -356,12 +359,8 @@ def board_rows(
     who: LiveUserDep,
     session: SessionDep,
     services: ServicesDep,
-    center: FilterQuery = None,
-    status: FilterQuery = None,
-    breached: FilterQuery = None,
-    decision: FilterQuery = None,
+    filters: FiltersDep,
 ) -> Response:
-    filters = _filters(center, status, breached, decision)
     now = services.clock.now()
     etag = _etag(session, who, now, "board", filters)
     if _not_modified(request, etag):
@@ -435,6 +434,11 @@ def _incident(session: Session, incident_id: str) -> Incident:
     return found
 
 
+def _incident_etag(session: Session, who: SignedIn, now: datetime, found: Incident) -> str:
+    """One tag for the incident page and its live part, which show the same incident."""
+    return _etag(session, who, now, "incident", found.id)
+
+
 def _incident_page(
     request: Request,
     who: SignedIn,
@@ -449,7 +453,7 @@ def _incident_page(
 ) -> HTMLResponse:
     now = services.clock.now()
     view = incident.load(session, found, now)
-    etag = _etag(session, who, now, "incident", found.id)
+    etag = _incident_etag(session, who, now, found)
     return page(
         "incident.html",
         status_code,
@@ -512,7 +516,7 @@ def incident_live(
 ) -> Response:
     found = _incident(session, incident_id)
     now = services.clock.now()
-    etag = _etag(session, who, now, "incident", found.id)
+    etag = _incident_etag(session, who, now, found)
     if _not_modified(request, etag):
         return Response(status_code=304, headers={"ETag": etag})
     return fragment("_incident_live.html", etag, view=incident.load(session, found, now), now=now)
@@ -734,11 +738,36 @@ async def _confirm_disposition(
     )
 
 
-def _notification(session: Session, found: Incident, notification_id: str) -> Notification:
+def _notification(
+    session: Session, incident_id: str, notification_id: str
+) -> tuple[Incident, Notification]:
+    """The incident and one of its notifications; a notification of another incident is not
+    found under this one."""
+    found = _incident(session, incident_id)
     row = session.get(Notification, notification_id)
     if row is None or row.incident_id != found.id:
         raise _not_found(f"Incident {found.incident_ref} has no notification {notification_id!r}.")
-    return row
+    return found, row
+
+
+def _notification_page(
+    template: str,
+    request: Request,
+    who: SignedIn,
+    found: Incident,
+    row: Notification,
+    **context: Any,
+) -> HTMLResponse:
+    """A page about one notification of an incident, its step named, in the center's zone."""
+    return page(
+        template,
+        **_frame(request, who, "board"),
+        incident=found,
+        n=row,
+        step=incident.step_name(row.kind, row.level),
+        timezone=EffectiveAgreement.stored(found.agreement).timezone,
+        **context,
+    )
 
 
 @router.get(
@@ -753,8 +782,7 @@ def email_preview(
     session: SessionDep,
     services: ServicesDep,
 ) -> HTMLResponse:
-    found = _incident(session, incident_id)
-    row = _notification(session, found, notification_id)
+    found, row = _notification(session, incident_id, notification_id)
     message, problem = None, None
     try:
         message = incident.preview(
@@ -762,15 +790,8 @@ def email_preview(
         )
     except RenderError as error:
         problem = str(error)
-    return page(
-        "preview.html",
-        **_frame(request, who, "board"),
-        incident=found,
-        n=row,
-        step=incident.step_name(row.kind, row.level),
-        message=message,
-        problem=problem,
-        timezone=EffectiveAgreement.stored(found.agreement).timezone,
+    return _notification_page(
+        "preview.html", request, who, found, row, message=message, problem=problem
     )
 
 
@@ -782,8 +803,7 @@ def email_preview_html(
     session: SessionDep,
     services: ServicesDep,
 ) -> Response:
-    found = _incident(session, incident_id)
-    row = _notification(session, found, notification_id)
+    found, row = _notification(session, incident_id, notification_id)
     try:
         message = incident.preview(
             session, found, row, services.renderer, services.settings, services.clock.now()
@@ -804,22 +824,13 @@ def sent_message(
     who: UserDep,
     session: SessionDep,
 ) -> HTMLResponse:
-    found = _incident(session, incident_id)
-    row = _notification(session, found, notification_id)
-    return page(
-        "sent.html",
-        **_frame(request, who, "board"),
-        incident=found,
-        n=row,
-        step=incident.step_name(row.kind, row.level),
-        view=sent.load(session, row),
-        timezone=EffectiveAgreement.stored(found.agreement).timezone,
-    )
+    found, row = _notification(session, incident_id, notification_id)
+    return _notification_page("sent.html", request, who, found, row, view=sent.load(session, row))
 
 
 def _kept(session: Session, incident_id: str, notification_id: str) -> tuple[Incident, sent.Kept]:
-    found = _incident(session, incident_id)
-    kept = sent.load(session, _notification(session, found, notification_id)).kept
+    found, row = _notification(session, incident_id, notification_id)
+    kept = sent.load(session, row).kept
     if kept is None:
         raise _not_found(f"No message was kept for notification {notification_id!r}.")
     return found, kept
