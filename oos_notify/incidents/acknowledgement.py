@@ -17,7 +17,8 @@ from zoneinfo import ZoneInfo
 
 from itsdangerous import BadSignature, URLSafeSerializer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from oos_notify.addresses import one_line
@@ -332,16 +333,32 @@ def answer_that_counts(
     """The acknowledgement that stopped the current round's escalation (a late result starts a
     new round that needs its own), or the decision in force: the last one recorded, since QA
     may record a revision."""
-    query = select(Acknowledgement).where(
-        Acknowledgement.incident_id == incident.id, Acknowledgement.purpose == purpose.value
-    )
     if purpose is Purpose.ACKNOWLEDGEMENT:
-        query = query.where(
-            Acknowledgement.round == incident.ack_round,
-            col(Acknowledgement.stopped_escalation).is_not(False),
-        )
-        return session.exec(query.order_by(col(Acknowledgement.at))).first()
-    return session.exec(query.order_by(col(Acknowledgement.at).desc())).first()
+        params = {"incident_id": incident.id, "round": incident.ack_round}
+        return session.exec(_ROUND_STOPPED_BY, params=params).first()
+    params = {"incident_id": incident.id, "purpose": purpose.value}
+    return session.exec(_LATEST_ANSWER, params=params).first()
+
+
+# Built once: the page, each answer and each message about an incident read these.
+_ROUND_STOPPED_BY = (
+    select(Acknowledgement)
+    .where(
+        col(Acknowledgement.incident_id) == bindparam("incident_id"),
+        col(Acknowledgement.purpose) == Purpose.ACKNOWLEDGEMENT.value,
+        col(Acknowledgement.round) == bindparam("round"),
+        col(Acknowledgement.stopped_escalation).is_not(False),
+    )
+    .order_by(col(Acknowledgement.at))
+)
+_LATEST_ANSWER = (
+    select(Acknowledgement)
+    .where(
+        col(Acknowledgement.incident_id) == bindparam("incident_id"),
+        col(Acknowledgement.purpose) == bindparam("purpose"),
+    )
+    .order_by(col(Acknowledgement.at).desc())
+)
 
 
 def confirmations(session: Session, incident: Incident) -> list[Acknowledgement]:
@@ -388,17 +405,32 @@ def physician_confirmation(session: Session, incident: Incident) -> Acknowledgem
     ).first()
 
 
+_LINKED = (
+    select(Notification, Incident)
+    .join(Incident, col(Incident.id) == col(Notification.incident_id))
+    .where(
+        col(Notification.id) == bindparam("notification_id"),
+        col(Notification.incident_id) == bindparam("incident_id"),
+        col(Notification.contact_id) == bindparam("contact_id"),
+    )
+)
+"""A link's notification and its incident in one statement, built once: every page and every
+answer reads them."""
+
+
 def _load(session: Session, tokens: AckTokens, token: str, now: datetime) -> AckState:
     claims = tokens.read(token, now)
-    notification = session.get(Notification, claims.notification_id)
-    if (
-        notification is None
-        or notification.incident_id != claims.incident_id
-        or notification.contact_id != claims.contact_id
-    ):
+    linked = session.exec(
+        _LINKED,
+        params={
+            "notification_id": claims.notification_id,
+            "incident_id": claims.incident_id,
+            "contact_id": claims.contact_id,
+        },
+    ).first()
+    if linked is None:
         raise UnknownLink("This acknowledgement link does not match any notification.")
-    incident = session.get(Incident, notification.incident_id)
-    assert incident is not None
+    notification, incident = linked
     purpose = purpose_of(notification)
     agreement = EffectiveAgreement.stored(incident.agreement)
     if purpose is Purpose.ACKNOWLEDGEMENT and physician.is_treating_physician(notification):
@@ -734,6 +766,9 @@ def audit_action(answer: Acknowledgement) -> str:
     return "decided" if purpose is Purpose.DECISION else "callback_requested"
 
 
+_INSERT_ANSWER = Acknowledgement.__table__.insert()  # type: ignore[attr-defined]
+
+
 def _record(
     session: Session,
     incident: Incident,
@@ -742,27 +777,29 @@ def _record(
     purpose: Purpose,
     stopped_escalation: bool,
 ) -> Acknowledgement:
-    ack = Acknowledgement(
-        id=new_id("ack"),
-        incident_id=incident.id,
-        notification_id=notification.id,
-        contact_id=notification.contact_id,
-        email=notification.recipient_email,
-        role=notification.role,
-        purpose=purpose.value,
-        round=incident.ack_round,
-        response=answer.response,
-        comment=answer.comment,
-        client_address=answer.client_address,
-        user_agent=answer.user_agent,
-        at=answer.now,
-        stopped_escalation=stopped_escalation if purpose is Purpose.ACKNOWLEDGEMENT else None,
-        signature=answer.signature,
-        revision=answer.revision,
-        callback_phone=answer.phone if purpose is Purpose.CALLBACK_REQUEST else None,
-        confirmed_by=answer.confirmed_by,
-    )
-    session.add(ack)
+    row: dict[str, Any] = {
+        "id": new_id("ack"),
+        "incident_id": incident.id,
+        "notification_id": notification.id,
+        "contact_id": notification.contact_id,
+        "email": notification.recipient_email,
+        "role": notification.role,
+        "purpose": purpose.value,
+        "round": incident.ack_round,
+        "response": answer.response,
+        "comment": answer.comment,
+        "client_address": answer.client_address,
+        "user_agent": answer.user_agent,
+        "at": answer.now,
+        "stopped_escalation": stopped_escalation if purpose is Purpose.ACKNOWLEDGEMENT else None,
+        "signature": answer.signature,
+        "revision": answer.revision,
+        "callback_phone": answer.phone if purpose is Purpose.CALLBACK_REQUEST else None,
+        "confirmed_by": answer.confirmed_by,
+    }
+    # Written at once by a Core insert: the session's flush of an added object costs more.
+    session.execute(_INSERT_ANSWER, row)
+    ack = Acknowledgement(**row)
     extra: dict[str, Any] = {}
     if answer.signed:
         extra.update(answer.signed)
@@ -821,6 +858,21 @@ def record_decision(
     return _record(session, incident, notification, answer, Purpose.DECISION, True)
 
 
+_INCIDENTS = Incident.__table__  # type: ignore[attr-defined]
+_AT = bindparam("at", type_=_INCIDENTS.c.updated_at.type)
+_ACKNOWLEDGE_ROUND = (
+    _INCIDENTS.update()
+    .where(
+        _INCIDENTS.c.id == bindparam("incident_id"),
+        _INCIDENTS.c.ack_round == bindparam("round"),
+        _INCIDENTS.c.status.in_(incident_sources(IncidentStatus.ACKNOWLEDGED)),
+    )
+    .values(status=IncidentStatus.ACKNOWLEDGED.value, acknowledged_at=_AT, updated_at=_AT)
+)
+"""A Core statement, built once: an ORM update would first work out which loaded objects it
+changes, which costs more than the update itself (``acknowledge_round`` sets the one it does)."""
+
+
 def acknowledge_round(
     session: Session,
     incident: Incident,
@@ -830,20 +882,20 @@ def acknowledge_round(
 ) -> list[PlannedNotification] | None:
     """Acknowledge the current round: stop its escalation and plan the ``when: acknowledged``
     steps, which are returned. None when the round was already acknowledged (or is closed)."""
-    # Read before the update, which refreshes the loaded incident as it changes the row.
     status_from = incident.status
+    # What the transaction changed on loaded objects is written first, as before an ORM update
+    # (a Core one does not flush): the update's conditions see it.
+    session.flush()
     # The conditional update makes two simultaneous acknowledgements settle on one winner.
     won = session.execute(
-        update(Incident)
-        .where(
-            col(Incident.id) == incident.id,
-            col(Incident.ack_round) == incident.ack_round,
-            col(Incident.status).in_(incident_sources(IncidentStatus.ACKNOWLEDGED)),
-        )
-        .values(status=IncidentStatus.ACKNOWLEDGED.value, acknowledged_at=now, updated_at=now)
+        _ACKNOWLEDGE_ROUND, {"incident_id": incident.id, "round": incident.ack_round, "at": now}
     )
     if won.rowcount != 1:  # type: ignore[attr-defined]
         return None
+    # The loaded incident as the update left the row, without reading it again.
+    set_committed_value(incident, "status", IncidentStatus.ACKNOWLEDGED.value)
+    set_committed_value(incident, "acknowledged_at", now)
+    set_committed_value(incident, "updated_at", now)
     audit.record(
         session,
         now,

@@ -16,6 +16,8 @@ _environment = Environment(
     undefined=StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+    # The pages ship with the service: each is compiled once, not checked on disk per request.
+    auto_reload=False,
 )
 
 SECURITY_HEADERS = {

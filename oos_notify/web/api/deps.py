@@ -20,7 +20,9 @@ from oos_notify.web.services import Services
 _T = TypeVar("_T")
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: FastAPI runs a plain function in a worker thread, a round trip that costs more
+    # than this (and the other dependencies here that do no I/O).
     services: Services = request.app.state.services
     return services
 
@@ -56,7 +58,7 @@ class Writer:
             return work(session)
 
 
-def get_writer(services: ServicesDep) -> Writer:
+async def get_writer(services: ServicesDep) -> Writer:
     return Writer(services)
 
 
@@ -139,7 +141,7 @@ def limit_event_rate(key: ApiKeyDep, services: ServicesDep) -> ApiKey:
 RateLimitedKeyDep = Annotated[ApiKey, Depends(limit_event_rate)]
 
 
-def limit_ack_requests(request: Request, services: ServicesDep) -> None:
+async def limit_ack_requests(request: Request, services: ServicesDep) -> None:
     """Count a request to an acknowledgement link against its client. Beyond the limit this
     raises RateLimited, which the app answers with a page (a person follows these links)."""
     services.ack_requests.take(client_of(request), services.clock.now())
