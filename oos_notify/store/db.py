@@ -169,6 +169,23 @@ class _NoGate:
 
 
 @contextmanager
+def reads(engine: Engine) -> Iterator[Session]:
+    """A session for a few reads that need no snapshot in common. On PostgreSQL each statement
+    runs on its own (autocommit): no BEGIN and ROLLBACK round trips around them."""
+    from sqlmodel import Session
+
+    if engine.dialect.name != "postgresql":
+        with Session(engine) as session:
+            yield session
+        return
+    with (
+        engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection,
+        Session(connection) as session,
+    ):
+        yield session
+
+
+@contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
     """A session whose work is committed on success and rolled back on any error; the workers
     are woken afterwards if it added due notifications (``wakeups.announce``)."""
