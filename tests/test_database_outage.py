@@ -181,3 +181,29 @@ def test_only_an_unreachable_database_counts_as_an_outage(tmp_path: Path) -> Non
         connection.execute(text("SELECT * FROM no_such_table"))
     assert not unreachable(refused.value)
     engine.dispose()
+
+
+@databases.needs_postgresql
+def test_a_pooled_connection_the_server_ended_is_replaced_before_a_request_meets_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a pooled connection whose session the server ended, as a restart ends them all
+    url = databases.url_for(tmp_path)
+    engine, admin = make_engine(url), make_engine(url)
+    create_schema(engine)
+    with engine.connect() as connection:
+        ended = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    with admin.connect() as connection:
+        # Returns once that session has ended, its goodbye sent
+        stop = text("SELECT pg_terminate_backend(:pid, 30000)")
+        assert connection.execute(stop, {"pid": ended}).scalar_one()
+
+    # When the next request takes a connection from the pool
+    with engine.connect() as connection:
+        pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+    # Then it works, on a fresh session, and no outage was logged
+    assert pid != ended
+    assert "database unreachable" not in caplog.text
+    engine.dispose()
+    admin.dispose()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import datetime
+import threading
+from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
@@ -15,6 +16,10 @@ from oos_notify.store import audit
 from oos_notify.store.models import ApiKey
 
 _PREFIX_LENGTH = 10
+
+RECHECK_AFTER = timedelta(seconds=5)
+"""How long a process trusts a key it found live before it reads the key again: a key revoked
+(by ``oos-notify apikey revoke``, in any process) is refused by every process within this."""
 
 
 def _hash(key: str) -> str:
@@ -44,6 +49,35 @@ def authenticate(session: Session, presented: str) -> ApiKey | None:
     if candidate is None or candidate.revoked_at is not None:
         return None
     return candidate if hmac.compare_digest(candidate.key_hash, _hash(presented)) else None
+
+
+class LiveKeys:
+    """The keys a process found live in the last ``RECHECK_AFTER``, by the hash of the presented
+    key: a client posting event after event costs one read of its key every few seconds, not one
+    per request. Unknown and revoked keys are never kept, so they are read each time (the
+    per-client limit on failed authentications bounds that)."""
+
+    def __init__(self, max_keys: int = 1_000) -> None:
+        self.max_keys = max_keys
+        self._found: dict[str, tuple[ApiKey, datetime]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, presented: str, now: datetime) -> ApiKey | None:
+        """The key ``presented`` was found to be within ``RECHECK_AFTER`` of ``now``, if any."""
+        with self._lock:
+            found = self._found.get(_hash(presented))
+        if found is None:
+            return None
+        key, at = found
+        # A clock set back trusts nothing it found "later"
+        return key if at <= now < at + RECHECK_AFTER else None
+
+    def keep(self, presented: str, key: ApiKey, now: datetime) -> None:
+        """Remember that ``presented`` was found live as ``key`` at ``now``."""
+        with self._lock:
+            if len(self._found) >= self.max_keys:
+                self._found.clear()
+            self._found[_hash(presented)] = (key, now)
 
 
 def list_keys(session: Session) -> list[ApiKey]:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import select
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import URL, Connection, Table, create_engine, event, make_url
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from oos_notify.store import outages, wakeups
 
@@ -36,6 +38,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.close()
 
 
+def _found_closed(
+    dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+) -> None:
+    """Hand out no pooled PostgreSQL connection that the server has closed, without a round trip.
+
+    An idle connection has nothing to read unless the server ended it: a server stopped or
+    restarted tells each session so (``terminating connection``) and closes it, so its socket
+    turns readable. Such a connection, and with it every other one pooled before it, is replaced
+    at once; the request gets a fresh one, or finds the database unreachable. A ping before each
+    checkout (``pool_pre_ping``) found the same, at the cost of a round trip on every checkout:
+    five per event."""
+    if dbapi_connection.closed:
+        raise sa_exc.InvalidatePoolError("connection closed")
+    poll = select.poll()
+    poll.register(dbapi_connection.fileno(), select.POLLIN)
+    if poll.poll(0):
+        raise sa_exc.InvalidatePoolError("the server ended the idle connection")
+
+
 def database_url(url: str) -> URL:
     """The URL with its driver made explicit: ``postgresql://`` means psycopg 3, the driver the
     service ships with (SQLAlchemy alone would look for psycopg2)."""
@@ -55,12 +76,12 @@ def make_engine(url: str) -> Engine:
     else:
         engine = create_engine(
             parsed,
-            pool_pre_ping=True,
             connect_args={
                 "application_name": "oos-notify",
                 "connect_timeout": CONNECT_TIMEOUT_SECONDS,
             },
         )
+        event.listen(engine, "checkout", _found_closed)
     outages.availability(engine)
     return engine
 
@@ -145,6 +166,23 @@ class _NoGate:
 
     async def __aexit__(self, *exc: object) -> None:
         return None
+
+
+@contextmanager
+def reads(engine: Engine) -> Iterator[Session]:
+    """A session for a few reads that need no snapshot in common. On PostgreSQL each statement
+    runs on its own (autocommit): no BEGIN and ROLLBACK round trips around them."""
+    from sqlmodel import Session
+
+    if engine.dialect.name != "postgresql":
+        with Session(engine) as session:
+            yield session
+        return
+    with (
+        engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection,
+        Session(connection) as session,
+    ):
+        yield session
 
 
 @contextmanager

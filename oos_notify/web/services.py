@@ -28,7 +28,7 @@ from oos_notify.incidents.signing import Ceremonies
 from oos_notify.ops import config_check
 from oos_notify.return_addresses import ReturnAddresses
 from oos_notify.settings import Settings
-from oos_notify.store import agreement_versions
+from oos_notify.store import agreement_versions, apikeys
 from oos_notify.store.agreement_versions import AgreementsInForce
 from oos_notify.store.db import (
     insert_missing,
@@ -88,6 +88,8 @@ class Services:
     """Failed API authentications per client address: shared on PostgreSQL too."""
     ack_requests: TokenBuckets | DatabaseBuckets
     """Requests to acknowledgement links per client address: shared on PostgreSQL too."""
+    live_keys: apikeys.LiveKeys = field(default_factory=apikeys.LiveKeys)
+    """API keys found live in the last few seconds (``apikeys.RECHECK_AFTER``)."""
     template_versions: Mapping[str, str] = field(default_factory=dict)
     """Each center's template set as of start-up: what a new incident is rendered with."""
     dispatcher: Dispatcher | None = None

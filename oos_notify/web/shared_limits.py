@@ -35,7 +35,7 @@ class DatabaseBuckets:
 
     def check(self, key: str, now: datetime) -> None:
         """Raise RateLimited if ``key`` has no token left, spending none."""
-        with self._engine.connect() as connection:
+        with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             retry_after = rate_buckets.check(
                 connection, self._key(key), now, self.per_minute, self.burst
             )

@@ -852,7 +852,9 @@ async def test_a_revoked_key_is_refused_everywhere(
         apikeys.revoke(session, "test-qa-system", clock.now())
     before = stored(service)
 
-    # When the QA system keeps using it
+    # When the QA system keeps using it, once the API has had the time it takes to recheck a
+    # key it had just used
+    clock.advance(apikeys.RECHECK_AFTER)
     posted = await service.post_event(release_failure(event_id="QA-EVT-2026-000600"))
     listed = await service.client.get("/v1/incidents", headers=service.auth)
     shown = await service.client.get(f"/v1/incidents/{opened.incident_id}", headers=service.auth)

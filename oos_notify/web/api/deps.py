@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
 from oos_notify.store import apikeys
-from oos_notify.store.db import transaction
+from oos_notify.store.db import reads, transaction
 from oos_notify.store.models import ApiKey
 from oos_notify.web.limits import RateLimited, client_key
 from oos_notify.web.services import Services
@@ -100,11 +100,15 @@ def require_api_key(
         else None
     )
     if presented is not None:
+        key = services.live_keys.get(presented, now)
+        if key is not None:
+            return key
         # A session of its own, closed at once: a request waiting for its turn to write must
         # not hold a pooled connection, or a burst empties the pool that the gate's holder needs.
-        with Session(services.engine) as session:
+        with reads(services.engine) as session:
             key = apikeys.authenticate(session, presented)
         if key is not None:
+            services.live_keys.keep(presented, key, now)
             return key
     # Another request may have spent the client's last token since the check: this one still
     # gets its 401, the next its 429.
