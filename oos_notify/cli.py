@@ -144,7 +144,11 @@ def _apikey(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"(API key {args.name!r}: shown once, store it now)", file=sys.stderr)
             elif args.action == "revoke":
                 apikeys.revoke(session, args.name, now)
-                print(f"revoked {args.name!r}")
+                seconds = apikeys.RECHECK_AFTER.total_seconds()
+                print(
+                    f"revoked {args.name!r}: every running process refuses it within "
+                    f"{seconds:.0f} seconds"
+                )
             else:
                 for key_row in apikeys.list_keys(session):
                     state = (

@@ -64,6 +64,9 @@ def test_api_keys_are_shown_once_listed_without_secret_and_revocable(workdir: Pa
 
     revoked = run(workdir, "apikey", "revoke", "qa-system")
     assert revoked.returncode == 0
+    assert (
+        revoked.stdout == "revoked 'qa-system': every running process refuses it within 5 seconds\n"
+    )
     assert "revoked" in run(workdir, "apikey", "list").stdout
     assert run(workdir, "apikey", "revoke", "nobody").returncode == 1
 
