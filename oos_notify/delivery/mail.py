@@ -115,14 +115,16 @@ def quoted_printable(text: str) -> str:
     like a line break in Latin-1, and cut a Polish a-ogonek, U+0105, in two). Encoded in C by
     ``binascii``, which writes a 77th character where a line's trailing white space falls at
     the wrap: that line is wrapped once more before its last ``=XX``."""
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").removesuffix("\n").split("\n")
-    encoded = binascii.b2a_qp((CRLF.join(lines) + CRLF).encode("utf-8"), istext=True)
-    wrapped = encoded.decode("ascii").split(CRLF)
-    if max(map(len, wrapped)) > _QP_LINE:
-        wrapped = [
-            f"{line[:-3]}={CRLF}{line[-3:]}" if len(line) > _QP_LINE else line for line in wrapped
-        ]
-    return CRLF.join(wrapped)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.endswith("\n"):
+        text += "\n"
+    encoded = binascii.b2a_qp(text.encode("utf-8"), istext=True).decode("ascii")
+    if " \n" in text or "\t\n" in text:
+        encoded = "\n".join(
+            f"{line[:-3]}=\n{line[-3:]}" if len(line) > _QP_LINE else line
+            for line in encoded.split("\n")
+        )
+    return encoded.replace("\n", CRLF)
 
 
 def _part(subtype: str, body: str) -> str:
