@@ -42,7 +42,7 @@ from oos_notify.incidents import timed, unreached
 from oos_notify.incidents.acknowledgement import AckTokens
 from oos_notify.return_addresses import ReturnAddresses
 from oos_notify.settings import Settings
-from oos_notify.store import outbox, timers
+from oos_notify.store import outbox, timers, turns
 from oos_notify.store.db import transaction
 from oos_notify.store.models import Incident, Notification
 from oos_notify.store.outages import availability, unreachable
@@ -167,7 +167,7 @@ class Dispatcher:
         self._engine = engine
         self._signer = signer
         self._return_addresses = return_addresses
-        self._write_gate = write_gate
+        self._write_gate = turns.ahead(write_gate)
         self._clock = clock
         self._settings = settings
         self._renderer = renderer
