@@ -4,6 +4,7 @@ line. What passes here can be written into a header without starting another one
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Annotated, Any
 
@@ -24,6 +25,11 @@ in, under the rules of that day, and an incident must go on with them as they we
 _BREAKING = frozenset({"Cc", "Zl", "Zp"})
 """Unicode categories that end or corrupt a header line: C0 and C1 controls (CR, LF, NUL, TAB,
 ESC, NEL U+0085, DEL), and the line and paragraph separators U+2028 and U+2029."""
+
+
+BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""The same characters as a pattern, to test or clean a whole text at once (the categories are
+closed: C0, C1, DEL and the two separators are all they will ever hold)."""
 
 
 def is_breaking(char: str) -> bool:
@@ -93,7 +99,7 @@ def one_line(value: str) -> str:
 def as_one_line(text: str) -> str:
     """Text of any origin made into one header line: each line break or control character
     becomes a space, and runs of white space one space."""
-    return " ".join("".join(" " if is_breaking(c) else c for c in text).split())
+    return " ".join(BREAKING.sub(" ", text).split())
 
 
 def _address(value: str, info: ValidationInfo) -> str:

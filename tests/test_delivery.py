@@ -16,7 +16,7 @@ from oos_notify.clock import ManualClock
 from oos_notify.delivery.capture import CaptureHandler, CaptureServer, free_port
 from oos_notify.settings import Settings
 from oos_notify.store.models import AuditEntry, DeliveryAttempt, Notification
-from tests.conftest import received, release_failure, start_service
+from tests.conftest import RunningService, received, release_failure, start_service
 from tests.smtp_faults import Fault, FaultySmtpServer
 
 
@@ -194,3 +194,27 @@ async def test_a_sender_whose_claims_were_taken_over_records_nothing_of_its_send
     assert {(n.status, n.claimed_by) for n in rows} == {("sending", "another-worker/0001")}
     assert attempts == [] and sent == []
     assert "was taken over by another sender" in caplog.text
+
+
+async def test_a_summary_in_any_script_arrives_as_written(
+    service: RunningService, smtp: CaptureServer
+) -> None:
+    # Given an event whose summary is in Polish, Russian and Swedish, with a line that ends in
+    # white space where quoted-printable wraps it: letters whose UTF-8 bytes hold 0x85, which
+    # reads as a line break in Latin-1 (a-ogonek, the Cyrillic kha, A-ring)
+    summary = (
+        "Żywotność produktu poniżej specyfikacji; dochodzenie wszczęte, ą. "
+        "Жизнеспособность ниже спецификации, хорошо. Åtgärd: utredning. "
+        "Dosage = 2 x 10⁸ cells; see the report."
+    )
+    assert (await service.post_event(release_failure(summary=summary))).status_code == 202
+    await service.settle()
+
+    # Then every first notice shows the summary as written in both parts, each encoded line
+    # within RFC 2045's 76 characters
+    messages = await received(smtp, 3)
+    for message in messages:
+        assert summary in message.part("plain"), message.recipients
+        assert summary in message.part("html"), message.recipients
+        body = message.raw.split(b"\r\n\r\n", 1)[1]
+        assert max(len(line) for line in body.split(b"\r\n")) <= 76

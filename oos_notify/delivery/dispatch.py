@@ -42,7 +42,7 @@ from oos_notify.incidents import timed, unreached
 from oos_notify.incidents.acknowledgement import AckTokens
 from oos_notify.return_addresses import ReturnAddresses
 from oos_notify.settings import Settings
-from oos_notify.store import outbox, timers
+from oos_notify.store import outbox, timers, turns
 from oos_notify.store.db import transaction
 from oos_notify.store.models import Incident, Notification
 from oos_notify.store.outages import availability, unreachable
@@ -167,7 +167,7 @@ class Dispatcher:
         self._engine = engine
         self._signer = signer
         self._return_addresses = return_addresses
-        self._write_gate = write_gate
+        self._write_gate = turns.ahead(write_gate)
         self._clock = clock
         self._settings = settings
         self._renderer = renderer
@@ -594,7 +594,7 @@ class Dispatcher:
         be made into a template context (data this code does not expect) fails alone; a
         database error is no row's fault and fails the batch."""
         now = self._clock.now()
-        per_incident: dict[str, tuple[EffectiveAgreement, messaging.Answers]] = {}
+        per_incident: dict[str, tuple[EffectiveAgreement, messaging.Answers, messaging.Shown]] = {}
         gathered: list[_Gathered | Unbuildable] = []
         with transaction(self._engine) as session:
             roots = outbox.thread_roots(session, batch)
@@ -628,19 +628,27 @@ class Dispatcher:
         notification: Notification,
         incidents: dict[str, Incident],
         escalations: dict[str, dict[int, datetime]],
-        per_incident: dict[str, tuple[EffectiveAgreement, messaging.Answers]],
+        per_incident: dict[str, tuple[EffectiveAgreement, messaging.Answers, messaging.Shown]],
         now: datetime,
         roots: dict[str, str | None],
     ) -> _Gathered:
         incident = incidents[notification.incident_id]
         if incident.id not in per_incident:
-            per_incident[incident.id] = (
-                EffectiveAgreement.stored(incident.agreement),
-                messaging.Answers.of(session, incident, escalations.get(incident.id, {})),
-            )
-        agreement, answers = per_incident[incident.id]
+            agreement = EffectiveAgreement.stored(incident.agreement)
+            answers = messaging.Answers.of(session, incident, escalations.get(incident.id, {}))
+            shown = messaging.Shown(incident, agreement, answers, now)
+            per_incident[incident.id] = (agreement, answers, shown)
+        agreement, answers, shown = per_incident[incident.id]
         context = messaging.build_context(
-            session, notification, incident, agreement, answers, self._tokens, self._settings, now
+            session,
+            notification,
+            incident,
+            agreement,
+            answers,
+            self._tokens,
+            self._settings,
+            now,
+            shown,
         )
         return _Gathered(notification, incident, agreement, context, now, roots[notification.id])
 

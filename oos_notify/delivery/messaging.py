@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -304,6 +305,42 @@ def escalations_due(
     return due
 
 
+class Shown:
+    """What every message of an incident states alike at ``now``: the incident, its center, and
+    when a link sent then expires. Worked out once for all of a batch's messages of the
+    incident, not once for each."""
+
+    def __init__(
+        self, incident: Incident, agreement: EffectiveAgreement, answers: Answers, now: datetime
+    ) -> None:
+        self._incident = incident
+        self._agreement = agreement
+        self._answers = answers
+        self._now = now
+
+    @functools.cached_property
+    def incident(self) -> IncidentView:
+        return incident_view(self._incident, self._agreement, self._now, self._answers.decision_due)
+
+    @functools.cached_property
+    def center(self) -> CenterView:
+        return center_view(self._agreement, self._incident.plan_type)
+
+    @functools.cached_property
+    def link_expires_at(self) -> datetime:
+        return add_duration(
+            self._now,
+            self._agreement.ack_link_valid_for,
+            CenterCalendar.of(self._agreement),
+            business_hours=False,
+        )
+
+    @functools.cached_property
+    def link_expires(self) -> str:
+        """``link_expires_at`` as the center reads it."""
+        return local_time(self.link_expires_at, self._agreement.timezone)
+
+
 def build_context(
     session: Session,
     notification: Notification,
@@ -313,21 +350,21 @@ def build_context(
     tokens: AckTokens,
     settings: Settings,
     now: datetime,
+    shown: Shown | None = None,
 ) -> MessageContext:
-    """The facts a template may show, in the center's time zone, with a link where one is due."""
+    """The facts a template may show, in the center's time zone, with a link where one is due.
+    ``shown``: what the incident's other messages of the batch worked out already."""
+    shown = shown or Shown(incident, agreement, answers, now)
     ack_link = None
     if notification.with_ack_link:
-        expires_at = add_duration(
-            now, agreement.ack_link_valid_for, CenterCalendar.of(agreement), business_hours=False
-        )
-        token = tokens.issue(notification, expires_at, ack_round=incident.ack_round)
+        token = tokens.issue(notification, shown.link_expires_at, ack_round=incident.ack_round)
         url = f"{settings.public_base_url.rstrip('/')}/ack/{token}"
         enrols = purpose_of(notification) is Purpose.DECISION and not passkeys.enrolled(
             session, notification.recipient_email
         )
         ack_link = AckLinkView(
             url=url,
-            expires_at=local_time(expires_at, agreement.timezone),
+            expires_at=shown.link_expires,
             enrol_url=f"{url}/passkey" if enrols else None,
         )
     first_ack, decision = answers.acknowledgement, answers.decision
@@ -343,8 +380,8 @@ def build_context(
     qa = incident.qa_contact
     contact = agreement.contact(notification.contact_id)
     return MessageContext(
-        incident=incident_view(incident, agreement, now, answers.decision_due),
-        center=center_view(agreement, incident.plan_type),
+        incident=shown.incident,
+        center=shown.center,
         recipient=PersonView(
             name=notification.recipient_name,
             email=notification.recipient_email,

@@ -7,6 +7,7 @@ autoescaped, and an undefined variable is an error (caught by ``check-config``, 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -23,7 +24,6 @@ from jinja2 import (
     FileSystemLoader,
     StrictUndefined,
     TemplateError,
-    TemplateNotFound,
     select_autoescape,
 )
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -476,13 +476,20 @@ class UnknownTemplateVersion(RenderError):
 
 class Renderer:
     """Renders messages for a center; keeps one sandboxed environment per override chain, and
-    one per template set an incident was planned with."""
+    one per template set an incident was planned with.
+
+    The files on disk are read as they are when first used and kept for the life of the
+    process (an edit applies at the next start, as the stored template sets do): each template
+    is compiled once, and its list of names and its hashes worked out once, not on every
+    message."""
 
     def __init__(self, templates_dir: Path) -> None:
         self.templates_dir = templates_dir
         self._environments: dict[tuple[str, ...], ImmutableSandboxedEnvironment] = {}
         self._by_search_path: dict[tuple[str, ...], ImmutableSandboxedEnvironment] = {}
-        self._digests: dict[tuple[str, int, int], bytes] = {}
+        self._digests: dict[str, bytes] = {}
+        self._names: dict[ImmutableSandboxedEnvironment, frozenset[str]] = {}
+        self._versions: dict[tuple[ImmutableSandboxedEnvironment, str], str] = {}
         self._snapshots: dict[str, ImmutableSandboxedEnvironment] = {}
         self._snapshot_source: SnapshotSource | None = None
 
@@ -497,7 +504,7 @@ class Renderer:
         assert loader is not None
         files = {
             name: loader.get_source(environment, name)[0]
-            for name in environment.list_templates()
+            for name in sorted(self._available(environment))
             if not name.startswith("centers/")
         }
         return TemplateSet.of(files)
@@ -512,14 +519,33 @@ class Renderer:
             self._snapshots[version] = environment
         return environment
 
+    def _available(self, environment: ImmutableSandboxedEnvironment) -> frozenset[str]:
+        """The names of the templates an environment has, listed once."""
+        names = self._names.get(environment)
+        if names is None:
+            names = self._names[environment] = frozenset(environment.list_templates())
+        return names
+
+    def _files_version(self, environment: ImmutableSandboxedEnvironment, name: str) -> str:
+        """A hash of the files message ``name`` is rendered from on disk (its parts and the
+        layouts), worked out once per environment and message."""
+        version = self._versions.get((environment, name))
+        if version is None:
+            digest = hashlib.sha256()
+            for template in (*(f"{name}/{part}" for part in PARTS), *LAYOUTS):
+                if template in LAYOUTS and template not in self._available(environment):
+                    continue
+                filename = environment.get_template(template).filename
+                assert filename is not None
+                digest.update(self._source_digest(filename))
+            version = self._versions[(environment, name)] = digest.hexdigest()[:16]
+        return version
+
     def _source_digest(self, filename: str) -> bytes:
-        """A template file's hash, read again only when the file changes (not on every send)."""
-        stat = Path(filename).stat()
-        key = (filename, stat.st_mtime_ns, stat.st_size)
-        digest = self._digests.get(key)
+        """A template file's hash, read once (several environments share the defaults)."""
+        digest = self._digests.get(filename)
         if digest is None:
-            digest = hashlib.sha256(Path(filename).read_bytes()).digest()
-            self._digests[key] = digest
+            digest = self._digests[filename] = hashlib.sha256(Path(filename).read_bytes()).digest()
         return digest
 
     def search_path(self, center_ids: tuple[str, ...]) -> list[Path]:
@@ -560,8 +586,7 @@ class Renderer:
         return filename or template
 
     def exists(self, name: str, center_ids: tuple[str, ...] = ()) -> bool:
-        environment = self._environment(center_ids)
-        available = set(environment.list_templates())
+        available = self._available(self._environment(center_ids))
         return all(f"{name}/{part}" in available for part in PARTS)
 
     def render(
@@ -578,13 +603,13 @@ class Renderer:
         environment = self._environment(center_ids)
         if version is not None:
             snapshot = self._snapshot_environment(version)
-            if all(f"{name}/{part}" in snapshot.list_templates() for part in PARTS):
+            available = self._available(snapshot)
+            if all(f"{name}/{part}" in available for part in PARTS):
                 environment = snapshot
             else:
                 version = None
         values = context.model_dump()
         rendered: list[str] = []
-        digest = hashlib.sha256()
         for part in PARTS:
             template_name = f"{name}/{part}"
             try:
@@ -597,17 +622,6 @@ class Renderer:
                 at = f"line {line}: " if line else ""
                 detail = exc.message if isinstance(exc, TemplateError) else str(exc)
                 raise RenderError(where, f"{at}{detail or type(exc).__name__}") from exc
-            if version is None:
-                assert template.filename is not None
-                digest.update(self._source_digest(template.filename))
-        if version is None:
-            for layout in LAYOUTS:
-                try:
-                    filename = environment.get_template(layout).filename
-                except TemplateNotFound:
-                    continue
-                assert filename is not None
-                digest.update(self._source_digest(filename))
         # A subject template may print anything, a summary's line breaks or an SMTP reply
         # included: the subject is one header line whatever it printed.
         subject = as_one_line(rendered[0])
@@ -617,7 +631,7 @@ class Renderer:
             subject=subject[:MAX_SUBJECT_LENGTH],
             text=rendered[1],
             html=rendered[2],
-            version=version or digest.hexdigest()[:16],
+            version=version or self._files_version(environment, name),
         )
         return drill_marked(message) if context.incident.drill else message
 
@@ -647,6 +661,11 @@ def drill_marked(message: RenderedMessage) -> RenderedMessage:
     )
 
 
+# The filters below are kept per value: every message of a batch prints the same few links,
+# addresses and numbers, and each took a regex or a quoting pass per use.
+
+
+@functools.lru_cache(maxsize=4096)
 def destination(url: str) -> str:
     """Where a link leads, as written under its button (the ``destination`` filter):
     ``https://oos.manufacturer.example/…``, so the reader sees the site before pressing it."""
@@ -654,6 +673,7 @@ def destination(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}/…"
 
 
+@functools.lru_cache(maxsize=4096)
 def phone_link(number: str) -> Markup:
     """A phone number as a ``tel:`` link that does not wrap (the ``phone`` filter, HTML only):
     tapped on a phone it dials, and it is never split over two lines."""
@@ -665,6 +685,7 @@ def phone_link(number: str) -> Markup:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def mailto(address: str, subject: str | None = None) -> str:
     """A ``mailto:`` link to one address (the ``mailto`` filter: ``{{ qa_contact.email|mailto(
     subject=incident.ref) }}``). A valid address may hold ``?``, ``&``, ``#`` or ``%`` before
@@ -680,6 +701,9 @@ def mailto(address: str, subject: str | None = None) -> str:
 def _sandbox(loader: BaseLoader) -> ImmutableSandboxedEnvironment:
     environment = ImmutableSandboxedEnvironment(
         loader=loader,
+        # Templates are fixed for the life of the process (see Renderer): not checked on disk
+        # again at each use.
+        auto_reload=False,
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
         undefined=StrictUndefined,
         trim_blocks=True,

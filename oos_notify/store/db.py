@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import select
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
@@ -14,6 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from oos_notify.store import outages, wakeups
+from oos_notify.store.turns import WriteGate
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -154,10 +154,11 @@ def write_gate(engine: Engine) -> AbstractAsyncContextManager[object]:
 
     SQLite takes one writer at a time and makes the others poll with sleeps, or fail when a
     read snapshot cannot become a write. For SQLite the API and the dispatcher therefore take
-    turns on an asyncio lock: waiting costs no worker thread, so a burst of requests cannot
-    exhaust the thread pool that the lock's holder needs to finish. PostgreSQL needs no gate.
+    turns on an asyncio lock (the dispatcher's turns first: ``turns``): waiting costs no worker
+    thread, so a burst of requests cannot exhaust the thread pool that the lock's holder needs
+    to finish. PostgreSQL needs no gate.
     """
-    return asyncio.Lock() if engine.dialect.name == "sqlite" else _NoGate()
+    return WriteGate() if engine.dialect.name == "sqlite" else _NoGate()
 
 
 class _NoGate:

@@ -25,7 +25,9 @@ def keep(session: Session, messages: Sequence[tuple[str, bytes]], now: datetime)
                 "notification_id": notification_id,
                 "sent_at": now,
                 "size": len(data),
-                "compressed": zlib.compress(data, 6),
+                # Level 1: a tenth larger than level 6 for a message, at half its CPU, which
+                # was 4 % of what sending a message cost
+                "compressed": zlib.compress(data, 1),
             }
             for notification_id, data in messages
         ],

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from pydantic import ValidationError
 
-from oos_notify.addresses import mailbox, one_line, sender
+from oos_notify.addresses import BREAKING, is_breaking, mailbox, one_line, sender
 from oos_notify.settings import Settings
 
 
@@ -76,3 +78,10 @@ def test_a_name_with_a_control_character_is_refused(char: str) -> None:
 def test_a_name_may_hold_what_a_header_can_quote_or_encode() -> None:
     for name in ("Rivera, A. <a@b.example>", "Jörg Müller", "=?utf-8?q?x?=", "O'Brien \\ Co"):
         assert one_line(name) == name
+
+
+def test_the_breaking_pattern_finds_exactly_the_breaking_characters() -> None:
+    # Headers are checked and subjects cleaned with the pattern, names one character at a time:
+    # both must refuse the same characters, every one Unicode has
+    every = "".join(map(chr, range(sys.maxunicode + 1)))
+    assert BREAKING.findall(every) == [c for c in every if is_breaking(c)]
