@@ -20,7 +20,9 @@ from oos_notify.web.services import Services
 _T = TypeVar("_T")
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """Async, as every dependency that does no I/O: FastAPI runs a plain ``def`` dependency in a
+    worker thread, a round trip through the thread pool on every request."""
     services: Services = request.app.state.services
     return services
 
@@ -56,7 +58,7 @@ class Writer:
             return work(session)
 
 
-def get_writer(services: ServicesDep) -> Writer:
+async def get_writer(services: ServicesDep) -> Writer:
     return Writer(services)
 
 
@@ -120,7 +122,7 @@ def require_api_key(
 ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]
 
 
-def limit_event_rate(key: ApiKeyDep, services: ServicesDep) -> ApiKey:
+async def limit_event_rate(key: ApiKeyDep, services: ServicesDep) -> ApiKey:
     """The key, if it has events left in its bucket; 429 with Retry-After otherwise."""
     try:
         services.events_limit.take(key.id, services.clock.now())
