@@ -797,12 +797,24 @@ class EffectiveAgreement(_Strict):
         name = _guidance_name(attribute)
         return next((g for g in self.clinical_guidance if name in g.names()), None)
 
+    def snapshot(self) -> dict[str, Any]:
+        """The agreement as an incident keeps it (JSON), dumped once per instance: every incident
+        a site opens under the same agreements stores the same one. Shared: not to be changed."""
+        known = _SNAPSHOTS.get(id(self))
+        if known is not None and known[0] is self:
+            return known[1]
+        snapshot = self.model_dump(mode="json")
+        if len(_SNAPSHOTS) >= _KEPT:
+            _SNAPSHOTS.clear()
+        _SNAPSHOTS[id(self)] = (self, snapshot)
+        return snapshot
+
     def version(self) -> str:
         """A content hash: the same agreement always has the same version."""
         known = _VERSIONS.get(id(self))
         if known is not None and known[0] is self:
             return known[1]
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(self.snapshot(), sort_keys=True, separators=(",", ":"))
         version = hashlib.sha256(canonical.encode()).hexdigest()[:16]
         if len(_VERSIONS) >= _KEPT:
             _VERSIONS.clear()
@@ -815,6 +827,8 @@ _STORED: dict[str, tuple[Any, EffectiveAgreement]] = {}
 """Each site's last agreement read back from an incident: the snapshot and what it gave."""
 _VERSIONS: dict[int, tuple[EffectiveAgreement, str]] = {}
 """The versions of agreements in use (the instance is kept, so its id is not reused)."""
+_SNAPSHOTS: dict[int, tuple[EffectiveAgreement, dict[str, Any]]] = {}
+"""The snapshots of agreements in use (the instance is kept, so its id is not reused)."""
 
 
 def _once_per_site(

@@ -471,7 +471,7 @@ def _open(
         oos_release=opening_offer.record if opening_offer else None,
         treating_physician=treating,
         agreement_version=agreement.version(),
-        agreement=agreement.model_dump(mode="json"),
+        agreement=agreement.snapshot(),
         agreements_version_id=agreements.version_id,
         template_version=template_version,
         opened_at=now,

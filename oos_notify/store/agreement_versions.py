@@ -19,7 +19,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, exists
 from sqlmodel import Session, col, select
 
 from oos_notify.agreements import versions
@@ -87,6 +87,50 @@ def get(session: Session, version_id: int) -> AgreementVersion:
             f"no agreement version #{version_id}: `oos-notify agreements history` lists them"
         )
     return row
+
+
+_TABLE = AgreementVersion.__table__  # type: ignore[attr-defined]
+_OTHER = _TABLE.alias("other")
+_RAN_STATES = [state.value for state in RAN]
+_REPLACES = (
+    exists()
+    .where(
+        _OTHER.c.state == VersionState.APPROVED.value,
+        _OTHER.c.id != _TABLE.c.id,
+        _OTHER.c.effective_at <= _TABLE.c.effective_at,
+    )
+    .label("replaces")
+)
+_IN_FORCE = select(_TABLE.c.id, _TABLE.c.effective_at, _REPLACES).where(
+    _TABLE.c.state.in_(_RAN_STATES)
+)
+"""Core statements for what every event asks: which version is in force, and whether it has yet
+to replace an approved one. Its id, not its row: the row's JSON content, every center's
+agreements, is read once per version (``AgreementsInForce``), not once per request."""
+
+
+@dataclass(frozen=True)
+class InForce:
+    """The version in force at an instant, by its id, and whether an approved version it
+    replaces is still to be marked superseded (``take_effect``)."""
+
+    id: int
+    replaces: bool
+
+
+def in_force_id(session: Session, now: datetime) -> InForce | None:
+    """``in_force`` by its id alone, in one statement (two when the clock is set before the first
+    version took effect)."""
+    row = session.execute(
+        _IN_FORCE.where(_TABLE.c.effective_at <= now)
+        .order_by(_TABLE.c.effective_at.desc(), _TABLE.c.id.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        row = session.execute(
+            _IN_FORCE.order_by(_TABLE.c.effective_at, _TABLE.c.id).limit(1)
+        ).first()
+    return None if row is None else InForce(row.id, bool(row.replaces))
 
 
 def in_force(session: Session, now: datetime) -> AgreementVersion | None:
@@ -323,33 +367,37 @@ def reject(
     return row
 
 
-def take_effect(session: Session, now: datetime) -> None:
+def take_effect(session: Session, now: datetime) -> int | None:
     """Mark superseded the approved versions a later one replaced by ``now``, with an entry in
-    the trail for each version that took effect."""
-    if not _replaced(session, now):
-        return
+    the trail for each version that took effect. Returns the id of the version in force (None
+    on a database with none yet)."""
+    found = in_force_id(session, now)
+    if found is None or not found.replaces:
+        return None if found is None else found.id
     # Replicas that see the same version take effect at once mark it once: the first commits,
     # the others find nothing left to replace.
     one_at_a_time(session, "agreement versions", "change")
     replaced = _replaced(session, now)
     current = in_force(session, now)
-    if not replaced or current is None or current.effective_at is None:
-        return
+    if current is None:
+        return None
+    if not replaced or current.effective_at is None:
+        return current.id
     for row in replaced:
         row.state = VersionState.SUPERSEDED
         row.superseded_at = current.effective_at
         session.add(row)
-    if replaced:
-        audit.record(
-            session,
-            now,
-            "agreement_version_in_force",
-            "service",
-            version=current.id,
-            content_sha256=current.content_sha256,
-            effective_at=current.effective_at.isoformat(),
-            superseded=[row.id for row in replaced],
-        )
+    audit.record(
+        session,
+        now,
+        "agreement_version_in_force",
+        "service",
+        version=current.id,
+        content_sha256=current.content_sha256,
+        effective_at=current.effective_at.isoformat(),
+        superseded=[row.id for row in replaced],
+    )
+    return current.id
 
 
 def _replaced(session: Session, now: datetime) -> list[AgreementVersion]:
@@ -414,21 +462,28 @@ class StartReport:
 
 
 class AgreementsInForce:
-    """The approved agreements in force at any instant, read from the database each time they
-    are asked for (a version approved by another process takes effect at its time, with no
-    restart), each version read back from its content once."""
+    """The approved agreements in force at any instant, asked of the database each time (a
+    version approved by another process takes effect at its time, with no restart) by its id
+    alone; each version's content is read and restored once."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._loaded: dict[int, Agreements] = {}
 
     def at(self, session: Session, now: datetime) -> Agreements:
-        row = in_force(session, now)
-        if row is None or row.id is None:
+        found = in_force_id(session, now)
+        return self.version(session, None if found is None else found.id)
+
+    def version(self, session: Session, version_id: int | None) -> Agreements:
+        """The agreements of version ``version_id`` (what ``take_effect`` returns)."""
+        if version_id is None:
             raise RuntimeError("no approved agreements: the service adopts a baseline at start")
-        known = self._loaded.get(row.id)
+        known = self._loaded.get(version_id)
         if known is None:
-            known = self._loaded[row.id] = versions.restore(row.content, row.id)
+            content = session.execute(
+                select(_TABLE.c.content).where(_TABLE.c.id == version_id)
+            ).scalar_one()
+            known = self._loaded[version_id] = versions.restore(content, version_id)
         return known
 
     def now(self, now: datetime) -> Agreements:

@@ -370,8 +370,12 @@ def _report(
     return ChainReport(sum(c.count for c in checks), last, limit, digest, broken, problem)
 
 
+_LAST_SEQ = select(func.coalesce(func.max(_ENTRIES.c.seq), 0))
+"""Built once: every writing transaction on SQLite asks it."""
+
+
 def _last_seq(session: Session) -> int:
-    return int(session.execute(select(func.coalesce(func.max(_ENTRIES.c.seq), 0))).scalar_one())
+    return int(session.execute(_LAST_SEQ).scalar_one())
 
 
 def _row_problem(row: Row[Any] | int, check: _ChainCheck) -> str | None:

@@ -40,11 +40,11 @@ async def post_event(
 
     def intake(session: Session) -> events.IngestResult:
         now = services.clock.now()
-        agreement_versions.take_effect(session, now)
+        version = agreement_versions.take_effect(session, now)
         return events.ingest(
             session,
             event,
-            services.agreements.at(session, now),
+            services.agreements.version(session, version),
             now,
             services.settings.mail_domain,
             services.template_versions,
