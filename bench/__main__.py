@@ -111,8 +111,8 @@ QUICK = Size(
     timers_grace_seconds=5,
 )
 """``--quick``: every measurement but the burst, smaller, to finish in under two minutes where
-two cores are free (under 100 s of CPU in all); the timers keep the full run's rate (333 due a
-second) over 10 s, and wait 5 s for the late ones. The burst, about 20 s on its own, runs in the
+two cores are free (under 100 s of CPU in all); the timers: 333 due a second (the full run's is
+833) over 10 s, waiting 5 s for the late ones. The burst, about 20 s on its own, runs in the
 full run and in ``--cpu --quick``."""
 QUICK_STARTUP = replace(QUICK, startup_runs=3)
 """``--startup --quick``: 10 sites, 3 runs of each command."""
