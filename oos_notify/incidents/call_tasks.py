@@ -35,6 +35,7 @@ from oos_notify.agreements.vocabulary import (
 )
 from oos_notify.errors import Conflict, InvalidFields, NotFound
 from oos_notify.ids import new_id
+from oos_notify.incidents import skipped_steps
 from oos_notify.incidents.planning import plan_to_holders
 from oos_notify.store import audit, outbox, timers
 from oos_notify.store.instants import UtcInstant
@@ -502,17 +503,7 @@ def _tell(
         CALL_TASK_TEMPLATE if kind is NotificationKind.CALL_TASK else CALL_TASK_OVERDUE_TEMPLATE
     )
     planned = plan_to_holders(agreement, recipients, kind, template, now)
-    for skipped in planned.skipped:
-        audit.record(
-            session,
-            now,
-            "step_skipped",
-            "planner",
-            incident_id=incident.id,
-            kind=skipped.kind.value,
-            level=skipped.level,
-            reason=skipped.reason,
-        )
+    skipped_steps.record(session, incident.id, planned.skipped, now)
     scheduled = outbox.schedule(session, incident.id, planned.notifications, now, mail_domain)
     for notification_id, _ in scheduled:
         session.add(CallTaskNotice(notification_id=notification_id, call_task_id=task.id))

@@ -40,6 +40,7 @@ from oos_notify.incidents import (
     physician,
     product_state,
     regulatory_clocks,
+    skipped_steps,
 )
 from oos_notify.incidents.planning import (
     IncidentFacts,
@@ -561,17 +562,7 @@ def schedule_plan(
     extra: Sequence[PlannedNotification] = (),
 ) -> list[ScheduledOut]:
     """Write what planning produced, and say in the audit trail which steps it had to skip."""
-    for skipped in result.skipped:
-        audit.record(
-            session,
-            now,
-            "step_skipped",
-            "planner",
-            incident_id=incident.id,
-            kind=skipped.kind,
-            level=skipped.level,
-            reason=skipped.reason,
-        )
+    skipped_steps.record(session, incident.id, result.skipped, now)
     planned = [*result.notifications, *extra]
     return _scheduled_out(outbox.schedule(session, incident.id, planned, now, mail_domain))
 
