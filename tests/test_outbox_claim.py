@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import event, select, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
@@ -25,7 +25,7 @@ from oos_notify.incidents.events import EventIn
 from oos_notify.ops import config_check
 from oos_notify.store import outbox
 from oos_notify.store.db import create_schema, make_engine, transaction
-from oos_notify.store.models import Notification
+from oos_notify.store.models import Acknowledgement, Notification
 from tests import databases
 from tests.conftest import CONFIG_DIR, TEMPLATES_DIR, release_failure
 
@@ -226,3 +226,48 @@ def test_senders_pass_each_others_locked_rows_by_instead_of_queueing(engine: Eng
         pool.shutdown()
     assert len(held) == 50 and len(second) == 50
     assert held.isdisjoint(second)
+
+
+@databases.needs_postgresql
+def test_an_answer_about_a_notification_waits_for_no_sender_recording_its_outcome(
+    engine: Engine,
+) -> None:
+    """A coordinator's answer names the notification its link came from, while the sender of
+    that email may still be recording it: the answer must not queue behind the sender, which
+    may itself be waiting for the incident the answer changed (a deadlock, one of them lost)."""
+    now = OPENED + timedelta(hours=1)
+    mine = claim_as(engine, "worker-a/1111", now)
+
+    def answer(notification_id: str) -> None:
+        with transaction(engine) as session:
+            session.execute(text("SET LOCAL lock_timeout = '3s'"))
+            row = session.execute(
+                select(Notification.incident_id, Notification.contact_id).where(
+                    col(Notification.id) == notification_id
+                )
+            ).one()
+            session.execute(
+                Acknowledgement.__table__.insert(),  # type: ignore[attr-defined]
+                {
+                    "id": new_id("ack"),
+                    "incident_id": row.incident_id,
+                    "notification_id": notification_id,
+                    "contact_id": row.contact_id,
+                    "email": "ct-coord@mercy.example",
+                    "role": "coordinator",
+                    "response": "received",
+                    "at": now,
+                },
+            )
+
+    pool = ThreadPoolExecutor(1)
+    try:
+        with transaction(engine) as sender:
+            # The sender locks its rows to record their outcome, and holds them until it commits
+            assert outbox.still_claimed(sender, mine, "worker-a/1111") == set(mine)
+            pool.submit(answer, mine[0]).result(timeout=10)
+            # and a second sender still cannot take them over meanwhile
+            # (its lease ran out, but the rows are locked)
+            assert set(claim_as(engine, "worker-b/2222", now + THIRTY * 2)).isdisjoint(mine)
+    finally:
+        pool.shutdown()

@@ -2,12 +2,16 @@
 
 A claim is a conditional update (``... WHERE id IN (...) AND status = 'scheduled' RETURNING id``)
 whose returned ids say which rows this sender won, so several service replicas on one database
-never send the same row twice; the candidates are read ``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
-so senders pass each other's rows by instead of queueing on them. A claim names its owner (a
-process, ``name/incarnation``) and holds a lease the owner renews while it sends. A sender that
-dies leaves its rows to be taken over when the lease runs out, or at once when it restarts under
-the same name; a sender that comes back after a takeover finds the rows no longer its own and
-records nothing. A resend reuses the row's Message-ID so receivers can drop a duplicate.
+never send the same row twice; the candidates are read ``FOR NO KEY UPDATE SKIP LOCKED`` on
+PostgreSQL, so senders pass each other's rows by instead of queueing on them. Senders lock rows
+``NO KEY``, which keeps other senders out and lets a row that names a notification (an answer, an
+audit entry) be written meanwhile: a full ``FOR UPDATE`` made such a write wait for the sender,
+and a sender that then waited for that writer's incident deadlocked with it. A claim names its
+owner (a process, ``name/incarnation``) and holds a lease the owner renews while it sends. A
+sender that dies leaves its rows to be taken over when the lease runs out, or at once when it
+restarts under the same name; a sender that comes back after a takeover finds the rows no
+longer its own and records nothing. A resend reuses the row's Message-ID so receivers can drop
+a duplicate.
 """
 
 from __future__ import annotations
@@ -325,7 +329,7 @@ def claim_due(
                 select(Notification.id)
                 .where(abandoned)
                 .limit(limit)
-                .with_for_update(skip_locked=True)
+                .with_for_update(skip_locked=True, key_share=True)
             )
             if take_over
             else ()
@@ -335,7 +339,7 @@ def claim_due(
             .where(scheduled)
             .order_by(col(Notification.due_at))
             .limit(limit)
-            .with_for_update(skip_locked=True)
+            .with_for_update(skip_locked=True, key_share=True)
         ),
     ][:limit]
     if not candidates:
@@ -398,7 +402,7 @@ def still_claimed(session: Session, notification_ids: Sequence[str], owner: str)
             col(Notification.status) == SENDING,
             col(Notification.claimed_by) == owner,
         )
-        .with_for_update()
+        .with_for_update(key_share=True)
     )
     return set(held)
 
