@@ -284,6 +284,30 @@ def test_a_schema_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     engine.dispose()
 
 
+@databases.needs_postgresql
+def test_a_start_that_reads_the_schema_as_another_process_commits_its_migration_starts(
+    tmp_path: Path,
+) -> None:
+    """Two replicas started together on an empty database: the one that lost the race reads the
+    schema while the other commits every table at once. It must see the database empty (and
+    then find the migration done) or at head, never half of each."""
+    url = databases.empty_url_for(tmp_path)
+    engine, other = make_engine(url), make_engine(url)
+    committed: list[str] = []
+
+    @sa.event.listens_for(engine, "after_cursor_execute")
+    def the_other_process_commits(*_: object) -> None:
+        # after this start's first read of the schema, the other process's migration commits
+        if not committed:
+            committed.append(str(migrate.upgrade(other).after))
+
+    assert migrate.prepare(engine, migrate_on_start=None) is None  # nothing left to do here
+    assert committed == [migrate.head()]
+    assert migrate.state(engine).at_head
+    engine.dispose()
+    other.dispose()
+
+
 # --- migrating safely --------------------------------------------------------------------------
 
 

@@ -102,7 +102,13 @@ def head() -> str:
 
 
 def state(engine: Engine) -> SchemaState:
+    """The schema as one moment saw it. On PostgreSQL its few reads share one snapshot: read
+    each as of its own moment, a start that read "no version table" and then "tables" while
+    another process committed its migration in between took the database for one made before
+    migrations, and refused to start."""
     with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            connection = connection.execution_options(isolation_level="REPEATABLE READ")
         return _state(connection)
 
 
