@@ -222,7 +222,8 @@ def simultaneous_start(report: ReplicaReport, directory: Path, config_dir: Path)
         report.simultaneous_starts_ok += 1
     else:
         codes = [p.returncode for p in processes]
-        report.start_failures.append(f"ready {ready}, exit codes {codes}: {outputs[-1][-2000:]}")
+        said = " | ".join(f"[{n}] {output[-2000:]}" for n, output in enumerate(outputs))
+        report.start_failures.append(f"ready {ready}, exit codes {codes}: {said}")
 
 
 def main() -> None:
